@@ -1,0 +1,67 @@
+//! Versioned resources, and the small interface through which xDS streams read them.
+//!
+//! The cache holds only the latest snapshot. Streams watch it and compute
+//! their own deltas, so a slow stream skips intermediate snapshots instead of
+//! queueing them, and publishing never waits for any stream.
+
+mod resource_type;
+mod snapshot;
+
+pub use resource_type::ResourceType;
+pub use snapshot::{Resources, Snapshot, SnapshotDiff, VersionedResource};
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// `None` until the source's first full state has been translated.
+pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// What the xDS server needs from a cache.
+pub trait SnapshotSource: Send + Sync + 'static {
+    fn subscribe(&self) -> SnapshotReceiver;
+}
+
+/// Holds the current snapshot and hands it to every stream.
+#[derive(Debug)]
+pub struct SnapshotCache {
+    current: watch::Sender<Option<Arc<Snapshot>>>,
+}
+
+impl Default for SnapshotCache {
+    fn default() -> Self {
+        Self { current: watch::Sender::new(None) }
+    }
+}
+
+impl SnapshotCache {
+    /// Replaces the snapshot and says what changed; streams are woken only if something did.
+    pub fn publish(&self, snapshot: Snapshot) -> SnapshotDiff {
+        let mut diff = SnapshotDiff::default();
+        self.current.send_if_modified(|current| {
+            diff = SnapshotDiff::between(current.as_deref(), &snapshot);
+            let first = current.is_none();
+            if first || !diff.is_empty() {
+                *current = Some(Arc::new(snapshot));
+            }
+            first || !diff.is_empty()
+        });
+        diff
+    }
+
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current.borrow().clone()
+    }
+}
+
+impl SnapshotSource for SnapshotCache {
+    fn subscribe(&self) -> SnapshotReceiver {
+        self.current.subscribe()
+    }
+}
+
+impl SnapshotSource for Arc<SnapshotCache> {
+    fn subscribe(&self) -> SnapshotReceiver {
+        self.current.subscribe()
+    }
+}

@@ -1,0 +1,107 @@
+//! Command-line interface; every flag can also come from an `EDGEXDS_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::pipeline::{MAX_DELAY, PipelineConfig};
+use crate::serve::ServeConfig;
+use crate::translate::TranslateOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "edgexds", version, about = "Lightweight Envoy delta-xDS control plane for Kubernetes edge clusters")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve delta xDS (ADS, CDS, EDS) to Envoys.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of Kubernetes manifests (Service, EndpointSlice, HealthProbe) to serve and watch.
+    #[arg(long, env = "EDGEXDS_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Address of the xDS gRPC server.
+    #[arg(long, env = "EDGEXDS_XDS_ADDR", default_value = "0.0.0.0:18000")]
+    pub xds_addr: SocketAddr,
+    /// Address of the admin server (/healthz, /readyz).
+    #[arg(long, env = "EDGEXDS_ADMIN_ADDR", default_value = "0.0.0.0:19000")]
+    pub admin_addr: SocketAddr,
+    /// Quiet time after a source change before pushing (at most 1s), e.g. 100ms.
+    #[arg(long, env = "EDGEXDS_DEBOUNCE", default_value = "100ms", value_parser = parse_debounce)]
+    pub debounce: Duration,
+    /// Send not-ready endpoints as UNHEALTHY instead of leaving them out.
+    #[arg(long, env = "EDGEXDS_SEND_UNHEALTHY_ENDPOINTS")]
+    pub send_unhealthy_endpoints: bool,
+    /// Also publish endpoint metadata as typed_filter_metadata (edgexds.v1alpha1.EndpointExtension).
+    #[arg(long, env = "EDGEXDS_TYPED_METADATA")]
+    pub typed_metadata: bool,
+    /// Log output format.
+    #[arg(long, env = "EDGEXDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `edgexds=debug`.
+    #[arg(long, env = "EDGEXDS_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_debounce(text: &str) -> Result<Duration, String> {
+    let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 100ms or 1s)"))?;
+    if value > MAX_DELAY {
+        return Err(format!("must be at most {}", humantime::format_duration(MAX_DELAY)));
+    }
+    Ok(value)
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> Result<ServeConfig, String> {
+        let manifests =
+            self.manifests.clone().ok_or("no source given: pass --manifests DIR (or set EDGEXDS_MANIFESTS)")?;
+        Ok(ServeConfig {
+            manifests,
+            xds_addr: self.xds_addr,
+            admin_addr: self.admin_addr,
+            pipeline: PipelineConfig {
+                debounce: self.debounce,
+                translate: TranslateOptions {
+                    send_unhealthy_endpoints: self.send_unhealthy_endpoints,
+                    typed_metadata: self.typed_metadata,
+                },
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debounce_accepts_human_durations_up_to_one_second() {
+        assert_eq!(parse_debounce("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_debounce("2s").unwrap_err().contains("at most 1s"));
+        assert!(parse_debounce("fast").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ports() {
+        let cli = Cli::try_parse_from(["edgexds", "serve", "--manifests", "examples"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.xds_addr.port(), 18000);
+        assert_eq!(args.admin_addr.port(), 19000);
+        assert_eq!(args.debounce, Duration::from_millis(100));
+    }
+}

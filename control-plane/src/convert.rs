@@ -1,0 +1,150 @@
+//! Converts Kubernetes API objects into model objects; every source goes through here.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service as KubeService;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::crd::HealthProbe;
+use crate::model::{
+    AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
+    SlicePort, TargetPort,
+};
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Why an object could not be converted: the field path and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConvertError {
+    pub field: String,
+    pub message: String,
+}
+
+fn error(field: impl Into<String>, message: impl Into<String>) -> ConvertError {
+    ConvertError { field: field.into(), message: message.into() }
+}
+
+/// The object's key; `default_namespace` stands in where a manifest leaves it out, as kubectl does.
+pub fn object_key(meta: &ObjectMeta, default_namespace: &str) -> Result<ObjectKey, ConvertError> {
+    let name = meta.name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| error("metadata.name", "is required"))?;
+    let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(default_namespace);
+    Ok(ObjectKey::new(namespace, name))
+}
+
+fn port_number(field: &str, value: i32) -> Result<u16, ConvertError> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| error(field, format!("{value} is not a port number (1..=65535)")))
+}
+
+fn protocol(field: &str, value: Option<&str>) -> Result<PortProtocol, ConvertError> {
+    PortProtocol::parse(value).ok_or_else(|| error(field, format!("unknown protocol {value:?}")))
+}
+
+pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service, ConvertError> {
+    let key = object_key(&object.metadata, default_namespace)?;
+    let spec = object.spec.clone().unwrap_or_default();
+    let ports = spec
+        .ports
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = |f: &str| format!("spec.ports[{i}].{f}");
+            let port = port_number(&field("port"), p.port)?;
+            let target_port = match &p.target_port {
+                None => TargetPort::Number(port),
+                Some(IntOrString::Int(n)) => TargetPort::Number(port_number(&field("targetPort"), *n)?),
+                Some(IntOrString::String(name)) => TargetPort::Name(name.clone()),
+            };
+            Ok(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port,
+                protocol: protocol(&field("protocol"), p.protocol.as_deref())?,
+                target_port,
+            })
+        })
+        .collect::<Result<_, ConvertError>>()?;
+    Ok(Service { key, ports, external_name: spec.type_.as_deref() == Some("ExternalName") })
+}
+
+pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, ConvertError> {
+    let key = object_key(&object.metadata, default_namespace)?;
+    let address_type = match object.address_type.as_str() {
+        "IPv4" => AddressType::Ipv4,
+        "IPv6" => AddressType::Ipv6,
+        "FQDN" => AddressType::Fqdn,
+        other => return Err(error("addressType", format!("unknown address type {other:?}"))),
+    };
+    let ports = object
+        .ports
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            // A port without a number means "all ports" (headless, no ports): nothing to route.
+            let number = p.port?;
+            Some((|| {
+                Ok(SlicePort {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: port_number(&format!("ports[{i}].port"), number)?,
+                    protocol: protocol(&format!("ports[{i}].protocol"), p.protocol.as_deref())?,
+                })
+            })())
+        })
+        .collect::<Result<_, ConvertError>>()?;
+    let endpoints = if address_type == AddressType::Fqdn {
+        Vec::new()
+    } else {
+        object
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let first = e
+                    .addresses
+                    .first()
+                    .ok_or_else(|| error(format!("endpoints[{i}].addresses"), "must hold at least one address"))?;
+                let address: IpAddr = first.parse().map_err(|_| {
+                    error(format!("endpoints[{i}].addresses[0]"), format!("{first:?} is not an IP address"))
+                })?;
+                let conditions = e.conditions.as_ref().map_or_else(EndpointConditions::default, |c| {
+                    EndpointConditions { ready: c.ready, serving: c.serving, terminating: c.terminating }
+                });
+                let pod_name = e
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref().is_none_or(|k| k == "Pod"))
+                    .and_then(|r| r.name.clone());
+                Ok(SliceEndpoint {
+                    address,
+                    conditions,
+                    zone: e.zone.clone(),
+                    node_name: e.node_name.clone(),
+                    pod_name,
+                    hostname: e.hostname.clone(),
+                })
+            })
+            .collect::<Result<_, ConvertError>>()?
+    };
+    Ok(Slice {
+        service_name: object.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned(),
+        key,
+        address_type,
+        ports,
+        endpoints,
+    })
+}
+
+pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, ConvertError> {
+    Ok(Probe {
+        key: object_key(&object.metadata, default_namespace)?,
+        created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        generation: object.metadata.generation,
+        spec: object.spec.clone(),
+    })
+}

@@ -1,0 +1,24 @@
+//! The one error type of edgexds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("manifests directory {path}: {source}")]
+    ManifestDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot watch {path}: {source}")]
+    Watch { path: PathBuf, source: notify::Error },
+    #[error("xDS server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,36 @@
+//! The `edgexds` binary: parse arguments, set up logging, run.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use edgexds::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            if let Err(e) = edgexds::telemetry::init(args.log_format, &args.log_level) {
+                eprintln!("edgexds: {e}");
+                return ExitCode::from(2);
+            }
+            let config = match args.to_config() {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("edgexds: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = match edgexds::serve::start(config).await {
+                Ok(running) => running.run_until(edgexds::serve::termination()).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The core model: what the sources saw, and what it resolves to.
+//!
+//! Nothing here knows about Kubernetes clients or protobuf: sources convert
+//! their objects into [`SourceState`], [`resolve`] turns it into a [`Model`],
+//! and `translate` turns that into Envoy resources.
+
+mod object;
+mod probe;
+mod resolve;
+
+pub use object::{
+    AddressType, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint, SlicePort,
+    TargetPort,
+};
+pub use probe::{CheckKind, Probe, ProbeError, ProbePolicy, ValidProbe};
+pub use resolve::{
+    Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, ResolvedEndpoint, ResolvedPort, ResolvedService,
+    resolve,
+};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Everything a source currently knows, keyed by namespace/name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceState {
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
+    pub slices: BTreeMap<ObjectKey, Arc<Slice>>,
+    pub probes: BTreeMap<ObjectKey, Arc<Probe>>,
+}

@@ -1,0 +1,115 @@
+//! Turns source states into published snapshots: debounce, resolve, translate, encode, publish.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::cache::{ResourceType, Snapshot, SnapshotCache};
+use crate::model::{Diagnostic, Model, SourceState, resolve};
+use crate::source::StateReceiver;
+use crate::translate::{self, TranslateOptions};
+
+/// However busy the source, a change is published at most this long after it was seen.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineConfig {
+    /// Quiet time to wait for after a change, so a burst becomes one push.
+    pub debounce: Duration,
+    pub translate: TranslateOptions,
+}
+
+/// Resolves, translates and encodes one state. Pure apart from allocation.
+pub fn build_snapshot(
+    state: &SourceState,
+    options: TranslateOptions,
+    previous: Option<&Snapshot>,
+) -> (Snapshot, Model) {
+    let model = resolve(state);
+    let clusters = translate::clusters(&model).map(|c| (ResourceType::Cluster, c.name.clone(), c.encode_to_vec()));
+    let assignments = translate::load_assignments(&model, options)
+        .map(|a| (ResourceType::ClusterLoadAssignment, a.cluster_name.clone(), a.encode_to_vec()));
+    let snapshot = Snapshot::new(previous, clusters.chain(assignments));
+    (snapshot, model)
+}
+
+/// Runs until the source closes or `shutdown` fires; `models` receives each resolved model.
+pub async fn run(
+    config: PipelineConfig,
+    mut states: StateReceiver,
+    cache: Arc<SnapshotCache>,
+    models: watch::Sender<Option<Arc<Model>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
+    // A state may already be waiting; otherwise wait for the first one.
+    let mut pending = states.borrow_and_update().is_some();
+    loop {
+        if !pending {
+            tokio::select! {
+                changed = states.changed() => if changed.is_err() { return },
+                () = crate::shutdown::requested(&mut shutdown) => return,
+            }
+        }
+        pending = false;
+        debounce(config.debounce, &mut states).await;
+        let Some(state) = states.borrow_and_update().clone() else { continue };
+        let previous = cache.current();
+        let options = config.translate;
+        let started = Instant::now();
+        let built = tokio::task::spawn_blocking(move || build_snapshot(&state, options, previous.as_deref())).await;
+        let Ok((snapshot, model)) = built else {
+            warn!("translation task failed; keeping the last snapshot");
+            continue;
+        };
+        report_new_diagnostics(&model, &mut reported);
+        let sizes = (snapshot.len(ResourceType::Cluster), endpoint_count(&model));
+        let diff = cache.publish(snapshot);
+        models.send_replace(Some(Arc::new(model)));
+        let ((cds_changed, cds_removed), (eds_changed, eds_removed)) =
+            (diff.count(ResourceType::Cluster), diff.count(ResourceType::ClusterLoadAssignment));
+        if diff.is_empty() {
+            debug!(elapsed = ?started.elapsed(), "source changed, resources did not");
+        } else {
+            info!(
+                clusters = sizes.0,
+                endpoints = sizes.1,
+                cds_changed,
+                cds_removed,
+                eds_changed,
+                eds_removed,
+                elapsed = ?started.elapsed(),
+                "snapshot published"
+            );
+        }
+    }
+}
+
+/// Waits until the source has been quiet for `quiet`, but never longer than [`MAX_DELAY`] in total.
+async fn debounce(quiet: Duration, states: &mut StateReceiver) {
+    let deadline = tokio::time::Instant::now() + MAX_DELAY;
+    loop {
+        let wake = (tokio::time::Instant::now() + quiet).min(deadline);
+        tokio::select! {
+            changed = states.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(wake) => return,
+        }
+    }
+}
+
+fn endpoint_count(model: &Model) -> usize {
+    model.ports().map(|p| p.endpoints.len()).sum()
+}
+
+/// Logs each ignored object once, and again only if its reason changes after it was fixed.
+fn report_new_diagnostics(model: &Model, reported: &mut BTreeSet<Diagnostic>) {
+    let current: BTreeSet<Diagnostic> = model.diagnostics.iter().cloned().collect();
+    for diagnostic in current.difference(reported) {
+        warn!(object = %diagnostic.object, "{}", diagnostic.message);
+    }
+    *reported = current;
+}

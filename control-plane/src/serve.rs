@@ -1,0 +1,164 @@
+//! Wires a source, the pipeline, the cache, the xDS server and the admin server together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::cache::SnapshotCache;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::pipeline::{self, PipelineConfig};
+use crate::source::manifest_dir;
+use crate::xds::XdsServer;
+
+/// Streams and connections get this long to close after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub manifests: PathBuf,
+    pub xds_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub pipeline: PipelineConfig,
+}
+
+/// A started control plane.
+pub struct Running {
+    pub xds_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub cache: Arc<SnapshotCache>,
+    pub models: watch::Receiver<Option<Arc<Model>>>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<Result<()>>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// Binds both ports and starts every task; serving begins once the source's first state is translated.
+pub async fn start(config: ServeConfig) -> Result<Running> {
+    if !config.manifests.is_dir() {
+        return Err(Error::ManifestDir {
+            path: config.manifests.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        });
+    }
+    let xds_listener = bind("xDS gRPC server", config.xds_addr).await?;
+    let admin_listener = bind("admin server", config.admin_addr).await?;
+    let xds_addr = xds_listener.local_addr().map_err(Error::Admin)?;
+    let admin_addr = admin_listener.local_addr().map_err(Error::Admin)?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let cache = Arc::new(SnapshotCache::default());
+    let (states, states_rx) = watch::channel(None);
+    let (models, models_rx) = watch::channel(None);
+    let mut tasks = JoinSet::new();
+
+    tasks.spawn(manifest_dir::run(config.manifests.clone(), states, shutdown_rx.clone()));
+    tasks.spawn({
+        let cache = cache.clone();
+        let shutdown = shutdown_rx.clone();
+        async move {
+            pipeline::run(config.pipeline, states_rx, cache, models, shutdown).await;
+            Ok(())
+        }
+    });
+    tasks.spawn(serve_xds(xds_listener, cache.clone(), shutdown_rx.clone()));
+    tasks.spawn(serve_admin(admin_listener, cache.clone(), shutdown_rx));
+    info!(%xds_addr, %admin_addr, manifests = %config.manifests.display(), "edgexds started");
+    Ok(Running { xds_addr, admin_addr, cache, models: models_rx, shutdown, tasks })
+}
+
+impl Running {
+    /// Runs until `stop` resolves or a task fails, then shuts everything down.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> Result<()> {
+        let outcome = tokio::select! {
+            () = stop => Ok(()),
+            Some(done) = self.tasks.join_next() => done.map_err(Error::from).and_then(|r| r),
+        };
+        self.stop().await;
+        outcome
+    }
+
+    /// Closes every stream with a status and waits (bounded) for tasks to end.
+    pub async fn stop(&mut self) {
+        self.shutdown.send_replace(true);
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            warn!("shutdown grace period over; aborting remaining tasks");
+            self.tasks.abort_all();
+        }
+        info!("edgexds stopped");
+    }
+}
+
+async fn serve_xds(listener: TcpListener, cache: Arc<SnapshotCache>, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let xds = XdsServer::new(cache.clone(), shutdown.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // gRPC health turns SERVING with readiness, like /readyz.
+    let mut ready = crate::cache::SnapshotSource::subscribe(&cache);
+    tokio::spawn(async move {
+        if ready.wait_for(Option::is_some).await.is_ok() {
+            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        }
+    });
+    let mut stop = shutdown;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Detects Envoys that vanished without closing their connection.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(xds.aggregated())
+        .add_service(xds.clusters())
+        .add_service(xds.endpoints())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            crate::shutdown::requested(&mut stop).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    cache: Arc<SnapshotCache>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    axum::serve(listener, crate::admin::router(cache))
+        .with_graceful_shutdown(async move {
+            crate::shutdown::requested(&mut shutdown).await;
+        })
+        .await
+        .map_err(Error::Admin)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn termination() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("interrupted, shutting down"),
+        () = term => info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,31 @@
+//! Pure translation of the resolved [`Model`] into Envoy resources.
+
+mod cluster;
+mod eds_wire;
+mod endpoints;
+
+pub use cluster::cluster;
+pub use eds_wire::ClusterLoadAssignment;
+pub use endpoints::{METADATA_FILTER, load_assignment};
+
+use crate::model::Model;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+/// Switches that change what Envoy is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// Send not-ready endpoints as UNHEALTHY instead of leaving them out.
+    pub send_unhealthy_endpoints: bool,
+    /// Add `typed_filter_metadata["edgexds"]` beside the Struct metadata.
+    pub typed_metadata: bool,
+}
+
+/// One Cluster per Service port, in model order.
+pub fn clusters(model: &Model) -> impl Iterator<Item = Cluster> + '_ {
+    model.ports().map(cluster)
+}
+
+/// One ClusterLoadAssignment per Service port, in model order.
+pub fn load_assignments(model: &Model, options: TranslateOptions) -> impl Iterator<Item = ClusterLoadAssignment> + '_ {
+    model.ports().map(move |port| load_assignment(port, options))
+}

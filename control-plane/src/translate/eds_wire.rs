@@ -1,0 +1,103 @@
+//! A wire-compatible subset of `envoy.config.endpoint.v3.ClusterLoadAssignment`.
+//!
+//! envoy-types generates `google.protobuf.Struct` with a `HashMap`, whose
+//! iteration order differs between processes, so its encoding (and any
+//! version hashed from it) would too. These messages keep the exact field
+//! numbers of the Envoy protos but use ordered maps, so the same input always
+//! encodes to the same bytes. Tests decode the bytes with envoy-types to prove
+//! the two agree.
+
+use std::collections::BTreeMap;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClusterLoadAssignment {
+    #[prost(string, tag = "1")]
+    pub cluster_name: String,
+    #[prost(message, repeated, tag = "2")]
+    pub endpoints: Vec<LocalityLbEndpoints>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LocalityLbEndpoints {
+    #[prost(message, optional, tag = "1")]
+    pub locality: Option<Locality>,
+    #[prost(message, repeated, tag = "2")]
+    pub lb_endpoints: Vec<LbEndpoint>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Locality {
+    #[prost(string, tag = "1")]
+    pub region: String,
+    #[prost(string, tag = "2")]
+    pub zone: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LbEndpoint {
+    #[prost(message, optional, tag = "1")]
+    pub endpoint: Option<Endpoint>,
+    /// `envoy.config.core.v3.HealthStatus`.
+    #[prost(int32, tag = "2")]
+    pub health_status: i32,
+    #[prost(message, optional, tag = "3")]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Endpoint {
+    #[prost(message, optional, tag = "1")]
+    pub address: Option<Address>,
+    #[prost(string, tag = "3")]
+    pub hostname: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Address {
+    #[prost(message, optional, tag = "1")]
+    pub socket_address: Option<SocketAddress>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SocketAddress {
+    #[prost(string, tag = "2")]
+    pub address: String,
+    #[prost(uint32, tag = "3")]
+    pub port_value: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metadata {
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub filter_metadata: BTreeMap<String, Struct>,
+    #[prost(btree_map = "string, message", tag = "2")]
+    pub typed_filter_metadata: BTreeMap<String, Any>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Struct {
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub fields: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Value {
+    #[prost(oneof = "Kind", tags = "2, 3")]
+    pub kind: Option<Kind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Kind {
+    #[prost(double, tag = "2")]
+    Number(f64),
+    #[prost(string, tag = "3")]
+    String(String),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Any {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}

@@ -1,0 +1,97 @@
+//! A Service port's endpoints become one ClusterLoadAssignment, grouped by zone,
+//! with the effective probe values as endpoint metadata.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+
+use super::TranslateOptions;
+use super::eds_wire::{
+    Address, Any, ClusterLoadAssignment, Endpoint, Kind, LbEndpoint, Locality, LocalityLbEndpoints, Metadata,
+    SocketAddress, Struct, Value,
+};
+use crate::api::v1alpha1::EndpointExtension;
+use crate::model::{EndpointHealth, ObjectKey, ProbePolicy, ResolvedEndpoint, ResolvedPort};
+
+/// The filter name under which endpoint metadata is published.
+pub const METADATA_FILTER: &str = "edgexds";
+const EXTENSION_TYPE_URL: &str = "type.googleapis.com/edgexds.v1alpha1.EndpointExtension";
+
+pub fn load_assignment(port: &ResolvedPort, options: TranslateOptions) -> ClusterLoadAssignment {
+    let probe_key = port.probe.as_ref().map(|c| &c.probe.key);
+    let mut by_zone: BTreeMap<Option<&str>, Vec<LbEndpoint>> = BTreeMap::new();
+    for endpoint in &port.endpoints {
+        let health_status = match endpoint.health {
+            EndpointHealth::Ready => HealthStatus::Healthy,
+            EndpointHealth::Draining => HealthStatus::Draining,
+            EndpointHealth::NotReady if options.send_unhealthy_endpoints => HealthStatus::Unhealthy,
+            EndpointHealth::NotReady => continue,
+        };
+        by_zone.entry(endpoint.zone.as_deref()).or_default().push(lb_endpoint(
+            endpoint,
+            health_status,
+            probe_key,
+            options,
+        ));
+    }
+    ClusterLoadAssignment {
+        cluster_name: port.cluster_name.clone(),
+        endpoints: by_zone
+            .into_iter()
+            .map(|(zone, lb_endpoints)| LocalityLbEndpoints {
+                locality: zone.map(|zone| Locality { region: String::new(), zone: zone.to_owned() }),
+                lb_endpoints,
+            })
+            .collect(),
+    }
+}
+
+fn lb_endpoint(
+    endpoint: &ResolvedEndpoint,
+    health_status: HealthStatus,
+    probe_key: Option<&ObjectKey>,
+    options: TranslateOptions,
+) -> LbEndpoint {
+    LbEndpoint {
+        endpoint: Some(Endpoint {
+            address: Some(Address {
+                socket_address: Some(SocketAddress {
+                    address: endpoint.address.to_string(),
+                    port_value: u32::from(endpoint.port),
+                }),
+            }),
+            hostname: endpoint.hostname.clone().unwrap_or_default(),
+        }),
+        health_status: health_status as i32,
+        metadata: probe_key.zip(endpoint.probe).map(|(key, policy)| metadata(key, &policy, options.typed_metadata)),
+    }
+}
+
+fn metadata(probe: &ObjectKey, policy: &ProbePolicy, typed: bool) -> Metadata {
+    let number = |n: u32| Value { kind: Some(Kind::Number(f64::from(n))) };
+    let fields = BTreeMap::from([
+        ("probe".to_owned(), Value { kind: Some(Kind::String(probe.to_string())) }),
+        ("probe_interval_ms".to_owned(), number(policy.interval_ms)),
+        ("failure_threshold".to_owned(), number(policy.failure_threshold)),
+        ("success_threshold".to_owned(), number(policy.success_threshold)),
+        ("timeout_ms".to_owned(), number(policy.timeout_ms)),
+    ]);
+    let mut metadata = Metadata {
+        filter_metadata: BTreeMap::from([(METADATA_FILTER.to_owned(), Struct { fields })]),
+        typed_filter_metadata: BTreeMap::new(),
+    };
+    if typed {
+        let extension = EndpointExtension {
+            probe: probe.to_string(),
+            probe_interval_ms: policy.interval_ms,
+            failure_threshold: policy.failure_threshold,
+            success_threshold: policy.success_threshold,
+            timeout_ms: policy.timeout_ms,
+        };
+        metadata.typed_filter_metadata.insert(
+            METADATA_FILTER.to_owned(),
+            Any { type_url: EXTENSION_TYPE_URL.to_owned(), value: prost::Message::encode_to_vec(&extension) },
+        );
+    }
+    metadata
+}
