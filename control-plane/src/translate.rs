@@ -29,3 +29,7 @@ pub fn clusters(model: &Model) -> impl Iterator<Item = Cluster> + '_ {
 pub fn load_assignments(model: &Model, options: TranslateOptions) -> impl Iterator<Item = ClusterLoadAssignment> + '_ {
     model.ports().map(move |port| load_assignment(port, options))
 }
+
+#[cfg(test)]
+#[path = "translate_tests.rs"]
+mod tests;

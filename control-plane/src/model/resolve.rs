@@ -282,3 +282,7 @@ fn resolve_refs(state: &SourceState, probes: &[Arc<ValidProbe>], statuses: &mut 
         }
     }
 }
+
+#[cfg(test)]
+#[path = "resolve_tests.rs"]
+mod tests;

@@ -1,1 +1,140 @@
+use super::*;
+use crate::model::{AddressType, ObjectKey, PortProtocol, TargetPort};
 
+fn parse(name: &str, text: &str) -> Result<Vec<Object>, ParseError> {
+    parse_file(Path::new(name), text)
+}
+
+const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec:
+  ports:
+  - { name: http, port: 80, targetPort: 8080 }
+  - { name: admin, port: 9000, targetPort: admin, protocol: UDP }
+";
+
+#[test]
+fn multi_document_yaml_keeps_known_kinds_and_ignores_others() {
+    let text = format!(
+        "{SERVICE}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{ name: web }}\n---\n# only a comment\n---\n{}",
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  labels: { kubernetes.io/service-name: web }
+addressType: IPv4
+ports: [{ name: http, port: 8080 }]
+endpoints:
+- addresses: [10.0.0.1]
+  conditions: { ready: false, serving: true, terminating: true }
+  zone: z1
+  nodeName: n1
+  hostname: web-0
+  targetRef: { kind: Pod, name: web-0 }
+"
+    );
+    let objects = parse("m.yaml", &text).unwrap();
+    assert_eq!(objects.len(), 2);
+    let Object::Service(service) = &objects[0] else { panic!("{objects:?}") };
+    assert_eq!(service.key, ObjectKey::new("shop", "web"));
+    assert_eq!(service.ports[0].target_port, TargetPort::Number(8080));
+    assert_eq!(service.ports[1].target_port, TargetPort::Name("admin".into()));
+    assert_eq!(service.ports[1].protocol, PortProtocol::Udp);
+    let Object::Slice(slice) = &objects[1] else { panic!("{objects:?}") };
+    assert_eq!(slice.key, ObjectKey::new(DEFAULT_NAMESPACE, "web-1"), "namespace defaults like kubectl");
+    assert_eq!(slice.service_name.as_deref(), Some("web"));
+    assert_eq!(slice.address_type, AddressType::Ipv4);
+    let endpoint = &slice.endpoints[0];
+    assert_eq!(endpoint.address.to_string(), "10.0.0.1");
+    assert!(
+        !endpoint.conditions.is_ready() && endpoint.conditions.is_serving() && endpoint.conditions.is_terminating()
+    );
+    assert_eq!(
+        (endpoint.zone.as_deref(), endpoint.node_name.as_deref(), endpoint.pod_name.as_deref()),
+        (Some("z1"), Some("n1"), Some("web-0"))
+    );
+    assert_eq!(endpoint.hostname.as_deref(), Some("web-0"));
+}
+
+#[test]
+fn list_kind_and_json_files_are_read() {
+    let list = r#"{"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "x"}, "spec": {"ports": [{"port": 1}]}},
+        {"apiVersion": "edgexds.io/v1alpha1", "kind": "HealthProbe", "metadata": {"name": "p", "namespace": "x",
+         "creationTimestamp": "2024-01-02T03:04:05Z", "generation": 4},
+         "spec": {"targetRef": {"name": "a"}, "tcp": {}}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ignored"}}
+    ]}"#;
+    let objects = parse("list.json", list).unwrap();
+    assert_eq!(objects.len(), 2);
+    let Object::Probe(probe) = &objects[1] else { panic!("{objects:?}") };
+    assert_eq!(probe.created.as_deref(), Some("2024-01-02T03:04:05Z"));
+    assert_eq!(probe.generation, Some(4));
+    assert_eq!(probe.spec.target_ref.kind, "Service", "targetRef.kind defaults to Service");
+    assert_eq!(parse("list.yaml", "apiVersion: v1\nkind: ServiceList\nitems: []\n").unwrap(), vec![]);
+}
+
+#[test]
+fn yaml_syntax_error_reports_file_and_line() {
+    let text = format!("{SERVICE}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web: oops\n");
+    let err = parse("bad.yaml", &text).unwrap_err();
+    assert_eq!(err.path, Path::new("bad.yaml"));
+    assert_eq!(err.line, 12, "{err}");
+    assert!(err.to_string().starts_with("bad.yaml:12: "), "{err}");
+}
+
+#[test]
+fn wrong_field_type_reports_line_of_the_field() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: { name: web }\nspec:\n  ports:\n  - port: eighty\n";
+    let err = parse("svc.yaml", text).unwrap_err();
+    assert_eq!(err.line, 6, "{err}");
+}
+
+#[test]
+fn semantic_error_names_the_object_and_field() {
+    let text = "---\napiVersion: v1\nkind: Service\nmetadata: { name: web }\nspec:\n  ports:\n  - port: 70000\n";
+    let err = parse("svc.yaml", text).unwrap_err();
+    assert_eq!(err.to_string(), "svc.yaml:2: Service web: spec.ports[0].port: 70000 is not a port number (1..=65535)");
+    let no_name = "apiVersion: v1\nkind: Service\nmetadata: {}\n";
+    assert!(parse("svc.yaml", no_name).unwrap_err().message.contains("metadata.name: is required"));
+}
+
+#[test]
+fn json_syntax_error_reports_line() {
+    let err = parse("x.json", "{\n  \"kind\": \"Service\",\n  oops\n}").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+}
+
+#[test]
+fn bad_endpoint_address_is_precise() {
+    let text = "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: s }
+addressType: IPv4
+endpoints:
+- addresses: [not-an-ip]
+";
+    let err = parse("s.yaml", text).unwrap_err();
+    assert!(err.message.ends_with("endpoints[0].addresses[0]: \"not-an-ip\" is not an IP address"), "{err}");
+}
+
+#[test]
+fn fqdn_slices_parse_without_endpoints() {
+    let text = "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: s }
+addressType: FQDN
+endpoints:
+- addresses: [example.com]
+";
+    let Object::Slice(slice) = &parse("s.yaml", text).unwrap()[0] else { panic!() };
+    assert_eq!(slice.address_type, AddressType::Fqdn);
+    assert!(slice.endpoints.is_empty());
+}
+
+#[test]
+fn document_splitting_tracks_start_lines() {
+    let docs = split_documents("a: 1\n---\nb: 2\n--- # c\nc: 3");
+    assert_eq!(docs, vec![(1, "a: 1\n"), (3, "b: 2\n"), (5, "c: 3")]);
+}

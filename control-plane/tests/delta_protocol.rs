@@ -1,0 +1,349 @@
+//! Envoy's incremental xDS protocol, one rule per test, through a real tonic client.
+
+mod support;
+
+use std::collections::HashMap;
+
+use edgexds::cache::ResourceType;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use support::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn every_response_has_a_fresh_nonce_and_carries_type_versions_and_bodies() {
+    let h = Harness::start();
+    h.publish(&[("a", "A1")], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let first = ads.next().await;
+    assert_eq!(first.type_url, CDS);
+    assert!(!first.nonce.is_empty());
+    let resource = &first.resources[0];
+    assert_eq!(resource.version, h.version(ResourceType::Cluster, "a"));
+    let any = resource.resource.as_ref().unwrap();
+    assert_eq!((any.type_url.as_str(), any.value.as_slice()), (CDS, b"A1".as_slice()));
+    ads.ack(&first).await;
+    h.publish(&[("a", "A2")], &[]);
+    let second = ads.next().await;
+    assert_ne!(second.nonce, first.nonce);
+}
+
+#[tokio::test]
+async fn ack_and_nack_are_decided_by_error_detail_and_a_nack_keeps_the_stream_up() {
+    let h = Harness::start();
+    h.publish(&[("a", "bad")], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let rejected = ads.next().await;
+    ads.nack(&rejected, "cluster a: invalid").await;
+    // The NACKed version is not resent: nothing arrives until something changes.
+    ads.assert_quiet().await;
+    h.publish(&[("a", "good")], &[]);
+    let fixed = ads.next().await;
+    assert_eq!(names(&fixed), ["a"]);
+    assert_eq!(fixed.resources[0].version, h.version(ResourceType::Cluster, "a"));
+}
+
+#[tokio::test]
+async fn first_request_without_names_is_legacy_wildcard() {
+    let h = Harness::start();
+    h.publish(&[("a", "1"), ("b", "2")], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    assert_eq!(names(&ads.next().await), ["a", "b"]);
+    h.publish(&[("a", "1"), ("b", "2"), ("c", "3")], &[]);
+    assert_eq!(names(&ads.next().await), ["c"], "wildcard streams learn new resources");
+}
+
+#[tokio::test]
+async fn explicit_star_is_wildcard() {
+    let h = Harness::start();
+    h.publish(&[("a", "1"), ("b", "2")], &[]);
+    let mut cds = h.cds().await;
+    cds.subscribe(CDS, &["*"]).await;
+    assert_eq!(names(&cds.next().await), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn first_request_is_answered_even_when_there_is_nothing_to_send() {
+    let h = Harness::start();
+    h.publish(&[], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let response = ads.next().await;
+    assert!(response.resources.is_empty() && response.removed_resources.is_empty());
+}
+
+#[tokio::test]
+async fn subscribing_to_a_missing_name_removes_it_and_sends_it_when_it_appears() {
+    let h = Harness::start();
+    h.publish(&[], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(EDS, &["ghost"]).await;
+    let absent = ads.next().await;
+    assert_eq!(removed(&absent), ["ghost"]);
+    ads.ack(&absent).await;
+    h.publish(&[], &[("ghost", "G")]);
+    assert_eq!(names(&ads.next().await), ["ghost"], "the subscription was kept");
+}
+
+#[tokio::test]
+async fn deleted_resources_are_sent_in_removed_resources() {
+    let h = Harness::start();
+    h.publish(&[("a", "1"), ("b", "2")], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let first = ads.next().await;
+    ads.ack(&first).await;
+    h.publish(&[("a", "1")], &[]);
+    let second = ads.next().await;
+    assert!(second.resources.is_empty());
+    assert_eq!(removed(&second), ["b"]);
+}
+
+#[tokio::test]
+async fn unsubscribe_needs_no_response() {
+    let h = Harness::start();
+    h.publish(&[], &[("x", "1"), ("y", "2")]);
+    let mut ads = h.ads().await;
+    ads.subscribe(EDS, &["x", "y"]).await;
+    let first = ads.next().await;
+    ads.ack(&first).await;
+    ads.send(request(EDS, &[], &["y"])).await;
+    ads.assert_quiet().await;
+    h.publish(&[], &[("x", "1")]);
+    ads.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn resubscribe_in_same_stream_is_answered_even_if_unchanged() {
+    let h = Harness::start();
+    h.publish(&[], &[("x", "1")]);
+    let mut ads = h.ads().await;
+    ads.subscribe(EDS, &["x"]).await;
+    let first = ads.next().await;
+    ads.ack(&first).await;
+    ads.send(request(EDS, &[], &["x"])).await;
+    ads.send(request(EDS, &["x"], &[])).await;
+    let again = ads.next().await;
+    assert_eq!(names(&again), ["x"]);
+    assert_eq!(again.resources[0].version, first.resources[0].version);
+}
+
+#[tokio::test]
+async fn stale_nonce_still_changes_subscription() {
+    let h = Harness::start();
+    h.publish(&[], &[("x", "1"), ("y", "2")]);
+    let mut ads = h.ads().await;
+    ads.subscribe(EDS, &["x"]).await;
+    let first = ads.next().await;
+    h.publish(&[], &[("x", "1b"), ("y", "2")]);
+    let second = ads.next().await;
+    assert_ne!(first.nonce, second.nonce);
+    // Answering the superseded response, while subscribing to more.
+    ads.send(DeltaDiscoveryRequest { response_nonce: first.nonce.clone(), ..request(EDS, &["y"], &[]) }).await;
+    assert_eq!(names(&ads.next().await), ["y"]);
+}
+
+#[tokio::test]
+async fn initial_resource_versions_skip_unchanged_and_remove_vanished_on_a_new_stream() {
+    let h = Harness::start();
+    h.publish(&[("a", "1"), ("b", "2")], &[]);
+    let initial = HashMap::from([
+        ("a".to_string(), h.version(ResourceType::Cluster, "a")),
+        ("b".to_string(), "outdated".to_string()),
+        ("gone".to_string(), "whatever".to_string()),
+    ]);
+    let mut ads = h.ads().await;
+    ads.send(DeltaDiscoveryRequest { initial_resource_versions: initial, ..request(CDS, &[], &[]) }).await;
+    let response = ads.next().await;
+    assert_eq!(names(&response), ["b"]);
+    assert_eq!(removed(&response), ["gone"]);
+}
+
+#[tokio::test]
+async fn reconnect_with_everything_current_resends_nothing() {
+    let h = Harness::start();
+    h.publish(&[("a", "1"), ("b", "2")], &[("a", "A")]);
+    let initial = |names: &[(&str, ResourceType)]| {
+        names.iter().map(|(n, t)| (n.to_string(), h.version(*t, n))).collect::<HashMap<_, _>>()
+    };
+    let mut ads = h.ads().await;
+    ads.send(DeltaDiscoveryRequest {
+        initial_resource_versions: initial(&[("a", ResourceType::Cluster), ("b", ResourceType::Cluster)]),
+        ..request(CDS, &[], &[])
+    })
+    .await;
+    let cds = ads.next().await;
+    assert!(cds.resources.is_empty() && cds.removed_resources.is_empty());
+    ads.send(DeltaDiscoveryRequest {
+        initial_resource_versions: initial(&[("a", ResourceType::ClusterLoadAssignment)]),
+        ..request(EDS, &["a"], &[])
+    })
+    .await;
+    let eds = ads.next().await;
+    assert!(eds.resources.is_empty() && eds.removed_resources.is_empty());
+}
+
+#[tokio::test]
+async fn never_the_same_name_twice_in_one_response() {
+    let h = Harness::start();
+    h.publish(&[], &[("x", "1")]);
+    let mut ads = h.ads().await;
+    // Subscribed twice, and re-subscribed before the first answer went out.
+    ads.subscribe(EDS, &["x", "x", "missing", "missing"]).await;
+    ads.subscribe(EDS, &["x", "missing"]).await;
+    let mut seen = Vec::new();
+    let response = ads.next().await;
+    seen.extend(names(&response).into_iter().chain(removed(&response)).map(str::to_owned));
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(seen.len(), unique.len(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn clusters_are_sent_before_endpoints_on_ads() {
+    let h = Harness::start();
+    h.publish(&[("a", "1")], &[("a", "A1")]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    ads.subscribe(EDS, &["a"]).await;
+    let (one, two) = (ads.next().await, ads.next().await);
+    ads.ack(&one).await;
+    ads.ack(&two).await;
+    // Both change in one snapshot: CDS must go first.
+    h.publish(&[("a", "2"), ("b", "1")], &[("a", "A2")]);
+    let first = ads.next().await;
+    let second = ads.next().await;
+    assert_eq!((first.type_url.as_str(), second.type_url.as_str()), (CDS, EDS));
+}
+
+#[tokio::test]
+async fn a_changed_cluster_gets_its_load_assignment_resent_right_after() {
+    let h = Harness::start();
+    h.publish(&[("a", "1")], &[("a", "A")]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let cds = ads.next().await;
+    ads.ack(&cds).await;
+    ads.subscribe(EDS, &["a"]).await;
+    let eds = ads.next().await;
+    ads.ack(&eds).await;
+    // Only the cluster changes; its endpoints do not.
+    h.publish(&[("a", "2")], &[("a", "A")]);
+    let cluster = ads.next().await;
+    assert_eq!((cluster.type_url.as_str(), names(&cluster)), (CDS, vec!["a"]));
+    let endpoints = ads.next().await;
+    assert_eq!((endpoints.type_url.as_str(), names(&endpoints)), (EDS, vec!["a"]));
+    assert_eq!(endpoints.resources[0].version, eds.resources[0].version);
+}
+
+#[tokio::test]
+async fn unknown_type_url_gets_invalid_argument_and_server_stays_healthy() {
+    let h = Harness::start();
+    h.publish(&[("a", "1")], &[]);
+    let mut bad = h.ads().await;
+    bad.subscribe("type.googleapis.com/envoy.config.listener.v3.Listener", &[]).await;
+    let status = bad.next_result().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("unsupported type_url"), "{}", status.message());
+    assert!(status.message().contains(CDS), "the message lists what is served");
+    let mut good = h.ads().await;
+    good.subscribe(CDS, &[]).await;
+    assert_eq!(names(&good.next().await), ["a"]);
+}
+
+#[tokio::test]
+async fn missing_type_url_on_ads_gets_invalid_argument() {
+    let h = Harness::start();
+    h.publish(&[], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe("", &[]).await;
+    let status = ads.next_result().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("type_url is empty"));
+}
+
+#[tokio::test]
+async fn a_type_on_the_wrong_single_type_stream_is_rejected() {
+    let h = Harness::start();
+    h.publish(&[], &[]);
+    let mut cds = h.cds().await;
+    cds.subscribe(EDS, &["a"]).await;
+    assert_eq!(cds.next_result().await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn non_aggregated_delta_clusters_and_endpoints_work_alone() {
+    let h = Harness::start();
+    h.publish(&[("a", "1")], &[("a", "A")]);
+    let mut cds = h.cds().await;
+    cds.subscribe("", &[]).await;
+    assert_eq!(names(&cds.next().await), ["a"], "type_url may be left out on a single-type stream");
+    let mut eds = h.eds().await;
+    eds.subscribe(EDS, &["a"]).await;
+    let response = eds.next().await;
+    assert_eq!((response.type_url.as_str(), names(&response)), (EDS, vec!["a"]));
+}
+
+#[tokio::test]
+async fn nothing_is_served_before_the_first_snapshot() {
+    let h = Harness::start();
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    ads.assert_quiet().await;
+    h.publish(&[("a", "1")], &[]);
+    assert_eq!(names(&ads.next().await), ["a"]);
+}
+
+#[tokio::test]
+async fn a_stuck_client_does_not_delay_other_streams_or_the_publisher() {
+    let h = Harness::start();
+    h.publish(&[("a", "0")], &[]);
+    // Subscribes, then never reads: its one outbound slot fills and stays full.
+    let mut stuck = h.ads().await;
+    stuck.subscribe(CDS, &[]).await;
+    let mut live = h.ads().await;
+    live.subscribe(CDS, &[]).await;
+    live.next().await;
+    let big = "x".repeat(64 * 1024);
+    for round in 1..=200 {
+        h.publish(&[("a", &format!("{round}{big}"))], &[]);
+    }
+    // The live stream converges on the latest version, skipping what it no longer needs.
+    let latest = h.version(ResourceType::Cluster, "a");
+    loop {
+        let response = live.next().await;
+        if response.resources[0].version == latest {
+            break;
+        }
+    }
+    // And the stuck stream, once it reads, gets the newest state rather than a backlog.
+    let mut last = stuck.next().await;
+    while last.resources[0].version != latest {
+        last = stuck.next().await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_streams_with_unavailable() {
+    let h = Harness::start();
+    h.publish(&[("a", "1")], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    ads.next().await;
+    h.shutdown.send_replace(true);
+    let status = ads.next_result().await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn state_of_the_world_is_refused_with_a_hint() {
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let h = Harness::start();
+    let mut client = AggregatedDiscoveryServiceClient::new(h.channel().await);
+    let status = client.stream_aggregated_resources(tokio_stream::empty()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(status.message().contains("DELTA_GRPC"));
+}

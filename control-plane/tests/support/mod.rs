@@ -1,0 +1,183 @@
+//! An in-process xDS server over `tokio::io::duplex`, and a delta client that speaks to it like Envoy.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgexds::cache::{ResourceType, Snapshot, SnapshotCache};
+use edgexds::xds::XdsServer;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
+use envoy_types::pb::google::rpc;
+use hyper_util::rt::TokioIo;
+use tokio::io::DuplexStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Server, Uri};
+use tonic::{Status, Streaming};
+
+pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// How long a test waits for something that must happen.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+/// How long a test watches for something that must not happen.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+pub struct Harness {
+    pub cache: Arc<SnapshotCache>,
+    pub shutdown: watch::Sender<bool>,
+    connections: mpsc::Sender<DuplexStream>,
+}
+
+impl Harness {
+    pub fn start() -> Self {
+        let cache = Arc::new(SnapshotCache::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (connections, incoming) = mpsc::channel::<DuplexStream>(16);
+        let xds = XdsServer::new(cache.clone(), shutdown_rx);
+        let incoming = ReceiverStream::new(incoming);
+        let incoming = tokio_stream::StreamExt::map(incoming, Ok::<_, std::io::Error>);
+        tokio::spawn(
+            Server::builder()
+                .add_service(xds.aggregated())
+                .add_service(xds.clusters())
+                .add_service(xds.endpoints())
+                .serve_with_incoming(incoming),
+        );
+        Self { cache, shutdown, connections }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        self.connections.send(server).await.expect("server is running");
+        let mut client = Some(client);
+        Endpoint::from_static("http://in-process")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let io = client.take().map(TokioIo::new);
+                async move { io.ok_or_else(|| std::io::Error::other("one connection per channel")) }
+            }))
+            .await
+            .expect("in-process connection")
+    }
+
+    pub async fn ads(&self) -> DeltaClient {
+        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
+        DeltaClient::open(|requests| async move { client.delta_aggregated_resources(requests).await }).await
+    }
+
+    pub async fn cds(&self) -> DeltaClient {
+        let mut client = ClusterDiscoveryServiceClient::new(self.channel().await);
+        DeltaClient::open(|requests| async move { client.delta_clusters(requests).await }).await
+    }
+
+    pub async fn eds(&self) -> DeltaClient {
+        let mut client = EndpointDiscoveryServiceClient::new(self.channel().await);
+        DeltaClient::open(|requests| async move { client.delta_endpoints(requests).await }).await
+    }
+
+    /// Publishes clusters and endpoints given as (name, body) pairs.
+    pub fn publish(&self, clusters: &[(&str, &str)], endpoints: &[(&str, &str)]) {
+        let current = self.cache.current();
+        let items = clusters.iter().map(|(n, b)| (ResourceType::Cluster, n.to_string(), b.as_bytes().to_vec())).chain(
+            endpoints.iter().map(|(n, b)| (ResourceType::ClusterLoadAssignment, n.to_string(), b.as_bytes().to_vec())),
+        );
+        self.cache.publish(Snapshot::new(current.as_deref(), items));
+    }
+
+    pub fn version(&self, ty: ResourceType, name: &str) -> String {
+        self.cache.current().unwrap().resources(ty)[name].version.clone()
+    }
+}
+
+pub struct DeltaClient {
+    requests: mpsc::Sender<DeltaDiscoveryRequest>,
+    responses: Streaming<DeltaDiscoveryResponse>,
+    first: bool,
+}
+
+impl DeltaClient {
+    async fn open<F, Fut>(call: F) -> Self
+    where
+        F: FnOnce(ReceiverStream<DeltaDiscoveryRequest>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Streaming<DeltaDiscoveryResponse>>, Status>>,
+    {
+        let (requests, rx) = mpsc::channel(16);
+        let responses = call(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
+        Self { requests, responses, first: true }
+    }
+
+    pub async fn send(&mut self, mut request: DeltaDiscoveryRequest) {
+        if self.first {
+            request.node = Some(Node { id: "test-node".into(), cluster: "test".into(), ..Default::default() });
+            self.first = false;
+        }
+        self.requests.send(request).await.expect("stream is open");
+    }
+
+    pub async fn subscribe(&mut self, type_url: &str, names: &[&str]) {
+        self.send(request(type_url, names, &[])).await;
+    }
+
+    pub async fn ack(&mut self, response: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    pub async fn nack(&mut self, response: &DeltaDiscoveryResponse, message: &str) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            error_detail: Some(rpc::Status { code: 3, message: message.into(), details: vec![] }),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    pub async fn next(&mut self) -> DeltaDiscoveryResponse {
+        match self.next_result().await {
+            Ok(response) => response,
+            Err(status) => panic!("stream failed: {status}"),
+        }
+    }
+
+    pub async fn next_result(&mut self) -> Result<DeltaDiscoveryResponse, Status> {
+        match tokio::time::timeout(PATIENCE, self.responses.message()).await {
+            Err(_) => panic!("no response within {PATIENCE:?}"),
+            Ok(Ok(Some(response))) => Ok(response),
+            Ok(Ok(None)) => Err(Status::ok("stream ended")),
+            Ok(Err(status)) => Err(status),
+        }
+    }
+
+    /// Asserts that nothing arrives for a while.
+    pub async fn assert_quiet(&mut self) {
+        if let Ok(message) = tokio::time::timeout(QUIET, self.responses.message()).await {
+            panic!("expected no response, got {message:?}");
+        }
+    }
+}
+
+pub fn request(type_url: &str, subscribe: &[&str], unsubscribe: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        resource_names_unsubscribe: unsubscribe.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn names(response: &DeltaDiscoveryResponse) -> Vec<&str> {
+    response.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+pub fn removed(response: &DeltaDiscoveryResponse) -> Vec<&str> {
+    response.removed_resources.iter().map(String::as_str).collect()
+}
