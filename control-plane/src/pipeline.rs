@@ -113,3 +113,64 @@ fn report_new_diagnostics(model: &Model, reported: &mut BTreeSet<Diagnostic>) {
     }
     *reported = current;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> (crate::source::StateSender, StateReceiver) {
+        watch::channel(Some(Arc::new(SourceState::default())))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn debounce_waits_for_the_quiet_time_after_the_last_change() {
+        let (tx, mut rx) = source();
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                tx.send_replace(Some(Arc::new(SourceState::default())));
+            }
+            std::future::pending::<()>().await;
+        });
+        debounce(Duration::from_millis(100), &mut rx).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(220), "last change at 120ms + 100ms quiet");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_changes_is_never_delayed_more_than_one_second() {
+        let (tx, mut rx) = source();
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                tx.send_replace(Some(Arc::new(SourceState::default())));
+            }
+        });
+        debounce(Duration::from_millis(100), &mut rx).await;
+        assert_eq!(started.elapsed(), MAX_DELAY);
+    }
+
+    #[test]
+    fn same_input_gives_same_versions_and_unchanged_resources_share_memory() {
+        let mut state = SourceState::default();
+        let service = crate::model::Service {
+            key: crate::model::ObjectKey::new("shop", "web"),
+            ports: vec![crate::model::ServicePort {
+                name: String::new(),
+                port: 80,
+                protocol: crate::model::PortProtocol::Tcp,
+                target_port: crate::model::TargetPort::Number(80),
+            }],
+            external_name: false,
+        };
+        state.services.insert(service.key.clone(), Arc::new(service));
+        let options = TranslateOptions::default();
+        let (first, _) = build_snapshot(&state, options, None);
+        let (second, _) = build_snapshot(&state, options, Some(&first));
+        assert_eq!(first, second);
+        let name = "web.shop:80";
+        let (a, b) = (&first.resources(ResourceType::Cluster)[name], &second.resources(ResourceType::Cluster)[name]);
+        assert!(Arc::ptr_eq(a, b));
+    }
+}

@@ -197,6 +197,7 @@ fn cluster_is_eds_over_ads_with_the_probe_health_check() {
     assert_eq!(cluster.name, "web.shop:80");
     let eds = cluster.eds_cluster_config.unwrap();
     assert_eq!(eds.service_name, "web.shop:80");
+    assert!(cluster.ignore_health_on_host_removal, "removed endpoints leave even while passing health checks");
     assert!(matches!(
         eds.eds_config.unwrap().config_source_specifier,
         Some(envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier::Ads(_))

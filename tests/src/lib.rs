@@ -1,1 +1,28 @@
-//! End-to-end test support lives in the test files; this crate has no library code.
+//! Support for end-to-end tests: a real Envoy, local upstreams, and edgexds in-process.
+#![forbid(unsafe_code)]
+
+pub mod control_plane;
+pub mod envoy;
+pub mod http;
+pub mod upstream;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it yields a value or `limit` passes; returns the value and the time it took.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return (value, started.elapsed());
+        }
+        if started.elapsed() > limit {
+            panic!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

