@@ -21,3 +21,27 @@ async fn readyz(State(cache): State<Arc<SnapshotCache>>) -> (StatusCode, &'stati
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first full state of the source\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::cache::Snapshot;
+
+    async fn status(cache: &Arc<SnapshotCache>, path: &str) -> StatusCode {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        router(cache.clone()).oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn readyz_turns_ready_with_the_first_snapshot_and_healthz_is_always_ok() {
+        let cache = Arc::new(SnapshotCache::default());
+        assert_eq!(status(&cache, "/healthz").await, StatusCode::OK);
+        assert_eq!(status(&cache, "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+        cache.publish(Snapshot::default());
+        assert_eq!(status(&cache, "/readyz").await, StatusCode::OK);
+    }
+}
