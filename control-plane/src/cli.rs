@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve delta xDS (ADS, CDS, EDS) to Envoys.
     Serve(ServeArgs),
+    /// Print the HealthProbe CustomResourceDefinition (YAML) generated from the code.
+    Crd,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -99,7 +101,7 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ports() {
         let cli = Cli::try_parse_from(["edgexds", "serve", "--manifests", "examples"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.xds_addr.port(), 18000);
         assert_eq!(args.admin_addr.port(), 19000);
         assert_eq!(args.debounce, Duration::from_millis(100));

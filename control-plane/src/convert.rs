@@ -146,5 +146,6 @@ pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, Con
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: object.metadata.generation,
         spec: object.spec.clone(),
+        status: object.status.clone(),
     })
 }

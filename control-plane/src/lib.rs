@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod serve;
 pub mod shutdown;
 pub mod source;
+pub mod status;
 pub mod telemetry;
 pub mod translate;
 pub mod xds;

@@ -10,6 +10,10 @@ use edgexds::cli::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Crd => {
+            print!("{}", edgexds::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => {
             if let Err(e) = edgexds::telemetry::init(args.log_format, &args.log_level) {
                 eprintln!("edgexds: {e}");

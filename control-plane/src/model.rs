@@ -14,8 +14,8 @@ pub use object::{
 };
 pub use probe::{CheckKind, Probe, ProbeError, ProbePolicy, ValidProbe};
 pub use resolve::{
-    Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, ResolvedEndpoint, ResolvedPort, ResolvedService,
-    resolve,
+    Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
+    ResolvedService, resolve,
 };
 
 use std::collections::BTreeMap;

@@ -50,7 +50,7 @@ fn state(probe: Option<HealthProbeSpec>) -> SourceState {
     state.services.insert(service.key.clone(), Arc::new(service));
     state.slices.insert(slice.key.clone(), Arc::new(slice));
     if let Some(spec) = probe {
-        let probe = Probe { key: ObjectKey::new("shop", "web"), created: None, generation: None, spec };
+        let probe = Probe { key: ObjectKey::new("shop", "web"), created: None, generation: None, spec, status: None };
         state.probes.insert(probe.key.clone(), Arc::new(probe));
     }
     state

@@ -23,6 +23,8 @@ pub struct Probe {
     pub created: Option<String>,
     pub generation: Option<i64>,
     pub spec: HealthProbeSpec,
+    /// The status the API server holds, so it is rewritten only when it changes.
+    pub status: Option<crate::crd::HealthProbeStatus>,
 }
 
 /// Why a probe was rejected: the field path and what is wrong with it.

@@ -53,14 +53,24 @@ pub struct ResolvedService {
     pub ports: Vec<ResolvedPort>,
 }
 
-/// The outcome of one HealthProbe, as its status conditions will say.
+/// Why a probe's target could not be resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefProblem {
+    /// A CamelCase condition reason.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The outcome of one HealthProbe, as its status conditions will say.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProbeStatus {
     pub generation: Option<i64>,
+    /// The status the API server holds now, if any.
+    pub current: Option<crate::crd::HealthProbeStatus>,
     /// `Err` holds the precise validation error.
     pub accepted: Result<(), String>,
     /// `None` when the spec was not valid enough to look for its target.
-    pub resolved_refs: Option<Result<(), String>>,
+    pub resolved_refs: Option<Result<(), RefProblem>>,
     /// The message naming the probe that already covers a port this one targets.
     pub conflicted: Option<String>,
     pub matched_endpoints: usize,
@@ -151,6 +161,7 @@ fn validate_probes(
             probe.key.clone(),
             ProbeStatus {
                 generation: probe.generation,
+                current: probe.status.clone(),
                 accepted,
                 resolved_refs: None,
                 conflicted: None,
@@ -264,15 +275,16 @@ fn merge_endpoints(port: &ServicePort, slices: &[&Slice]) -> Vec<ResolvedEndpoin
 fn resolve_refs(state: &SourceState, probes: &[Arc<ValidProbe>], statuses: &mut BTreeMap<ObjectKey, ProbeStatus>) {
     for probe in probes {
         let target = ObjectKey::new(&probe.key.namespace, &probe.service);
+        let problem = |reason, message| Err(RefProblem { reason, message });
         let resolved = match state.services.get(&target) {
-            None => Err(format!("Service {target} not found")),
+            None => problem("ServiceNotFound", format!("Service {target} not found")),
             Some(service) if service.external_name => {
-                Err(format!("Service {target} is of type ExternalName and has no endpoints"))
+                problem("ExternalNameService", format!("Service {target} is of type ExternalName and has no endpoints"))
             }
             Some(service) => match probe.port {
                 Some(port) if !service.ports.iter().any(|p| p.port == port) => {
                     let ports: BTreeSet<u16> = service.ports.iter().map(|p| p.port).collect();
-                    Err(format!("Service {target} has no port {port} (ports: {ports:?})"))
+                    problem("PortNotFound", format!("Service {target} has no port {port} (ports: {ports:?})"))
                 }
                 _ => Ok(()),
             },

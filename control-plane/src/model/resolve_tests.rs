@@ -49,7 +49,7 @@ pub(crate) fn slice(
 }
 
 pub(crate) fn probe(ns: &str, name: &str, created: &str, spec: HealthProbeSpec) -> Probe {
-    Probe { key: ObjectKey::new(ns, name), created: Some(created.to_string()), generation: Some(1), spec }
+    Probe { key: ObjectKey::new(ns, name), created: Some(created.to_string()), generation: Some(1), spec, status: None }
 }
 
 pub(crate) fn probe_spec(service: &str, port: Option<i64>) -> HealthProbeSpec {
@@ -244,10 +244,16 @@ fn unresolved_targets_are_reported_precisely() {
             probe("shop", "ext", "t", probe_spec("ext", None)),
         ],
     ));
-    let refs = |n: &str| model.probes[&ObjectKey::new("shop", n)].resolved_refs.clone().unwrap().unwrap_err();
-    assert_eq!(refs("no-svc"), "Service shop/missing not found");
-    assert_eq!(refs("no-port"), "Service shop/web has no port 81 (ports: {80})");
-    assert_eq!(refs("ext"), "Service shop/ext is of type ExternalName and has no endpoints");
+    let refs = |n: &str| {
+        let problem = model.probes[&ObjectKey::new("shop", n)].resolved_refs.clone().unwrap().unwrap_err();
+        (problem.reason, problem.message)
+    };
+    assert_eq!(refs("no-svc"), ("ServiceNotFound", "Service shop/missing not found".into()));
+    assert_eq!(refs("no-port"), ("PortNotFound", "Service shop/web has no port 81 (ports: {80})".into()));
+    assert_eq!(
+        refs("ext"),
+        ("ExternalNameService", "Service shop/ext is of type ExternalName and has no endpoints".into())
+    );
 }
 
 #[test]

@@ -103,9 +103,9 @@ impl ManifestDir {
         for (path, entry) in &self.files {
             for object in entry.objects.iter().flat_map(|o| o.iter()) {
                 let clash = match object {
-                    Object::Service(s) => state.services.insert(s.key.clone(), Arc::new(s.clone())).map(|_| &s.key),
-                    Object::Slice(s) => state.slices.insert(s.key.clone(), Arc::new(s.clone())).map(|_| &s.key),
-                    Object::Probe(p) => state.probes.insert(p.key.clone(), Arc::new(p.clone())).map(|_| &p.key),
+                    Object::Service(s) => state.services.insert(s.key.clone(), s.clone()).map(|_| &s.key),
+                    Object::Slice(s) => state.slices.insert(s.key.clone(), s.clone()).map(|_| &s.key),
+                    Object::Probe(p) => state.probes.insert(p.key.clone(), p.clone()).map(|_| &p.key),
                 };
                 if let Some(key) = clash {
                     warn!(file = %path.display(), object = %key, "object defined more than once; this file's copy wins");

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service as KubeService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,9 +20,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
-    Service(Service),
-    Slice(Slice),
-    Probe(Probe),
+    Service(Arc<Service>),
+    Slice(Arc<Slice>),
+    Probe(Arc<Probe>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,13 +160,13 @@ impl Typed {
         };
         match self {
             Typed::Service(s) => convert::service(&s, DEFAULT_NAMESPACE)
-                .map(Object::Service)
+                .map(|s| Object::Service(Arc::new(s)))
                 .map_err(|e| describe("Service", &s.metadata.name, e)),
             Typed::Slice(s) => convert::slice(&s, DEFAULT_NAMESPACE)
-                .map(Object::Slice)
+                .map(|s| Object::Slice(Arc::new(s)))
                 .map_err(|e| describe("EndpointSlice", &s.metadata.name, e)),
             Typed::Probe(p) => convert::probe(&p, DEFAULT_NAMESPACE)
-                .map(Object::Probe)
+                .map(|p| Object::Probe(Arc::new(p)))
                 .map_err(|e| describe("HealthProbe", &p.metadata.name, e)),
         }
     }
