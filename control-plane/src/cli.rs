@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::pipeline::{MAX_DELAY, PipelineConfig};
-use crate::serve::ServeConfig;
+use crate::serve::{ServeConfig, Source};
 use crate::translate::TranslateOptions;
 
 #[derive(Debug, Parser)]
@@ -35,8 +35,15 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Directory of Kubernetes manifests (Service, EndpointSlice, HealthProbe) to serve and watch.
+    /// Without it, edgexds watches the Kubernetes API (in-cluster config, else KUBECONFIG or ~/.kube/config).
     #[arg(long, env = "EDGEXDS_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// Kubernetes namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(long, env = "EDGEXDS_NAMESPACES", value_delimiter = ',', conflicts_with = "manifests")]
+    pub namespaces: Vec<String>,
+    /// Label selector for the Services to serve, e.g. `edgexds.io/expose=true`.
+    #[arg(long, env = "EDGEXDS_SELECTOR", conflicts_with = "manifests")]
+    pub selector: Option<String>,
     /// Address of the xDS gRPC server.
     #[arg(long, env = "EDGEXDS_XDS_ADDR", default_value = "0.0.0.0:18000")]
     pub xds_addr: SocketAddr,
@@ -69,11 +76,17 @@ fn parse_debounce(text: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
-    pub fn to_config(&self) -> Result<ServeConfig, String> {
-        let manifests =
-            self.manifests.clone().ok_or("no source given: pass --manifests DIR (or set EDGEXDS_MANIFESTS)")?;
-        Ok(ServeConfig {
-            manifests,
+    pub fn to_config(&self) -> ServeConfig {
+        let source = match &self.manifests {
+            Some(dir) => Source::Manifests(dir.clone()),
+            None => Source::Kubernetes {
+                client: None,
+                namespaces: self.namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(),
+                service_selector: self.selector.clone().filter(|s| !s.is_empty()),
+            },
+        };
+        ServeConfig {
+            source,
             xds_addr: self.xds_addr,
             admin_addr: self.admin_addr,
             pipeline: PipelineConfig {
@@ -83,7 +96,7 @@ impl ServeArgs {
                     typed_metadata: self.typed_metadata,
                 },
             },
-        })
+        }
     }
 }
 

@@ -149,3 +149,19 @@ pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, Con
         status: object.status.clone(),
     })
 }
+
+/// HealthProbes are watched untyped, so one object that does not fit the Rust type is
+/// reported on its own instead of failing the whole list.
+pub fn probe_from_dynamic(object: &kube::api::DynamicObject, default_namespace: &str) -> Result<Probe, ConvertError> {
+    let spec = object.data.get("spec").cloned().unwrap_or_default();
+    let spec = serde_json::from_value(spec).map_err(|e| error("spec", e.to_string()))?;
+    // A status we cannot read is simply rewritten.
+    let status = object.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
+    Ok(Probe {
+        key: object_key(&object.metadata, default_namespace)?,
+        created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        generation: object.metadata.generation,
+        spec,
+        status,
+    })
+}

@@ -15,6 +15,8 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    #[error("no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
+    KubeConfig(#[source] kube::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("background task failed: {0}")]

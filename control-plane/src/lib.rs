@@ -18,6 +18,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod source;
 pub mod status;
+pub mod status_writer;
 pub mod telemetry;
 pub mod translate;
 pub mod xds;

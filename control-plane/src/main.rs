@@ -19,13 +19,7 @@ async fn main() -> ExitCode {
                 eprintln!("edgexds: {e}");
                 return ExitCode::from(2);
             }
-            let config = match args.to_config() {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("edgexds: {e}");
-                    return ExitCode::from(2);
-                }
-            };
+            let config = args.to_config();
             let result = match edgexds::serve::start(config).await {
                 Ok(running) => running.run_until(edgexds::serve::termination()).await,
                 Err(e) => Err(e),

@@ -16,15 +16,37 @@ use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::pipeline::{self, PipelineConfig};
+use crate::source::kubernetes::{self, KubernetesConfig};
 use crate::source::manifest_dir;
+use crate::status_writer;
 use crate::xds::XdsServer;
 
 /// Streams and connections get this long to close after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Where Services, EndpointSlices and HealthProbes come from.
+#[derive(Clone)]
+pub enum Source {
+    /// A directory of manifests, watched for changes.
+    Manifests(PathBuf),
+    /// The Kubernetes API. Without a client, the in-cluster or kubeconfig one is used.
+    Kubernetes { client: Option<kube::Client>, namespaces: Vec<String>, service_selector: Option<String> },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Manifests(dir) => write!(f, "manifests {}", dir.display()),
+            Source::Kubernetes { namespaces, service_selector, .. } => {
+                write!(f, "kubernetes namespaces={namespaces:?} selector={service_selector:?}")
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    pub manifests: PathBuf,
+    pub source: Source,
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub pipeline: PipelineConfig,
@@ -46,12 +68,17 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
 
 /// Binds both ports and starts every task; serving begins once the source's first state is translated.
 pub async fn start(config: ServeConfig) -> Result<Running> {
-    if !config.manifests.is_dir() {
-        return Err(Error::ManifestDir {
-            path: config.manifests.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
-        });
-    }
+    let kube_client = match &config.source {
+        Source::Manifests(dir) if !dir.is_dir() => {
+            return Err(Error::ManifestDir {
+                path: dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            });
+        }
+        Source::Manifests(_) => None,
+        Source::Kubernetes { client: Some(client), .. } => Some(client.clone()),
+        Source::Kubernetes { client: None, .. } => Some(kube::Client::try_default().await.map_err(Error::KubeConfig)?),
+    };
     let xds_listener = bind("xDS gRPC server", config.xds_addr).await?;
     let admin_listener = bind("admin server", config.admin_addr).await?;
     let xds_addr = xds_listener.local_addr().map_err(Error::Admin)?;
@@ -63,7 +90,25 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let (models, models_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
 
-    tasks.spawn(manifest_dir::run(config.manifests.clone(), states, shutdown_rx.clone()));
+    match (&config.source, kube_client) {
+        (Source::Kubernetes { namespaces, service_selector, .. }, Some(client)) => {
+            let kube = KubernetesConfig {
+                client: client.clone(),
+                namespaces: namespaces.clone(),
+                service_selector: service_selector.clone(),
+            };
+            tasks.spawn(kubernetes::run(kube, states, shutdown_rx.clone()));
+            let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
+            tasks.spawn(async move {
+                status_writer::run(client, models, shutdown).await;
+                Ok(())
+            });
+        }
+        (Source::Manifests(dir), _) => {
+            tasks.spawn(manifest_dir::run(dir.clone(), states, shutdown_rx.clone()));
+        }
+        (Source::Kubernetes { .. }, None) => unreachable!("a Kubernetes source always has a client here"),
+    }
     tasks.spawn({
         let cache = cache.clone();
         let shutdown = shutdown_rx.clone();
@@ -74,7 +119,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     });
     tasks.spawn(serve_xds(xds_listener, cache.clone(), shutdown_rx.clone()));
     tasks.spawn(serve_admin(admin_listener, cache.clone(), shutdown_rx));
-    info!(%xds_addr, %admin_addr, manifests = %config.manifests.display(), "edgexds started");
+    info!(%xds_addr, %admin_addr, source = ?config.source, "edgexds started");
     Ok(Running { xds_addr, admin_addr, cache, models: models_rx, shutdown, tasks })
 }
 

@@ -1,6 +1,8 @@
 //! Sources of Kubernetes objects. Each keeps a [`SourceState`] up to date and
 //! publishes it whole; `None` until its first full state is loaded.
 
+pub mod kube_store;
+pub mod kubernetes;
 pub mod manifest_dir;
 pub mod manifests;
 

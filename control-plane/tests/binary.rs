@@ -1,7 +1,5 @@
 //! The `edgexds` binary as operators run it: flags from the environment, readiness, logs, SIGTERM.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -9,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use serde_json::Value;
-use support::{CDS, request};
 use tokio_stream::wrappers::ReceiverStream;
 
 const WEB: &str =
@@ -137,7 +135,8 @@ fn sigterm_closes_streams_with_a_status_and_exits_cleanly() {
     let status = runtime.block_on(async {
         let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}")).await.unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(request(CDS, &[], &[])).await.unwrap();
+        let cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+        tx.send(DeltaDiscoveryRequest { type_url: cds.into(), ..Default::default() }).await.unwrap();
         let mut responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
         let first = responses.message().await.unwrap().unwrap();
         assert_eq!(first.resources[0].name, "web.shop:80");
@@ -159,9 +158,9 @@ fn serve_without_a_source_or_with_a_bad_flag_explains_itself() {
             Command::new(env!("CARGO_BIN_EXE_edgexds")).args(args).env_remove("EDGEXDS_MANIFESTS").output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let (code, stderr) = run(&["serve"]);
+    let (code, stderr) = run(&["serve", "--manifests", ".", "--namespaces", "a"]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("--manifests"), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
     let (code, stderr) = run(&["serve", "--manifests", ".", "--debounce", "5s"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("at most 1s"), "{stderr}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use edgexds::pipeline::PipelineConfig;
-use edgexds::serve::{Running, ServeConfig, start};
+use edgexds::serve::{Running, ServeConfig, Source, start};
 use edgexds::translate::TranslateOptions;
 
 use crate::upstream::Upstream;
@@ -24,13 +24,28 @@ impl ControlPlane {
 
     pub async fn start_in(manifests: tempfile::TempDir, translate: TranslateOptions) -> Result<Self> {
         let running = start(ServeConfig {
-            manifests: manifests.path().to_owned(),
+            source: Source::Manifests(manifests.path().to_owned()),
             xds_addr: "127.0.0.1:0".parse()?,
             admin_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
         })
         .await?;
         Ok(Self { running, manifests })
+    }
+
+    /// A control plane watching the given API server, with the default 100ms debounce.
+    pub async fn kubernetes(client: kube::Client, namespaces: &[&str], selector: Option<&str>) -> Result<Running> {
+        Ok(start(ServeConfig {
+            source: Source::Kubernetes {
+                client: Some(client),
+                namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+                service_selector: selector.map(str::to_owned),
+            },
+            xds_addr: "127.0.0.1:0".parse()?,
+            admin_addr: "127.0.0.1:0".parse()?,
+            pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate: TranslateOptions::default() },
+        })
+        .await?)
     }
 
     pub fn xds_addr(&self) -> SocketAddr {

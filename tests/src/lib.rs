@@ -4,7 +4,10 @@
 pub mod control_plane;
 pub mod envoy;
 pub mod http;
+pub mod kube_api;
+pub mod kube_objects;
 pub mod upstream;
+pub mod xds;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

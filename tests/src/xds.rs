@@ -1,5 +1,4 @@
 //! An in-process xDS server over `tokio::io::duplex`, and a delta client that speaks to it like Envoy.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +64,7 @@ impl Harness {
     }
 
     pub async fn ads(&self) -> DeltaClient {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        DeltaClient::open(|requests| async move { client.delta_aggregated_resources(requests).await }).await
+        DeltaClient::ads(self.channel().await).await
     }
 
     pub async fn cds(&self) -> DeltaClient {
@@ -100,6 +98,18 @@ pub struct DeltaClient {
 }
 
 impl DeltaClient {
+    /// A delta ADS stream on `channel`.
+    pub async fn ads(channel: Channel) -> Self {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        Self::open(|requests| async move { client.delta_aggregated_resources(requests).await }).await
+    }
+
+    /// A delta ADS stream to a server listening on `addr`.
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        let channel = Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+        Self::ads(channel).await
+    }
+
     async fn open<F, Fut>(call: F) -> Self
     where
         F: FnOnce(ReceiverStream<DeltaDiscoveryRequest>) -> Fut,

@@ -1,12 +1,10 @@
 //! Envoy's incremental xDS protocol, one rule per test, through a real tonic client.
 
-mod support;
-
 use std::collections::HashMap;
 
 use edgexds::cache::ResourceType;
+use edgexds_tests::xds::*;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use support::*;
 use tonic::Code;
 
 #[tokio::test]

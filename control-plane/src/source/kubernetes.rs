@@ -1,0 +1,185 @@
+//! The Kubernetes source: watches Services, EndpointSlices and HealthProbes and
+//! publishes what they hold once every initial list has completed.
+//!
+//! Objects are converted to the model as they arrive and the API objects are
+//! dropped at once: only the compact model stays in memory. Watch errors (the
+//! API server is away, a 410 Gone) are retried with backoff by kube-rs while
+//! the last published state keeps being served.
+
+use std::fmt::Debug;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Service as KubeService;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+use super::StateSender;
+use super::kube_store::{Change, Item, Kind, KubeStore};
+use crate::convert::{self, ConvertError, SERVICE_NAME_LABEL};
+use crate::crd::HealthProbe;
+use crate::model::ObjectKey;
+use crate::shutdown::{self, Shutdown};
+
+#[derive(Clone)]
+pub struct KubernetesConfig {
+    pub client: Client,
+    /// Empty: all namespaces. Otherwise one watch per namespace, so a namespaced Role suffices.
+    pub namespaces: Vec<String>,
+    /// A label selector limiting which Services are served.
+    pub service_selector: Option<String>,
+}
+
+type Tagged = (usize, Result<Change, watcher::Error>);
+
+struct Scope {
+    kind: Kind,
+    namespace: Option<String>,
+}
+
+impl Scope {
+    fn describe(&self) -> String {
+        format!("{:?} in {}", self.kind, self.namespace.as_deref().unwrap_or("all namespaces"))
+    }
+}
+
+fn api<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Api<K> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn key_of<K: ResourceExt>(object: &K) -> ObjectKey {
+    ObjectKey::new(object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Turns a watch event into a store change, logging objects that cannot be converted.
+fn change<K: ResourceExt>(
+    event: Event<K>,
+    kind: Kind,
+    convert: fn(&K) -> Result<Item, ConvertError>,
+) -> Option<Change> {
+    let converted = |object: &K| {
+        convert(object).inspect_err(|e| warn!(object = %key_of(object), kind = ?kind, "ignored: {e}")).ok()
+    };
+    Some(match event {
+        Event::Init => Change::Init,
+        Event::InitDone => Change::InitDone,
+        Event::InitApply(object) => Change::InitApply(converted(&object)?),
+        // An object that no longer converts is treated as gone rather than kept stale.
+        Event::Apply(object) => converted(&object).map_or_else(|| Change::Delete(key_of(&object)), Change::Apply),
+        Event::Delete(object) => Change::Delete(key_of(&object)),
+    })
+}
+
+fn tagged<K>(
+    index: usize,
+    kind: Kind,
+    api: Api<K>,
+    config: watcher::Config,
+    convert: fn(&K) -> Result<Item, ConvertError>,
+) -> BoxStream<'static, Tagged>
+where
+    K: Resource + ResourceExt + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .map_ok(move |event| change(event, kind, convert))
+        .filter_map(move |result| async move {
+            match result {
+                Ok(Some(change)) => Some((index, Ok(change))),
+                Ok(None) => None,
+                Err(e) => Some((index, Err(e))),
+            }
+        })
+        .boxed()
+}
+
+fn service(object: &KubeService) -> Result<Item, ConvertError> {
+    convert::service(object, "").map(|s| Item::Service(s.into()))
+}
+
+fn slice(object: &EndpointSlice) -> Result<Item, ConvertError> {
+    convert::slice(object, "").map(|s| Item::Slice(s.into()))
+}
+
+fn probe(object: &DynamicObject) -> Result<Item, ConvertError> {
+    convert::probe_from_dynamic(object, "").map(|p| Item::Probe(p.into()))
+}
+
+fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
+    let namespaces: Vec<Option<String>> =
+        if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
+    let probe_resource = ApiResource::erase::<HealthProbe>(&());
+    let mut scopes = Vec::new();
+    let mut all = SelectAll::new();
+    for namespace in namespaces {
+        let ns = namespace.as_deref();
+        let mut services = watcher::Config::default();
+        if let Some(selector) = &config.service_selector {
+            services = services.labels(selector);
+        }
+        // Only slices that belong to a Service.
+        let slices = watcher::Config::default().labels(SERVICE_NAME_LABEL);
+        let probes_api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(config.client.clone(), ns, &probe_resource),
+            None => Api::all_with(config.client.clone(), &probe_resource),
+        };
+        let index = scopes.len();
+        all.push(tagged(index, Kind::Service, api(&config.client, ns), services, service));
+        all.push(tagged(index + 1, Kind::EndpointSlice, api(&config.client, ns), slices, slice));
+        all.push(tagged(index + 2, Kind::HealthProbe, probes_api, watcher::Config::default(), probe));
+        for kind in [Kind::Service, Kind::EndpointSlice, Kind::HealthProbe] {
+            scopes.push(Scope { kind, namespace: namespace.clone() });
+        }
+    }
+    (scopes, all)
+}
+
+/// Watches until `shutdown`; publishes only after every initial list completed.
+pub async fn run(config: KubernetesConfig, states: StateSender, mut shutdown: Shutdown) -> crate::Result<()> {
+    let (scopes, mut events) = streams(&config);
+    let kinds: Vec<Kind> = scopes.iter().map(|s| s.kind).collect();
+    let mut store = KubeStore::new(&kinds);
+    let mut failing = vec![false; scopes.len()];
+    loop {
+        let (index, event) = tokio::select! {
+            Some(next) = events.next() => next,
+            () = shutdown::requested(&mut shutdown) => return Ok(()),
+        };
+        match event {
+            Ok(change) => {
+                if std::mem::take(&mut failing[index]) {
+                    info!(watch = %scopes[index].describe(), "watch recovered");
+                }
+                let was_synced = store.synced();
+                if store.apply(index, change) && store.synced() {
+                    if !was_synced {
+                        let state = store.state();
+                        info!(
+                            services = state.services.len(),
+                            slices = state.slices.len(),
+                            probes = state.probes.len(),
+                            "initial lists complete"
+                        );
+                    }
+                    states.send_replace(Some(store.state()));
+                }
+            }
+            Err(error) if !failing[index] => {
+                failing[index] = true;
+                warn!(watch = %scopes[index].describe(), %error, "watch failed; retrying with backoff, last state still served");
+            }
+            Err(error) => debug!(watch = %scopes[index].describe(), %error, "watch still failing"),
+        }
+    }
+}

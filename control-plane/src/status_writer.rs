@@ -1,0 +1,67 @@
+//! Writes HealthProbe status back to the API server with server-side apply.
+//!
+//! Each resolved model is compared with the status the API server holds (as the
+//! watch saw it); only differences are written. The content is a pure function
+//! of the model, so replicas write the same thing and server-side apply turns
+//! the repeat into a no-op: no flapping and no write loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::crd::{HealthProbe, HealthProbeStatus};
+use crate::model::{Model, ObjectKey};
+use crate::shutdown::{self, Shutdown};
+use crate::status;
+
+pub const FIELD_MANAGER: &str = "edgexds";
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+pub async fn run(client: Client, mut models: watch::Receiver<Option<Arc<Model>>>, mut shutdown: Shutdown) {
+    let resource = ApiResource::erase::<HealthProbe>(&());
+    let mut retry = false;
+    loop {
+        tokio::select! {
+            changed = models.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RETRY_AFTER), if retry => {}
+            () = shutdown::requested(&mut shutdown) => return,
+        }
+        let Some(model) = models.borrow_and_update().clone() else { continue };
+        retry = false;
+        let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH).to_string();
+        for (key, probe) in &model.probes {
+            let Some(desired) = status::desired(probe, &now) else { continue };
+            match write(&client, &resource, key, &desired).await {
+                Ok(()) => debug!(probe = %key, "status written"),
+                // Deleted meanwhile: nothing to report on.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(error) => {
+                    warn!(probe = %key, %error, "cannot write status; will retry");
+                    retry = true;
+                }
+            }
+        }
+    }
+}
+
+async fn write(
+    client: &Client,
+    resource: &ApiResource,
+    key: &ObjectKey,
+    status: &HealthProbeStatus,
+) -> kube::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.namespace, resource);
+    let patch = json!({
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "status": status,
+    });
+    api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
