@@ -83,6 +83,8 @@ struct Inner {
     /// Watches from a resourceVersion below this get 410 Gone.
     oldest_watchable: u64,
     status_applies: Vec<(String, String)>,
+    /// Every (verb, resource) a client used, as RBAC names them.
+    verbs: std::collections::BTreeSet<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -181,6 +183,11 @@ impl FakeApiServer {
         self.available.send_replace(available);
     }
 
+    /// The RBAC (verb, resource) pairs clients have used so far, e.g. ("watch", "services").
+    pub fn verbs_used(&self) -> Vec<(String, String)> {
+        self.lock().verbs.iter().cloned().collect()
+    }
+
     /// The (probe, field manager) of every status apply that reached the server.
     pub fn status_applies(&self) -> Vec<(String, String)> {
         self.lock().status_applies.clone()
@@ -238,10 +245,18 @@ async fn handle(
     let Some(target) = parse_path(uri.path()) else {
         return status_error(StatusCode::NOT_FOUND, "NotFound", &format!("no route {}", uri.path()));
     };
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (&method, &target.name, watching) {
+        (&Method::GET, None, true) => "watch",
+        (&Method::GET, None, false) => "list",
+        (&Method::GET, Some(_), _) => "get",
+        (&Method::PATCH, _, _) => "patch",
+        _ => method.as_str(),
+    };
+    let resource = format!("{}{}", target.plural(), if target.status { "/status" } else { "" });
+    server.lock().verbs.insert((verb.to_owned(), resource));
     match (method, &target) {
-        (Method::GET, Target { name: None, .. }) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            watch_response(server, target, query)
-        }
+        (Method::GET, Target { name: None, .. }) if watching => watch_response(server, target, query),
         (Method::GET, Target { name: None, .. }) => list(&server, &target, &query),
         (Method::GET, Target { name: Some(name), .. }) => {
             match server.get(target.kind, target.namespace.as_deref().unwrap_or("default"), name) {
@@ -381,6 +396,14 @@ fn watch_response(server: FakeApiServer, target: Target, query: BTreeMap<String,
 }
 
 impl Target {
+    fn plural(&self) -> &'static str {
+        match self.kind {
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::HealthProbe => "healthprobes",
+        }
+    }
+
     fn kind_name(&self) -> &'static str {
         match self.kind {
             Kind::Service => "Service",

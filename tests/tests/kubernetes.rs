@@ -278,3 +278,27 @@ async fn endpoint_slice_change_to_delta_response_latency() {
         samples[samples.len() - 1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_needs_only_list_watch_and_status_patch() {
+    let api = FakeApiServer::start().await;
+    seed(&api);
+    let _cp = ControlPlane::kubernetes(api.client(), &[], None).await.unwrap();
+    wait_status(&api, "web", |o| condition(o, "Accepted")["status"] == "True").await;
+    api.apply(slice("shop", "web-1", "web", 8080, &ips(&["10.0.0.3"])));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let used = api.verbs_used();
+    let expected: Vec<(String, String)> = [
+        ("list", "endpointslices"),
+        ("list", "healthprobes"),
+        ("list", "services"),
+        ("patch", "healthprobes/status"),
+        ("watch", "endpointslices"),
+        ("watch", "healthprobes"),
+        ("watch", "services"),
+    ]
+    .iter()
+    .map(|(v, r)| (v.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(used, expected, "the Helm chart's RBAC grants exactly these");
+}
