@@ -1,24 +1,67 @@
-//! The admin HTTP server: liveness and readiness.
+//! The admin HTTP server: health, readiness, metrics, and debug views.
+
+mod debug;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use tokio::sync::watch;
 
 use crate::cache::SnapshotCache;
+use crate::model::Model;
+use crate::xds::Observer;
 
-pub fn router(cache: Arc<SnapshotCache>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(cache)
+#[derive(Clone)]
+pub struct AdminState {
+    pub cache: Arc<SnapshotCache>,
+    pub observer: Arc<Observer>,
+    pub models: watch::Receiver<Option<Arc<Model>>>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/debug/proxies", get(debug::proxies))
+        .route("/debug/resources", get(debug::resources))
+        .route("/debug/model", get(debug::model))
+        .route("/debug/log-level", put(log_level).get(current_log_level))
+        .with_state(state)
 }
 
 /// Ready once the first full state is translated; stays ready afterwards, even if the source goes quiet.
-async fn readyz(State(cache): State<Arc<SnapshotCache>>) -> (StatusCode, &'static str) {
-    if cache.current().is_some() {
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.cache.current().is_some() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first full state of the source\n")
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.observer.metrics.encode(),
+    )
+}
+
+/// Body: a `tracing` filter such as `debug` or `info,edgexds::xds=debug`.
+async fn log_level(body: String) -> (StatusCode, String) {
+    match crate::telemetry::set_filter(body.trim()) {
+        Ok(filter) => (StatusCode::OK, format!("log level set to {filter}\n")),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+async fn current_log_level() -> (StatusCode, String) {
+    match crate::telemetry::current_filter() {
+        Some(filter) => (StatusCode::OK, format!("{filter}\n")),
+        None => (StatusCode::NOT_FOUND, "logging is not managed by edgexds in this process\n".into()),
     }
 }
 
@@ -31,17 +74,34 @@ mod tests {
     use super::*;
     use crate::cache::Snapshot;
 
-    async fn status(cache: &Arc<SnapshotCache>, path: &str) -> StatusCode {
+    fn state() -> AdminState {
+        AdminState {
+            cache: Arc::new(SnapshotCache::default()),
+            observer: Arc::default(),
+            models: watch::channel(None).1,
+        }
+    }
+
+    async fn status(state: &AdminState, path: &str) -> StatusCode {
         let request = Request::get(path).body(Body::empty()).unwrap();
-        router(cache.clone()).oneshot(request).await.unwrap().status()
+        router(state.clone()).oneshot(request).await.unwrap().status()
     }
 
     #[tokio::test]
     async fn readyz_turns_ready_with_the_first_snapshot_and_healthz_is_always_ok() {
-        let cache = Arc::new(SnapshotCache::default());
-        assert_eq!(status(&cache, "/healthz").await, StatusCode::OK);
-        assert_eq!(status(&cache, "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
-        cache.publish(Snapshot::default());
-        assert_eq!(status(&cache, "/readyz").await, StatusCode::OK);
+        let state = state();
+        assert_eq!(status(&state, "/healthz").await, StatusCode::OK);
+        assert_eq!(status(&state, "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+        state.cache.publish(Snapshot::default());
+        assert_eq!(status(&state, "/readyz").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn debug_resources_rejects_unknown_types_and_names() {
+        let state = state();
+        state.cache.publish(Snapshot::default());
+        assert_eq!(status(&state, "/debug/resources?type=lds").await, StatusCode::BAD_REQUEST);
+        assert_eq!(status(&state, "/debug/resources?type=cds&name=nope").await, StatusCode::NOT_FOUND);
+        assert_eq!(status(&state, "/debug/resources?type=eds").await, StatusCode::OK);
     }
 }

@@ -23,6 +23,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the HealthProbe CustomResourceDefinition (YAML) generated from the code.
     Crd,
+    /// Show every connected proxy and whether it is in sync; exits 1 if any proxy NACKed.
+    ProxyStatus {
+        /// The admin server of an edgexds instance.
+        #[arg(long, env = "EDGEXDS_ADMIN_URL", default_value = "http://127.0.0.1:19000")]
+        admin: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,17 @@ use edgexds::cli::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::ProxyStatus { admin } => match edgexds::proxy_status::fetch(&admin).await {
+            Ok(proxies) => {
+                print!("{}", edgexds::proxy_status::render(&proxies));
+                let nacked = proxies.iter().any(|p| p.state == edgexds::xds::SyncState::Nacked);
+                if nacked { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+            }
+            Err(e) => {
+                eprintln!("edgexds: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Crd => {
             print!("{}", edgexds::crd::crd_yaml());
             ExitCode::SUCCESS

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cache::{ResourceType, Snapshot, SnapshotCache};
+use crate::metrics::Metrics;
 use crate::model::{Diagnostic, Model, SourceState, resolve};
 use crate::source::StateReceiver;
 use crate::translate::{self, TranslateOptions};
@@ -43,6 +44,7 @@ pub async fn run(
     mut states: StateReceiver,
     cache: Arc<SnapshotCache>,
     models: watch::Sender<Option<Arc<Model>>>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
@@ -56,18 +58,23 @@ pub async fn run(
             }
         }
         pending = false;
+        let observed_at = Instant::now();
         debounce(config.debounce, &mut states).await;
         let Some(state) = states.borrow_and_update().clone() else { continue };
         let previous = cache.current();
         let options = config.translate;
         let started = Instant::now();
         let built = tokio::task::spawn_blocking(move || build_snapshot(&state, options, previous.as_deref())).await;
-        let Ok((snapshot, model)) = built else {
+        let Ok((mut snapshot, model)) = built else {
             warn!("translation task failed; keeping the last snapshot");
             continue;
         };
+        Metrics::observe(&metrics.translation, started.elapsed());
+        snapshot.observed_at = Some(observed_at);
         report_new_diagnostics(&model, &mut reported);
         let sizes = (snapshot.len(ResourceType::Cluster), endpoint_count(&model));
+        metrics.snapshot_clusters.set(sizes.0 as i64);
+        metrics.snapshot_endpoints.set(sizes.1 as i64);
         let diff = cache.publish(snapshot);
         models.send_replace(Some(Arc::new(model)));
         let ((cds_changed, cds_removed), (eds_changed, eds_removed)) =

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
+use crate::admin::AdminState;
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -19,7 +20,7 @@ use crate::pipeline::{self, PipelineConfig};
 use crate::source::kubernetes::{self, KubernetesConfig};
 use crate::source::manifest_dir;
 use crate::status_writer;
-use crate::xds::XdsServer;
+use crate::xds::{ClientStatus, Observer, XdsServer};
 
 /// Streams and connections get this long to close after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -57,6 +58,7 @@ pub struct Running {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub cache: Arc<SnapshotCache>,
+    pub observer: Arc<Observer>,
     pub models: watch::Receiver<Option<Arc<Model>>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<Result<()>>,
@@ -86,6 +88,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let cache = Arc::new(SnapshotCache::default());
+    let observer = Arc::new(Observer::default());
     let (states, states_rx) = watch::channel(None);
     let (models, models_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
@@ -97,7 +100,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
                 namespaces: namespaces.clone(),
                 service_selector: service_selector.clone(),
             };
-            tasks.spawn(kubernetes::run(kube, states, shutdown_rx.clone()));
+            tasks.spawn(kubernetes::run(kube, states, observer.metrics.clone(), shutdown_rx.clone()));
             let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
             tasks.spawn(async move {
                 status_writer::run(client, models, shutdown).await;
@@ -105,22 +108,24 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             });
         }
         (Source::Manifests(dir), _) => {
-            tasks.spawn(manifest_dir::run(dir.clone(), states, shutdown_rx.clone()));
+            tasks.spawn(manifest_dir::run(dir.clone(), states, observer.metrics.clone(), shutdown_rx.clone()));
         }
         (Source::Kubernetes { .. }, None) => unreachable!("a Kubernetes source always has a client here"),
     }
     tasks.spawn({
         let cache = cache.clone();
         let shutdown = shutdown_rx.clone();
+        let metrics = observer.metrics.clone();
         async move {
-            pipeline::run(config.pipeline, states_rx, cache, models, shutdown).await;
+            pipeline::run(config.pipeline, states_rx, cache, models, metrics, shutdown).await;
             Ok(())
         }
     });
-    tasks.spawn(serve_xds(xds_listener, cache.clone(), shutdown_rx.clone()));
-    tasks.spawn(serve_admin(admin_listener, cache.clone(), shutdown_rx));
+    tasks.spawn(serve_xds(xds_listener, cache.clone(), observer.clone(), shutdown_rx.clone()));
+    let admin = AdminState { cache: cache.clone(), observer: observer.clone(), models: models_rx.clone() };
+    tasks.spawn(serve_admin(admin_listener, admin, shutdown_rx));
     info!(%xds_addr, %admin_addr, source = ?config.source, "edgexds started");
-    Ok(Running { xds_addr, admin_addr, cache, models: models_rx, shutdown, tasks })
+    Ok(Running { xds_addr, admin_addr, cache, observer, models: models_rx, shutdown, tasks })
 }
 
 impl Running {
@@ -146,8 +151,14 @@ impl Running {
     }
 }
 
-async fn serve_xds(listener: TcpListener, cache: Arc<SnapshotCache>, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let xds = XdsServer::new(cache.clone(), shutdown.clone());
+async fn serve_xds(
+    listener: TcpListener,
+    cache: Arc<SnapshotCache>,
+    observer: Arc<Observer>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let xds = XdsServer::new(cache.clone(), shutdown.clone(), observer.clone());
+    let csds = ClientStatus::new(observer.proxies.clone(), cache.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // gRPC health turns SERVING with readiness, like /readyz.
     let mut ready = crate::cache::SnapshotSource::subscribe(&cache);
@@ -166,6 +177,7 @@ async fn serve_xds(listener: TcpListener, cache: Arc<SnapshotCache>, shutdown: w
         .add_service(xds.aggregated())
         .add_service(xds.clusters())
         .add_service(xds.endpoints())
+        .add_service(csds.server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             crate::shutdown::requested(&mut stop).await;
         })
@@ -173,12 +185,8 @@ async fn serve_xds(listener: TcpListener, cache: Arc<SnapshotCache>, shutdown: w
     Ok(())
 }
 
-async fn serve_admin(
-    listener: TcpListener,
-    cache: Arc<SnapshotCache>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    axum::serve(listener, crate::admin::router(cache))
+async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    axum::serve(listener, crate::admin::router(state))
         .with_graceful_shutdown(async move {
             crate::shutdown::requested(&mut shutdown).await;
         })

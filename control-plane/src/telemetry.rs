@@ -1,15 +1,43 @@
-//! Logging setup: text or JSON, filtered by a `tracing` directive.
+//! Logging setup: text or JSON, with a filter that can be changed at runtime.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::cli::LogFormat;
 
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid --log-level {filter:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = parse(filter)?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true).with_current_span(true)).try_init(),
     }
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    let _ = FILTER.set(handle);
+    Ok(())
+}
+
+fn parse(filter: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))
+}
+
+/// Replaces the log filter; returns it as now in force.
+pub fn set_filter(filter: &str) -> Result<String, String> {
+    let handle = FILTER.get().ok_or("logging is not managed by edgexds in this process")?;
+    let parsed = parse(filter)?;
+    let shown = parsed.to_string();
+    handle.reload(parsed).map_err(|e| e.to_string())?;
+    tracing::info!(filter = %shown, "log filter changed");
+    Ok(shown)
+}
+
+pub fn current_filter() -> Option<String> {
+    FILTER.get()?.with_current(|f| f.to_string()).ok()
 }

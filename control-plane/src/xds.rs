@@ -1,9 +1,26 @@
-//! Delta xDS over gRPC: the per-stream protocol state machine and the tonic services.
+//! Delta xDS over gRPC: the per-stream protocol state machine, the tonic
+//! services, and the views of connected proxies (debug endpoint and CSDS).
 
+mod csds;
+pub mod proxies;
 mod service;
 mod stream;
+mod stream_state;
 mod subscription;
 
+use std::sync::Arc;
+
+pub use csds::ClientStatus;
+pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use service::XdsServer;
 pub use stream::{StreamKind, run_stream};
 pub use subscription::{Changes, Subscription, SubscriptionRequest};
+
+use crate::metrics::Metrics;
+
+/// What streams report into: metrics and the registry of connected proxies.
+#[derive(Default)]
+pub struct Observer {
+    pub metrics: Arc<Metrics>,
+    pub proxies: Arc<ProxyRegistry>,
+}

@@ -91,8 +91,12 @@ impl Drop for Server {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path, "")
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     let status = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -168,4 +172,82 @@ fn serve_without_a_source_or_with_a_bad_flag_explains_itself() {
         run(&["serve", "--manifests", "/nonexistent/dir", "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("/nonexistent/dir"), "{stderr}");
+}
+
+/// Opens a delta ADS stream, subscribes to clusters and answers the first response.
+async fn client(xds: SocketAddr, node: &str, nack: Option<&str>) -> tokio::sync::mpsc::Sender<DeltaDiscoveryRequest> {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::google::rpc;
+    let cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}")).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let node = Some(Node { id: node.into(), ..Default::default() });
+    tx.send(DeltaDiscoveryRequest { type_url: cds.into(), node, ..Default::default() }).await.unwrap();
+    let mut responses = ads.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let first = responses.message().await.unwrap().unwrap();
+    let error_detail = nack.map(|m| rpc::Status { code: 3, message: m.into(), details: vec![] });
+    tx.send(DeltaDiscoveryRequest {
+        type_url: cds.into(),
+        response_nonce: first.nonce,
+        error_detail,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = responses.message().await {} });
+    tx
+}
+
+fn proxy_status(admin: SocketAddr) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgexds"))
+        .args(["proxy-status", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn proxy_status_lists_proxies_and_fails_when_one_nacked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), WEB).unwrap();
+    let mut server = Server::start(dir.path());
+    let (xds, admin) = (server.addr("xds_addr"), server.addr("admin_addr"));
+    server.wait_log("snapshot published");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _good = runtime.block_on(client(xds, "good-sidecar", None));
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, table) = proxy_status(admin);
+    assert_eq!(code, Some(0), "{table}");
+    assert!(table.contains("good-sidecar") && table.contains("SYNCED"), "{table}");
+    let _bad = runtime.block_on(client(xds, "bad-sidecar", Some("bad cluster config")));
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, table) = proxy_status(admin);
+    assert_eq!(code, Some(1), "{table}");
+    assert!(table.contains("NACKED") && table.contains("bad-sidecar rejected cds version"), "{table}");
+    assert!(table.contains("bad cluster config"), "{table}");
+    server.wait_log("Envoy rejected the update (NACK)");
+    // Unreachable admin: a distinct exit code and a clear message.
+    let out = Command::new(env!("CARGO_BIN_EXE_edgexds"))
+        .args(["proxy-status", "--admin", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+#[test]
+fn log_level_changes_at_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), WEB).unwrap();
+    let mut server = Server::start(dir.path());
+    let (xds, admin) = (server.addr("xds_addr"), server.addr("admin_addr"));
+    server.wait_log("snapshot published");
+    assert_eq!(http_get(admin, "/debug/log-level"), (200, "info\n".into()));
+    assert_eq!(http(admin, "PUT", "/debug/log-level", "nonsense=[").0, 400);
+    assert_eq!(http(admin, "PUT", "/debug/log-level", "debug").0, 200);
+    assert_eq!(http_get(admin, "/debug/log-level"), (200, "debug\n".into()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _client = runtime.block_on(client(xds, "sidecar", None));
+    let line = server.wait_log("sending");
+    assert_eq!(line["level"], "DEBUG");
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgexds::cache::{ResourceType, Snapshot, SnapshotCache};
-use edgexds::xds::XdsServer;
+use edgexds::xds::{Observer, XdsServer};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -28,6 +28,7 @@ pub const QUIET: Duration = Duration::from_millis(300);
 
 pub struct Harness {
     pub cache: Arc<SnapshotCache>,
+    pub observer: Arc<Observer>,
     pub shutdown: watch::Sender<bool>,
     connections: mpsc::Sender<DuplexStream>,
 }
@@ -37,7 +38,8 @@ impl Harness {
         let cache = Arc::new(SnapshotCache::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connections, incoming) = mpsc::channel::<DuplexStream>(16);
-        let xds = XdsServer::new(cache.clone(), shutdown_rx);
+        let observer = Arc::new(Observer::default());
+        let xds = XdsServer::new(cache.clone(), shutdown_rx, observer.clone());
         let incoming = ReceiverStream::new(incoming);
         let incoming = tokio_stream::StreamExt::map(incoming, Ok::<_, std::io::Error>);
         tokio::spawn(
@@ -47,7 +49,7 @@ impl Harness {
                 .add_service(xds.endpoints())
                 .serve_with_incoming(incoming),
         );
-        Self { cache, shutdown, connections }
+        Self { cache, shutdown, connections, observer }
     }
 
     pub async fn channel(&self) -> Channel {

@@ -23,9 +23,19 @@ impl VersionedResource {
 
 pub type Resources = BTreeMap<String, Arc<VersionedResource>>;
 
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Snapshot {
     by_type: [Resources; 2],
+    /// Per type, a hash of every name and version: what "version" a client is at.
+    versions: [String; 2],
+    /// When the source change this snapshot carries was first seen, for push-latency metrics.
+    pub observed_at: Option<std::time::Instant>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_type == other.by_type
+    }
 }
 
 impl Snapshot {
@@ -45,7 +55,20 @@ impl Snapshot {
                 .unwrap_or_else(|| Arc::new(fresh));
             by_type[ty.index()].insert(name, resource);
         }
-        Self { by_type }
+        let versions = ResourceType::ALL.map(|ty| {
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            for (name, resource) in &by_type[ty.index()] {
+                hasher.update(name.as_bytes());
+                hasher.update(resource.version.as_bytes());
+            }
+            format!("{:016x}", hasher.digest())
+        });
+        Self { by_type, versions, observed_at: None }
+    }
+
+    /// The version of a whole type: equal across replicas given the same input.
+    pub fn version(&self, ty: ResourceType) -> &str {
+        &self.versions[ty.index()]
     }
 
     pub fn resources(&self, ty: ResourceType) -> &Resources {

@@ -7,6 +7,7 @@
 //! the last published state keeps being served.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, TryStreamExt};
@@ -23,6 +24,7 @@ use super::StateSender;
 use super::kube_store::{Change, Item, Kind, KubeStore};
 use crate::convert::{self, ConvertError, SERVICE_NAME_LABEL};
 use crate::crd::HealthProbe;
+use crate::metrics::{KindLabel, Metrics};
 use crate::model::ObjectKey;
 use crate::shutdown::{self, Shutdown};
 
@@ -146,7 +148,12 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
 }
 
 /// Watches until `shutdown`; publishes only after every initial list completed.
-pub async fn run(config: KubernetesConfig, states: StateSender, mut shutdown: Shutdown) -> crate::Result<()> {
+pub async fn run(
+    config: KubernetesConfig,
+    states: StateSender,
+    metrics: Arc<Metrics>,
+    mut shutdown: Shutdown,
+) -> crate::Result<()> {
     let (scopes, mut events) = streams(&config);
     let kinds: Vec<Kind> = scopes.iter().map(|s| s.kind).collect();
     let mut store = KubeStore::new(&kinds);
@@ -158,6 +165,14 @@ pub async fn run(config: KubernetesConfig, states: StateSender, mut shutdown: Sh
         };
         match event {
             Ok(change) => {
+                let kind = match scopes[index].kind {
+                    Kind::Service => "service",
+                    Kind::EndpointSlice => "endpointslice",
+                    Kind::HealthProbe => "healthprobe",
+                };
+                if !matches!(change, Change::Init | Change::InitDone) {
+                    metrics.source_events.get_or_create(&KindLabel { kind }).inc();
+                }
                 if std::mem::take(&mut failing[index]) {
                     info!(watch = %scopes[index].describe(), "watch recovered");
                 }

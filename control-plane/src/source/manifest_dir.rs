@@ -15,6 +15,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::StateSender;
 use super::manifests::{Object, ParseError, is_manifest, parse_file};
 use crate::error::{Error, Result};
+use crate::metrics::{KindLabel, Metrics};
 use crate::model::SourceState;
 
 /// Safety net for filesystems whose change events get lost (network mounts, some ConfigMap swaps).
@@ -139,7 +140,12 @@ fn collect_files(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> std::io:
 }
 
 /// Loads `root`, publishes its state, then republishes on every change until `shutdown`.
-pub async fn run(root: PathBuf, states: StateSender, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    root: PathBuf,
+    states: StateSender,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let mut dir = ManifestDir::new(&root);
     let wake = Arc::new(Notify::new());
     let waker = wake.clone();
@@ -160,6 +166,7 @@ pub async fn run(root: PathBuf, states: StateSender, mut shutdown: watch::Receiv
         .await?;
         match outcome {
             Ok(outcome) if outcome.changed || first => {
+                metrics.source_events.get_or_create(&KindLabel { kind: "manifests" }).inc();
                 let state = dir.state();
                 info!(
                     services = state.services.len(),

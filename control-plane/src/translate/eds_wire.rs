@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct ClusterLoadAssignment {
     #[prost(string, tag = "1")]
     pub cluster_name: String,
@@ -17,7 +17,7 @@ pub struct ClusterLoadAssignment {
     pub endpoints: Vec<LocalityLbEndpoints>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct LocalityLbEndpoints {
     #[prost(message, optional, tag = "1")]
     pub locality: Option<Locality>,
@@ -25,7 +25,7 @@ pub struct LocalityLbEndpoints {
     pub lb_endpoints: Vec<LbEndpoint>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct Locality {
     #[prost(string, tag = "1")]
     pub region: String,
@@ -33,18 +33,19 @@ pub struct Locality {
     pub zone: String,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct LbEndpoint {
     #[prost(message, optional, tag = "1")]
     pub endpoint: Option<Endpoint>,
     /// `envoy.config.core.v3.HealthStatus`.
     #[prost(int32, tag = "2")]
+    #[serde(serialize_with = "health_status_name")]
     pub health_status: i32,
     #[prost(message, optional, tag = "3")]
     pub metadata: Option<Metadata>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct Endpoint {
     #[prost(message, optional, tag = "1")]
     pub address: Option<Address>,
@@ -52,13 +53,13 @@ pub struct Endpoint {
     pub hostname: String,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct Address {
     #[prost(message, optional, tag = "1")]
     pub socket_address: Option<SocketAddress>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct SocketAddress {
     #[prost(string, tag = "2")]
     pub address: String,
@@ -66,7 +67,7 @@ pub struct SocketAddress {
     pub port_value: u32,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct Metadata {
     #[prost(btree_map = "string, message", tag = "1")]
     pub filter_metadata: BTreeMap<String, Struct>,
@@ -74,19 +75,20 @@ pub struct Metadata {
     pub typed_filter_metadata: BTreeMap<String, Any>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct Struct {
     #[prost(btree_map = "string, message", tag = "1")]
     pub fields: BTreeMap<String, Value>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct Value {
     #[prost(oneof = "Kind", tags = "2, 3")]
     pub kind: Option<Kind>,
 }
 
-#[derive(Clone, PartialEq, prost::Oneof)]
+#[derive(Clone, PartialEq, prost::Oneof, serde::Serialize)]
+#[serde(untagged)]
 pub enum Kind {
     #[prost(double, tag = "2")]
     Number(f64),
@@ -94,10 +96,17 @@ pub enum Kind {
     String(String),
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct Any {
     #[prost(string, tag = "1")]
     pub type_url: String,
     #[prost(bytes = "vec", tag = "2")]
+    #[serde(skip)]
     pub value: Vec<u8>,
+}
+
+fn health_status_name<S: serde::Serializer>(value: &i32, serializer: S) -> Result<S::Ok, S::Error> {
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+    let name = HealthStatus::try_from(*value).map_or("UNKNOWN", |h| h.as_str_name());
+    serializer.serialize_str(name)
 }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Observer;
 use super::stream::{StreamKind, run_stream};
 use crate::cache::{ResourceType, SnapshotSource};
 
@@ -33,11 +34,12 @@ type SotwStream = BoxStream<'static, Result<DiscoveryResponse, Status>>;
 pub struct XdsServer {
     cache: Arc<dyn SnapshotSource>,
     shutdown: watch::Receiver<bool>,
+    observer: Arc<Observer>,
 }
 
 impl XdsServer {
-    pub fn new(cache: Arc<dyn SnapshotSource>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { cache, shutdown }
+    pub fn new(cache: Arc<dyn SnapshotSource>, shutdown: watch::Receiver<bool>, observer: Arc<Observer>) -> Self {
+        Self { cache, shutdown, observer }
     }
 
     pub fn aggregated(&self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -54,7 +56,14 @@ impl XdsServer {
 
     fn open(&self, kind: StreamKind, inbound: Streaming<DeltaDiscoveryRequest>) -> Response<DeltaStream> {
         let (tx, rx) = mpsc::channel(OUTBOUND_SLOTS);
-        tokio::spawn(run_stream(kind, inbound, tx, self.cache.subscribe(), self.shutdown.clone()));
+        tokio::spawn(run_stream(
+            kind,
+            inbound,
+            tx,
+            self.cache.subscribe(),
+            self.shutdown.clone(),
+            self.observer.clone(),
+        ));
         Response::new(ReceiverStream::new(rx))
     }
 }

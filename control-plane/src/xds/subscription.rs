@@ -50,6 +50,11 @@ impl Subscription {
         self.explicit.iter().map(String::as_str)
     }
 
+    /// The names and versions the client holds.
+    pub fn held(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.known.iter().filter_map(|(n, v)| v.as_deref().map(|v| (n.as_str(), v)))
+    }
+
     fn in_scope(&self, name: &str) -> bool {
         self.wildcard || self.explicit.contains(name)
     }

@@ -1,0 +1,146 @@
+//! JSON views for operators: connected proxies, served resources, the resolved model.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
+use envoy_types::pb::google::protobuf::Duration;
+use prost::Message;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AdminState;
+use crate::cache::ResourceType;
+use crate::model::{CheckKind, ProbePolicy, ResolvedPort};
+use crate::translate::ClusterLoadAssignment;
+
+type Reply = Result<Json<Value>, (StatusCode, String)>;
+
+pub async fn proxies(State(state): State<AdminState>) -> Json<Vec<crate::xds::ProxyReport>> {
+    Json(state.observer.proxies.report())
+}
+
+#[derive(Deserialize)]
+pub struct ResourceQuery {
+    r#type: String,
+    name: Option<String>,
+}
+
+/// One resource as JSON with its version, or every name and version of a type.
+pub async fn resources(State(state): State<AdminState>, Query(query): Query<ResourceQuery>) -> Reply {
+    let ty = match query.r#type.as_str() {
+        "cds" | "clusters" => ResourceType::Cluster,
+        "eds" | "endpoints" => ResourceType::ClusterLoadAssignment,
+        other => return Err((StatusCode::BAD_REQUEST, format!("unknown type {other:?}: use cds or eds\n"))),
+    };
+    let snapshot = state.cache.current().ok_or((StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet\n".into()))?;
+    let resources = snapshot.resources(ty);
+    let Some(name) = query.name else {
+        let list: Vec<Value> = resources.iter().map(|(n, r)| json!({"name": n, "version": r.version})).collect();
+        return Ok(Json(json!({"type": ty.type_url(), "version": snapshot.version(ty), "resources": list})));
+    };
+    let resource = resources.get(&name).ok_or((StatusCode::NOT_FOUND, format!("no {ty} resource {name:?}\n")))?;
+    let body = match ty {
+        ResourceType::Cluster => Cluster::decode(resource.body.as_slice()).map(|c| cluster_json(&c)),
+        ResourceType::ClusterLoadAssignment => {
+            ClusterLoadAssignment::decode(resource.body.as_slice()).map(|c| serde_json::to_value(c).unwrap_or_default())
+        }
+    }
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot decode {name}: {e}\n")))?;
+    Ok(Json(json!({"type": ty.type_url(), "name": name, "version": resource.version, "resource": body})))
+}
+
+fn millis(duration: &Option<Duration>) -> Value {
+    duration.as_ref().map_or(Value::Null, |d| json!(d.seconds * 1000 + i64::from(d.nanos) / 1_000_000))
+}
+
+/// The fields edgexds sets on a Cluster.
+fn cluster_json(cluster: &Cluster) -> Value {
+    let checks: Vec<Value> = cluster
+        .health_checks
+        .iter()
+        .map(|hc| {
+            let kind = match &hc.health_checker {
+                Some(HealthChecker::HttpHealthCheck(h)) => json!({"http": {"path": h.path, "host": h.host}}),
+                Some(HealthChecker::TcpHealthCheck(_)) => json!({"tcp": {}}),
+                Some(HealthChecker::GrpcHealthCheck(g)) => json!({"grpc": {"service_name": g.service_name}}),
+                _ => Value::Null,
+            };
+            json!({
+                "interval_ms": millis(&hc.interval),
+                "no_traffic_interval_ms": millis(&hc.no_traffic_interval),
+                "timeout_ms": millis(&hc.timeout),
+                "unhealthy_threshold": hc.unhealthy_threshold.as_ref().map(|v| v.value),
+                "healthy_threshold": hc.healthy_threshold.as_ref().map(|v| v.value),
+                "checker": kind,
+            })
+        })
+        .collect();
+    json!({
+        "name": cluster.name,
+        "type": "EDS",
+        "eds_service_name": cluster.eds_cluster_config.as_ref().map(|e| e.service_name.clone()),
+        "ignore_health_on_host_removal": cluster.ignore_health_on_host_removal,
+        "http2": !cluster.typed_extension_protocol_options.is_empty(),
+        "health_checks": checks,
+    })
+}
+
+fn policy_json(policy: &ProbePolicy) -> Value {
+    json!({
+        "interval_ms": policy.interval_ms,
+        "timeout_ms": policy.timeout_ms,
+        "failure_threshold": policy.failure_threshold,
+        "success_threshold": policy.success_threshold,
+    })
+}
+
+fn port_json(port: &ResolvedPort) -> Value {
+    let probe = port.probe.as_ref().map(|c| {
+        let check = match &c.probe.check {
+            CheckKind::Http { path, host } => json!({"http": {"path": path, "host": host}}),
+            CheckKind::Tcp => json!({"tcp": {}}),
+            CheckKind::Grpc { service_name } => json!({"grpc": {"service_name": service_name}}),
+        };
+        json!({"name": c.probe.key.to_string(), "check": check, "base": policy_json(&c.probe.base)})
+    });
+    let endpoints: Vec<Value> = port
+        .endpoints
+        .iter()
+        .map(|e| {
+            json!({
+                "address": e.address, "port": e.port, "health": format!("{:?}", e.health),
+                "zone": e.zone, "node": e.node_name, "pod": e.pod_name,
+                "probe": e.probe.as_ref().map(policy_json),
+            })
+        })
+        .collect();
+    json!({"cluster": port.cluster_name, "port": port.port.port, "probe": probe, "endpoints": endpoints})
+}
+
+/// The translated input: services with their ports and endpoints, probes with their effective values.
+pub async fn model(State(state): State<AdminState>) -> Reply {
+    let model = state.models.borrow().clone().ok_or((StatusCode::SERVICE_UNAVAILABLE, "no model yet\n".into()))?;
+    let services: Vec<Value> = model
+        .services
+        .iter()
+        .map(|s| json!({"service": s.key.to_string(), "ports": s.ports.iter().map(port_json).collect::<Vec<_>>()}))
+        .collect();
+    let probes: Vec<Value> = model
+        .probes
+        .iter()
+        .map(|(key, p)| {
+            json!({
+                "probe": key.to_string(),
+                "accepted": p.accepted.as_ref().err().map_or_else(|| json!(true), |e| json!(e)),
+                "resolved": match &p.resolved_refs { Some(Ok(())) => json!(true), Some(Err(e)) => json!(e.message), None => Value::Null },
+                "conflicted": p.conflicted,
+                "matched_endpoints": p.matched_endpoints,
+            })
+        })
+        .collect();
+    let ignored: Vec<Value> =
+        model.diagnostics.iter().map(|d| json!({"object": d.object, "reason": d.message})).collect();
+    Ok(Json(json!({"services": services, "probes": probes, "ignored": ignored})))
+}

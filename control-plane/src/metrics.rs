@@ -1,0 +1,153 @@
+//! Prometheus metrics. Label values are bounded: types, methods and kinds, never node ids.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::cache::ResourceType;
+use crate::xds::StreamKind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// ads, cds or eds: which delta method the stream uses.
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub streams: Family<MethodLabel, Gauge>,
+    pub responses: Family<TypeLabel, Counter>,
+    pub resources_sent: Family<TypeLabel, Counter>,
+    pub resources_removed: Family<TypeLabel, Counter>,
+    pub bytes_sent: Family<TypeLabel, Counter>,
+    pub acks: Family<TypeLabel, Counter>,
+    pub nacks: Family<TypeLabel, Counter>,
+    pub push_latency: Histogram,
+    pub convergence: Family<TypeLabel, Histogram>,
+    pub source_events: Family<KindLabel, Counter>,
+    pub translation: Histogram,
+    pub snapshot_clusters: Gauge,
+    pub snapshot_endpoints: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("edgexds");
+        let metrics = Self {
+            streams: Family::default(),
+            responses: Family::default(),
+            resources_sent: Family::default(),
+            resources_removed: Family::default(),
+            bytes_sent: Family::default(),
+            acks: Family::default(),
+            nacks: Family::default(),
+            push_latency: latency_histogram(),
+            convergence: Family::new_with_constructor(latency_histogram),
+            source_events: Family::default(),
+            translation: latency_histogram(),
+            snapshot_clusters: Gauge::default(),
+            snapshot_endpoints: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("xds_streams", "Connected delta xDS streams", metrics.streams.clone());
+        registry.register("xds_responses", "Delta xDS responses sent", metrics.responses.clone());
+        registry.register(
+            "xds_resources_sent",
+            "Resources sent in delta xDS responses",
+            metrics.resources_sent.clone(),
+        );
+        registry.register(
+            "xds_resources_removed",
+            "Names sent in removed_resources",
+            metrics.resources_removed.clone(),
+        );
+        registry.register_with_unit(
+            "xds_sent",
+            "Encoded delta xDS response bytes",
+            Unit::Bytes,
+            metrics.bytes_sent.clone(),
+        );
+        registry.register("xds_acks", "Responses acknowledged by clients", metrics.acks.clone());
+        registry.register("xds_nacks", "Responses rejected by clients", metrics.nacks.clone());
+        registry.register_with_unit(
+            "push_latency",
+            "From a source change being observed to a response carrying it being written",
+            Unit::Seconds,
+            metrics.push_latency.clone(),
+        );
+        registry.register_with_unit(
+            "convergence",
+            "From a response being written to its ACK",
+            Unit::Seconds,
+            metrics.convergence.clone(),
+        );
+        registry.register("source_events", "Changes seen from the source", metrics.source_events.clone());
+        registry.register_with_unit(
+            "translation_duration",
+            "Resolve, translate and encode one snapshot",
+            Unit::Seconds,
+            metrics.translation.clone(),
+        );
+        registry.register("snapshot_clusters", "Clusters in the current snapshot", metrics.snapshot_clusters.clone());
+        registry.register(
+            "snapshot_endpoints",
+            "Endpoints in the current snapshot",
+            metrics.snapshot_endpoints.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "edgexds build information", build_info);
+        Self { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn of(ty: ResourceType) -> TypeLabel {
+        TypeLabel { r#type: ty.short_name() }
+    }
+
+    pub fn method(kind: StreamKind) -> MethodLabel {
+        MethodLabel {
+            method: match kind {
+                StreamKind::Aggregated => "ads",
+                StreamKind::Single(ty) => ty.short_name(),
+            },
+        }
+    }
+
+    pub fn observe(histogram: &Histogram, elapsed: Duration) {
+        histogram.observe(elapsed.as_secs_f64());
+    }
+}

@@ -1,0 +1,128 @@
+//! `edgexds proxy-status`: the connected proxies as a table, like `istioctl proxy-status`.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::xds::{ProxyReport, SyncState};
+
+/// Fetches `/debug/proxies` from the admin server.
+pub async fn fetch(admin: &str) -> Result<Vec<ProxyReport>, String> {
+    let url = format!("{}/debug/proxies", admin.trim_end_matches('/'));
+    let uri = url.parse().map_err(|e| format!("invalid admin URL {admin:?}: {e}"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let response = client.get(uri).await.map_err(|e| format!("cannot reach {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url} answered {}", response.status()));
+    }
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("{url} did not return a proxy list: {e}"))
+}
+
+fn short(version: Option<&String>) -> String {
+    version.map_or_else(|| "-".to_owned(), |v| v.chars().take(8).collect())
+}
+
+/// The table, then one line per NACK with Envoy's own message.
+pub fn render(proxies: &[ProxyReport]) -> String {
+    let mut rows = vec![
+        ["NODE", "CLUSTER", "LOCALITY", "METHOD", "CDS", "EDS", "STATE", "CONNECTED", "VERSION"].map(String::from),
+    ];
+    for p in proxies {
+        let column = |ty: &str| {
+            p.types.get(ty).map_or_else(
+                || "-".to_owned(),
+                |t| {
+                    let acked = short(t.version_acked.as_ref());
+                    let mark = if t.pending_nonce.is_some() { " (pending)" } else { "" };
+                    format!("{acked} [{}]{mark}", t.resources)
+                },
+            )
+        };
+        let state = match p.state {
+            SyncState::Synced => "SYNCED",
+            SyncState::Stale => "STALE",
+            SyncState::Nacked => "NACKED",
+        };
+        rows.push([
+            p.node_id.clone(),
+            p.cluster.clone(),
+            p.locality.clone(),
+            p.method.clone(),
+            column("cds"),
+            column("eds"),
+            state.to_owned(),
+            p.connected_since.clone(),
+            p.user_agent.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    for p in proxies {
+        for (ty, t) in &p.types {
+            if let Some(nack) = t.last_nack.as_ref().filter(|_| p.state == SyncState::Nacked) {
+                let _ = writeln!(
+                    out,
+                    "\n{} rejected {ty} version {}: {}",
+                    p.node_id,
+                    short(Some(&nack.version)),
+                    nack.message
+                );
+            }
+        }
+    }
+    if proxies.is_empty() {
+        out.push_str("(no proxies connected)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::xds::proxies::{NackReport, TypeReport};
+
+    fn proxy(state: SyncState, nack: Option<&str>) -> ProxyReport {
+        let cds = TypeReport {
+            subscribed: "*".into(),
+            resources: 2,
+            version_sent: Some("0123456789abcdef".into()),
+            version_acked: Some("0123456789abcdef".into()),
+            pending_nonce: None,
+            last_nack: nack.map(|m| NackReport {
+                version: "fedcba9876543210".into(),
+                message: m.into(),
+                at: "t".into(),
+            }),
+        };
+        ProxyReport {
+            node_id: "sidecar-1".into(),
+            cluster: "demo".into(),
+            locality: "zone-a".into(),
+            user_agent: "envoy 1.40.0".into(),
+            method: "ads".into(),
+            connected_since: "2026-01-01T00:00:00Z".into(),
+            state,
+            types: BTreeMap::from([("cds".to_owned(), cds)]),
+        }
+    }
+
+    #[test]
+    fn table_shows_versions_state_and_nack_messages() {
+        let table = render(&[proxy(SyncState::Synced, None)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NODE"));
+        assert!(lines[1].contains("sidecar-1") && lines[1].contains("01234567 [2]") && lines[1].contains("SYNCED"));
+        let nacked = render(&[proxy(SyncState::Nacked, Some("bad cluster"))]);
+        assert!(nacked.contains("sidecar-1 rejected cds version fedcba98: bad cluster"), "{nacked}");
+    }
+}

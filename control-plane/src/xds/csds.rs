@@ -1,0 +1,144 @@
+//! Client Status Discovery Service: what each connected proxy holds, and whether it took it.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::admin::v3::UpdateFailureState;
+use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::{
+    ClientStatusDiscoveryService, ClientStatusDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::status::v3::{
+    ClientConfig, ClientConfigStatus, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
+use envoy_types::pb::google::protobuf::{Any, Timestamp};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proxies::{ProxyRegistry, lock};
+use super::stream_state::{StreamState, TypeState};
+use crate::cache::{ResourceType, SnapshotCache};
+
+/// Answers CSDS requests from the proxy registry and the current snapshot.
+#[derive(Clone)]
+pub struct ClientStatus {
+    proxies: Arc<ProxyRegistry>,
+    cache: Arc<SnapshotCache>,
+}
+
+impl ClientStatus {
+    pub fn new(proxies: Arc<ProxyRegistry>, cache: Arc<SnapshotCache>) -> Self {
+        Self { proxies, cache }
+    }
+
+    pub fn server(&self) -> ClientStatusDiscoveryServiceServer<Self> {
+        ClientStatusDiscoveryServiceServer::new(self.clone())
+    }
+
+    pub fn status(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
+        for matcher in &request.node_matchers {
+            if !matcher.node_metadatas.is_empty() {
+                return Err(Status::unimplemented("node_metadatas matchers are not supported; match on node_id"));
+            }
+        }
+        let snapshot = self.cache.current();
+        let config = self
+            .proxies
+            .streams()
+            .iter()
+            .map(|s| lock(s))
+            .filter(|s| {
+                request.node_matchers.is_empty() || request.node_matchers.iter().any(|m| matches(m, s.node_id()))
+            })
+            .map(|s| client_config(&s, snapshot.as_deref(), !request.exclude_resource_contents))
+            .collect();
+        Ok(ClientStatusResponse { config })
+    }
+}
+
+fn matches(matcher: &NodeMatcher, node_id: &str) -> bool {
+    let Some(StringMatcher { match_pattern: Some(pattern), ignore_case, .. }) = &matcher.node_id else { return true };
+    let fold = |s: &str| if *ignore_case { s.to_lowercase() } else { s.to_owned() };
+    let node = fold(node_id);
+    match pattern {
+        MatchPattern::Exact(v) => node == fold(v),
+        MatchPattern::Prefix(v) => node.starts_with(&fold(v)),
+        MatchPattern::Suffix(v) => node.ends_with(&fold(v)),
+        MatchPattern::Contains(v) => node.contains(&fold(v)),
+        _ => false,
+    }
+}
+
+fn timestamp(time: std::time::SystemTime) -> Option<Timestamp> {
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(Timestamp { seconds: since.as_secs() as i64, nanos: since.subsec_nanos() as i32 })
+}
+
+fn client_config(stream: &StreamState, snapshot: Option<&crate::cache::Snapshot>, contents: bool) -> ClientConfig {
+    let mut generic_xds_configs = Vec::new();
+    for ty in ResourceType::ALL {
+        let Some(state) = stream.types[ty.index()].as_ref() else { continue };
+        let (config_status, client_status) = statuses(state);
+        let error_state = state.nacked().then(|| {
+            let nack = state.last_nack.as_ref();
+            UpdateFailureState {
+                details: nack.map(|n| n.message.clone()).unwrap_or_default(),
+                version_info: nack.map(|n| n.version.clone()).unwrap_or_default(),
+                last_update_attempt: nack.and_then(|n| timestamp(n.wall)),
+                ..Default::default()
+            }
+        });
+        let last_updated = state.sent.as_ref().and_then(|s| timestamp(s.wall));
+        for (name, version) in state.subscription.held() {
+            let body = snapshot
+                .and_then(|s| s.resources(ty).get(name))
+                .filter(|r| contents && r.version == version)
+                .map(|r| Any { type_url: ty.type_url().to_owned(), value: r.body.clone() });
+            generic_xds_configs.push(GenericXdsConfig {
+                type_url: ty.type_url().to_owned(),
+                name: name.to_owned(),
+                version_info: version.to_owned(),
+                xds_config: body,
+                last_updated,
+                config_status: config_status as i32,
+                client_status: client_status as i32,
+                error_state: error_state.clone(),
+                is_static_resource: false,
+            });
+        }
+    }
+    ClientConfig { node: stream.node.clone(), generic_xds_configs, ..Default::default() }
+}
+
+fn statuses(state: &TypeState) -> (ConfigStatus, ClientConfigStatus) {
+    if state.nacked() {
+        (ConfigStatus::Error, ClientConfigStatus::ClientNacked)
+    } else if state.pending().is_some() {
+        (ConfigStatus::Stale, ClientConfigStatus::ClientRequested)
+    } else {
+        (ConfigStatus::Synced, ClientConfigStatus::ClientAcked)
+    }
+}
+
+#[tonic::async_trait]
+impl ClientStatusDiscoveryService for ClientStatus {
+    type StreamClientStatusStream = BoxStream<'static, Result<ClientStatusResponse, Status>>;
+
+    async fn stream_client_status(
+        &self,
+        request: Request<Streaming<ClientStatusRequest>>,
+    ) -> Result<Response<Self::StreamClientStatusStream>, Status> {
+        let this = self.clone();
+        let answers = request.into_inner().map(move |request| request.and_then(|r| this.status(&r)));
+        Ok(Response::new(answers.boxed()))
+    }
+
+    async fn fetch_client_status(
+        &self,
+        request: Request<ClientStatusRequest>,
+    ) -> Result<Response<ClientStatusResponse>, Status> {
+        self.status(request.get_ref()).map(Response::new)
+    }
+}

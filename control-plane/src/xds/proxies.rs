@@ -1,0 +1,175 @@
+//! Which proxies are connected and whether they are in sync, for `/debug/proxies`,
+//! `edgexds proxy-status` and CSDS.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::stream_state::{StreamState, TypeState};
+use crate::cache::ResourceType;
+
+/// A response not ACKed for this long makes its proxy STALE.
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+/// Bound on remembered (node, type, version) NACKs, so logging once per version stays bounded.
+const NACK_MEMORY: usize = 4096;
+
+pub type SharedStream = Arc<Mutex<StreamState>>;
+
+pub fn lock(stream: &SharedStream) -> MutexGuard<'_, StreamState> {
+    stream.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+pub struct ProxyRegistry {
+    next_id: AtomicU64,
+    streams: Mutex<BTreeMap<u64, SharedStream>>,
+    nacks_seen: Mutex<HashSet<(String, ResourceType, String)>>,
+}
+
+/// Removes its stream from the registry when dropped.
+pub struct Registration {
+    registry: Arc<ProxyRegistry>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SyncState {
+    Synced,
+    Stale,
+    Nacked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeReport {
+    pub subscribed: String,
+    pub resources: usize,
+    pub version_sent: Option<String>,
+    pub version_acked: Option<String>,
+    pub pending_nonce: Option<String>,
+    pub last_nack: Option<NackReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NackReport {
+    pub version: String,
+    pub message: String,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyReport {
+    pub node_id: String,
+    pub cluster: String,
+    pub locality: String,
+    pub user_agent: String,
+    pub method: String,
+    pub connected_since: String,
+    pub state: SyncState,
+    pub types: BTreeMap<String, TypeReport>,
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(time)
+        .map(|t| t.round(k8s_openapi::jiff::Unit::Second).ok())
+        .ok()
+        .flatten()
+        .map_or_else(String::new, |t| t.to_string())
+}
+
+impl ProxyRegistry {
+    pub fn register(self: &Arc<Self>, stream: SharedStream) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stream);
+        Registration { registry: self.clone(), id }
+    }
+
+    /// Every connected stream, in connection order.
+    pub fn streams(&self) -> Vec<SharedStream> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// True the first time this node rejects this version of this type.
+    pub fn first_nack(&self, node: &str, ty: ResourceType, version: &str) -> bool {
+        let mut seen = self.nacks_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= NACK_MEMORY {
+            seen.clear();
+        }
+        seen.insert((node.to_owned(), ty, version.to_owned()))
+    }
+
+    pub fn report(&self) -> Vec<ProxyReport> {
+        self.streams().iter().map(|s| report(&lock(s))).collect()
+    }
+}
+
+pub fn sync_state(stream: &StreamState) -> SyncState {
+    let types = || stream.types.iter().flatten();
+    if types().any(TypeState::nacked) {
+        SyncState::Nacked
+    } else if types().any(|t| t.pending().is_some_and(|p| p.at.elapsed() > STALE_AFTER)) {
+        SyncState::Stale
+    } else {
+        SyncState::Synced
+    }
+}
+
+fn report(stream: &StreamState) -> ProxyReport {
+    let node = stream.node.clone().unwrap_or_default();
+    let locality = node.locality.as_ref().map_or_else(String::new, |l| {
+        [l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/")
+    });
+    let build = match &node.user_agent_version_type {
+        Some(envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(v)) => v.clone(),
+        Some(envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentBuildVersion(b)) => b
+            .version
+            .as_ref()
+            .map_or_else(String::new, |v| format!("{}.{}.{}", v.major_number, v.minor_number, v.patch)),
+        None => String::new(),
+    };
+    let types = ResourceType::ALL
+        .iter()
+        .filter_map(|ty| stream.types[ty.index()].as_ref().map(|t| (ty, t)))
+        .map(|(ty, t)| {
+            let subscribed =
+                if t.subscription.is_wildcard() { "*".to_owned() } else { t.subscription.names().count().to_string() };
+            let report = TypeReport {
+                subscribed,
+                resources: t.subscription.held().count(),
+                version_sent: t.sent.as_ref().map(|s| s.version.clone()),
+                version_acked: t.acked.as_ref().map(|s| s.version.clone()),
+                pending_nonce: t.pending().map(|p| p.nonce.clone()),
+                last_nack: t.last_nack.as_ref().map(|n| NackReport {
+                    version: n.version.clone(),
+                    message: n.message.clone(),
+                    at: rfc3339(n.wall),
+                }),
+            };
+            (ty.short_name().to_owned(), report)
+        })
+        .collect();
+    ProxyReport {
+        node_id: node.id.clone(),
+        cluster: node.cluster.clone(),
+        locality,
+        user_agent: format!("{} {}", node.user_agent_name, build).trim().to_owned(),
+        method: crate::metrics::Metrics::method(stream.kind).method.to_owned(),
+        connected_since: rfc3339(stream.connected_at),
+        state: sync_state(stream),
+        types,
+    }
+}

@@ -1,0 +1,238 @@
+//! The protocol state of one delta xDS stream: subscriptions, nonces, ACKs and NACKs.
+//!
+//! Synchronous and free of I/O; the stream task drives it and the proxy
+//! registry reads it (behind a mutex never held across an await).
+
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use tonic::Status;
+use tracing::{debug, warn};
+
+use super::StreamKind;
+use super::subscription::{Changes, Subscription, SubscriptionRequest};
+use crate::cache::{ResourceType, Snapshot};
+use crate::metrics::Metrics;
+
+/// A response the client has been sent, by nonce.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub nonce: String,
+    /// The type version of the snapshot the response was built from.
+    pub version: String,
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct Nack {
+    pub nonce: String,
+    pub version: String,
+    pub message: String,
+    pub wall: SystemTime,
+}
+
+#[derive(Debug, Default)]
+pub struct TypeState {
+    pub subscription: Subscription,
+    pub sent: Option<Sent>,
+    pub acked: Option<Sent>,
+    pub last_nack: Option<Nack>,
+    dirty: bool,
+    /// Set when a new snapshot arrives; cleared by the response that carries it.
+    push_started: Option<Instant>,
+}
+
+impl TypeState {
+    /// A response is outstanding: sent, neither ACKed nor NACKed yet.
+    pub fn pending(&self) -> Option<&Sent> {
+        let answered = |nonce: &str| {
+            self.acked.as_ref().is_some_and(|a| a.nonce == nonce)
+                || self.last_nack.as_ref().is_some_and(|n| n.nonce == nonce)
+        };
+        self.sent.as_ref().filter(|s| !answered(&s.nonce))
+    }
+
+    /// The latest response was rejected.
+    pub fn nacked(&self) -> bool {
+        matches!((&self.sent, &self.last_nack), (Some(s), Some(n)) if s.nonce == n.nonce)
+    }
+}
+
+#[derive(Debug)]
+pub struct StreamState {
+    pub kind: StreamKind,
+    pub node: Option<Node>,
+    pub connected_at: SystemTime,
+    pub types: [Option<TypeState>; 2],
+    nonce: u64,
+}
+
+/// What a request meant, for the caller to log and count.
+pub enum Answer {
+    None,
+    Ack { ty: ResourceType, latency: std::time::Duration },
+    Nack { ty: ResourceType, nack: Nack },
+}
+
+impl StreamState {
+    pub fn new(kind: StreamKind) -> Self {
+        Self { kind, node: None, connected_at: SystemTime::now(), types: Default::default(), nonce: 0 }
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.node.as_ref().map_or("", |n| n.id.as_str())
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.types.iter().flatten().any(|t| t.dirty)
+    }
+
+    /// A new snapshot is current: every subscribed type must be diffed again.
+    pub fn snapshot_changed(&mut self, snapshot: &Snapshot) {
+        for state in self.types.iter_mut().flatten() {
+            state.dirty = true;
+            state.push_started = state.push_started.or(snapshot.observed_at);
+        }
+    }
+
+    pub fn handle_request(&mut self, request: DeltaDiscoveryRequest) -> Result<Answer, Status> {
+        if self.node.is_none() {
+            self.node = Some(request.node.clone().unwrap_or_default());
+        }
+        let ty = self.resource_type(&request.type_url)?;
+        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
+        let mut answer = Answer::None;
+        if !request.response_nonce.is_empty() {
+            match &state.sent {
+                Some(sent) if sent.nonce == request.response_nonce => match &request.error_detail {
+                    Some(error) => {
+                        let nack = Nack {
+                            nonce: sent.nonce.clone(),
+                            version: sent.version.clone(),
+                            message: error.message.clone(),
+                            wall: SystemTime::now(),
+                        };
+                        state.last_nack = Some(nack.clone());
+                        answer = Answer::Nack { ty, nack };
+                    }
+                    None => {
+                        answer = Answer::Ack { ty, latency: sent.at.elapsed() };
+                        state.acked = Some(sent.clone());
+                    }
+                },
+                // Stale: an answer to a superseded response. Its subscription changes still count.
+                _ => debug!(type_url = %ty, nonce = %request.response_nonce, "stale nonce"),
+            }
+        }
+        state.subscription.apply(SubscriptionRequest {
+            subscribe: &request.resource_names_subscribe,
+            unsubscribe: &request.resource_names_unsubscribe,
+            initial_resource_versions: Some(&request.initial_resource_versions),
+        });
+        state.dirty = true;
+        Ok(answer)
+    }
+
+    fn resource_type(&self, type_url: &str) -> Result<ResourceType, Status> {
+        let supported = || ResourceType::ALL.iter().map(|t| t.type_url()).collect::<Vec<_>>().join(", ");
+        match (self.kind, type_url) {
+            (StreamKind::Single(ty), "") => Ok(ty),
+            (StreamKind::Aggregated, "") => Err(Status::invalid_argument(
+                "DeltaDiscoveryRequest.type_url is empty: on ADS every request must name its resource type",
+            )),
+            (kind, url) => match (ResourceType::from_type_url(url), kind) {
+                (None, _) => Err(Status::invalid_argument(format!(
+                    "unsupported type_url {url:?}: edgexds serves {}",
+                    supported()
+                ))),
+                (Some(ty), StreamKind::Single(only)) if ty != only => Err(Status::invalid_argument(format!(
+                    "type_url {url:?} does not belong on this stream, which serves only {}",
+                    only.type_url()
+                ))),
+                (Some(ty), _) => Ok(ty),
+            },
+        }
+    }
+
+    /// The next response, clusters before endpoints, or `None` when the client is up to date.
+    pub fn next_response(&mut self, snapshot: &Snapshot, metrics: &Metrics) -> Option<DeltaDiscoveryResponse> {
+        for ty in ResourceType::ALL {
+            let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
+            let changes = state.subscription.changes(snapshot.resources(ty));
+            state.dirty = false;
+            if changes.is_empty() && !state.subscription.owes_response() {
+                state.push_started = None;
+                continue;
+            }
+            state.subscription.record_sent(&changes);
+            self.nonce += 1;
+            let nonce = self.nonce.to_string();
+            let now = Instant::now();
+            state.sent = Some(Sent {
+                nonce: nonce.clone(),
+                version: snapshot.version(ty).to_owned(),
+                at: now,
+                wall: SystemTime::now(),
+            });
+            if let Some(started) = state.push_started.take() {
+                Metrics::observe(&metrics.push_latency, now - started);
+            }
+            if ty == ResourceType::Cluster {
+                self.resend_endpoints_of(&changes);
+            }
+            let label = Metrics::of(ty);
+            metrics.resources_sent.get_or_create(&label).inc_by(changes.updated.len() as u64);
+            metrics.resources_removed.get_or_create(&label).inc_by(changes.removed.len() as u64);
+            debug!(type_url = %ty, nonce, updated = changes.updated.len(), removed = changes.removed.len(), "sending");
+            let response = response(ty, nonce, changes);
+            metrics.responses.get_or_create(&label).inc();
+            metrics.bytes_sent.get_or_create(&label).inc_by(response.encoded_len() as u64);
+            return Some(response);
+        }
+        None
+    }
+
+    /// Envoy keeps an updated cluster warming until its endpoints arrive again;
+    /// resending them at once avoids waiting for the initial-fetch timeout.
+    fn resend_endpoints_of(&mut self, clusters: &Changes) {
+        if let Some(eds) = self.types[ResourceType::ClusterLoadAssignment.index()].as_mut() {
+            for (name, _) in &clusters.updated {
+                if eds.subscription.resend(name) {
+                    eds.dirty = true;
+                }
+            }
+        }
+    }
+}
+
+fn response(ty: ResourceType, nonce: String, changes: Changes) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: ty.type_url().to_owned(),
+        nonce,
+        resources: changes
+            .updated
+            .into_iter()
+            .map(|(name, resource)| Resource {
+                name,
+                version: resource.version.clone(),
+                resource: Some(Any { type_url: ty.type_url().to_owned(), value: resource.body.clone() }),
+                ..Default::default()
+            })
+            .collect(),
+        removed_resources: changes.removed,
+        ..Default::default()
+    }
+}
+
+/// Logs a NACK; `first` says whether this node already rejected this version before.
+pub fn log_nack(node: &str, ty: ResourceType, nack: &Nack, first: bool) {
+    if first {
+        warn!(node, type_url = %ty, version = %nack.version, nonce = %nack.nonce, error = %nack.message, "Envoy rejected the update (NACK)");
+    } else {
+        debug!(node, type_url = %ty, version = %nack.version, "NACK repeated");
+    }
+}
