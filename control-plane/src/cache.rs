@@ -36,12 +36,15 @@ impl Default for SnapshotCache {
 
 impl SnapshotCache {
     /// Replaces the snapshot and says what changed; streams are woken only if something did.
-    pub fn publish(&self, snapshot: Snapshot) -> SnapshotDiff {
+    pub fn publish(&self, mut snapshot: Snapshot) -> SnapshotDiff {
         let mut diff = SnapshotDiff::default();
         self.current.send_if_modified(|current| {
             diff = SnapshotDiff::between(current.as_deref(), &snapshot);
             let first = current.is_none();
             if first || !diff.is_empty() {
+                // Streams in sync with the previous generation only look at what changed.
+                snapshot.generation = current.as_ref().map_or(1, |c| c.generation + 1);
+                snapshot.delta = current.is_some().then(|| Arc::new(diff.clone()));
                 *current = Some(Arc::new(snapshot));
             }
             first || !diff.is_empty()

@@ -38,8 +38,18 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+/// The per-type series a stream touches on every response, resolved once.
+#[derive(Clone, Default)]
+pub struct TypeSeries {
+    pub responses: Counter,
+    pub resources_sent: Counter,
+    pub resources_removed: Counter,
+    pub bytes_sent: Counter,
+}
+
 pub struct Metrics {
     registry: Registry,
+    per_type: [TypeSeries; 2],
     pub streams: Family<MethodLabel, Gauge>,
     pub responses: Family<TypeLabel, Counter>,
     pub resources_sent: Family<TypeLabel, Counter>,
@@ -73,6 +83,7 @@ impl Default for Metrics {
             snapshot_clusters: Gauge::default(),
             snapshot_endpoints: Gauge::default(),
             registry: Registry::default(),
+            per_type: Default::default(),
         };
         registry.register("xds_streams", "Connected delta xDS streams", metrics.streams.clone());
         registry.register("xds_responses", "Delta xDS responses sent", metrics.responses.clone());
@@ -122,7 +133,16 @@ impl Default for Metrics {
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "edgexds build information", build_info);
-        Self { registry, ..metrics }
+        let per_type = ResourceType::ALL.map(|ty| {
+            let label = Self::of(ty);
+            TypeSeries {
+                responses: metrics.responses.get_or_create(&label).clone(),
+                resources_sent: metrics.resources_sent.get_or_create(&label).clone(),
+                resources_removed: metrics.resources_removed.get_or_create(&label).clone(),
+                bytes_sent: metrics.bytes_sent.get_or_create(&label).clone(),
+            }
+        });
+        Self { registry, per_type, ..metrics }
     }
 }
 
@@ -132,6 +152,11 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Counters of one type, without a lookup: streams use them on every response.
+    pub fn series(&self, ty: ResourceType) -> &TypeSeries {
+        &self.per_type[ty.index()]
     }
 
     pub fn of(ty: ResourceType) -> TypeLabel {

@@ -14,6 +14,7 @@ pub use csds::ClientStatus;
 pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use service::XdsServer;
 pub use stream::{StreamKind, run_stream};
+pub use stream_state::StreamState;
 pub use subscription::{Changes, Subscription, SubscriptionRequest};
 
 use crate::metrics::Metrics;

@@ -30,6 +30,9 @@ pub struct Snapshot {
     versions: [String; 2],
     /// When the source change this snapshot carries was first seen, for push-latency metrics.
     pub observed_at: Option<std::time::Instant>,
+    /// Set by the cache: this snapshot's number, and what changed since the one before it.
+    pub(super) generation: u64,
+    pub(super) delta: Option<Arc<SnapshotDiff>>,
 }
 
 impl PartialEq for Snapshot {
@@ -63,7 +66,17 @@ impl Snapshot {
             }
             format!("{:016x}", hasher.digest())
         });
-        Self { by_type, versions, observed_at: None }
+        Self { by_type, versions, observed_at: None, generation: 0, delta: None }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The names of `ty` that changed or vanished since generation `from`, if that was the previous one.
+    pub fn changed_since(&self, from: u64, ty: ResourceType) -> Option<impl Iterator<Item = &str>> {
+        let delta = self.delta.as_ref().filter(|_| from + 1 == self.generation)?;
+        Some(delta.changed[ty.index()].iter().chain(&delta.removed[ty.index()]).map(String::as_str))
     }
 
     /// The version of a whole type: equal across replicas given the same input.

@@ -146,7 +146,7 @@ fn report(stream: &StreamState) -> ProxyReport {
         .filter_map(|ty| stream.types[ty.index()].as_ref().map(|t| (ty, t)))
         .map(|(ty, t)| {
             let subscribed =
-                if t.subscription.is_wildcard() { "*".to_owned() } else { t.subscription.names().count().to_string() };
+                if t.subscription.is_wildcard() { "*".to_owned() } else { t.subscription.name_count().to_string() };
             let report = TypeReport {
                 subscribed,
                 resources: t.subscription.held().count(),

@@ -42,6 +42,11 @@ pub struct TypeState {
     pub acked: Option<Sent>,
     pub last_nack: Option<Nack>,
     dirty: bool,
+    /// The snapshot generation this subscription was last fully reconciled with;
+    /// `None` after a subscription change, which needs a full diff.
+    synced: Option<u64>,
+    /// Names to look at again besides the snapshot's changes (clusters' endpoints to resend).
+    recheck: Vec<String>,
     /// Set when a new snapshot arrives; cleared by the response that carries it.
     push_started: Option<Instant>,
 }
@@ -128,12 +133,18 @@ impl StreamState {
                 _ => debug!(type_url = %ty, nonce = %request.response_nonce, "stale nonce"),
             }
         }
+        let changes_subscription = !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+            || state.sent.is_none();
         state.subscription.apply(SubscriptionRequest {
             subscribe: &request.resource_names_subscribe,
             unsubscribe: &request.resource_names_unsubscribe,
             initial_resource_versions: Some(&request.initial_resource_versions),
         });
-        state.dirty = true;
+        if changes_subscription {
+            state.synced = None;
+            state.dirty = true;
+        }
         Ok(answer)
     }
 
@@ -162,8 +173,19 @@ impl StreamState {
     pub fn next_response(&mut self, snapshot: &Snapshot, metrics: &Metrics) -> Option<DeltaDiscoveryResponse> {
         for ty in ResourceType::ALL {
             let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
-            let changes = state.subscription.changes(snapshot.resources(ty));
+            let resources = snapshot.resources(ty);
+            let changes = match state.synced.and_then(|g| snapshot.changed_since(g, ty)) {
+                Some(changed) => {
+                    state.subscription.changes_among(resources, changed.chain(state.recheck.iter().map(String::as_str)))
+                }
+                None if state.synced == Some(snapshot.generation()) => {
+                    state.subscription.changes_among(resources, state.recheck.iter().map(String::as_str))
+                }
+                None => state.subscription.changes(resources),
+            };
             state.dirty = false;
+            state.synced = Some(snapshot.generation());
+            state.recheck.clear();
             if changes.is_empty() && !state.subscription.owes_response() {
                 state.push_started = None;
                 continue;
@@ -184,13 +206,13 @@ impl StreamState {
             if ty == ResourceType::Cluster {
                 self.resend_endpoints_of(&changes);
             }
-            let label = Metrics::of(ty);
-            metrics.resources_sent.get_or_create(&label).inc_by(changes.updated.len() as u64);
-            metrics.resources_removed.get_or_create(&label).inc_by(changes.removed.len() as u64);
+            let series = metrics.series(ty);
+            series.resources_sent.inc_by(changes.updated.len() as u64);
+            series.resources_removed.inc_by(changes.removed.len() as u64);
             debug!(type_url = %ty, nonce, updated = changes.updated.len(), removed = changes.removed.len(), "sending");
             let response = response(ty, nonce, changes);
-            metrics.responses.get_or_create(&label).inc();
-            metrics.bytes_sent.get_or_create(&label).inc_by(response.encoded_len() as u64);
+            series.responses.inc();
+            series.bytes_sent.inc_by(response.encoded_len() as u64);
             return Some(response);
         }
         None
@@ -203,6 +225,7 @@ impl StreamState {
             for (name, _) in &clusters.updated {
                 if eds.subscription.resend(name) {
                     eds.dirty = true;
+                    eds.recheck.push(name.clone());
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! Pure state: requests go in, the set of resources to send comes out. The
 //! rules follow Envoy's incremental xDS protocol; each has a named test.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::cache::{Resources, VersionedResource};
@@ -35,7 +35,7 @@ impl Changes {
 pub struct Subscription {
     started: bool,
     wildcard: bool,
-    explicit: BTreeSet<String>,
+    explicit: HashSet<String>,
     /// What the client holds: `Some(version)`, or `None` once told a name does not exist.
     known: HashMap<String, Option<String>>,
     owes_response: bool,
@@ -48,6 +48,10 @@ impl Subscription {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.explicit.iter().map(String::as_str)
+    }
+
+    pub fn name_count(&self) -> usize {
+        self.explicit.len()
     }
 
     /// The names and versions the client holds.
@@ -119,6 +123,8 @@ impl Subscription {
                 .filter(|(name, r)| stale(name, r))
                 .map(|(name, r)| (name.clone(), r.clone()))
                 .collect();
+            // Responses list resources in name order, whatever order the subscription holds them in.
+            changes.updated.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         // Vanished resources the client holds, and subscribed names it was never told are absent.
         let mut removed: BTreeSet<&String> = self
@@ -131,6 +137,23 @@ impl Subscription {
             self.explicit.iter().filter(|name| !resources.contains_key(*name) && !self.known.contains_key(*name)),
         );
         changes.removed = removed.into_iter().cloned().collect();
+        changes
+    }
+
+    /// Like [`Subscription::changes`], but only for `candidates`: the names that can have
+    /// changed since the client was last in sync. Much cheaper than a full diff.
+    pub fn changes_among<'a>(&self, resources: &Resources, candidates: impl IntoIterator<Item = &'a str>) -> Changes {
+        let mut changes = Changes::default();
+        let unique: BTreeSet<&str> = candidates.into_iter().filter(|n| self.in_scope(n)).collect();
+        for name in unique {
+            match (resources.get_key_value(name), self.known.get(name)) {
+                (Some((_, resource)), Some(Some(version))) if *version == resource.version => {}
+                (Some((key, resource)), _) => changes.updated.push((key.clone(), resource.clone())),
+                (None, Some(Some(_))) => changes.removed.push(name.to_owned()),
+                (None, None) if self.explicit.contains(name) => changes.removed.push(name.to_owned()),
+                (None, _) => {}
+            }
+        }
         changes
     }
 

@@ -1,0 +1,124 @@
+//! Translate + encode ClusterLoadAssignments over a grid of services × endpoints,
+//! with and without probe metadata; and version hashing + snapshot diff at 10,000 endpoints.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use edgexds::cache::{ResourceType, Snapshot, SnapshotDiff};
+use edgexds::crd::{HealthProbeSpec, ProbeOverride, TargetRef};
+use edgexds::model::{
+    AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
+    SlicePort, SourceState, TargetPort, resolve,
+};
+use edgexds::pipeline::build_snapshot;
+use edgexds::translate::{TranslateOptions, load_assignments};
+use prost::Message;
+
+const GRID: [(u32, u32); 4] = [(1, 1000), (10, 100), (100, 10), (1000, 1)];
+
+fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
+    let mut state = SourceState::default();
+    for s in 0..services {
+        let key = ObjectKey::new(format!("ns-{}", s % 10), format!("svc-{s}"));
+        let port = ServicePort {
+            name: "http".into(),
+            port: 80,
+            protocol: PortProtocol::Tcp,
+            target_port: TargetPort::Number(8080),
+        };
+        state
+            .services
+            .insert(key.clone(), Arc::new(Service { key: key.clone(), ports: vec![port], external_name: false }));
+        let slice = Slice {
+            key: ObjectKey::new(&key.namespace, format!("{}-1", key.name)),
+            service_name: Some(key.name.clone()),
+            address_type: AddressType::Ipv4,
+            ports: vec![SlicePort { name: "http".into(), port: 8080, protocol: PortProtocol::Tcp }],
+            endpoints: (0..endpoints)
+                .map(|e| SliceEndpoint {
+                    address: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s * 1000 + e)),
+                    conditions: EndpointConditions { ready: Some(true), ..Default::default() },
+                    zone: Some(format!("zone-{}", e % 3)),
+                    node_name: Some(format!("node-{}", e % 5)),
+                    pod_name: Some(format!("{}-{e}", key.name)),
+                    hostname: None,
+                })
+                .collect(),
+        };
+        state.slices.insert(slice.key.clone(), Arc::new(slice));
+        if probes {
+            let spec = HealthProbeSpec {
+                target_ref: TargetRef { kind: "Service".into(), name: key.name.clone() },
+                overrides: vec![ProbeOverride {
+                    matches: edgexds::crd::EndpointMatch { node_name: Some("node-0".into()), ..Default::default() },
+                    interval_ms: Some(500),
+                    timeout_ms: Some(200),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let probe = Probe { key: key.clone(), created: None, generation: Some(1), spec, status: None };
+            state.probes.insert(key, Arc::new(probe));
+        }
+    }
+    state
+}
+
+fn eds_translate_encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("eds_translate_encode");
+    for probes in [false, true] {
+        for (services, endpoints) in GRID {
+            let model = resolve(&state(services, endpoints, probes));
+            let options = TranslateOptions::default();
+            let bytes: usize = load_assignments(&model, options).map(|c| c.encode_to_vec().len()).sum();
+            let total = u64::from(services * endpoints);
+            eprintln!(
+                "eds {services}x{endpoints} metadata={probes}: {bytes} bytes, {:.1} bytes/endpoint",
+                bytes as f64 / total as f64
+            );
+            group.throughput(Throughput::Elements(total));
+            let id = BenchmarkId::new(
+                if probes { "with_metadata" } else { "no_metadata" },
+                format!("{services}x{endpoints}"),
+            );
+            group.bench_with_input(id, &model, |b, model| {
+                b.iter(|| load_assignments(black_box(model), options).map(|c| c.encode_to_vec().len()).sum::<usize>())
+            });
+        }
+    }
+    group.finish();
+}
+
+fn full_pipeline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resolve_translate_encode_snapshot");
+    let input = state(1000, 10, true);
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("1000x10_with_probes", |b| {
+        b.iter(|| build_snapshot(black_box(&input), TranslateOptions::default(), None))
+    });
+    group.finish();
+}
+
+fn versions_and_diff(c: &mut Criterion) {
+    let mut group = c.benchmark_group("versions_and_diff");
+    let bodies: Vec<(ResourceType, String, Vec<u8>)> = (0..10_000u32)
+        .map(|i| (ResourceType::ClusterLoadAssignment, format!("svc-{i}.ns:80"), vec![i as u8; 60]))
+        .collect();
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("hash_10000_resources", |b| b.iter(|| Snapshot::new(None, black_box(bodies.clone()))));
+    let one = Snapshot::new(None, bodies.clone());
+    let mut changed = bodies.clone();
+    for item in changed.iter_mut().step_by(200) {
+        item.2.push(1);
+    }
+    let two = Snapshot::new(Some(&one), changed);
+    group.bench_function("diff_10000_resources_50_changed", |b| {
+        b.iter(|| SnapshotDiff::between(Some(black_box(&one)), &two))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, eds_translate_encode, full_pipeline, versions_and_diff);
+criterion_main!(benches);
