@@ -161,8 +161,12 @@ impl DeltaClient {
     }
 
     pub async fn next_result(&mut self) -> Result<DeltaDiscoveryResponse, Status> {
-        match tokio::time::timeout(PATIENCE, self.responses.message()).await {
-            Err(_) => panic!("no response within {PATIENCE:?}"),
+        self.next_within(PATIENCE).await
+    }
+
+    pub async fn next_within(&mut self, limit: Duration) -> Result<DeltaDiscoveryResponse, Status> {
+        match tokio::time::timeout(limit, self.responses.message()).await {
+            Err(_) => panic!("no response within {limit:?}"),
             Ok(Ok(Some(response))) => Ok(response),
             Ok(Ok(None)) => Err(Status::ok("stream ended")),
             Ok(Err(status)) => Err(status),

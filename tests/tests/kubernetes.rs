@@ -48,8 +48,10 @@ async fn until(
 ) -> DeltaDiscoveryResponse {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
-        let response = client.next().await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{what}: not within {PATIENCE:?}");
+        // Watches back off after an outage (kube-rs: from 0.8 s, doubling), so wait for the whole budget.
+        let response = client.next_within(left).await.unwrap_or_else(|status| panic!("{what}: {status}"));
         client.ack(&response).await;
         if done(&response) {
             return response;
