@@ -8,6 +8,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, TryStreamExt};
@@ -15,6 +16,8 @@ use k8s_openapi::api::core::v1::Service as KubeService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -94,7 +97,7 @@ where
     K: Resource + ResourceExt + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     watcher(api, config)
-        .default_backoff()
+        .backoff(edge_backoff())
         .map_ok(move |event| change(event, kind, convert))
         .filter_map(move |result| async move {
             match result {
@@ -104,6 +107,19 @@ where
             }
         })
         .boxed()
+}
+
+/// Retry a failed watch after 250 ms, doubling up to 5 s, and start over after 30 s of health.
+/// kube-rs defaults to 0.8 s -> 30 s reset after 120 s; on a small cluster a few watches are
+/// cheap to retry, and converging within seconds of the API server's return matters more.
+fn edge_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
 fn service(object: &KubeService) -> Result<Item, ConvertError> {
