@@ -41,8 +41,11 @@ pub struct LbEndpoint {
     #[prost(int32, tag = "2")]
     #[serde(serialize_with = "health_status_name")]
     pub health_status: i32,
-    #[prost(message, optional, tag = "3")]
-    pub metadata: Option<Metadata>,
+    /// An encoded `Metadata` message. On the wire an embedded message and a bytes field
+    /// are the same, so endpoints sharing a probe policy share one encoding.
+    #[prost(bytes = "bytes", tag = "3")]
+    #[serde(serialize_with = "decoded_metadata")]
+    pub metadata: prost::bytes::Bytes,
 }
 
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
@@ -109,4 +112,12 @@ fn health_status_name<S: serde::Serializer>(value: &i32, serializer: S) -> Resul
     use envoy_types::pb::envoy::config::core::v3::HealthStatus;
     let name = HealthStatus::try_from(*value).map_or("UNKNOWN", |h| h.as_str_name());
     serializer.serialize_str(name)
+}
+
+fn decoded_metadata<S: serde::Serializer>(bytes: &prost::bytes::Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    if bytes.is_empty() {
+        return serializer.serialize_none();
+    }
+    <Metadata as prost::Message>::decode(bytes.as_ref()).map_err(serde::ser::Error::custom)?.serialize(serializer)
 }

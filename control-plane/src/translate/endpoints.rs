@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use prost::Message;
+use prost::bytes::Bytes;
 
 use super::TranslateOptions;
 use super::eds_wire::{
@@ -19,6 +21,8 @@ const EXTENSION_TYPE_URL: &str = "type.googleapis.com/edgexds.v1alpha1.EndpointE
 
 pub fn load_assignment(port: &ResolvedPort, options: TranslateOptions) -> ClusterLoadAssignment {
     let probe_key = port.probe.as_ref().map(|c| &c.probe.key);
+    // Endpoints of a port mostly share a policy: encode each distinct one once.
+    let mut encoded: Vec<(ProbePolicy, Bytes)> = Vec::new();
     let mut by_zone: BTreeMap<Option<&str>, Vec<LbEndpoint>> = BTreeMap::new();
     for endpoint in &port.endpoints {
         let health_status = match endpoint.health {
@@ -27,12 +31,18 @@ pub fn load_assignment(port: &ResolvedPort, options: TranslateOptions) -> Cluste
             EndpointHealth::NotReady if options.send_unhealthy_endpoints => HealthStatus::Unhealthy,
             EndpointHealth::NotReady => continue,
         };
-        by_zone.entry(endpoint.zone.as_deref()).or_default().push(lb_endpoint(
-            endpoint,
-            health_status,
-            probe_key,
-            options,
-        ));
+        let metadata = match (probe_key, endpoint.probe) {
+            (Some(key), Some(policy)) => match encoded.iter().find(|(p, _)| *p == policy) {
+                Some((_, bytes)) => bytes.clone(),
+                None => {
+                    let bytes = Bytes::from(metadata(key, &policy, options.typed_metadata).encode_to_vec());
+                    encoded.push((policy, bytes.clone()));
+                    bytes
+                }
+            },
+            _ => Bytes::new(),
+        };
+        by_zone.entry(endpoint.zone.as_deref()).or_default().push(lb_endpoint(endpoint, health_status, metadata));
     }
     ClusterLoadAssignment {
         cluster_name: port.cluster_name.clone(),
@@ -46,12 +56,7 @@ pub fn load_assignment(port: &ResolvedPort, options: TranslateOptions) -> Cluste
     }
 }
 
-fn lb_endpoint(
-    endpoint: &ResolvedEndpoint,
-    health_status: HealthStatus,
-    probe_key: Option<&ObjectKey>,
-    options: TranslateOptions,
-) -> LbEndpoint {
+fn lb_endpoint(endpoint: &ResolvedEndpoint, health_status: HealthStatus, metadata: Bytes) -> LbEndpoint {
     LbEndpoint {
         endpoint: Some(Endpoint {
             address: Some(Address {
@@ -63,7 +68,7 @@ fn lb_endpoint(
             hostname: endpoint.hostname.clone().unwrap_or_default(),
         }),
         health_status: health_status as i32,
-        metadata: probe_key.zip(endpoint.probe).map(|(key, policy)| metadata(key, &policy, options.typed_metadata)),
+        metadata,
     }
 }
 
