@@ -14,7 +14,7 @@ pub use csds::ClientStatus;
 pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use service::XdsServer;
 pub use stream::{StreamKind, run_stream};
-pub use stream_state::StreamState;
+pub use stream_state::{MAX_RESPONSE_BYTES, StreamState};
 pub use subscription::{Changes, Subscription, SubscriptionRequest};
 
 use crate::metrics::Metrics;

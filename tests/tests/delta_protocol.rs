@@ -345,3 +345,42 @@ async fn state_of_the_world_is_refused_with_a_hint() {
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(status.message().contains("DELTA_GRPC"));
 }
+
+#[tokio::test]
+async fn large_updates_are_split_into_bounded_responses_that_deliver_everything_once() {
+    let h = Harness::start();
+    // Three of these fit under the bound; a response never carries more than the bound allows.
+    let big = "x".repeat(edgexds::xds::MAX_RESPONSE_BYTES / 3 - 64);
+    let clusters: Vec<(String, String)> = (0..10).map(|i| (format!("c{i}"), format!("{i}{big}"))).collect();
+    let refs: Vec<(&str, &str)> = clusters.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
+    h.publish(&refs, &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let response = ads.next().await;
+        let bytes: usize = response.resources.iter().map(|r| r.resource.as_ref().unwrap().value.len()).sum();
+        assert!(bytes <= edgexds::xds::MAX_RESPONSE_BYTES, "{bytes} bytes in one response");
+        assert!(response.resources.len() <= 3);
+        seen.extend(names(&response).into_iter().map(str::to_owned));
+        ads.ack(&response).await;
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no resource twice: {seen:?}");
+    ads.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_resource_larger_than_the_response_bound_still_goes_alone() {
+    let h = Harness::start();
+    let huge = "x".repeat(edgexds::xds::MAX_RESPONSE_BYTES * 2);
+    h.publish(&[("a", &huge), ("b", &huge)], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let first = ads.next().await;
+    ads.ack(&first).await;
+    let second = ads.next().await;
+    assert_eq!((names(&first), names(&second)), (vec!["a"], vec!["b"]));
+}

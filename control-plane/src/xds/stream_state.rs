@@ -17,6 +17,11 @@ use super::subscription::{Changes, Subscription, SubscriptionRequest};
 use crate::cache::{ResourceType, Snapshot};
 use crate::metrics::Metrics;
 
+/// Resource bytes per response, at most (a single larger resource still goes alone).
+/// A stream's response is held whole until its client reads it, so this bounds what
+/// a slow Envoy can pin in memory, and keeps messages far below gRPC size limits.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// A response the client has been sent, by nonce.
 #[derive(Clone, Debug)]
 pub struct Sent {
@@ -186,6 +191,12 @@ impl StreamState {
             state.dirty = false;
             state.synced = Some(snapshot.generation());
             state.recheck.clear();
+            let (changes, rest) = split_at_limit(changes);
+            if !rest.is_empty() {
+                // The rest goes in the next response; only those names are looked at again.
+                state.dirty = true;
+                state.recheck = rest;
+            }
             if changes.is_empty() && !state.subscription.owes_response() {
                 state.push_started = None;
                 continue;
@@ -230,6 +241,21 @@ impl StreamState {
             }
         }
     }
+}
+
+/// Keeps the first resources up to [`MAX_RESPONSE_BYTES`]; returns the names left out.
+fn split_at_limit(mut changes: Changes) -> (Changes, Vec<String>) {
+    let mut total = 0;
+    let keep = changes
+        .updated
+        .iter()
+        .position(|(_, r)| {
+            total += r.body.len();
+            total > MAX_RESPONSE_BYTES
+        })
+        .map_or(changes.updated.len(), |i| i.max(1));
+    let rest = changes.updated.split_off(keep).into_iter().map(|(name, _)| name).collect();
+    (changes, rest)
 }
 
 fn response(ty: ResourceType, nonce: String, changes: Changes) -> DeltaDiscoveryResponse {

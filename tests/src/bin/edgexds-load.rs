@@ -1,0 +1,412 @@
+//! edgexds-load: a fleet of Envoy-like delta ADS clients against any xDS server.
+//!
+//! Each client subscribes to every cluster (wildcard CDS) and to the endpoints of every
+//! cluster it learns, ACKing like Envoy. The tool drives churn by rewriting one
+//! EndpointSlice file at a time in a manifests directory, measures how long each change
+//! takes to reach the last client, the bytes sent per change, the server's CPU and peak
+//! RSS (from /proc), and a reconnect storm: every client dropped and back at once with
+//! `initial_resource_versions`, counting resources that were resent needlessly.
+//!
+//!   edgexds-load --server target/release/edgexds --clients 1000 --services 1000 --endpoints 10
+//!   edgexds-load --xds 127.0.0.1:18000 --server-pid 1234 --manifests /srv/manifests --clients 100
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use edgexds_tests::control_plane::write_atomically;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use prost::Message;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+struct Options {
+    xds: Option<SocketAddr>,
+    server: Option<PathBuf>,
+    server_pid: Option<u32>,
+    manifests: Option<PathBuf>,
+    clients: usize,
+    connections: usize,
+    services: usize,
+    endpoints: usize,
+    changes: usize,
+    interval: Duration,
+    json: Option<PathBuf>,
+}
+
+fn options() -> Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let num = |name: &str, default: usize| -> Result<usize> {
+        get(name).map_or(Ok(default), |v| v.parse().with_context(|| format!("{name} {v}")))
+    };
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "{}",
+            include_str!("edgexds-load.rs")
+                .lines()
+                .take_while(|l| l.starts_with("//!"))
+                .map(|l| l.trim_start_matches("//!").trim_start())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::process::exit(0);
+    }
+    let clients = num("--clients", 100)?;
+    Ok(Options {
+        xds: get("--xds").map(|v| v.parse()).transpose()?,
+        server: get("--server").map(PathBuf::from),
+        server_pid: get("--server-pid").map(|v| v.parse()).transpose()?,
+        manifests: get("--manifests").map(PathBuf::from),
+        clients,
+        connections: num("--connections", clients.min(100))?.max(1),
+        services: num("--services", 100)?,
+        endpoints: num("--endpoints", 10)?,
+        changes: num("--changes", 20)?,
+        interval: Duration::from_millis(num("--interval-ms", 300)? as u64),
+        json: get("--json").map(PathBuf::from),
+    })
+}
+
+fn slice_yaml(service: usize, endpoints: usize, generation: usize) -> String {
+    let mut text = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{ name: svc-{service}-1, namespace: load }}\n\
+         addressType: IPv4\nports: [{{ name: http, port: 8080 }}]\nendpoints:\n"
+    );
+    for e in 0..endpoints {
+        // The last endpoint's address moves with every generation: one change per rewrite.
+        let last = if e + 1 == endpoints { generation % 200 } else { 0 };
+        let ip = Ipv4Addr::new(10, (service / 250) as u8, (service % 250) as u8, (e % 50 + 1 + last) as u8);
+        text.push_str(&format!("- {{ addresses: [\"{ip}\"], conditions: {{ ready: true }}, zone: zone-{} }}\n", e % 3));
+    }
+    text.replace("metadata: { name: svc", "metadata: { labels: { kubernetes.io/service-name: svc-SERVICE }, name: svc")
+        .replace("svc-SERVICE", &format!("svc-{service}"))
+}
+
+fn generate(dir: &Path, services: usize, endpoints: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for s in 0..services {
+        let service = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{ name: svc-{s}, namespace: load }}\nspec: {{ ports: [{{ name: http, port: 80 }}] }}\n"
+        );
+        let probe = format!(
+            "---\napiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: svc-{s}, namespace: load }}\n\
+             spec: {{ targetRef: {{ name: svc-{s} }}, intervalMs: 5000, overrides: [{{ match: {{ zone: zone-0 }}, intervalMs: 1000 }}] }}\n"
+        );
+        std::fs::write(dir.join(format!("svc-{s}.yaml")), service + &probe)?;
+        std::fs::write(dir.join(format!("svc-{s}-slice.yaml")), slice_yaml(s, endpoints, 0))?;
+    }
+    Ok(())
+}
+
+/// What one client holds, and when it received each (name, version).
+#[derive(Default)]
+struct Held {
+    versions: [BTreeMap<String, String>; 2],
+    received: HashMap<(String, String), Instant>,
+    responses: usize,
+    resources: usize,
+    bytes: usize,
+}
+
+type Shared = Arc<Mutex<Held>>;
+
+async fn run_client(
+    channel: Channel,
+    id: usize,
+    held: Shared,
+    initial: Option<[BTreeMap<String, String>; 2]>,
+) -> Result<()> {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel(16);
+    let node = Some(Node { id: format!("load-{id}"), cluster: "load".into(), ..Default::default() });
+    let [cds_initial, eds_initial] = initial.unwrap_or_default();
+    tx.send(DeltaDiscoveryRequest {
+        node,
+        type_url: CDS.into(),
+        initial_resource_versions: cds_initial.into_iter().collect(),
+        ..Default::default()
+    })
+    .await?;
+    let mut eds_initial = Some(eds_initial);
+    let mut responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+    while let Some(response) = responses.message().await? {
+        let now = Instant::now();
+        let ack = DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        };
+        let (subscribe, unsubscribe) = record(&held, &response, now);
+        tx.send(ack).await?;
+        if response.type_url == CDS && (!subscribe.is_empty() || !unsubscribe.is_empty() || eds_initial.is_some()) {
+            // Like Envoy: endpoints for every new cluster; the first request carries what it already has.
+            let initial = eds_initial.take().unwrap_or_default();
+            let subscribe =
+                if initial.is_empty() { subscribe } else { initial.keys().cloned().chain(subscribe).collect() };
+            tx.send(DeltaDiscoveryRequest {
+                type_url: EDS.into(),
+                resource_names_subscribe: subscribe,
+                resource_names_unsubscribe: unsubscribe,
+                initial_resource_versions: initial.into_iter().collect(),
+                ..Default::default()
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies a response to what the client holds; for CDS, returns clusters added and removed.
+fn record(held: &Shared, response: &DeltaDiscoveryResponse, now: Instant) -> (Vec<String>, Vec<String>) {
+    let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+    let index = usize::from(response.type_url == EDS);
+    held.responses += 1;
+    held.resources += response.resources.len();
+    held.bytes += response.encoded_len();
+    let mut added = Vec::new();
+    for resource in &response.resources {
+        if held.versions[index].insert(resource.name.clone(), resource.version.clone()).is_none() {
+            added.push(resource.name.clone());
+        }
+        held.received.insert((resource.name.clone(), resource.version.clone()), now);
+    }
+    for name in &response.removed_resources {
+        held.versions[index].remove(name);
+    }
+    if index == 0 { (added, response.removed_resources.clone()) } else { (Vec::new(), Vec::new()) }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// CPU seconds used, peak RSS and current RSS (KiB) of a process, from /proc.
+fn proc_stats(pid: u32) -> Option<(f64, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok();
+    Some((ticks / 100.0, field("VmHWM:")?, field("VmRSS:")?))
+}
+
+async fn connect(xds: SocketAddr, connections: usize) -> Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{xds}"))?;
+    futures_util::future::try_join_all((0..connections).map(|_| endpoint.connect())).await.context("connecting")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_until<F: FnMut() -> bool>(limit: Duration, what: &str, mut done: F) -> Result<Duration> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            bail!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(started.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let o = options()?;
+    let generated = tempfile::tempdir()?;
+    let manifests = o.manifests.clone().unwrap_or_else(|| generated.path().to_owned());
+    if o.manifests.is_none() || o.server.is_some() {
+        generate(&manifests, o.services, o.endpoints)?;
+    }
+    let (_server, xds, pid) = match (&o.server, o.xds) {
+        (Some(binary), _) => {
+            let port = free_port()?;
+            let admin = free_port()?;
+            let child = Command::new(binary)
+                .args(["serve", "--manifests"])
+                .arg(&manifests)
+                .args(["--xds-addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+                .args(["--log-level", "warn"])
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let pid = child.id();
+            let server = Server(child);
+            let ready = format!("http://127.0.0.1:{admin}/readyz");
+            let mut ok = false;
+            for _ in 0..500 {
+                if edgexds_tests::http::get(&ready).await.is_ok_and(|r| r.status == 200) {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !ok {
+                bail!("server did not become ready");
+            }
+            (Some(server), SocketAddr::from(([127, 0, 0, 1], port)), Some(pid))
+        }
+        (None, Some(xds)) => (None, xds, o.server_pid),
+        (None, None) => bail!("give --server BINARY (started here) or --xds ADDR (already running)"),
+    };
+    let before = pid.and_then(proc_stats);
+
+    let channels = connect(xds, o.connections).await?;
+    let helds: Vec<Shared> = (0..o.clients).map(|_| Shared::default()).collect();
+    let connect_started = Instant::now();
+    let mut tasks: Vec<_> = helds
+        .iter()
+        .enumerate()
+        .map(|(i, held)| tokio::spawn(run_client(channels[i % channels.len()].clone(), i, held.clone(), None)))
+        .collect();
+    let expected = o.services;
+    let synced = |helds: &[Shared]| {
+        helds.iter().all(|h| {
+            let h = h.lock().unwrap_or_else(|e| e.into_inner());
+            h.versions[0].len() >= expected && h.versions[1].len() >= expected
+        })
+    };
+    let initial_sync = wait_until(Duration::from_secs(120), "initial sync", || synced(&helds)).await?;
+    let _ = connect_started;
+
+    // Churn: rewrite one slice at a time; each change must reach every client.
+    let mut convergence = Vec::new();
+    let bytes_before: usize = helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).bytes).sum();
+    for change in 1..=o.changes {
+        let service = (change * 7919) % o.services;
+        let name = format!("svc-{service}.load:80");
+        let old: Vec<Option<String>> =
+            helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).versions[1].get(&name).cloned()).collect();
+        let started = Instant::now();
+        write_atomically(
+            &manifests.join(format!("svc-{service}-slice.yaml")),
+            &slice_yaml(service, o.endpoints, change),
+        );
+        let arrived = |helds: &[Shared]| {
+            helds
+                .iter()
+                .zip(&old)
+                .all(|(h, old)| h.lock().unwrap_or_else(|e| e.into_inner()).versions[1].get(&name) != old.as_ref())
+        };
+        wait_until(Duration::from_secs(30), "change reaching every client", || arrived(&helds)).await?;
+        // The time to the *last* client, from the receipt times the clients recorded.
+        let last = helds
+            .iter()
+            .filter_map(|h| {
+                let h = h.lock().unwrap_or_else(|e| e.into_inner());
+                let version = h.versions[1].get(&name)?.clone();
+                h.received.get(&(name.clone(), version)).copied()
+            })
+            .max()
+            .unwrap_or(started);
+        convergence.push(last.saturating_duration_since(started));
+        tokio::time::sleep(o.interval).await;
+    }
+    let bytes_after: usize = helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).bytes).sum();
+    convergence.sort();
+
+    // Reconnect storm: drop everyone, come back at once with what each holds.
+    for task in &tasks {
+        task.abort();
+    }
+    let holdings: Vec<[BTreeMap<String, String>; 2]> =
+        helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).versions.clone()).collect();
+    let storm_helds: Vec<Shared> = (0..o.clients).map(|_| Shared::default()).collect();
+    let storm_started = Instant::now();
+    let channels = connect(xds, o.connections).await?;
+    tasks = storm_helds
+        .iter()
+        .zip(holdings)
+        .enumerate()
+        .map(|(i, (held, initial))| {
+            tokio::spawn(run_client(channels[i % channels.len()].clone(), i, held.clone(), Some(initial)))
+        })
+        .collect();
+    // Served: every client has its CDS and EDS answers (two responses), whatever they carry.
+    wait_until(Duration::from_secs(120), "reconnect storm", || {
+        storm_helds.iter().all(|h| h.lock().unwrap_or_else(|e| e.into_inner()).responses >= 2)
+    })
+    .await?;
+    // From dropping every client, through reconnecting, to the last one served.
+    let storm = storm_started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resent: usize = storm_helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).resources).sum();
+    for task in &tasks {
+        task.abort();
+    }
+    let after = pid.and_then(proc_stats);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let per_change = if o.changes > 0 { (bytes_after - bytes_before) as f64 / o.changes as f64 } else { 0.0 };
+    let cpu = before.zip(after).map(|(b, a)| a.0 - b.0);
+    let rss = after.map(|a| a.1);
+    let rss_now = after.map(|a| a.2);
+    let report = json!({
+        "clients": o.clients, "connections": o.connections, "services": o.services,
+        "endpoints_per_service": o.endpoints, "changes": o.changes,
+        "initial_sync_ms": ms(initial_sync),
+        "convergence_ms": {"p50": ms(percentile(&convergence, 0.5)), "p99": ms(percentile(&convergence, 0.99)), "max": ms(percentile(&convergence, 1.0))},
+        "bytes_per_change": per_change,
+        "reconnect_storm_ms": ms(storm),
+        "resources_resent_in_storm": resent,
+        "server_cpu_seconds": cpu,
+        "server_peak_rss_kib": rss,
+        "server_rss_after_kib": rss_now,
+    });
+    println!(
+        "edgexds-load: {} clients over {} connections, {} services x {} endpoints",
+        o.clients, o.connections, o.services, o.endpoints
+    );
+    println!("  initial sync (all clients, CDS+EDS)   {:>10.1} ms", ms(initial_sync));
+    println!(
+        "  convergence change -> last client     p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} changes)",
+        ms(percentile(&convergence, 0.5)),
+        ms(percentile(&convergence, 0.99)),
+        ms(percentile(&convergence, 1.0)),
+        o.changes
+    );
+    println!("  bytes on the wire per change          {:>10.0}", per_change);
+    println!("  reconnect storm, all clients served   {:>10.1} ms", ms(storm));
+    println!("  resources resent in the storm         {:>10}", resent);
+    match (cpu, rss, rss_now) {
+        (Some(cpu), Some(rss), Some(now)) => println!(
+            "  server CPU {:.2} s, peak RSS {:.1} MiB, RSS at the end {:.1} MiB",
+            cpu,
+            rss as f64 / 1024.0,
+            now as f64 / 1024.0
+        ),
+        _ => println!("  server CPU / RSS: unknown (give --server or --server-pid)"),
+    }
+    if let Some(path) = &o.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+        println!("  report: {}", path.display());
+    }
+    if resent != 0 {
+        bail!("{resent} resources were resent in a reconnect storm where nothing had changed");
+    }
+    Ok(())
+}
