@@ -108,6 +108,11 @@ pub fn resolve(state: &SourceState) -> Model {
     let mut diagnostics = Vec::new();
     let mut statuses = BTreeMap::new();
     let probes = validate_probes(state, &mut statuses, &mut diagnostics);
+    // By target Service, keeping age order: each port then looks only at its own Service's probes.
+    let mut by_target: BTreeMap<ObjectKey, Vec<Arc<ValidProbe>>> = BTreeMap::new();
+    for probe in &probes {
+        by_target.entry(ObjectKey::new(&probe.key.namespace, &probe.service)).or_default().push(probe.clone());
+    }
     let slices_by_service = group_slices(state, &mut diagnostics);
 
     let mut services = Vec::with_capacity(state.services.len());
@@ -124,7 +129,10 @@ pub fn resolve(state: &SourceState) -> Model {
             .ports
             .iter()
             .filter(|port| port.protocol != PortProtocol::Sctp)
-            .map(|port| resolve_port(service, port, slices, &probes, &mut statuses))
+            .map(|port| {
+                let probes = by_target.get(&service.key).map_or(&[][..], Vec::as_slice);
+                resolve_port(service, port, slices, probes, &mut statuses)
+            })
             .collect();
         services.push(ResolvedService { key: service.key.clone(), ports });
     }
@@ -190,6 +198,7 @@ fn group_slices<'a>(state: &'a SourceState, diagnostics: &mut Vec<Diagnostic>) -
     by_service
 }
 
+/// `probes`: the valid probes targeting this Service, oldest first.
 fn resolve_port(
     service: &Service,
     port: &ServicePort,
@@ -197,9 +206,7 @@ fn resolve_port(
     probes: &[Arc<ValidProbe>],
     statuses: &mut BTreeMap<ObjectKey, ProbeStatus>,
 ) -> ResolvedPort {
-    let mut covering = probes.iter().filter(|p| {
-        p.key.namespace == service.key.namespace && p.service == service.key.name && p.covers_port(port.port)
-    });
+    let mut covering = probes.iter().filter(|p| p.covers_port(port.port));
     let winner = covering.next().cloned();
     for loser in covering {
         if let (Some(winner), Some(status)) = (&winner, statuses.get_mut(&loser.key)) {
