@@ -11,14 +11,26 @@ use super::ResourceType;
 /// input gives identical versions in every process and after every restart.
 #[derive(Debug, PartialEq, Eq)]
 pub struct VersionedResource {
+    /// `hash` as 16 hex digits: what goes on the wire.
     pub version: String,
+    pub hash: u64,
     pub body: Vec<u8>,
 }
 
 impl VersionedResource {
     pub fn new(body: Vec<u8>) -> Self {
-        Self { version: format!("{:016x}", xxh3_64(&body)), body }
+        let hash = xxh3_64(&body);
+        Self { version: format_version(hash), hash, body }
     }
+}
+
+pub fn format_version(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// A version a client reports; one that is not ours never equals any of ours.
+pub fn parse_version(version: &str) -> u64 {
+    u64::from_str_radix(version, 16).ok().filter(|_| version.len() == 16).unwrap_or(u64::MAX)
 }
 
 pub type Resources = BTreeMap<String, Arc<VersionedResource>>;

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proxies::{ProxyRegistry, lock};
 use super::stream_state::{StreamState, TypeState};
-use crate::cache::{ResourceType, SnapshotCache};
+use crate::cache::{ResourceType, SnapshotCache, format_version};
 
 /// Answers CSDS requests from the proxy registry and the current snapshot.
 #[derive(Clone)]
@@ -91,15 +91,17 @@ fn client_config(stream: &StreamState, snapshot: Option<&crate::cache::Snapshot>
             }
         });
         let last_updated = state.sent.as_ref().and_then(|s| timestamp(s.wall));
-        for (name, version) in state.subscription.held() {
+        let mut held: Vec<(&str, u64)> = state.subscription.held().collect();
+        held.sort_unstable();
+        for (name, version) in held {
             let body = snapshot
                 .and_then(|s| s.resources(ty).get(name))
-                .filter(|r| contents && r.version == version)
+                .filter(|r| contents && r.hash == version)
                 .map(|r| Any { type_url: ty.type_url().to_owned(), value: r.body.clone() });
             generic_xds_configs.push(GenericXdsConfig {
                 type_url: ty.type_url().to_owned(),
                 name: name.to_owned(),
-                version_info: version.to_owned(),
+                version_info: format_version(version),
                 xds_config: body,
                 last_updated,
                 config_status: config_status as i32,

@@ -2,11 +2,13 @@
 //!
 //! Pure state: requests go in, the set of resources to send comes out. The
 //! rules follow Envoy's incremental xDS protocol; each has a named test.
+//! One map entry per name the client subscribed to or holds, kept small: a
+//! proxy can hold thousands of resources and edge nodes run many proxies.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::cache::{Resources, VersionedResource};
+use crate::cache::{Resources, VersionedResource, parse_version};
 
 const WILDCARD: &str = "*";
 
@@ -31,13 +33,30 @@ impl Changes {
     }
 }
 
+/// What the client holds of one name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Known {
+    /// Nothing, as far as we know: send it if it exists.
+    #[default]
+    Nothing,
+    /// Told it does not exist.
+    Absent,
+    /// This version (the hash behind the hex version string).
+    Held(u64),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    /// Named in resource_names_subscribe (not merely held through the wildcard).
+    subscribed: bool,
+    known: Known,
+}
+
 #[derive(Debug, Default)]
 pub struct Subscription {
     started: bool,
     wildcard: bool,
-    explicit: HashSet<String>,
-    /// What the client holds: `Some(version)`, or `None` once told a name does not exist.
-    known: HashMap<String, Option<String>>,
+    entries: HashMap<Box<str>, Entry>,
     owes_response: bool,
 }
 
@@ -47,20 +66,34 @@ impl Subscription {
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.explicit.iter().map(String::as_str)
+        self.entries.iter().filter(|(_, e)| e.subscribed).map(|(n, _)| &**n)
     }
 
     pub fn name_count(&self) -> usize {
-        self.explicit.len()
+        self.names().count()
     }
 
-    /// The names and versions the client holds.
-    pub fn held(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.known.iter().filter_map(|(n, v)| v.as_deref().map(|v| (n.as_str(), v)))
+    /// The names the client holds, with the version hash of each.
+    pub fn held(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().filter_map(|(n, e)| match e.known {
+            Known::Held(v) => Some((&**n, v)),
+            _ => None,
+        })
     }
 
     fn in_scope(&self, name: &str) -> bool {
-        self.wildcard || self.explicit.contains(name)
+        self.wildcard || self.entries.get(name).is_some_and(|e| e.subscribed)
+    }
+
+    fn known(&self, name: &str) -> Known {
+        self.entries.get(name).map_or(Known::Nothing, |e| e.known)
+    }
+
+    fn entry(&mut self, name: &str) -> &mut Entry {
+        if !self.entries.contains_key(name) {
+            self.entries.insert(name.into(), Entry::default());
+        }
+        self.entries.get_mut(name).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     pub fn apply(&mut self, request: SubscriptionRequest<'_>) {
@@ -71,8 +104,8 @@ impl Subscription {
             self.wildcard = request.subscribe.is_empty();
             // Envoy answers the first request of every type before it finishes initialising.
             self.owes_response = true;
-            if let Some(initial) = request.initial_resource_versions {
-                self.known = initial.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
+            for (name, version) in request.initial_resource_versions.into_iter().flatten() {
+                self.entry(name).known = Known::Held(parse_version(version));
             }
         }
         for name in request.subscribe {
@@ -81,62 +114,65 @@ impl Subscription {
                 self.wildcard = true;
                 continue;
             }
-            self.explicit.insert(name.clone());
+            let entry = self.entry(name);
+            entry.subscribed = true;
             // A (re-)subscription is answered even when the client already has the current version;
             // on a new stream, initial_resource_versions says what it has instead.
             if !first {
-                self.known.remove(name);
+                entry.known = Known::Nothing;
             }
         }
         for name in request.unsubscribe {
             if name == WILDCARD {
                 self.wildcard = false;
-                let explicit = &self.explicit;
-                self.known.retain(|n, _| explicit.contains(n));
+                self.entries.retain(|_, e| e.subscribed);
                 continue;
             }
-            self.explicit.remove(name);
-            if !self.wildcard {
-                self.known.remove(name);
+            if self.wildcard {
+                if let Some(entry) = self.entries.get_mut(name.as_str()) {
+                    entry.subscribed = false;
+                }
+            } else {
+                self.entries.remove(name.as_str());
             }
         }
+    }
+
+    fn stale(&self, name: &str, resource: &VersionedResource) -> bool {
+        self.known(name) != Known::Held(resource.hash)
     }
 
     /// Resources to send and names to remove so the client matches `resources`.
     pub fn changes(&self, resources: &Resources) -> Changes {
         let mut changes = Changes::default();
-        let stale = |name: &str, resource: &VersionedResource| match self.known.get(name) {
-            Some(Some(version)) => *version != resource.version,
-            _ => true,
-        };
         if self.wildcard {
             changes.updated = resources
                 .iter()
-                .filter(|(name, r)| stale(name, r))
+                .filter(|(name, r)| self.stale(name, r))
                 .map(|(name, r)| (name.clone(), r.clone()))
                 .collect();
         } else {
             changes.updated = self
-                .explicit
-                .iter()
+                .names()
                 .filter_map(|name| resources.get_key_value(name))
-                .filter(|(name, r)| stale(name, r))
+                .filter(|(name, r)| self.stale(name, r))
                 .map(|(name, r)| (name.clone(), r.clone()))
                 .collect();
             // Responses list resources in name order, whatever order the subscription holds them in.
             changes.updated.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         // Vanished resources the client holds, and subscribed names it was never told are absent.
-        let mut removed: BTreeSet<&String> = self
-            .known
+        let removed: BTreeSet<&str> = self
+            .entries
             .iter()
-            .filter(|(name, version)| version.is_some() && !resources.contains_key(*name))
-            .map(|(name, _)| name)
+            .filter(|(name, e)| match e.known {
+                Known::Held(_) => !resources.contains_key(&***name),
+                Known::Nothing => e.subscribed && !resources.contains_key(&***name),
+                Known::Absent => false,
+            })
+            .map(|(name, _)| &**name)
             .collect();
-        removed.extend(
-            self.explicit.iter().filter(|name| !resources.contains_key(*name) && !self.known.contains_key(*name)),
-        );
-        changes.removed = removed.into_iter().cloned().collect();
+        changes.removed = removed.into_iter().map(str::to_owned).collect();
         changes
     }
 
@@ -146,11 +182,13 @@ impl Subscription {
         let mut changes = Changes::default();
         let unique: BTreeSet<&str> = candidates.into_iter().filter(|n| self.in_scope(n)).collect();
         for name in unique {
-            match (resources.get_key_value(name), self.known.get(name)) {
-                (Some((_, resource)), Some(Some(version))) if *version == resource.version => {}
+            match (resources.get_key_value(name), self.known(name)) {
+                (Some((_, resource)), Known::Held(version)) if version == resource.hash => {}
                 (Some((key, resource)), _) => changes.updated.push((key.clone(), resource.clone())),
-                (None, Some(Some(_))) => changes.removed.push(name.to_owned()),
-                (None, None) if self.explicit.contains(name) => changes.removed.push(name.to_owned()),
+                (None, Known::Held(_)) => changes.removed.push(name.to_owned()),
+                (None, Known::Nothing) if self.entries.get(name).is_some_and(|e| e.subscribed) => {
+                    changes.removed.push(name.to_owned())
+                }
                 (None, _) => {}
             }
         }
@@ -164,13 +202,14 @@ impl Subscription {
 
     pub fn record_sent(&mut self, changes: &Changes) {
         for (name, resource) in &changes.updated {
-            self.known.insert(name.clone(), Some(resource.version.clone()));
+            self.entry(name).known = Known::Held(resource.hash);
         }
         for name in &changes.removed {
-            if self.explicit.contains(name) {
-                self.known.insert(name.clone(), None);
-            } else {
-                self.known.remove(name);
+            match self.entries.get_mut(name.as_str()) {
+                Some(entry) if entry.subscribed => entry.known = Known::Absent,
+                _ => {
+                    self.entries.remove(name.as_str());
+                }
             }
         }
         self.owes_response = false;
@@ -178,11 +217,15 @@ impl Subscription {
 
     /// Makes the next response carry `name` again if the client holds it; says whether it did.
     pub fn resend(&mut self, name: &str) -> bool {
-        if self.in_scope(name) && matches!(self.known.get(name), Some(Some(_))) {
-            self.known.remove(name);
-            true
-        } else {
-            false
+        if !self.in_scope(name) {
+            return false;
+        }
+        match self.entries.get_mut(name) {
+            Some(entry) if matches!(entry.known, Known::Held(_)) => {
+                entry.known = Known::Nothing;
+                true
+            }
+            _ => false,
         }
     }
 }
