@@ -17,8 +17,6 @@ pub enum Error {
     Admin(std::io::Error),
     #[error("no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
     KubeConfig(#[source] kube::Error),
-    #[error("invalid configuration: {0}")]
-    Config(String),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
