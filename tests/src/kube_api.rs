@@ -180,6 +180,9 @@ impl FakeApiServer {
 
     /// Takes the API server down (every request 503, open watches end) or brings it back.
     pub fn set_available(&self, available: bool) {
+        // Under the object lock: a watch reading history either sees the outage or
+        // reads before anything that happens during it.
+        let _inner = self.lock();
         self.available.send_replace(available);
     }
 
@@ -363,6 +366,10 @@ fn watch_response(server: FakeApiServer, target: Target, query: BTreeMap<String,
         loop {
             let lines: Vec<Bytes> = {
                 let inner = server.lock();
+                // An outage ends the watch before anything that happened during it is delivered.
+                if !*available.borrow() {
+                    return;
+                }
                 let lines = inner
                     .history
                     .iter()
@@ -378,6 +385,8 @@ fn watch_response(server: FakeApiServer, target: Target, query: BTreeMap<String,
                 }
             }
             tokio::select! {
+                biased;
+                () = async { let _ = available.wait_for(|up| !*up).await; } => return,
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)), if bookmarks => {
                     let bookmark = json!({"kind": target.kind_name(), "apiVersion": target.kind.api_version(),
@@ -386,7 +395,6 @@ fn watch_response(server: FakeApiServer, target: Target, query: BTreeMap<String,
                         return;
                     }
                 }
-                () = async { let _ = available.wait_for(|up| !*up).await; } => return,
                 _ = tokio::time::sleep_until(deadline) => return,
             }
         }

@@ -12,6 +12,17 @@ pub mod xds;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// Sends the control plane's logs to the test output when `EDGEXDS_TEST_LOG` holds a filter,
+/// e.g. `EDGEXDS_TEST_LOG=edgexds=debug,kube_runtime=debug`.
+pub fn init_test_logs() {
+    if let Ok(filter) = std::env::var("EDGEXDS_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Polls `check` until it yields a value or `limit` passes; returns the value and the time it took.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> (T, Duration)
 where
