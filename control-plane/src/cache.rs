@@ -62,9 +62,3 @@ impl SnapshotSource for SnapshotCache {
         self.current.subscribe()
     }
 }
-
-impl SnapshotSource for Arc<SnapshotCache> {
-    fn subscribe(&self) -> SnapshotReceiver {
-        self.current.subscribe()
-    }
-}

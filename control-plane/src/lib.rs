@@ -22,6 +22,7 @@ pub mod source;
 pub mod status;
 pub mod status_writer;
 pub mod telemetry;
+pub mod timestamp;
 pub mod translate;
 pub mod xds;
 

@@ -161,7 +161,7 @@ async fn serve_xds(
     let csds = ClientStatus::new(observer.proxies.clone(), cache.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // gRPC health turns SERVING with readiness, like /readyz.
-    let mut ready = crate::cache::SnapshotSource::subscribe(&cache);
+    let mut ready = crate::cache::SnapshotSource::subscribe(&*cache);
     tokio::spawn(async move {
         if ready.wait_for(Option::is_some).await.is_ok() {
             health.set_service_status("", tonic_health::ServingStatus::Serving).await;

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -34,7 +33,7 @@ pub async fn run(client: Client, mut models: watch::Receiver<Option<Arc<Model>>>
         }
         let Some(model) = models.borrow_and_update().clone() else { continue };
         retry = false;
-        let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH).to_string();
+        let now = crate::timestamp::rfc3339(std::time::SystemTime::now());
         for (key, probe) in &model.probes {
             let Some(desired) = status::desired(probe, &now) else { continue };
             match write(&client, &resource, key, &desired).await {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ const NACK_MEMORY: usize = 4096;
 
 pub type SharedStream = Arc<Mutex<StreamState>>;
 
-pub fn lock(stream: &SharedStream) -> MutexGuard<'_, StreamState> {
+pub fn lock(stream: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
     stream.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -76,14 +76,6 @@ pub struct ProxyReport {
     pub connected_since: String,
     pub state: SyncState,
     pub types: BTreeMap<String, TypeReport>,
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    k8s_openapi::jiff::Timestamp::try_from(time)
-        .map(|t| t.round(k8s_openapi::jiff::Unit::Second).ok())
-        .ok()
-        .flatten()
-        .map_or_else(String::new, |t| t.to_string())
 }
 
 impl ProxyRegistry {
@@ -156,7 +148,7 @@ fn report(stream: &StreamState) -> ProxyReport {
                 last_nack: t.last_nack.as_ref().map(|n| NackReport {
                     version: n.version.clone(),
                     message: n.message.clone(),
-                    at: rfc3339(n.wall),
+                    at: crate::timestamp::rfc3339(n.wall),
                 }),
             };
             (ty.short_name().to_owned(), report)
@@ -168,7 +160,7 @@ fn report(stream: &StreamState) -> ProxyReport {
         locality,
         user_agent: format!("{} {}", node.user_agent_name, build).trim().to_owned(),
         method: crate::metrics::Metrics::method(stream.kind).method.to_owned(),
-        connected_since: rfc3339(stream.connected_at),
+        connected_since: crate::timestamp::rfc3339(stream.connected_at),
         state: sync_state(stream),
         types,
     }

@@ -105,7 +105,7 @@ async fn serve<S>(
 }
 
 fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: &Observer) -> Result<(), Status> {
-    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = lock(state);
     let first = state.node.is_none();
     let answer = state.handle_request(request)?;
     let node = state.node_id().to_owned();
