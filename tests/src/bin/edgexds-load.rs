@@ -122,6 +122,10 @@ struct Held {
 
 type Shared = Arc<Mutex<Held>>;
 
+fn lock(held: &Shared) -> std::sync::MutexGuard<'_, Held> {
+    held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 async fn run_client(
     channel: Channel,
     id: usize,
@@ -170,7 +174,7 @@ async fn run_client(
 
 /// Applies a response to what the client holds; for CDS, returns clusters added and removed.
 fn record(held: &Shared, response: &DeltaDiscoveryResponse, now: Instant) -> (Vec<String>, Vec<String>) {
-    let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = lock(held);
     let index = usize::from(response.type_url == EDS);
     held.responses += 1;
     held.resources += response.resources.len();
@@ -286,7 +290,7 @@ async fn main() -> Result<()> {
     let expected = o.services;
     let synced = |helds: &[Shared]| {
         helds.iter().all(|h| {
-            let h = h.lock().unwrap_or_else(|e| e.into_inner());
+            let h = lock(h);
             h.versions[0].len() >= expected && h.versions[1].len() >= expected
         })
     };
@@ -295,29 +299,24 @@ async fn main() -> Result<()> {
 
     // Churn: rewrite one slice at a time; each change must reach every client.
     let mut convergence = Vec::new();
-    let bytes_before: usize = helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).bytes).sum();
+    let bytes_before: usize = helds.iter().map(|h| lock(h).bytes).sum();
     for change in 1..=o.changes {
         let service = (change * 7919) % o.services;
         let name = format!("svc-{service}.load:80");
-        let old: Vec<Option<String>> =
-            helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).versions[1].get(&name).cloned()).collect();
+        let old: Vec<Option<String>> = helds.iter().map(|h| lock(h).versions[1].get(&name).cloned()).collect();
         let started = Instant::now();
         write_atomically(
             &manifests.join(format!("svc-{service}-slice.yaml")),
             &slice_yaml(service, o.endpoints, change),
         );
-        let arrived = |helds: &[Shared]| {
-            helds
-                .iter()
-                .zip(&old)
-                .all(|(h, old)| h.lock().unwrap_or_else(|e| e.into_inner()).versions[1].get(&name) != old.as_ref())
-        };
+        let arrived =
+            |helds: &[Shared]| helds.iter().zip(&old).all(|(h, old)| lock(h).versions[1].get(&name) != old.as_ref());
         wait_until(Duration::from_secs(30), "change reaching every client", || arrived(&helds)).await?;
         // The time to the *last* client, from the receipt times the clients recorded.
         let last = helds
             .iter()
             .filter_map(|h| {
-                let h = h.lock().unwrap_or_else(|e| e.into_inner());
+                let h = lock(h);
                 let version = h.versions[1].get(&name)?.clone();
                 h.received.get(&(name.clone(), version)).copied()
             })
@@ -326,15 +325,14 @@ async fn main() -> Result<()> {
         convergence.push(last.saturating_duration_since(started));
         tokio::time::sleep(o.interval).await;
     }
-    let bytes_after: usize = helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).bytes).sum();
+    let bytes_after: usize = helds.iter().map(|h| lock(h).bytes).sum();
     convergence.sort();
 
     // Reconnect storm: drop everyone, come back at once with what each holds.
     for task in &tasks {
         task.abort();
     }
-    let holdings: Vec<[BTreeMap<String, String>; 2]> =
-        helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).versions.clone()).collect();
+    let holdings: Vec<[BTreeMap<String, String>; 2]> = helds.iter().map(|h| lock(h).versions.clone()).collect();
     let storm_helds: Vec<Shared> = (0..o.clients).map(|_| Shared::default()).collect();
     let storm_started = Instant::now();
     let channels = connect(xds, o.connections).await?;
@@ -347,14 +345,12 @@ async fn main() -> Result<()> {
         })
         .collect();
     // Served: every client has its CDS and EDS answers (two responses), whatever they carry.
-    wait_until(Duration::from_secs(120), "reconnect storm", || {
-        storm_helds.iter().all(|h| h.lock().unwrap_or_else(|e| e.into_inner()).responses >= 2)
-    })
-    .await?;
+    wait_until(Duration::from_secs(120), "reconnect storm", || storm_helds.iter().all(|h| lock(h).responses >= 2))
+        .await?;
     // From dropping every client, through reconnecting, to the last one served.
     let storm = storm_started.elapsed();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let resent: usize = storm_helds.iter().map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).resources).sum();
+    let resent: usize = storm_helds.iter().map(|h| lock(h).resources).sum();
     for task in &tasks {
         task.abort();
     }
