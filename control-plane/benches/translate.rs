@@ -9,8 +9,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use edgexds::cache::{ResourceType, Snapshot, SnapshotDiff};
 use edgexds::crd::{HealthProbeSpec, ProbeOverride, TargetRef};
 use edgexds::model::{
-    AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
-    SlicePort, SourceState, TargetPort, resolve,
+    AddressType, CheckVerdicts, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
+    SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
 };
 use edgexds::pipeline::build_snapshot;
 use edgexds::translate::{TranslateOptions, load_assignments};
@@ -96,7 +96,7 @@ fn full_pipeline(c: &mut Criterion) {
     let input = state(1000, 10, true);
     group.throughput(Throughput::Elements(10_000));
     group.bench_function("1000x10_with_probes", |b| {
-        b.iter(|| build_snapshot(black_box(&input), TranslateOptions::default(), None))
+        b.iter(|| build_snapshot(black_box(&input), TranslateOptions::default(), None, &CheckVerdicts::default()))
     });
     group.finish();
 }

@@ -12,6 +12,7 @@ use axum::routing::{get, put};
 use tokio::sync::watch;
 
 use crate::cache::SnapshotCache;
+use crate::hds::HdsHub;
 use crate::model::Model;
 use crate::xds::Observer;
 
@@ -20,6 +21,7 @@ pub struct AdminState {
     pub cache: Arc<SnapshotCache>,
     pub observer: Arc<Observer>,
     pub models: watch::Receiver<Option<Arc<Model>>>,
+    pub hds: Option<Arc<HdsHub>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -30,6 +32,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/proxies", get(debug::proxies))
         .route("/debug/resources", get(debug::resources))
         .route("/debug/model", get(debug::model))
+        .route("/debug/hds", get(debug::hds))
         .route("/debug/log-level", put(log_level).get(current_log_level))
         .with_state(state)
 }
@@ -79,6 +82,7 @@ mod tests {
             cache: Arc::new(SnapshotCache::default()),
             observer: Arc::default(),
             models: watch::channel(None).1,
+            hds: None,
         }
     }
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::hds::HdsConfig;
 use crate::pipeline::{MAX_DELAY, PipelineConfig};
 use crate::serve::{ServeConfig, Source};
-use crate::translate::TranslateOptions;
+use crate::translate::{ActiveHealthChecks, TranslateOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "edgexds", version, about = "Lightweight Envoy delta-xDS control plane for Kubernetes edge clusters")]
@@ -65,6 +66,16 @@ pub struct ServeArgs {
     /// Also publish endpoint metadata as typed_filter_metadata (edgexds.v1alpha1.EndpointExtension).
     #[arg(long, env = "EDGEXDS_TYPED_METADATA")]
     pub typed_metadata: bool,
+    /// Who probes endpoints: every sidecar (cds), assigned HDS checkers only (hds), or both.
+    #[arg(long, env = "EDGEXDS_ACTIVE_HEALTH_CHECKS", value_enum, default_value_t = ActiveHealthChecks::Cds)]
+    pub active_health_checks: ActiveHealthChecks,
+    /// How many HDS checkers probe each endpoint.
+    #[arg(long, env = "EDGEXDS_HDS_CHECKERS_PER_ENDPOINT", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub hds_checkers_per_endpoint: u16,
+    /// How often HDS checkers report endpoint health, e.g. 500ms (100ms..=5s).
+    #[arg(long, env = "EDGEXDS_HDS_REPORT_INTERVAL", default_value = "500ms", value_parser = parse_report_interval)]
+    pub hds_report_interval: Duration,
     /// Log output format.
     #[arg(long, env = "EDGEXDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -77,6 +88,14 @@ fn parse_debounce(text: &str) -> Result<Duration, String> {
     let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 100ms or 1s)"))?;
     if value > MAX_DELAY {
         return Err(format!("must be at most {}", humantime::format_duration(MAX_DELAY)));
+    }
+    Ok(value)
+}
+
+fn parse_report_interval(text: &str) -> Result<Duration, String> {
+    let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms or 1s)"))?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(5)).contains(&value) {
+        return Err("must be between 100ms and 5s".into());
     }
     Ok(value)
 }
@@ -98,9 +117,14 @@ impl ServeArgs {
             pipeline: PipelineConfig {
                 debounce: self.debounce,
                 translate: TranslateOptions {
+                    active_health_checks: self.active_health_checks,
                     send_unhealthy_endpoints: self.send_unhealthy_endpoints,
                     typed_metadata: self.typed_metadata,
                 },
+            },
+            hds: HdsConfig {
+                checkers_per_endpoint: usize::from(self.hds_checkers_per_endpoint),
+                report_interval: self.hds_report_interval,
             },
         }
     }

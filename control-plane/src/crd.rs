@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Interval", type_ = "integer", json_path = ".spec.intervalMs"),
     printcolumn(name = "Failures", type_ = "integer", json_path = ".spec.failureThreshold"),
     printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+    printcolumn(name = "Healthy", type_ = "integer", json_path = ".status.healthyEndpoints"),
+    printcolumn(name = "Unhealthy", type_ = "integer", json_path = ".status.unhealthyEndpoints"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -97,6 +99,7 @@ fn service_kind() -> String {
     "Service".to_owned()
 }
 
+/// An HTTP GET; 200-399 passes, as for Kubernetes probes, and `failureThreshold` failures in a row fail.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpProbe {
@@ -167,6 +170,12 @@ pub struct HealthProbeStatus {
     pub conditions: Vec<StatusCondition>,
     #[serde(default)]
     pub matched_endpoints: i64,
+    /// Ready in Kubernetes and not failing active (HDS) checks.
+    #[serde(default)]
+    pub healthy_endpoints: i64,
+    /// Not ready in Kubernetes, or failing active (HDS) checks.
+    #[serde(default)]
+    pub unhealthy_endpoints: i64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -207,7 +216,7 @@ mod tests {
         let version = &crd.spec.versions[0];
         assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
         let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-        assert_eq!(columns, ["Target", "Interval", "Failures", "Accepted", "Age"]);
+        assert_eq!(columns, ["Target", "Interval", "Failures", "Accepted", "Healthy", "Unhealthy", "Age"]);
         let yaml = crd_yaml();
         assert!(yaml.contains("timeoutMs must not exceed intervalMs"));
         assert!(yaml.contains("exactly one of http, tcp, grpc may be set"));

@@ -29,6 +29,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    /// The verdict an endpoint flipped to: healthy or unhealthy.
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -63,6 +69,12 @@ pub struct Metrics {
     pub translation: Histogram,
     pub snapshot_clusters: Gauge,
     pub snapshot_endpoints: Gauge,
+    pub hds_checkers: Gauge,
+    pub hds_reports: Counter,
+    pub hds_schedules_sent: Counter,
+    pub hds_verdict_flips: Family<VerdictLabel, Counter>,
+    pub hds_unchecked_endpoints: Gauge,
+    pub hds_unhealthy_endpoints: Gauge,
 }
 
 impl Default for Metrics {
@@ -82,6 +94,12 @@ impl Default for Metrics {
             translation: latency_histogram(),
             snapshot_clusters: Gauge::default(),
             snapshot_endpoints: Gauge::default(),
+            hds_checkers: Gauge::default(),
+            hds_reports: Counter::default(),
+            hds_schedules_sent: Counter::default(),
+            hds_verdict_flips: Family::default(),
+            hds_unchecked_endpoints: Gauge::default(),
+            hds_unhealthy_endpoints: Gauge::default(),
             registry: Registry::default(),
             per_type: Default::default(),
         };
@@ -129,6 +147,28 @@ impl Default for Metrics {
             "snapshot_endpoints",
             "Endpoints in the current snapshot",
             metrics.snapshot_endpoints.clone(),
+        );
+        registry.register("hds_checkers", "Connected HDS checker streams", metrics.hds_checkers.clone());
+        registry.register("hds_reports", "Endpoint health reports received from checkers", metrics.hds_reports.clone());
+        registry.register(
+            "hds_schedules_sent",
+            "HealthCheckSpecifiers sent to checkers",
+            metrics.hds_schedules_sent.clone(),
+        );
+        registry.register(
+            "hds_verdict_flips",
+            "Endpoints whose active-check verdict flipped",
+            metrics.hds_verdict_flips.clone(),
+        );
+        registry.register(
+            "hds_unchecked_endpoints",
+            "Endpoints HDS should check but no connected checker can; Kubernetes readiness alone decides",
+            metrics.hds_unchecked_endpoints.clone(),
+        );
+        registry.register(
+            "hds_unhealthy_endpoints",
+            "Endpoints judged unhealthy by HDS checkers",
+            metrics.hds_unhealthy_endpoints.clone(),
         );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);

@@ -7,6 +7,7 @@
 mod object;
 mod probe;
 mod resolve;
+mod verdicts;
 
 pub use object::{
     AddressType, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint, SlicePort,
@@ -17,6 +18,7 @@ pub use resolve::{
     Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
     ResolvedService, resolve,
 };
+pub use verdicts::CheckVerdicts;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

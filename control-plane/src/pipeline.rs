@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{ResourceType, Snapshot, SnapshotCache};
 use crate::metrics::Metrics;
-use crate::model::{Diagnostic, Model, SourceState, resolve};
+use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve};
 use crate::source::StateReceiver;
 use crate::translate::{self, TranslateOptions};
 
@@ -29,19 +29,28 @@ pub fn build_snapshot(
     state: &SourceState,
     options: TranslateOptions,
     previous: Option<&Snapshot>,
+    verdicts: &CheckVerdicts,
 ) -> (Snapshot, Model) {
-    let model = resolve(state);
-    let clusters = translate::clusters(&model).map(|c| (ResourceType::Cluster, c.name.clone(), c.encode_to_vec()));
+    let mut model = resolve(state);
+    model.apply_verdicts(verdicts);
+    let clusters =
+        translate::clusters(&model, options).map(|c| (ResourceType::Cluster, c.name.clone(), c.encode_to_vec()));
     let assignments = translate::load_assignments(&model, options)
         .map(|a| (ResourceType::ClusterLoadAssignment, a.cluster_name.clone(), a.encode_to_vec()));
     let snapshot = Snapshot::new(previous, clusters.chain(assignments));
     (snapshot, model)
 }
 
+/// Active-check verdicts, when HDS is on.
+pub type VerdictReceiver = watch::Receiver<Arc<CheckVerdicts>>;
+
 /// Runs until the source closes or `shutdown` fires; `models` receives each resolved model.
+/// A change of `verdicts` is debounced and published like a source change.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: PipelineConfig,
     mut states: StateReceiver,
+    mut verdicts: Option<VerdictReceiver>,
     cache: Arc<SnapshotCache>,
     models: watch::Sender<Option<Arc<Model>>>,
     metrics: Arc<Metrics>,
@@ -54,6 +63,7 @@ pub async fn run(
         if !pending {
             tokio::select! {
                 changed = states.changed() => if changed.is_err() { return },
+                changed = verdicts_changed(&mut verdicts) => if changed.is_err() { verdicts = None },
                 () = crate::shutdown::requested(&mut shutdown) => return,
             }
         }
@@ -61,10 +71,12 @@ pub async fn run(
         let observed_at = Instant::now();
         debounce(config.debounce, &mut states).await;
         let Some(state) = states.borrow_and_update().clone() else { continue };
+        let judged = verdicts.as_mut().map(|v| v.borrow_and_update().clone()).unwrap_or_default();
         let previous = cache.current();
         let options = config.translate;
         let started = Instant::now();
-        let built = tokio::task::spawn_blocking(move || build_snapshot(&state, options, previous.as_deref())).await;
+        let built =
+            tokio::task::spawn_blocking(move || build_snapshot(&state, options, previous.as_deref(), &judged)).await;
         let Ok((mut snapshot, model)) = built else {
             warn!("translation task failed; keeping the last snapshot");
             continue;
@@ -93,6 +105,13 @@ pub async fn run(
                 "snapshot published"
             );
         }
+    }
+}
+
+async fn verdicts_changed(verdicts: &mut Option<VerdictReceiver>) -> Result<(), watch::error::RecvError> {
+    match verdicts {
+        Some(verdicts) => verdicts.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -173,8 +192,8 @@ mod tests {
         };
         state.services.insert(service.key.clone(), Arc::new(service));
         let options = TranslateOptions::default();
-        let (first, _) = build_snapshot(&state, options, None);
-        let (second, _) = build_snapshot(&state, options, Some(&first));
+        let (first, _) = build_snapshot(&state, options, None, &CheckVerdicts::default());
+        let (second, _) = build_snapshot(&state, options, Some(&first), &CheckVerdicts::default());
         assert_eq!(first, second);
         let name = "web.shop:80";
         let (a, b) = (&first.resources(ResourceType::Cluster)[name], &second.resources(ResourceType::Cluster)[name]);

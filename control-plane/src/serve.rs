@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 use crate::admin::AdminState;
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
+use crate::hds::{self, HdsConfig, HdsHub, HdsServer};
 use crate::model::Model;
 use crate::pipeline::{self, PipelineConfig};
 use crate::source::kubernetes::{self, KubernetesConfig};
@@ -51,6 +53,8 @@ pub struct ServeConfig {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub pipeline: PipelineConfig,
+    /// Used when `pipeline.translate.active_health_checks` is `hds` or `both`.
+    pub hds: HdsConfig,
 }
 
 /// A started control plane.
@@ -60,6 +64,8 @@ pub struct Running {
     pub cache: Arc<SnapshotCache>,
     pub observer: Arc<Observer>,
     pub models: watch::Receiver<Option<Arc<Model>>>,
+    /// Present when HDS is on.
+    pub hds: Option<Arc<HdsHub>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<Result<()>>,
 }
@@ -92,6 +98,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let (states, states_rx) = watch::channel(None);
     let (models, models_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
+    let hds = config.pipeline.translate.active_health_checks.uses_hds().then(|| {
+        let hub = HdsHub::new(config.hds, observer.metrics.clone());
+        tasks.spawn(hds::run(hub.clone(), models_rx.clone(), shutdown_rx.clone()).map(Ok));
+        hub
+    });
 
     match (&config.source, kube_client) {
         (Source::Kubernetes { namespaces, service_selector, .. }, Some(client)) => {
@@ -116,16 +127,19 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         let cache = cache.clone();
         let shutdown = shutdown_rx.clone();
         let metrics = observer.metrics.clone();
+        let verdicts = hds.as_ref().map(|hub| hub.verdicts());
         async move {
-            pipeline::run(config.pipeline, states_rx, cache, models, metrics, shutdown).await;
+            pipeline::run(config.pipeline, states_rx, verdicts, cache, models, metrics, shutdown).await;
             Ok(())
         }
     });
-    tasks.spawn(serve_xds(xds_listener, cache.clone(), observer.clone(), shutdown_rx.clone()));
-    let admin = AdminState { cache: cache.clone(), observer: observer.clone(), models: models_rx.clone() };
+    let checkers = hds.clone().map(|hub| HdsServer::new(hub, shutdown_rx.clone()));
+    tasks.spawn(serve_xds(xds_listener, cache.clone(), observer.clone(), checkers, shutdown_rx.clone()));
+    let admin =
+        AdminState { cache: cache.clone(), observer: observer.clone(), models: models_rx.clone(), hds: hds.clone() };
     tasks.spawn(serve_admin(admin_listener, admin, shutdown_rx));
     info!(%xds_addr, %admin_addr, source = ?config.source, "edgexds started");
-    Ok(Running { xds_addr, admin_addr, cache, observer, models: models_rx, shutdown, tasks })
+    Ok(Running { xds_addr, admin_addr, cache, observer, models: models_rx, hds, shutdown, tasks })
 }
 
 impl Running {
@@ -155,6 +169,7 @@ async fn serve_xds(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
     observer: Arc<Observer>,
+    checkers: Option<HdsServer>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let xds = XdsServer::new(cache.clone(), shutdown.clone(), observer.clone());
@@ -178,6 +193,7 @@ async fn serve_xds(
         .add_service(xds.clusters())
         .add_service(xds.endpoints())
         .add_service(csds.server())
+        .add_optional_service(checkers.map(|c| c.server()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             crate::shutdown::requested(&mut stop).await;
         })

@@ -45,9 +45,15 @@ pub fn desired(status: &ProbeStatus, now: &str) -> Option<HealthProbeStatus> {
     let desired = HealthProbeStatus {
         observed_generation: status.generation,
         conditions: vec![accepted, resolved, conflicted],
-        matched_endpoints: i64::try_from(status.matched_endpoints).unwrap_or(i64::MAX),
+        matched_endpoints: count(status.matched_endpoints),
+        healthy_endpoints: count(status.healthy_endpoints),
+        unhealthy_endpoints: count(status.unhealthy_endpoints),
     };
     (current != Some(&desired)).then_some(desired)
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -63,6 +69,8 @@ mod tests {
             resolved_refs: Some(Ok(())),
             conflicted: None,
             matched_endpoints: 3,
+            healthy_endpoints: 2,
+            unhealthy_endpoints: 1,
         }
     }
 
@@ -74,6 +82,7 @@ mod tests {
     fn valid_probe_is_accepted_resolved_and_not_conflicted() {
         let s = desired(&status(), "t1").unwrap();
         assert_eq!((s.observed_generation, s.matched_endpoints), (Some(2), 3));
+        assert_eq!((s.healthy_endpoints, s.unhealthy_endpoints), (2, 1));
         let summary: Vec<_> = s.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
         assert_eq!(summary, [(ACCEPTED, "True"), (RESOLVED_REFS, "True"), (CONFLICTED, "False")]);
         assert!(s.conditions.iter().all(|c| c.last_transition_time.as_deref() == Some("t1")));

@@ -11,8 +11,8 @@ use super::*;
 use crate::api::v1alpha1::EndpointExtension;
 use crate::crd::{GrpcProbe, HealthProbeSpec, ProbeOverride, TargetRef};
 use crate::model::{
-    AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
-    SlicePort, SourceState, TargetPort, resolve,
+    AddressType, CheckVerdicts, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
+    SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
 };
 
 fn state(probe: Option<HealthProbeSpec>) -> SourceState {
@@ -186,8 +186,13 @@ fn encoding_is_deterministic() {
 }
 
 fn only_cluster(state: &SourceState) -> Cluster {
+    cluster_in_mode(state, ActiveHealthChecks::Cds)
+}
+
+fn cluster_in_mode(state: &SourceState, mode: ActiveHealthChecks) -> Cluster {
     let model = resolve(state);
-    let cluster = clusters(&model).next().unwrap();
+    let options = TranslateOptions { active_health_checks: mode, ..Default::default() };
+    let cluster = clusters(&model, options).next().unwrap();
     Cluster::decode(cluster.encode_to_vec().as_slice()).unwrap()
 }
 
@@ -209,6 +214,10 @@ fn cluster_is_eds_over_ads_with_the_probe_health_check() {
     assert_eq!((hc.unhealthy_threshold.unwrap().value, hc.healthy_threshold.unwrap().value), (3, 1));
     let Some(HealthChecker::HttpHealthCheck(http)) = &hc.health_checker else { panic!() };
     assert_eq!(http.path, "/healthz");
+    let ranges =
+        |r: &[envoy_types::pb::envoy::r#type::v3::Int64Range]| r.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>();
+    assert_eq!(ranges(&http.expected_statuses), [(200, 400)], "2xx and 3xx pass, as in Kubernetes");
+    assert_eq!(ranges(&http.retriable_statuses), [(100, 600)], "a bad status counts toward failureThreshold");
 }
 
 #[test]
@@ -225,4 +234,46 @@ fn grpc_probe_makes_the_cluster_http2() {
     assert!(
         cluster.typed_extension_protocol_options.contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
     );
+}
+
+#[test]
+fn hds_mode_leaves_http_and_tcp_checks_to_the_checkers_but_keeps_grpc_checks_on_sidecars() {
+    assert!(cluster_in_mode(&state(Some(probe())), ActiveHealthChecks::Hds).health_checks.is_empty());
+    assert_eq!(cluster_in_mode(&state(Some(probe())), ActiveHealthChecks::Both).health_checks.len(), 1);
+    let grpc = HealthProbeSpec { grpc: Some(GrpcProbe { service_name: None }), ..probe() };
+    let cluster = cluster_in_mode(&state(Some(grpc)), ActiveHealthChecks::Hds);
+    assert_eq!(cluster.health_checks.len(), 1, "HDS cannot run gRPC checks, so sidecars keep them");
+}
+
+#[test]
+fn a_failing_verdict_makes_a_ready_endpoint_unhealthy_and_never_revives_a_not_ready_one() {
+    let mut model = resolve(&state(Some(probe())));
+    let mut verdicts = CheckVerdicts::default();
+    verdicts.insert("web.shop:80", "10.0.0.1:8080".parse().unwrap());
+    verdicts.insert("web.shop:80", "10.0.0.3:8080".parse().unwrap());
+    model.apply_verdicts(&verdicts);
+    let bytes = load_assignments(&model, TranslateOptions::default()).next().unwrap().encode_to_vec();
+    let cla = envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap();
+    let health: Vec<(String, i32)> = cla
+        .endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| {
+            let Some(envoy_endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &e.host_identifier else {
+                panic!("no endpoint")
+            };
+            let address = endpoint.address.as_ref().unwrap();
+            let Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(socket)) =
+                &address.address
+            else {
+                panic!("no socket address")
+            };
+            (socket.address.clone(), e.health_status)
+        })
+        .collect();
+    let unhealthy = HealthStatus::Unhealthy as i32;
+    assert!(health.contains(&("10.0.0.1".into(), unhealthy)));
+    assert!(!health.iter().any(|(ip, _)| ip == "10.0.0.3"), "not ready in Kubernetes stays out");
+    let status = &model.probes[&ObjectKey::new("shop", "web")];
+    assert_eq!((status.healthy_endpoints, status.unhealthy_endpoints), (2, 2));
 }

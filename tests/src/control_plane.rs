@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use edgexds::hds::HdsConfig;
 use edgexds::pipeline::PipelineConfig;
 use edgexds::serve::{Running, ServeConfig, Source, start};
-use edgexds::translate::TranslateOptions;
+use edgexds::translate::{ActiveHealthChecks, TranslateOptions};
 
 use crate::upstream::Upstream;
 
@@ -23,11 +24,27 @@ impl ControlPlane {
     }
 
     pub async fn start_in(manifests: tempfile::TempDir, translate: TranslateOptions) -> Result<Self> {
+        Self::start_configured(manifests, translate, HdsConfig::default()).await
+    }
+
+    /// HDS in `mode`, with `checkers_per_endpoint` and a 500ms report interval.
+    pub async fn start_hds(mode: ActiveHealthChecks, checkers_per_endpoint: usize) -> Result<Self> {
+        let translate = TranslateOptions { active_health_checks: mode, ..Default::default() };
+        let hds = HdsConfig { checkers_per_endpoint, ..Default::default() };
+        Self::start_configured(tempfile::tempdir()?, translate, hds).await
+    }
+
+    pub async fn start_configured(
+        manifests: tempfile::TempDir,
+        translate: TranslateOptions,
+        hds: HdsConfig,
+    ) -> Result<Self> {
         let running = start(ServeConfig {
             source: Source::Manifests(manifests.path().to_owned()),
             xds_addr: "127.0.0.1:0".parse()?,
             admin_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
+            hds,
         })
         .await?;
         Ok(Self { running, manifests })
@@ -44,6 +61,7 @@ impl ControlPlane {
             xds_addr: "127.0.0.1:0".parse()?,
             admin_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate: TranslateOptions::default() },
+            hds: HdsConfig::default(),
         })
         .await?)
     }

@@ -102,6 +102,22 @@ pub fn bootstrap(node_id: &str, xds: SocketAddr) -> Value {
     })
 }
 
+/// An HDS checker: no xDS subscriptions, a gRPC HDS stream to `xds`, and the Kubernetes node it
+/// runs on in its node metadata, as the Helm chart's checker DaemonSet sets it.
+pub fn checker_bootstrap(node_id: &str, node_name: &str, xds: SocketAddr) -> Value {
+    let mut config = bootstrap(node_id, xds);
+    config["node"]["metadata"] = json!({"node_name": node_name});
+    if let Some(object) = config.as_object_mut() {
+        object.remove("dynamic_resources");
+    }
+    config["hds_config"] = json!({
+        "api_type": "GRPC",
+        "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": "edgexds"}}]
+    });
+    config
+}
+
 impl Envoy {
     /// Starts Envoy and waits until its listener is up.
     pub async fn start(node_id: &str, xds: SocketAddr) -> Result<Self> {
@@ -191,6 +207,20 @@ impl Envoy {
     /// One request through the listener.
     pub async fn request(&self, path: &str) -> Result<http::Reply> {
         http::get(&format!("{}{path}", self.listener)).await
+    }
+
+    /// The sidecar's EDS health_status of `address` in `cluster`, if Envoy has that endpoint.
+    pub async fn endpoint_health(&self, cluster: &str, address: SocketAddr) -> Result<Option<String>> {
+        let Some((_, endpoints)) = self.cluster_and_endpoints(cluster).await? else { return Ok(None) };
+        Ok(lb_endpoints(&endpoints)
+            .iter()
+            .find(|e| endpoint_address(e) == address.to_string())
+            .map(|e| e["health_status"].as_str().unwrap_or("UNKNOWN").to_owned()))
+    }
+
+    /// Stops Envoy at once, as a crashed or evicted pod would.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     pub async fn stat(&self, name: &str) -> Result<Option<u64>> {

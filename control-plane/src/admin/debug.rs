@@ -1,4 +1,4 @@
-//! JSON views for operators: connected proxies, served resources, the resolved model.
+//! JSON views for operators: connected proxies, served resources, the resolved model, HDS.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -112,7 +112,7 @@ fn port_json(port: &ResolvedPort) -> Value {
             json!({
                 "address": e.address, "port": e.port, "health": format!("{:?}", e.health),
                 "zone": e.zone, "node": e.node_name, "pod": e.pod_name,
-                "probe": e.probe.as_ref().map(policy_json),
+                "probe": e.probe.as_ref().map(policy_json), "failing_active_check": e.failing_check,
             })
         })
         .collect();
@@ -137,10 +137,21 @@ pub async fn model(State(state): State<AdminState>) -> Reply {
                 "resolved": match &p.resolved_refs { Some(Ok(())) => json!(true), Some(Err(e)) => json!(e.message), None => Value::Null },
                 "conflicted": p.conflicted,
                 "matched_endpoints": p.matched_endpoints,
+                "healthy_endpoints": p.healthy_endpoints,
+                "unhealthy_endpoints": p.unhealthy_endpoints,
             })
         })
         .collect();
     let ignored: Vec<Value> =
         model.diagnostics.iter().map(|d| json!({"object": d.object, "reason": d.message})).collect();
     Ok(Json(json!({"services": services, "probes": probes, "ignored": ignored})))
+}
+
+/// HDS: checkers, and per endpoint its checkers, their last reports and the verdict.
+pub async fn hds(State(state): State<AdminState>) -> Result<Json<crate::hds::HubView>, (StatusCode, String)> {
+    let hub = state.hds.ok_or((
+        StatusCode::NOT_FOUND,
+        "HDS is off: start edgexds with --active-health-checks hds or both\n".to_owned(),
+    ))?;
+    Ok(Json(hub.view(std::time::Instant::now())))
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::SourceState;
 use super::object::{AddressType, ObjectKey, PortProtocol, Service, ServicePort, Slice};
 use super::probe::{EndpointFacts, ProbePolicy, ValidProbe};
+use super::verdicts::CheckVerdicts;
 
 /// What Envoy should think of an endpoint, from Kubernetes conditions alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,6 +31,8 @@ pub struct ResolvedEndpoint {
     pub hostname: Option<String>,
     /// The effective probe values for this endpoint, when a probe covers its port.
     pub probe: Option<ProbePolicy>,
+    /// Ready in Kubernetes, but active health checks find it failing.
+    pub failing_check: bool,
 }
 
 /// Which probe covers a Service port.
@@ -74,6 +77,10 @@ pub struct ProbeStatus {
     /// The message naming the probe that already covers a port this one targets.
     pub conflicted: Option<String>,
     pub matched_endpoints: usize,
+    /// Ready and passing active checks (or unchecked).
+    pub healthy_endpoints: usize,
+    /// Not ready in Kubernetes, or failing active checks.
+    pub unhealthy_endpoints: usize,
 }
 
 /// An object that was ignored, and why; sources log each one once.
@@ -139,7 +146,9 @@ pub fn resolve(state: &SourceState) -> Model {
     resolve_refs(state, &probes, &mut statuses);
     diagnostics.sort();
     diagnostics.dedup();
-    Model { services, probes: statuses, diagnostics }
+    let mut model = Model { services, probes: statuses, diagnostics };
+    model.apply_verdicts(&CheckVerdicts::default());
+    model
 }
 
 fn validate_probes(
@@ -174,6 +183,8 @@ fn validate_probes(
                 resolved_refs: None,
                 conflicted: None,
                 matched_endpoints: 0,
+                healthy_endpoints: 0,
+                unhealthy_endpoints: 0,
             },
         );
     }
@@ -264,6 +275,7 @@ fn merge_endpoints(port: &ServicePort, slices: &[&Slice]) -> Vec<ResolvedEndpoin
                 pod_name: endpoint.pod_name.clone(),
                 hostname: endpoint.hostname.clone(),
                 probe: None,
+                failing_check: false,
             };
             merged
                 .entry((endpoint.address, slice_port.port))

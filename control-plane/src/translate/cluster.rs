@@ -14,14 +14,21 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
     ExplicitHttpConfig, UpstreamProtocolOptions,
 };
+use envoy_types::pb::envoy::r#type::v3::Int64Range;
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use prost::Name;
 
+use super::ActiveHealthChecks;
 use crate::model::{CheckKind, ProbePolicy, ResolvedPort};
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-pub fn cluster(port: &ResolvedPort) -> Cluster {
+/// Whether HDS can run this kind of check: Envoy's HDS announces HTTP and TCP only.
+pub fn hds_can_check(check: &CheckKind) -> bool {
+    matches!(check, CheckKind::Http { .. } | CheckKind::Tcp)
+}
+
+pub fn cluster(port: &ResolvedPort, mode: ActiveHealthChecks) -> Cluster {
     let mut cluster = Cluster {
         name: port.cluster_name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -40,6 +47,10 @@ pub fn cluster(port: &ResolvedPort) -> Cluster {
     };
     if let Some(coverage) = &port.probe {
         let probe = &coverage.probe;
+        if mode == ActiveHealthChecks::Hds && hds_can_check(&probe.check) {
+            // Assigned checkers probe instead; the verdict arrives as EDS health_status.
+            return cluster;
+        }
         cluster.health_checks = vec![health_check(&probe.check, &probe.base)];
         if matches!(probe.check, CheckKind::Grpc { .. }) {
             // gRPC health checks need an HTTP/2 upstream.
@@ -62,6 +73,10 @@ pub fn health_check(check: &CheckKind, policy: &ProbePolicy) -> HealthCheck {
             CheckKind::Http { path, host } => HealthChecker::HttpHealthCheck(HttpHealthCheck {
                 path: path.clone(),
                 host: host.clone().unwrap_or_default(),
+                // Kubernetes probe semantics: 200-399 pass, and only failureThreshold
+                // failures in a row fail. Envoy's default fails a host on its first non-200.
+                expected_statuses: vec![Int64Range { start: 200, end: 400 }],
+                retriable_statuses: vec![Int64Range { start: 100, end: 600 }],
                 ..Default::default()
             }),
             CheckKind::Tcp => HealthChecker::TcpHealthCheck(TcpHealthCheck::default()),

@@ -26,6 +26,8 @@ pub fn load_assignment(port: &ResolvedPort, options: TranslateOptions) -> Cluste
     let mut by_zone: BTreeMap<Option<&str>, Vec<LbEndpoint>> = BTreeMap::new();
     for endpoint in &port.endpoints {
         let health_status = match endpoint.health {
+            // Sent even without send_unhealthy_endpoints: the verdict should be visible in Envoy.
+            EndpointHealth::Ready if endpoint.failing_check => HealthStatus::Unhealthy,
             EndpointHealth::Ready => HealthStatus::Healthy,
             EndpointHealth::Draining => HealthStatus::Draining,
             EndpointHealth::NotReady if options.send_unhealthy_endpoints => HealthStatus::Unhealthy,

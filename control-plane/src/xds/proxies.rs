@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -18,9 +18,7 @@ const NACK_MEMORY: usize = 4096;
 
 pub type SharedStream = Arc<Mutex<StreamState>>;
 
-pub fn lock(stream: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
-    stream.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::sync::lock;
 
 #[derive(Default)]
 pub struct ProxyRegistry {
@@ -37,7 +35,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        lock(&self.registry.streams).remove(&self.id);
     }
 }
 
@@ -81,18 +79,18 @@ pub struct ProxyReport {
 impl ProxyRegistry {
     pub fn register(self: &Arc<Self>, stream: SharedStream) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stream);
+        lock(&self.streams).insert(id, stream);
         Registration { registry: self.clone(), id }
     }
 
     /// Every connected stream, in connection order.
     pub fn streams(&self) -> Vec<SharedStream> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        lock(&self.streams).values().cloned().collect()
     }
 
     /// True the first time this node rejects this version of this type.
     pub fn first_nack(&self, node: &str, ty: ResourceType, version: &str) -> bool {
-        let mut seen = self.nacks_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = lock(&self.nacks_seen);
         if seen.len() >= NACK_MEMORY {
             seen.clear();
         }

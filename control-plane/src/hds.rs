@@ -1,0 +1,37 @@
+//! Health Discovery Service: Envoys designated as checkers run the probes a
+//! HealthProbe asks for, per endpoint, and report back; the verdicts are folded
+//! into EDS `health_status` for every sidecar.
+//!
+//! Pure parts (targets, assignment, specifiers, verdicts) are apart from the
+//! stateful [`HdsHub`] and the gRPC stream that feeds it.
+
+mod assign;
+mod hub;
+mod reports;
+mod service;
+mod specifier;
+mod targets;
+
+use std::time::Duration;
+
+pub use assign::{Assignment, Checker, CheckerId, assign};
+pub use hub::{HdsHub, HubView, run};
+pub use reports::{ReportBook, Verdict};
+pub use service::HdsServer;
+pub use specifier::specifier_for;
+pub use targets::{EndpointKey, Group, Target, targets};
+
+/// How checkers are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HdsConfig {
+    /// How many checkers probe each endpoint (fewer when fewer are connected).
+    pub checkers_per_endpoint: usize,
+    /// How often checkers report; also how often staleness is re-evaluated.
+    pub report_interval: Duration,
+}
+
+impl Default for HdsConfig {
+    fn default() -> Self {
+        Self { checkers_per_endpoint: 2, report_interval: Duration::from_millis(500) }
+    }
+}

@@ -1,0 +1,377 @@
+//! The HDS state: connected checkers, their schedules and reports, and the verdicts.
+//!
+//! Every change (a checker joining or leaving, a new model, a report, time
+//! passing) goes through one lock, recomputes what it affects and publishes:
+//! schedules to each checker's watch channel, verdicts to the pipeline's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Node};
+use envoy_types::pb::envoy::service::health::v3::{
+    EndpointHealth as ReportedEndpoint, EndpointHealthResponse, HealthCheckSpecifier,
+};
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::HdsConfig;
+use super::assign::{Assignment, Checker, CheckerId, assign};
+use super::reports::{ReportBook, Verdict};
+use super::specifier::specifier_for;
+use super::targets::{EndpointKey, Group, Target, targets};
+use crate::metrics::{Metrics, VerdictLabel};
+use crate::model::{CheckVerdicts, Model};
+use crate::sync::lock;
+
+/// Added to the probe timeout: how long after an endpoint is handed to a checker its first
+/// result can take to arrive. Envoy reports new hosts unhealthy until their first check ends.
+const WARM_UP_MARGIN: Duration = Duration::from_millis(200);
+
+pub type Schedule = watch::Receiver<Option<Arc<HealthCheckSpecifier>>>;
+
+struct CheckerSlot {
+    info: Checker,
+    node_id: String,
+    schedule: watch::Sender<Option<Arc<HealthCheckSpecifier>>>,
+    /// Since when each assigned endpoint has been this checker's.
+    since: HashMap<EndpointKey, Instant>,
+    reports: u64,
+    last_report: Option<Instant>,
+}
+
+#[derive(Default)]
+struct HubState {
+    targets: Vec<Target>,
+    groups: HashMap<String, Arc<Group>>,
+    checkers: BTreeMap<CheckerId, CheckerSlot>,
+    assignment: Assignment,
+    book: ReportBook,
+    verdicts: HashMap<EndpointKey, Verdict>,
+    warned_unchecked: bool,
+}
+
+pub struct HdsHub {
+    config: HdsConfig,
+    state: Mutex<HubState>,
+    verdicts: watch::Sender<Arc<CheckVerdicts>>,
+    metrics: Arc<Metrics>,
+    next_id: AtomicU64,
+}
+
+impl HdsHub {
+    pub fn new(config: HdsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (verdicts, _) = watch::channel(Arc::default());
+        Arc::new(Self { config, state: Mutex::default(), verdicts, metrics, next_id: AtomicU64::new(1) })
+    }
+
+    pub fn config(&self) -> HdsConfig {
+        self.config
+    }
+
+    /// The endpoints judged unhealthy; changes whenever a verdict flips.
+    pub fn verdicts(&self) -> watch::Receiver<Arc<CheckVerdicts>> {
+        self.verdicts.subscribe()
+    }
+
+    /// Registers a checker; its schedule arrives on the returned channel.
+    pub fn connect(&self, node: &Node, http: bool, tcp: bool, now: Instant) -> (CheckerId, Schedule) {
+        let id = CheckerId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let info = Checker { id, node_name: node_name(node), zone: zone(node), http, tcp };
+        info!(node = %node.id, zone = ?info.zone, node_name = ?info.node_name, "HDS checker connected");
+        let (schedule, receiver) = watch::channel(None);
+        let slot = CheckerSlot {
+            info,
+            node_id: node.id.clone(),
+            schedule,
+            since: HashMap::new(),
+            reports: 0,
+            last_report: None,
+        };
+        let mut state = lock(&self.state);
+        state.checkers.insert(id, slot);
+        self.rebalance(&mut state, now);
+        (id, receiver)
+    }
+
+    /// Its endpoints go to the others at once; its last reports count until they go stale.
+    pub fn disconnect(&self, id: CheckerId, now: Instant) {
+        let mut state = lock(&self.state);
+        if let Some(slot) = state.checkers.remove(&id) {
+            info!(node = %slot.node_id, "HDS checker disconnected");
+        }
+        self.rebalance(&mut state, now);
+    }
+
+    pub fn set_model(&self, model: &Model, now: Instant) {
+        let targets = targets(model);
+        let mut state = lock(&self.state);
+        if state.targets == targets {
+            return;
+        }
+        state.groups = targets.iter().map(|t| (t.group.name.clone(), t.group.clone())).collect();
+        state.targets = targets;
+        self.rebalance(&mut state, now);
+    }
+
+    pub fn record(&self, id: CheckerId, response: &EndpointHealthResponse, now: Instant) {
+        let mut state = lock(&self.state);
+        let HubState { groups, checkers, book, .. } = &mut *state;
+        let Some(slot) = checkers.get_mut(&id) else { return };
+        slot.reports += 1;
+        slot.last_report = Some(now);
+        self.metrics.hds_reports.inc();
+        for cluster in &response.cluster_endpoints_health {
+            let Some(group) = groups.get(&cluster.cluster_name) else { continue };
+            let warm_up = Duration::from_millis(u64::from(group.policy.timeout_ms)) + WARM_UP_MARGIN;
+            let period = Duration::from_millis(u64::from(group.policy.interval_ms)).max(self.config.report_interval);
+            for reported in cluster.locality_endpoints_health.iter().flat_map(|l| &l.endpoints_health) {
+                let (Some(address), Some(healthy)) = (address_of(reported), healthy(reported)) else { continue };
+                let key = EndpointKey { cluster: group.cluster.clone(), address };
+                // Only results for endpoints this checker has had long enough to have checked.
+                if slot.since.get(&key).is_some_and(|since| now >= *since + warm_up) {
+                    book.record(&key, id, healthy, now, period);
+                }
+            }
+        }
+        self.reevaluate(&mut state, now);
+    }
+
+    /// Lets reports go stale; call about once per report interval.
+    pub fn tick(&self, now: Instant) {
+        let mut state = lock(&self.state);
+        self.reevaluate(&mut state, now);
+    }
+
+    fn rebalance(&self, state: &mut HubState, now: Instant) {
+        let checkers: Vec<Checker> = state.checkers.values().map(|s| s.info.clone()).collect();
+        state.assignment = assign(&state.targets, &checkers, self.config.checkers_per_endpoint, &state.assignment);
+        let mut mine: HashMap<CheckerId, Vec<&EndpointKey>> = HashMap::new();
+        for (endpoint, ids) in &state.assignment {
+            for id in ids {
+                mine.entry(*id).or_default().push(endpoint);
+            }
+        }
+        for (id, slot) in &mut state.checkers {
+            let endpoints = mine.remove(id).unwrap_or_default();
+            let previous = std::mem::take(&mut slot.since);
+            slot.since = endpoints.into_iter().map(|e| (e.clone(), previous.get(e).copied().unwrap_or(now))).collect();
+            let specifier = specifier_for(*id, &state.targets, &state.assignment, self.config.report_interval);
+            let sent = slot.schedule.send_if_modified(|current| {
+                let changed = current.as_deref() != Some(&specifier);
+                if changed {
+                    *current = Some(Arc::new(specifier));
+                }
+                changed
+            });
+            if sent {
+                self.metrics.hds_schedules_sent.inc();
+            }
+        }
+        self.metrics.hds_checkers.set(state.checkers.len() as i64);
+        self.reevaluate(state, now);
+    }
+
+    fn reevaluate(&self, state: &mut HubState, now: Instant) {
+        let targets = &state.targets;
+        state.book.prune(now, |e| targets.binary_search_by(|t| t.endpoint.cmp(e)).is_ok());
+        let mut verdicts = CheckVerdicts::default();
+        let mut current = HashMap::with_capacity(targets.len());
+        for target in targets {
+            let verdict = state.book.verdict(&target.endpoint, now);
+            let was_unhealthy = state.verdicts.get(&target.endpoint) == Some(&Verdict::Unhealthy);
+            if was_unhealthy != (verdict == Verdict::Unhealthy) {
+                let to = if verdict == Verdict::Unhealthy { "unhealthy" } else { "healthy" };
+                info!(cluster = %target.endpoint.cluster, address = %target.endpoint.address, to, "HDS verdict flipped");
+                self.metrics.hds_verdict_flips.get_or_create(&VerdictLabel { to }).inc();
+            }
+            if verdict == Verdict::Unhealthy {
+                verdicts.insert(&target.endpoint.cluster, target.endpoint.address);
+            }
+            current.insert(target.endpoint.clone(), verdict);
+        }
+        state.verdicts = current;
+        let unchecked = targets.iter().filter(|t| !state.assignment.contains_key(&t.endpoint)).count();
+        self.metrics.hds_unchecked_endpoints.set(unchecked as i64);
+        self.metrics.hds_unhealthy_endpoints.set(verdicts.len() as i64);
+        let unchecked_now = unchecked > 0;
+        if unchecked_now && !state.warned_unchecked {
+            warn!(unchecked, "no connected HDS checker can probe these endpoints; Kubernetes readiness alone decides");
+        }
+        state.warned_unchecked = unchecked_now;
+        self.verdicts.send_if_modified(|published| {
+            let changed = **published != verdicts;
+            if changed {
+                *published = Arc::new(verdicts);
+            }
+            changed
+        });
+    }
+
+    pub fn view(&self, now: Instant) -> HubView {
+        let state = lock(&self.state);
+        let node_of = |id: &CheckerId| state.checkers.get(id).map(|s| s.node_id.clone());
+        let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        HubView {
+            checkers_per_endpoint: self.config.checkers_per_endpoint,
+            report_interval_ms: self.config.report_interval.as_millis() as u64,
+            checkers: state
+                .checkers
+                .values()
+                .map(|slot| CheckerView {
+                    id: slot.info.id,
+                    node: slot.node_id.clone(),
+                    node_name: slot.info.node_name.clone(),
+                    zone: slot.info.zone.clone(),
+                    endpoints: slot.since.len(),
+                    reports: slot.reports,
+                    last_report_ms_ago: slot.last_report.map(age_ms),
+                })
+                .collect(),
+            endpoints: state
+                .targets
+                .iter()
+                .map(|target| EndpointView {
+                    cluster: target.endpoint.cluster.to_string(),
+                    address: target.endpoint.address,
+                    group: target.group.name.clone(),
+                    interval_ms: target.group.policy.interval_ms,
+                    failure_threshold: target.group.policy.failure_threshold,
+                    checkers: state
+                        .assignment
+                        .get(&target.endpoint)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| node_of(id).map(|node| AssignedView { id: *id, node }))
+                        .collect(),
+                    reports: state
+                        .book
+                        .all(&target.endpoint)
+                        .map(|(id, report)| ReportView {
+                            checker: id,
+                            node: node_of(&id),
+                            healthy: report.healthy,
+                            age_ms: age_ms(report.at),
+                            fresh: report.fresh_until > now,
+                        })
+                        .collect(),
+                    verdict: state.verdicts.get(&target.endpoint).copied().unwrap_or(Verdict::Unknown),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The whole HDS state, for `/debug/hds`.
+#[derive(Debug, Serialize)]
+pub struct HubView {
+    pub checkers_per_endpoint: usize,
+    pub report_interval_ms: u64,
+    pub checkers: Vec<CheckerView>,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckerView {
+    pub id: CheckerId,
+    pub node: String,
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+    pub endpoints: usize,
+    pub reports: u64,
+    pub last_report_ms_ago: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    pub cluster: String,
+    pub address: SocketAddr,
+    pub group: String,
+    pub interval_ms: u32,
+    pub failure_threshold: u32,
+    pub checkers: Vec<AssignedView>,
+    pub reports: Vec<ReportView>,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AssignedView {
+    pub id: CheckerId,
+    pub node: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportView {
+    pub checker: CheckerId,
+    /// `None` once the checker has disconnected.
+    pub node: Option<String>,
+    pub healthy: bool,
+    pub age_ms: u64,
+    pub fresh: bool,
+}
+
+/// The Kubernetes node a checker runs on: node metadata `node_name` (or `NODE_NAME`).
+fn node_name(node: &Node) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let fields = &node.metadata.as_ref()?.fields;
+    ["node_name", "NODE_NAME"].iter().find_map(|key| match fields.get(*key)?.kind.as_ref()? {
+        Kind::StringValue(value) if !value.is_empty() => Some(value.clone()),
+        _ => None,
+    })
+}
+
+fn zone(node: &Node) -> Option<String> {
+    node.locality.as_ref().map(|l| l.zone.clone()).filter(|z| !z.is_empty())
+}
+
+fn address_of(reported: &ReportedEndpoint) -> Option<SocketAddr> {
+    let address = reported.endpoint.as_ref()?.address.as_ref()?;
+    let Some(AddressKind::SocketAddress(socket)) = &address.address else { return None };
+    let ip: IpAddr = socket.address.parse().ok()?;
+    let Some(PortSpecifier::PortValue(port)) = socket.port_specifier else { return None };
+    Some(SocketAddr::new(ip, u16::try_from(port).ok()?))
+}
+
+/// Envoy reports HEALTHY, UNHEALTHY or TIMEOUT; anything else says nothing.
+fn healthy(reported: &ReportedEndpoint) -> Option<bool> {
+    match HealthStatus::try_from(reported.health_status).ok()? {
+        HealthStatus::Healthy | HealthStatus::Degraded => Some(true),
+        HealthStatus::Unhealthy | HealthStatus::Timeout => Some(false),
+        HealthStatus::Unknown | HealthStatus::Draining => None,
+    }
+}
+
+/// Feeds the hub new models and the passing of time until shutdown.
+pub async fn run(
+    hub: Arc<HdsHub>,
+    mut models: watch::Receiver<Option<Arc<Model>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(hub.config.report_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut model = models.borrow_and_update().clone();
+    loop {
+        if let Some(model) = model.take() {
+            hub.set_model(&model, Instant::now());
+        }
+        tokio::select! {
+            changed = models.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                model = models.borrow_and_update().clone();
+            }
+            _ = ticks.tick() => hub.tick(Instant::now()),
+            () = crate::shutdown::requested(&mut shutdown) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -1,0 +1,154 @@
+//! `HealthDiscoveryService/StreamHealthCheck`: a checker announces itself, receives its
+//! schedule whenever it changes, and streams reports into the hub.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::service::health::v3::health_check_request_or_endpoint_health_response::RequestType;
+use envoy_types::pb::envoy::service::health::v3::health_discovery_service_server::{
+    HealthDiscoveryService, HealthDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::health::v3::{
+    HealthCheckRequest, HealthCheckRequestOrEndpointHealthResponse, HealthCheckSpecifier, capability::Protocol,
+};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug};
+
+use super::hub::HdsHub;
+use crate::shutdown::{self, Shutdown};
+
+type SpecifierStream = ReceiverStream<Result<HealthCheckSpecifier, Status>>;
+
+#[derive(Clone)]
+pub struct HdsServer {
+    hub: Arc<HdsHub>,
+    shutdown: Shutdown,
+}
+
+impl HdsServer {
+    pub fn new(hub: Arc<HdsHub>, shutdown: Shutdown) -> Self {
+        Self { hub, shutdown }
+    }
+
+    pub fn server(&self) -> HealthDiscoveryServiceServer<Self> {
+        HealthDiscoveryServiceServer::new(self.clone())
+    }
+}
+
+#[tonic::async_trait]
+impl HealthDiscoveryService for HdsServer {
+    type StreamHealthCheckStream = SpecifierStream;
+
+    async fn stream_health_check(
+        &self,
+        request: Request<Streaming<HealthCheckRequestOrEndpointHealthResponse>>,
+    ) -> Result<Response<SpecifierStream>, Status> {
+        // One slot: a checker that reads slowly only ever gets the latest schedule.
+        let (tx, rx) = mpsc::channel(1);
+        let span = tracing::info_span!("hds_stream", node = tracing::field::Empty);
+        tokio::spawn(run_checker(self.hub.clone(), request.into_inner(), tx, self.shutdown.clone()).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch_health_check(
+        &self,
+        _request: Request<HealthCheckRequestOrEndpointHealthResponse>,
+    ) -> Result<Response<HealthCheckSpecifier>, Status> {
+        Err(Status::unimplemented("edgexds serves HDS as a stream only: use StreamHealthCheck"))
+    }
+}
+
+/// Unregisters the checker however its stream ends.
+struct Registration {
+    hub: Arc<HdsHub>,
+    id: super::CheckerId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.disconnect(self.id, Instant::now());
+    }
+}
+
+pub async fn run_checker<S>(
+    hub: Arc<HdsHub>,
+    mut inbound: S,
+    outbound: mpsc::Sender<Result<HealthCheckSpecifier, Status>>,
+    mut shutdown: Shutdown,
+) where
+    S: Stream<Item = Result<HealthCheckRequestOrEndpointHealthResponse, Status>> + Unpin,
+{
+    let first = tokio::select! {
+        first = first_request(&mut inbound) => first,
+        () = shutdown::requested(&mut shutdown) => Err(Status::unavailable("edgexds is shutting down")),
+    };
+    let request = match first {
+        Ok(request) => request,
+        Err(status) => {
+            let _ = outbound.send(Err(status)).await;
+            return;
+        }
+    };
+    let node = request.node.unwrap_or_default();
+    tracing::Span::current().record("node", node.id.as_str());
+    let protocols = request.capability.map(|c| c.health_check_protocols).unwrap_or_default();
+    let supports = |p: Protocol| protocols.contains(&(p as i32));
+    let (id, mut schedule) = hub.connect(&node, supports(Protocol::Http), supports(Protocol::Tcp), Instant::now());
+    let _registration = Registration { hub: hub.clone(), id };
+    schedule.mark_changed();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown::requested(&mut shutdown) => {
+                let _ = outbound.send(Err(Status::unavailable("edgexds is shutting down"))).await;
+                return;
+            }
+            message = inbound.next() => match message {
+                None | Some(Err(_)) => {
+                    debug!("checker stream ended");
+                    return;
+                }
+                Some(Ok(message)) => match message.request_type {
+                    Some(RequestType::EndpointHealthResponse(report)) => hub.record(id, &report, Instant::now()),
+                    // Envoy re-announces only on a new stream; a repeat changes nothing.
+                    Some(RequestType::HealthCheckRequest(_)) => {}
+                    None => {
+                        let status = Status::invalid_argument("message carries neither health_check_request nor endpoint_health_response");
+                        let _ = outbound.send(Err(status)).await;
+                        return;
+                    }
+                },
+            },
+            changed = schedule.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let specifier = schedule.borrow_and_update().clone();
+                if let Some(specifier) = specifier
+                    && outbound.send(Ok((*specifier).clone())).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn first_request<S>(inbound: &mut S) -> Result<HealthCheckRequest, Status>
+where
+    S: Stream<Item = Result<HealthCheckRequestOrEndpointHealthResponse, Status>> + Unpin,
+{
+    match inbound.next().await {
+        Some(Ok(HealthCheckRequestOrEndpointHealthResponse {
+            request_type: Some(RequestType::HealthCheckRequest(r)),
+        })) => Ok(r),
+        Some(Ok(_)) => Err(Status::invalid_argument(
+            "the first message on an HDS stream must be a health_check_request announcing the node and its capabilities",
+        )),
+        Some(Err(status)) => Err(status),
+        None => Err(Status::cancelled("stream closed before the health_check_request")),
+    }
+}
