@@ -148,5 +148,19 @@ mod tests {
         assert_eq!(args.xds_addr.port(), 18000);
         assert_eq!(args.admin_addr.port(), 19000);
         assert_eq!(args.debounce, Duration::from_millis(100));
+        assert_eq!(args.active_health_checks, ActiveHealthChecks::Cds);
+        assert_eq!((args.hds_checkers_per_endpoint, args.hds_report_interval), (2, Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn hds_flags_are_range_checked_with_a_clear_message() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from([&["edgexds", "serve", "--manifests", "examples"], extra].concat()).map(|_| ())
+        };
+        assert!(parse(&["--active-health-checks", "hds", "--hds-checkers-per-endpoint", "3"]).is_ok());
+        let error = parse(&["--hds-report-interval", "10ms"]).unwrap_err().to_string();
+        assert!(error.contains("between 100ms and 5s"), "{error}");
+        assert!(parse(&["--hds-checkers-per-endpoint", "0"]).is_err());
+        assert!(parse(&["--active-health-checks", "sidecars"]).is_err());
     }
 }

@@ -69,8 +69,12 @@ def test_lint_is_clean_with_every_option_on(tmp_path):
         {"image": {"pullPolicy": "Sometimes"}},
         {"watchNamespaces": ["Not_A_Namespace"]},
         {"replicas": 2},
+        {"activeHealthChecks": {"mode": "sidecars"}},
+        {"activeHealthChecks": {"checkersPerEndpoint": 0}},
+        {"hdsCheckers": {"enabled": True}},
     ],
-    ids=["negative-replicas", "unknown-log-format", "bad-debounce", "port-out-of-range", "bad-pull-policy", "bad-namespace", "unknown-key"],
+    ids=["negative-replicas", "unknown-log-format", "bad-debounce", "port-out-of-range", "bad-pull-policy", "bad-namespace", "unknown-key",
+         "unknown-health-check-mode", "no-checkers-per-endpoint", "checkers-without-hds"],
 )
 def test_values_schema_rejects_bad_values(tmp_path, bad):
     messages = lint(chart_with_values(tmp_path, merged(bad)))
@@ -141,6 +145,8 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
         "serve", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:19000",
         "--debounce=100ms", "--log-format=json", "--log-level=info",
     ]
+    assert "--active-health-checks=cds" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--hds-")]
     assert container["resources"] == {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
@@ -182,5 +188,25 @@ def test_install_with_every_option_on():
     assert objects["PodDisruptionBudget", "edge", name]["spec"]["minAvailable"] == 2
     policy = objects["NetworkPolicy", "edge", name]["spec"]
     assert [rule["ports"][0]["port"] for rule in policy["ingress"]] == ["grpc-xds", "http-admin"]
+    for flag in ["--active-health-checks=hds", "--hds-checkers-per-endpoint=3", "--hds-report-interval=250ms"]:
+        assert flag in args
+    # HDS checkers: one Envoy per node, reaching edgexds through its Service, told its node name.
+    checkers = objects["DaemonSet", "edge", name + "-checker"]["spec"]
+    checker_pod = checkers["template"]["spec"]
+    envoy = checker_pod["containers"][0]
+    assert envoy["image"] == "registry.example.com/envoyproxy/envoy:v1.40.0"
+    assert '--config-yaml={"node":{"metadata":{"node_name":"$(NODE_NAME)"}}}' in envoy["args"]
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in envoy["env"]
+    assert envoy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert checker_pod["priorityClassName"] == "system-node-critical"
+    assert checker_pod["automountServiceAccountToken"] is False
+    bootstrap = yaml.safe_load(objects["ConfigMap", "edge", name + "-checker"]["data"]["bootstrap.yaml"])
+    assert bootstrap["hds_config"]["api_type"] == "GRPC"
+    address = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert address["endpoint"]["address"]["socket_address"] == {"address": name + ".edge.svc", "port_value": 18000}
+    # The control plane's Service and Deployment must never select checker pods.
+    service_selector = objects["Service", "edge", name]["spec"]["selector"]
+    checker_labels = checkers["template"]["metadata"]["labels"]
+    assert not all(checker_labels.get(k) == v for k, v in service_selector.items())
     # The emulated cluster has no monitoring.coreos.com API: no ServiceMonitor is rendered.
     assert not [k for k in objects if k[0] == "ServiceMonitor"]

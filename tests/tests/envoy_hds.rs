@@ -200,3 +200,61 @@ async fn both_mode_keeps_sidecar_health_checks_and_publishes_verdicts() {
     let (cluster, _) = s.sidecar.cluster_and_endpoints(ROUTED_CLUSTER).await.unwrap().expect("sidecar has web");
     assert_eq!(cluster["health_checks"][0]["interval"], "1s");
 }
+
+/// 20 upstreams on one port of 127.0.0.1 ..= 127.0.0.20: one Service with 20 pods.
+async fn twenty_upstreams() -> Vec<Upstream> {
+    'attempt: for _ in 0..20 {
+        let first = Upstream::start("pod-1", [127, 0, 0, 1].into(), 0).await.expect("bind 127.0.0.1");
+        let port = first.addr.port();
+        let mut all = vec![first];
+        for i in 2..=20u8 {
+            match Upstream::start(&format!("pod-{i}"), [127, 0, 0, i].into(), port).await {
+                Ok(upstream) => all.push(upstream),
+                Err(_) => continue 'attempt,
+            }
+        }
+        return all;
+    }
+    panic!("no port free on 127.0.0.1..=20");
+}
+
+/// Probes per second the upstreams receive in a steady state with 10 sidecars (and, for HDS, 2 checkers).
+async fn probe_rate(mode: ActiveHealthChecks, upstreams: &[Upstream]) -> f64 {
+    let cp = ControlPlane::start_hds(mode, 2).await.expect("control plane starts");
+    cp.write("web.yaml", &web_service());
+    cp.write("web-slice.yaml", &web_slice(&upstreams.iter().collect::<Vec<_>>()));
+    cp.write("web-probe.yaml", &web_probe(BASE_MS, BASE_MS));
+    let mut envoys = Vec::new();
+    for i in 0..10 {
+        envoys.push(Envoy::start(&format!("sidecar-{i}"), cp.xds_addr()).await.expect("sidecar starts"));
+    }
+    if mode.uses_hds() {
+        envoys.push(checker(&cp, "checker-a", "node-a").await);
+        envoys.push(checker(&cp, "checker-b", "node-b").await);
+    }
+    for sidecar in &envoys[..10] {
+        let last = upstreams[19].addr;
+        sidecar_sees(sidecar, last, "HEALTHY", SETTLE).await;
+    }
+    // Let every health checker reach its steady interval before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = || upstreams.iter().map(Upstream::probes).sum::<u64>();
+    let (before, started) = (count(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    (count() - before) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hds_probes_each_endpoint_from_two_checkers_instead_of_from_every_sidecar() {
+    init_test_logs();
+    let upstreams = twenty_upstreams().await;
+    let per_sidecar = probe_rate(ActiveHealthChecks::Cds, &upstreams).await;
+    let hds = probe_rate(ActiveHealthChecks::Hds, &upstreams).await;
+    eprintln!(
+        "10 sidecars x 20 endpoints, {BASE_MS}ms interval: per-sidecar CDS checks {per_sidecar:.1} probes/s, \
+         HDS with 2 checkers per endpoint {hds:.1} probes/s ({:.1}x fewer)",
+        per_sidecar / hds
+    );
+    assert!(per_sidecar > 150.0, "every sidecar probes every endpoint: {per_sidecar}");
+    assert!(hds < 60.0 && hds > 25.0, "two checkers per endpoint: {hds}");
+}

@@ -61,3 +61,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [healthprobes/status]
   verbs: [patch]
 {{- end }}
+
+{{/* Labels that select the HDS checker pods; disjoint from the control plane's, so its Service never routes to them. */}}
+{{- define "edgexds.checkerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgexds.name" . }}-hds-checker
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}

@@ -152,3 +152,7 @@ where
         None => Err(Status::cancelled("stream closed before the health_check_request")),
     }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
