@@ -52,6 +52,16 @@ impl ControlPlane {
 
     /// A control plane watching the given API server, with the default 100ms debounce.
     pub async fn kubernetes(client: kube::Client, namespaces: &[&str], selector: Option<&str>) -> Result<Running> {
+        Self::kubernetes_with(client, namespaces, selector, TranslateOptions::default(), HdsConfig::default()).await
+    }
+
+    pub async fn kubernetes_with(
+        client: kube::Client,
+        namespaces: &[&str],
+        selector: Option<&str>,
+        translate: TranslateOptions,
+        hds: HdsConfig,
+    ) -> Result<Running> {
         Ok(start(ServeConfig {
             source: Source::Kubernetes {
                 client: Some(client),
@@ -60,8 +70,8 @@ impl ControlPlane {
             },
             xds_addr: "127.0.0.1:0".parse()?,
             admin_addr: "127.0.0.1:0".parse()?,
-            pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate: TranslateOptions::default() },
-            hds: HdsConfig::default(),
+            pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
+            hds,
         })
         .await?)
     }

@@ -3,6 +3,7 @@
 
 pub mod control_plane;
 pub mod envoy;
+pub mod hds_client;
 pub mod http;
 pub mod kube_api;
 pub mod kube_objects;

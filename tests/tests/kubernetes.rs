@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use edgexds::cache::ResourceType;
+use edgexds::hds::HdsConfig;
 use edgexds::serve::Running;
+use edgexds::translate::{ActiveHealthChecks, TranslateOptions};
 use edgexds_tests::control_plane::ControlPlane;
+use edgexds_tests::hds_client::HdsClient;
 use edgexds_tests::http;
 use edgexds_tests::kube_api::{FakeApiServer, Kind};
 use edgexds_tests::kube_objects::{probe, service, slice, web_probe};
@@ -300,4 +303,29 @@ async fn the_control_plane_needs_only_list_watch_and_status_patch() {
     // The same file is what the Helm chart tests check the rendered RBAC rules against.
     let expected: Vec<(String, String)> = serde_json::from_str(include_str!("../rbac-verbs.json")).unwrap();
     assert_eq!(used, expected, "the Helm chart's RBAC grants exactly these");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hds_verdicts_show_in_probe_status_as_healthy_and_unhealthy_endpoints() {
+    let api = FakeApiServer::start().await;
+    seed(&api);
+    let translate = TranslateOptions { active_health_checks: ActiveHealthChecks::Hds, ..Default::default() };
+    let cp = ControlPlane::kubernetes_with(api.client(), &[], None, translate, HdsConfig::default()).await.unwrap();
+    let settled = wait_status(&api, "web", |o| o["status"]["healthyEndpoints"] == 2).await;
+    assert_eq!(settled["status"]["unhealthyEndpoints"], 0);
+
+    let mut checker = HdsClient::connect(cp.xds_addr, "checker-1").await.unwrap();
+    let mut schedule = checker.schedule().await.unwrap();
+    while schedule.cluster_health_checks.is_empty() {
+        schedule = checker.schedule().await.unwrap();
+    }
+    // Past the warm-up (probe timeout + 200ms), a failing report counts.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    checker.report(&schedule, &["10.0.0.1"]).await.unwrap();
+    let judged = wait_status(&api, "web", |o| o["status"]["unhealthyEndpoints"] == 1).await;
+    assert_eq!(judged["status"]["healthyEndpoints"], 1);
+    assert_eq!(judged["status"]["matchedEndpoints"], 2);
+
+    checker.report(&schedule, &[]).await.unwrap();
+    wait_status(&api, "web", |o| o["status"]["healthyEndpoints"] == 2).await;
 }

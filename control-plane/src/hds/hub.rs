@@ -32,6 +32,8 @@ use crate::sync::lock;
 /// Added to the probe timeout: how long after an endpoint is handed to a checker its first
 /// result can take to arrive. Envoy reports new hosts unhealthy until their first check ends.
 const WARM_UP_MARGIN: Duration = Duration::from_millis(200);
+/// Report periods without a report after which a connected checker counts as hung.
+const SILENT_PERIODS: u32 = 3;
 
 pub type Schedule = watch::Receiver<Option<Arc<HealthCheckSpecifier>>>;
 
@@ -41,8 +43,17 @@ struct CheckerSlot {
     schedule: watch::Sender<Option<Arc<HealthCheckSpecifier>>>,
     /// Since when each assigned endpoint has been this checker's.
     since: HashMap<EndpointKey, Instant>,
+    connected_at: Instant,
     reports: u64,
     last_report: Option<Instant>,
+    /// Connected but not reporting: its endpoints go to others until it reports again.
+    silent: bool,
+}
+
+impl CheckerSlot {
+    fn heard_within(&self, now: Instant, limit: Duration) -> bool {
+        now.saturating_duration_since(self.last_report.unwrap_or(self.connected_at)) <= limit
+    }
 }
 
 #[derive(Default)]
@@ -90,8 +101,10 @@ impl HdsHub {
             node_id: node.id.clone(),
             schedule,
             since: HashMap::new(),
+            connected_at: now,
             reports: 0,
             last_report: None,
+            silent: false,
         };
         let mut state = lock(&self.state);
         state.checkers.insert(id, slot);
@@ -125,6 +138,7 @@ impl HdsHub {
         let Some(slot) = checkers.get_mut(&id) else { return };
         slot.reports += 1;
         slot.last_report = Some(now);
+        let revived = std::mem::take(&mut slot.silent);
         self.metrics.hds_reports.inc();
         for cluster in &response.cluster_endpoints_health {
             let Some(group) = groups.get(&cluster.cluster_name) else { continue };
@@ -139,17 +153,37 @@ impl HdsHub {
                 }
             }
         }
-        self.reevaluate(&mut state, now);
+        if revived {
+            info!(node = %slot.node_id, "HDS checker reports again; giving it endpoints");
+            self.rebalance(&mut state, now);
+        } else {
+            self.reevaluate(&mut state, now);
+        }
     }
 
-    /// Lets reports go stale; call about once per report interval.
+    /// Lets reports go stale and takes endpoints from checkers that stopped reporting
+    /// (a hung Envoy whose connection stays open); call about once per report interval.
     pub fn tick(&self, now: Instant) {
         let mut state = lock(&self.state);
-        self.reevaluate(&mut state, now);
+        let limit = self.config.report_interval * SILENT_PERIODS;
+        let mut changed = false;
+        for slot in state.checkers.values_mut() {
+            let silent = !slot.heard_within(now, limit);
+            if silent && !slot.silent {
+                warn!(node = %slot.node_id, ?limit, "HDS checker stopped reporting; its endpoints go to others");
+            }
+            changed |= silent != slot.silent;
+            slot.silent = silent;
+        }
+        if changed {
+            self.rebalance(&mut state, now);
+        } else {
+            self.reevaluate(&mut state, now);
+        }
     }
 
     fn rebalance(&self, state: &mut HubState, now: Instant) {
-        let checkers: Vec<Checker> = state.checkers.values().map(|s| s.info.clone()).collect();
+        let checkers: Vec<Checker> = state.checkers.values().filter(|s| !s.silent).map(|s| s.info.clone()).collect();
         state.assignment = assign(&state.targets, &checkers, self.config.checkers_per_endpoint, &state.assignment);
         let mut mine: HashMap<CheckerId, Vec<&EndpointKey>> = HashMap::new();
         for (endpoint, ids) in &state.assignment {
@@ -229,6 +263,7 @@ impl HdsHub {
                     node_name: slot.info.node_name.clone(),
                     zone: slot.info.zone.clone(),
                     endpoints: slot.since.len(),
+                    silent: slot.silent,
                     reports: slot.reports,
                     last_report_ms_ago: slot.last_report.map(age_ms),
                 })
@@ -283,6 +318,8 @@ pub struct CheckerView {
     pub node_name: Option<String>,
     pub zone: Option<String>,
     pub endpoints: usize,
+    /// Connected but not reporting for three report periods: it has no endpoints until it reports.
+    pub silent: bool,
     pub reports: u64,
     pub last_report_ms_ago: Option<u64>,
 }

@@ -187,3 +187,22 @@ fn reports_for_endpoints_not_assigned_to_the_checker_are_ignored() {
     hub.record(a, &report(&full, &["10.0.0.1", "10.0.0.2"]), start + Duration::from_secs(1));
     assert_eq!(failing(&hub), 1, "only the endpoint a still holds counts");
 }
+
+#[test]
+fn a_checker_that_stops_reporting_loses_its_endpoints_until_it_reports_again() {
+    let (hub, start) = (hub(1), Instant::now());
+    hub.set_model(&model(), start);
+    let (a, rx_a) = hub.connect(&node("a"), true, true, start);
+    let (b, rx_b) = hub.connect(&node("b"), true, true, start);
+    let count = |rx: &Schedule| {
+        schedule(rx).cluster_health_checks.iter().map(|c| c.locality_endpoints[0].endpoints.len()).sum::<usize>()
+    };
+    assert_eq!((count(&rx_a), count(&rx_b)), (1, 1));
+    let later = start + REPORT * 2;
+    hub.record(b, &report(&schedule(&rx_b), &[]), later);
+    hub.tick(start + REPORT * 4);
+    assert_eq!((count(&rx_a), count(&rx_b)), (0, 2), "a hung checker's endpoints move to one that reports");
+    assert!(hub.view(start + REPORT * 4).checkers.iter().any(|c| c.silent));
+    hub.record(a, &report(&schedule(&rx_a), &[]), start + REPORT * 5);
+    assert_eq!((count(&rx_a), count(&rx_b)), (1, 1), "reporting again earns its share back");
+}
