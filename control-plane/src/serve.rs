@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -182,22 +182,26 @@ async fn serve_xds(
             health.set_service_status("", tonic_health::ServingStatus::Serving).await;
         }
     });
-    let mut stop = shutdown;
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        // Detects Envoys that vanished without closing their connection.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(xds.aggregated())
-        .add_service(xds.clusters())
-        .add_service(xds.endpoints())
-        .add_service(csds.server())
-        .add_optional_service(checkers.map(|c| c.server()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            crate::shutdown::requested(&mut stop).await;
-        })
-        .await?;
+    let grpc = tonic::service::Routes::new(health_service).add_service(csds.server());
+    let grpc = match checkers {
+        Some(checkers) => grpc.add_service(checkers.server()),
+        None => grpc,
+    };
+    let router = grpc.into_axum_router().merge(xds.router());
+    let incoming = TcpListenerStream::new(listener).filter_map(|accepted| async move {
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, typically: back off instead of spinning.
+                warn!(error = %e, "accepting an xDS connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return None;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        Some(stream)
+    });
+    crate::xds::listener::serve(Box::pin(incoming), router, shutdown).await;
     Ok(())
 }
 

@@ -1,7 +1,10 @@
 //! Delta xDS over gRPC: the per-stream protocol state machine, the tonic
 //! services, and the views of connected proxies (debug endpoint and CSDS).
 
+mod budget;
 mod csds;
+pub mod grpc;
+pub mod listener;
 pub mod proxies;
 mod service;
 mod stream;
@@ -10,6 +13,7 @@ mod subscription;
 
 use std::sync::Arc;
 
+pub use budget::{SEND_BUDGET_BYTES, SendBudget};
 pub use csds::ClientStatus;
 pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use service::XdsServer;

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint, Server, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Status, Streaming};
 
 pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -39,16 +39,9 @@ impl Harness {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connections, incoming) = mpsc::channel::<DuplexStream>(16);
         let observer = Arc::new(Observer::default());
-        let xds = XdsServer::new(cache.clone(), shutdown_rx, observer.clone());
-        let incoming = ReceiverStream::new(incoming);
-        let incoming = tokio_stream::StreamExt::map(incoming, Ok::<_, std::io::Error>);
-        tokio::spawn(
-            Server::builder()
-                .add_service(xds.aggregated())
-                .add_service(xds.clusters())
-                .add_service(xds.endpoints())
-                .serve_with_incoming(incoming),
-        );
+        let xds = XdsServer::new(cache.clone(), shutdown_rx.clone(), observer.clone());
+        // The same router and HTTP/2 settings as the real server, over in-process pipes.
+        tokio::spawn(edgexds::xds::listener::serve(ReceiverStream::new(incoming), xds.router(), shutdown_rx));
         Self { cache, shutdown, connections, observer }
     }
 

@@ -1,33 +1,28 @@
-//! The tonic services: ADS, CDS and EDS, delta variants only.
+//! The delta xDS routes: ADS, CDS and EDS, delta methods only, framed by [`super::grpc`].
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
-    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
-    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
-};
-use futures::stream::BoxStream;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::Response;
+use axum::routing::post;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use super::Observer;
+use super::budget::SendBudget;
+use super::grpc::{decode_requests, status_response, streaming_response};
 use super::stream::{StreamKind, run_stream};
 use crate::cache::{ResourceType, SnapshotSource};
 
 /// Responses waiting to be written per stream; the stream builds the next one only when a slot frees.
 const OUTBOUND_SLOTS: usize = 1;
 
-type DeltaStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-type SotwStream = BoxStream<'static, Result<DiscoveryResponse, Status>>;
+const ADS: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const CDS: &str = "envoy.service.cluster.v3.ClusterDiscoveryService";
+const EDS: &str = "envoy.service.endpoint.v3.EndpointDiscoveryService";
 
 /// Serves delta xDS from a snapshot source.
 #[derive(Clone)]
@@ -35,27 +30,26 @@ pub struct XdsServer {
     cache: Arc<dyn SnapshotSource>,
     shutdown: watch::Receiver<bool>,
     observer: Arc<Observer>,
+    budget: Arc<SendBudget>,
 }
 
 impl XdsServer {
     pub fn new(cache: Arc<dyn SnapshotSource>, shutdown: watch::Receiver<bool>, observer: Arc<Observer>) -> Self {
-        Self { cache, shutdown, observer }
+        Self { cache, shutdown, observer, budget: Arc::default() }
     }
 
-    pub fn aggregated(&self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self.clone())
+    /// The gRPC routes of the three discovery services; other gRPC services can be merged in.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&format!("/{ADS}/{{method}}"), post(aggregated))
+            .route(&format!("/{CDS}/{{method}}"), post(clusters))
+            .route(&format!("/{EDS}/{{method}}"), post(endpoints))
+            .with_state(self.clone())
     }
 
-    pub fn clusters(&self) -> ClusterDiscoveryServiceServer<Self> {
-        ClusterDiscoveryServiceServer::new(self.clone())
-    }
-
-    pub fn endpoints(&self) -> EndpointDiscoveryServiceServer<Self> {
-        EndpointDiscoveryServiceServer::new(self.clone())
-    }
-
-    fn open(&self, kind: StreamKind, inbound: Streaming<DeltaDiscoveryRequest>) -> Response<DeltaStream> {
+    fn open(&self, kind: StreamKind, request: Request) -> Response<Body> {
         let (tx, rx) = mpsc::channel(OUTBOUND_SLOTS);
+        let inbound = decode_requests::<DeltaDiscoveryRequest>(request.into_body());
         tokio::spawn(run_stream(
             kind,
             inbound,
@@ -63,84 +57,34 @@ impl XdsServer {
             self.cache.subscribe(),
             self.shutdown.clone(),
             self.observer.clone(),
+            self.budget.clone(),
         ));
-        Response::new(ReceiverStream::new(rx))
+        streaming_response(rx)
+    }
+
+    fn dispatch(&self, method: &str, delta: (&str, StreamKind), others: &[&str], request: Request) -> Response<Body> {
+        if method == delta.0 {
+            self.open(delta.1, request)
+        } else if others.contains(&method) {
+            status_response(Status::unimplemented(
+                "edgexds serves incremental xDS only: set api_type: DELTA_GRPC in the Envoy bootstrap's ads_config",
+            ))
+        } else {
+            status_response(Status::unimplemented(format!("unknown method {method}")))
+        }
     }
 }
 
-fn delta_only() -> Status {
-    Status::unimplemented(
-        "edgexds serves incremental xDS only: set api_type: DELTA_GRPC in the Envoy bootstrap's ads_config",
-    )
+async fn aggregated(State(xds): State<XdsServer>, Path(method): Path<String>, request: Request) -> Response<Body> {
+    xds.dispatch(&method, ("DeltaAggregatedResources", StreamKind::Aggregated), &["StreamAggregatedResources"], request)
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for XdsServer {
-    type StreamAggregatedResourcesStream = SotwStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        _request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<SotwStream>, Status> {
-        Err(delta_only())
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
-        Ok(self.open(StreamKind::Aggregated, request.into_inner()))
-    }
+async fn clusters(State(xds): State<XdsServer>, Path(method): Path<String>, request: Request) -> Response<Body> {
+    let kind = StreamKind::Single(ResourceType::Cluster);
+    xds.dispatch(&method, ("DeltaClusters", kind), &["StreamClusters", "FetchClusters"], request)
 }
 
-#[tonic::async_trait]
-impl ClusterDiscoveryService for XdsServer {
-    type StreamClustersStream = SotwStream;
-    type DeltaClustersStream = DeltaStream;
-
-    async fn stream_clusters(
-        &self,
-        _request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<SotwStream>, Status> {
-        Err(delta_only())
-    }
-
-    async fn delta_clusters(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
-        Ok(self.open(StreamKind::Single(ResourceType::Cluster), request.into_inner()))
-    }
-
-    async fn fetch_clusters(&self, _request: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(delta_only())
-    }
-}
-
-#[tonic::async_trait]
-impl EndpointDiscoveryService for XdsServer {
-    type StreamEndpointsStream = SotwStream;
-    type DeltaEndpointsStream = DeltaStream;
-
-    async fn stream_endpoints(
-        &self,
-        _request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<SotwStream>, Status> {
-        Err(delta_only())
-    }
-
-    async fn delta_endpoints(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
-        Ok(self.open(StreamKind::Single(ResourceType::ClusterLoadAssignment), request.into_inner()))
-    }
-
-    async fn fetch_endpoints(
-        &self,
-        _request: Request<DiscoveryRequest>,
-    ) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(delta_only())
-    }
+async fn endpoints(State(xds): State<XdsServer>, Path(method): Path<String>, request: Request) -> Response<Body> {
+    let kind = StreamKind::Single(ResourceType::ClusterLoadAssignment);
+    xds.dispatch(&method, ("DeltaEndpoints", kind), &["StreamEndpoints", "FetchEndpoints"], request)
 }

@@ -4,15 +4,20 @@
 //! snapshot current at that moment: a slow Envoy gets fewer, newer responses
 //! and never holds up the cache or other streams.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use futures::future::OptionFuture;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Observer;
+use super::budget::{Credit, SendBudget, StreamSlot};
+use super::grpc::{Outbound, encode_frame};
 use super::proxies::lock;
 use super::stream_state::{Answer, StreamState, log_nack};
 use crate::cache::{ResourceType, SnapshotReceiver};
@@ -32,10 +37,11 @@ pub enum StreamKind {
 pub async fn run_stream<S>(
     kind: StreamKind,
     inbound: S,
-    outbound: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    outbound: mpsc::Sender<Outbound>,
     snapshots: SnapshotReceiver,
     shutdown: Shutdown,
     observer: Arc<Observer>,
+    budget: Arc<SendBudget>,
 ) where
     S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
 {
@@ -44,27 +50,44 @@ pub async fn run_stream<S>(
     let gauge = observer.metrics.streams.get_or_create(&Metrics::method(kind)).clone();
     gauge.inc();
     let span = tracing::info_span!("xds_stream", kind = ?kind, node = tracing::field::Empty);
-    serve(state, inbound, outbound, snapshots, shutdown, &observer).instrument(span).await;
+    let io = Io { outbound, budget: &budget };
+    serve(state, inbound, io, snapshots, shutdown, &observer).instrument(span).await;
     gauge.dec();
+}
+
+/// Where responses go, and the budget they need first.
+struct Io<'a> {
+    outbound: mpsc::Sender<Outbound>,
+    budget: &'a SendBudget,
 }
 
 async fn serve<S>(
     state: Arc<Mutex<StreamState>>,
     mut inbound: S,
-    outbound: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    io: Io<'_>,
     mut snapshots: SnapshotReceiver,
     mut shutdown: Shutdown,
     observer: &Observer,
 ) where
     S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
 {
+    let Io { outbound, budget } = io;
+    let slot = StreamSlot::default();
+    let mut credit: Option<Credit> = None;
+    let mut reserving: Option<Pin<Box<dyn Future<Output = Credit> + Send + '_>>> = None;
     let mut snapshot = snapshots.borrow_and_update().clone();
     loop {
         let has_work = snapshot.is_some() && lock(&state).has_work();
+        if !has_work {
+            // Budget waits only for a response that will be built.
+            (credit, reserving) = (None, None);
+        } else if credit.is_none() && reserving.is_none() {
+            reserving = Some(Box::pin(budget.reserve(&slot)));
+        }
         tokio::select! {
             biased;
             () = shutdown::requested(&mut shutdown) => {
-                let _ = outbound.send(Err(Status::unavailable("edgexds is shutting down"))).await;
+                let _ = outbound.send(Box::new(Err(Status::unavailable("edgexds is shutting down")))).await;
                 return;
             }
             request = inbound.next() => match request {
@@ -73,13 +96,14 @@ async fn serve<S>(
                     return;
                 }
                 Some(Err(status)) => {
-                    debug!(%status, "stream ended by transport");
+                    debug!(%status, "request stream failed");
+                    let _ = outbound.send(Box::new(Err(status))).await;
                     return;
                 }
                 Some(Ok(request)) => {
                     if let Err(status) = handle(&state, request, observer) {
                         warn!(%status, "rejecting request, closing stream");
-                        let _ = outbound.send(Err(status)).await;
+                        let _ = outbound.send(Box::new(Err(status))).await;
                         return;
                     }
                 }
@@ -93,11 +117,14 @@ async fn serve<S>(
                     lock(&state).snapshot_changed(snapshot);
                 }
             }
-            permit = outbound.reserve(), if has_work => {
+            Some(granted) = OptionFuture::from(reserving.as_mut()) => {
+                (credit, reserving) = (Some(granted), None);
+            }
+            permit = outbound.reserve(), if credit.is_some() => {
                 let Ok(permit) = permit else { return };
                 let response = snapshot.as_deref().and_then(|s| lock(&state).next_response(s, &observer.metrics));
-                if let Some(response) = response {
-                    permit.send(Ok(response));
+                if let (Some(response), Some(credit)) = (response, credit.take()) {
+                    permit.send(Box::new(Ok(credit.attach(encode_frame(&response)))));
                 }
             }
         }

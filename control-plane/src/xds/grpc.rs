@@ -1,0 +1,170 @@
+//! gRPC framing for the delta xDS streams, straight on hyper.
+//!
+//! tonic encodes a stream's responses into one buffer that keeps the largest
+//! response ever sent alive for the life of the stream (tens of kB per Envoy,
+//! at rest). Here each response is encoded once into its own frame, which is
+//! freed as soon as HTTP/2 has written it.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Response, header};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// Requests larger than this are refused, as tonic does by default.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+const HEADER_BYTES: usize = 5;
+const GRPC_CONTENT_TYPE: &str = "application/grpc";
+
+/// What a stream task sends: a response, or the status that ends the stream.
+/// Boxed, so an idle channel slot costs a pointer rather than a whole response.
+pub type Outbound = Box<Result<Bytes, Status>>;
+
+/// Encodes a message as one length-prefixed gRPC frame, allocated to its exact size.
+pub fn encode_frame(message: &impl Message) -> Vec<u8> {
+    let len = message.encoded_len();
+    let mut frame = Vec::with_capacity(HEADER_BYTES + len);
+    frame.push(0);
+    frame.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    message.encode_raw(&mut frame);
+    frame
+}
+
+/// The messages of a request body; an undecodable frame ends the stream with its status.
+pub fn decode_requests<M: Message + Default>(body: Body) -> impl Stream<Item = Result<M, Status>> + Unpin + Send {
+    let state = (body, BytesMut::new(), false);
+    Box::pin(futures::stream::unfold(state, |(mut body, mut buf, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match next_message(&mut buf) {
+                Ok(Some(bytes)) => {
+                    let decoded = M::decode(bytes).map_err(|e| Status::internal(format!("undecodable request: {e}")));
+                    let failed = decoded.is_err();
+                    return Some((decoded, (body, buf, failed)));
+                }
+                Ok(None) => {}
+                Err(status) => return Some((Err(status), (body, buf, true))),
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Some((Err(Status::cancelled(format!("request stream failed: {e}"))), (body, buf, true)));
+                }
+                None if buf.is_empty() => return None,
+                None => {
+                    let status = Status::internal("request stream ended inside a message");
+                    return Some((Err(status), (body, buf, true)));
+                }
+            }
+        }
+    }))
+}
+
+/// Takes one complete message off the front of `buf`, if it holds one.
+fn next_message(buf: &mut BytesMut) -> Result<Option<Bytes>, Status> {
+    if buf.len() < HEADER_BYTES {
+        return Ok(None);
+    }
+    if buf[0] != 0 {
+        return Err(Status::unimplemented("compressed requests are not supported"));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_REQUEST_BYTES {
+        return Err(Status::resource_exhausted(format!("request of {len} bytes exceeds {MAX_REQUEST_BYTES}")));
+    }
+    if buf.len() < HEADER_BYTES + len {
+        buf.reserve(HEADER_BYTES + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER_BYTES);
+    let message = buf.split_to(len).freeze();
+    if buf.is_empty() {
+        // Start afresh so a large request's buffer is not kept for the life of the stream.
+        *buf = BytesMut::new();
+    }
+    Ok(Some(message))
+}
+
+/// A streaming gRPC response: each frame as the stream task sends it, then trailers with the
+/// final status (OK when the task simply ends).
+pub fn streaming_response(outbound: mpsc::Receiver<Outbound>) -> Response<Body> {
+    let frames = futures::stream::unfold(Some(outbound), |state| async move {
+        let mut outbound = state?;
+        let (frame, next) = match outbound.recv().await.map(|boxed| *boxed) {
+            Some(Ok(bytes)) => (Frame::data(bytes), Some(outbound)),
+            Some(Err(status)) => (Frame::trailers(trailers(&status)), None),
+            None => (Frame::trailers(trailers(&Status::ok(""))), None),
+        };
+        Some((Ok::<_, Infallible>(frame), next))
+    });
+    let mut response = Response::new(Body::new(StreamBody::new(frames.boxed())));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+    response
+}
+
+/// A response that is only a status, as gRPC sends an immediate error.
+pub fn status_response(status: Status) -> Response<Body> {
+    status.into_http()
+}
+
+fn trailers(status: &Status) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        // Only a message that cannot be a header value gets here; the code still goes out.
+        map.insert("grpc-status", HeaderValue::from(status.code() as i32));
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+    use super::*;
+
+    fn request(names: &[&str]) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_split_across_and_packed_into_body_chunks_are_decoded_in_order() {
+        let mut bytes = encode_frame(&request(&["a"]));
+        bytes.extend_from_slice(&encode_frame(&request(&["b", "c"])));
+        let (first, rest) = bytes.split_at(3);
+        let chunks: Vec<Result<Bytes, Infallible>> =
+            vec![Ok(Bytes::copy_from_slice(first)), Ok(Bytes::copy_from_slice(rest))];
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let decoded: Vec<_> = decode_requests::<DeltaDiscoveryRequest>(body).collect().await;
+        let names: Vec<Vec<String>> = decoded.into_iter().map(|r| r.unwrap().resource_names_subscribe).collect();
+        assert_eq!(names, [vec!["a".to_owned()], vec!["b".to_owned(), "c".to_owned()]]);
+    }
+
+    #[tokio::test]
+    async fn a_compressed_or_oversized_or_truncated_request_ends_the_stream_with_a_status() {
+        let compressed = Body::from(vec![1u8, 0, 0, 0, 0]);
+        let first = decode_requests::<DeltaDiscoveryRequest>(compressed).next().await.unwrap().unwrap_err();
+        assert_eq!(first.code(), tonic::Code::Unimplemented);
+        let oversized = Body::from(vec![0u8, 0xff, 0xff, 0xff, 0xff]);
+        let first = decode_requests::<DeltaDiscoveryRequest>(oversized).next().await.unwrap().unwrap_err();
+        assert_eq!(first.code(), tonic::Code::ResourceExhausted);
+        let truncated = Body::from(vec![0u8, 0, 0, 0, 9, 1]);
+        let mut stream = decode_requests::<DeltaDiscoveryRequest>(truncated);
+        assert_eq!(stream.next().await.unwrap().unwrap_err().code(), tonic::Code::Internal);
+        assert!(stream.next().await.is_none());
+    }
+}
