@@ -20,7 +20,7 @@ use crate::model::SourceState;
 
 /// Safety net for filesystems whose change events get lost (network mounts, some ConfigMap swaps).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
-const SETTLE: Duration = Duration::from_millis(20);
+const SETTLE: Duration = Duration::from_millis(5);
 const MAX_DEPTH: usize = 16;
 
 #[derive(Debug)]
