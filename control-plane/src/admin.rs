@@ -101,6 +101,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn debug_hds_says_when_hds_is_off_and_shows_the_hub_when_on() {
+        let mut state = state();
+        assert_eq!(status(&state, "/debug/hds").await, StatusCode::NOT_FOUND);
+        state.hds = Some(HdsHub::new(crate::hds::HdsConfig::default(), Arc::default()));
+        assert_eq!(status(&state, "/debug/hds").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
     async fn debug_resources_rejects_unknown_types_and_names() {
         let state = state();
         state.cache.publish(Snapshot::default());
