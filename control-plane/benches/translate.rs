@@ -93,11 +93,15 @@ fn eds_translate_encode(c: &mut Criterion) {
 
 fn full_pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("resolve_translate_encode_snapshot");
-    let input = state(1000, 10, true);
     group.throughput(Throughput::Elements(10_000));
-    group.bench_function("1000x10_with_probes", |b| {
-        b.iter(|| build_snapshot(black_box(&input), TranslateOptions::default(), None, &CheckVerdicts::default()))
-    });
+    for (services, endpoints) in [(1000, 10), (100, 100)] {
+        let input = state(services, endpoints, true);
+        group.bench_function(format!("{services}x{endpoints}_with_probes"), |b| {
+            b.iter(|| build_snapshot(black_box(&input), TranslateOptions::default(), None, &CheckVerdicts::default()))
+        });
+        // The resolve step alone, to see what the rest of the pipeline costs.
+        group.bench_function(format!("{services}x{endpoints}_resolve_only"), |b| b.iter(|| resolve(black_box(&input))));
+    }
     group.finish();
 }
 
