@@ -2,10 +2,12 @@
 //!
 //! Without it, 1,000 Envoys syncing at once each hold a response in memory while
 //! the sockets drain, and the peak grows with the fleet. Each stream also has at
-//! most one response in flight, so a client that stops reading pins one response
-//! of the budget, not a queue.
+//! most one response in flight, so a client that stops reading pins one response,
+//! not a queue; and after [`STALL`] its stream gives that response's share of the
+//! budget back, so stuck clients can never hold everyone else up.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -14,6 +16,8 @@ use super::MAX_RESPONSE_BYTES;
 
 /// Bytes in flight across all streams.
 pub const SEND_BUDGET_BYTES: usize = 8 << 20;
+/// A response unwritten this long no longer counts against the budget.
+pub const STALL: Duration = Duration::from_secs(10);
 
 pub struct SendBudget {
     bytes: Arc<Semaphore>,
@@ -41,9 +45,9 @@ impl SendBudget {
         let own = stream.0.clone().acquire_owned().await;
         let bytes = self.bytes.clone().acquire_many_owned(MAX_RESPONSE_BYTES as u32).await;
         match (own, bytes) {
-            (Ok(own), Ok(bytes)) => Credit { _own: Some(own), bytes: Some(bytes) },
+            (Ok(own), Ok(bytes)) => Credit { _own: Some(own), bytes: Arc::new(Mutex::new(Some(bytes))) },
             // The semaphores are never closed; without them, sending unbudgeted is the safe fallback.
-            _ => Credit { _own: None, bytes: None },
+            _ => Credit { _own: None, bytes: Arc::default() },
         }
     }
 }
@@ -60,19 +64,31 @@ impl Default for StreamSlot {
 /// The right to put one response in flight; given back when its frame is dropped.
 pub struct Credit {
     _own: Option<OwnedSemaphorePermit>,
-    bytes: Option<OwnedSemaphorePermit>,
+    /// Shared with the stream, which can give it back early if the frame stalls.
+    bytes: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+/// A stream's hold on the budget share of its response in flight.
+pub struct InFlight(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl InFlight {
+    /// Gives the share back while the frame is still unwritten; says whether it held any.
+    pub fn release(self) -> bool {
+        crate::sync::lock(&self.0).take().is_some()
+    }
 }
 
 impl Credit {
     /// Wraps an encoded frame so the credit returns once HTTP/2 has written and dropped it.
     /// Unused budget returns at once; a frame larger than a full response (one big resource)
     /// goes out on the credit it has.
-    pub fn attach(mut self, frame: Vec<u8>) -> Bytes {
-        if let Some(bytes) = &mut self.bytes {
+    pub fn attach(self, frame: Vec<u8>) -> (Bytes, InFlight) {
+        if let Some(bytes) = crate::sync::lock(&self.bytes).as_mut() {
             let unused = bytes.num_permits().saturating_sub(frame.len());
             drop(bytes.split(unused));
         }
-        Bytes::from_owner(Frame { frame, _credit: self })
+        let in_flight = InFlight(self.bytes.clone());
+        (Bytes::from_owner(Frame { frame, _credit: self }), in_flight)
     }
 }
 
@@ -97,7 +113,7 @@ mod tests {
     async fn a_frame_holds_only_its_size_until_it_is_dropped() {
         let budget = SendBudget::new(MAX_RESPONSE_BYTES * 2);
         let slot = StreamSlot::default();
-        let frame = budget.reserve(&slot).await.attach(vec![0; 1000]);
+        let (frame, _) = budget.reserve(&slot).await.attach(vec![0; 1000]);
         assert_eq!(budget.available(), MAX_RESPONSE_BYTES * 2 - 1000);
         drop(frame);
         assert_eq!(budget.available(), MAX_RESPONSE_BYTES * 2);
@@ -107,12 +123,25 @@ mod tests {
     async fn a_stream_waits_for_its_previous_frame_and_others_for_room() {
         let budget = Arc::new(SendBudget::new(MAX_RESPONSE_BYTES));
         let (mine, other) = (StreamSlot::default(), StreamSlot::default());
-        let first = budget.reserve(&mine).await.attach(vec![0; MAX_RESPONSE_BYTES]);
+        let (first, _) = budget.reserve(&mine).await.attach(vec![0; MAX_RESPONSE_BYTES]);
         let again = tokio::time::timeout(Duration::from_millis(50), budget.reserve(&mine)).await;
         assert!(again.is_err(), "one response in flight per stream");
         let others = tokio::time::timeout(Duration::from_millis(50), budget.reserve(&other)).await;
         assert!(others.is_err(), "the budget is full");
         drop(first);
         tokio::time::timeout(Duration::from_secs(1), budget.reserve(&other)).await.expect("room again");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_frame_gives_its_budget_back_but_still_blocks_its_own_stream() {
+        let budget = SendBudget::new(MAX_RESPONSE_BYTES);
+        let (stuck, other) = (StreamSlot::default(), StreamSlot::default());
+        let (frame, in_flight) = budget.reserve(&stuck).await.attach(vec![0; MAX_RESPONSE_BYTES]);
+        assert!(in_flight.release(), "the share was still held");
+        tokio::time::timeout(Duration::from_secs(1), budget.reserve(&other)).await.expect("others go on");
+        let own = tokio::time::timeout(Duration::from_millis(50), budget.reserve(&stuck)).await;
+        assert!(own.is_err(), "the stuck stream itself still waits for its frame");
+        drop(frame);
+        assert_eq!(budget.available(), MAX_RESPONSE_BYTES, "dropping the frame later returns nothing twice");
     }
 }

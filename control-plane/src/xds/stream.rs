@@ -16,7 +16,7 @@ use tonic::Status;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Observer;
-use super::budget::{Credit, SendBudget, StreamSlot};
+use super::budget::{Credit, InFlight, STALL, SendBudget, StreamSlot};
 use super::grpc::{Outbound, encode_frame};
 use super::proxies::lock;
 use super::stream_state::{Answer, StreamState, log_nack};
@@ -75,6 +75,8 @@ async fn serve<S>(
     let slot = StreamSlot::default();
     let mut credit: Option<Credit> = None;
     let mut reserving: Option<Pin<Box<dyn Future<Output = Credit> + Send + '_>>> = None;
+    // The last response sent, until it is written or has stalled.
+    let mut in_flight: Option<(tokio::time::Instant, InFlight)> = None;
     let mut snapshot = snapshots.borrow_and_update().clone();
     loop {
         let has_work = snapshot.is_some() && lock(&state).has_work();
@@ -120,14 +122,31 @@ async fn serve<S>(
             Some(granted) = OptionFuture::from(reserving.as_mut()) => {
                 (credit, reserving) = (Some(granted), None);
             }
+            () = stalled(&in_flight) => {
+                if let Some((_, held)) = in_flight.take()
+                    && held.release()
+                {
+                    warn!(after = ?STALL, "client is not reading its responses; its share of the send budget goes back");
+                }
+            }
             permit = outbound.reserve(), if credit.is_some() => {
                 let Ok(permit) = permit else { return };
                 let response = snapshot.as_deref().and_then(|s| lock(&state).next_response(s, &observer.metrics));
                 if let (Some(response), Some(credit)) = (response, credit.take()) {
-                    permit.send(Box::new(Ok(credit.attach(encode_frame(&response)))));
+                    let (frame, held) = credit.attach(encode_frame(&response));
+                    permit.send(Box::new(Ok(frame)));
+                    in_flight = Some((tokio::time::Instant::now() + STALL, held));
                 }
             }
         }
+    }
+}
+
+/// Resolves when the response in flight has gone unwritten for [`STALL`]; never without one.
+async fn stalled(in_flight: &Option<(tokio::time::Instant, InFlight)>) {
+    match in_flight {
+        Some((deadline, _)) => tokio::time::sleep_until(*deadline).await,
+        None => std::future::pending().await,
     }
 }
 
