@@ -68,6 +68,13 @@ pub struct Credit {
     bytes: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
+impl Drop for Credit {
+    fn drop(&mut self) {
+        // The stream may still hold an `InFlight` handle: the share must return now, not then.
+        crate::sync::lock(&self.bytes).take();
+    }
+}
+
 /// A stream's hold on the budget share of its response in flight.
 pub struct InFlight(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 
@@ -113,10 +120,15 @@ mod tests {
     async fn a_frame_holds_only_its_size_until_it_is_dropped() {
         let budget = SendBudget::new(MAX_RESPONSE_BYTES * 2);
         let slot = StreamSlot::default();
-        let (frame, _) = budget.reserve(&slot).await.attach(vec![0; 1000]);
+        let (frame, in_flight) = budget.reserve(&slot).await.attach(vec![0; 1000]);
         assert_eq!(budget.available(), MAX_RESPONSE_BYTES * 2 - 1000);
         drop(frame);
-        assert_eq!(budget.available(), MAX_RESPONSE_BYTES * 2);
+        assert_eq!(
+            budget.available(),
+            MAX_RESPONSE_BYTES * 2,
+            "written: the share returns though the stream still looks"
+        );
+        assert!(!in_flight.release(), "nothing left to give back");
     }
 
     #[tokio::test]
