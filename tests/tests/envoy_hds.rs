@@ -199,6 +199,9 @@ async fn both_mode_keeps_sidecar_health_checks_and_publishes_verdicts() {
     checked_and_healthy(&s.cp, &s).await;
     let (cluster, _) = s.sidecar.cluster_and_endpoints(ROUTED_CLUSTER).await.unwrap().expect("sidecar has web");
     assert_eq!(cluster["health_checks"][0]["interval"], "1s");
+    s.canary.set_healthy(false);
+    let took = sidecar_sees(&s.sidecar, s.canary.addr, "UNHEALTHY", SETTLE).await;
+    assert!(took <= budget(CANARY_MS, CANARY_FAILURES), "the verdict is published in both mode too: {took:?}");
 }
 
 /// 20 upstreams on one port of 127.0.0.1 ..= 127.0.0.20: one Service with 20 pods.
