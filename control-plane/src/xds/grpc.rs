@@ -19,20 +19,18 @@ use tonic::Status;
 
 /// Requests larger than this are refused, as tonic does by default.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
-const HEADER_BYTES: usize = 5;
+pub const HEADER_BYTES: usize = 5;
 const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
 /// What a stream task sends: a response, or the status that ends the stream.
 /// Boxed, so an idle channel slot costs a pointer rather than a whole response.
 pub type Outbound = Box<Result<Bytes, Status>>;
 
-/// Encodes a message as one length-prefixed gRPC frame, allocated to its exact size.
-pub fn encode_frame(message: &impl Message) -> Vec<u8> {
-    let len = message.encoded_len();
+/// A frame buffer for a `len`-byte message: its uncompressed-length prefix written, room for the rest.
+pub fn frame_with_capacity(len: usize) -> Vec<u8> {
     let mut frame = Vec::with_capacity(HEADER_BYTES + len);
     frame.push(0);
     frame.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    message.encode_raw(&mut frame);
     frame
 }
 
@@ -133,6 +131,12 @@ mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
     use super::*;
+
+    fn encode_frame(message: &impl Message) -> Vec<u8> {
+        let mut frame = frame_with_capacity(message.encoded_len());
+        message.encode_raw(&mut frame);
+        frame
+    }
 
     fn request(names: &[&str]) -> DeltaDiscoveryRequest {
         DeltaDiscoveryRequest {

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::Observer;
 use super::budget::{Credit, InFlight, STALL, SendBudget, StreamSlot};
-use super::grpc::{Outbound, encode_frame};
+use super::grpc::Outbound;
 use super::proxies::lock;
 use super::stream_state::{Answer, StreamState, log_nack};
 use crate::cache::{ResourceType, SnapshotReceiver};
@@ -133,7 +133,7 @@ async fn serve<S>(
                 let Ok(permit) = permit else { return };
                 let response = snapshot.as_deref().and_then(|s| lock(&state).next_response(s, &observer.metrics));
                 if let (Some(response), Some(credit)) = (response, credit.take()) {
-                    let (frame, held) = credit.attach(encode_frame(&response));
+                    let (frame, held) = credit.attach(response.frame);
                     permit.send(Box::new(Ok(frame)));
                     in_flight = Some((tokio::time::Instant::now() + STALL, held));
                 }

@@ -6,13 +6,12 @@
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
-use envoy_types::pb::google::protobuf::Any;
-use prost::Message;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 use tracing::{debug, warn};
 
 use super::StreamKind;
+use super::response_wire::{EncodedResponse, encode_response};
 use super::subscription::{Changes, Subscription, SubscriptionRequest};
 use crate::cache::{ResourceType, Snapshot};
 use crate::metrics::Metrics;
@@ -175,7 +174,7 @@ impl StreamState {
     }
 
     /// The next response, clusters before endpoints, or `None` when the client is up to date.
-    pub fn next_response(&mut self, snapshot: &Snapshot, metrics: &Metrics) -> Option<DeltaDiscoveryResponse> {
+    pub fn next_response(&mut self, snapshot: &Snapshot, metrics: &Metrics) -> Option<EncodedResponse> {
         for ty in ResourceType::ALL {
             let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
             let resources = snapshot.resources(ty);
@@ -221,9 +220,9 @@ impl StreamState {
             series.resources_sent.inc_by(changes.updated.len() as u64);
             series.resources_removed.inc_by(changes.removed.len() as u64);
             debug!(type_url = %ty, nonce, updated = changes.updated.len(), removed = changes.removed.len(), "sending");
-            let response = response(ty, nonce, changes);
+            let response = encode_response(ty.type_url(), &nonce, &changes.updated, &changes.removed);
             series.responses.inc();
-            series.bytes_sent.inc_by(response.encoded_len() as u64);
+            series.bytes_sent.inc_by(response.message_len() as u64);
             return Some(response);
         }
         None
@@ -256,25 +255,6 @@ fn split_at_limit(mut changes: Changes) -> (Changes, Vec<String>) {
         .map_or(changes.updated.len(), |i| i.max(1));
     let rest = changes.updated.split_off(keep).into_iter().map(|(name, _)| name).collect();
     (changes, rest)
-}
-
-fn response(ty: ResourceType, nonce: String, changes: Changes) -> DeltaDiscoveryResponse {
-    DeltaDiscoveryResponse {
-        type_url: ty.type_url().to_owned(),
-        nonce,
-        resources: changes
-            .updated
-            .into_iter()
-            .map(|(name, resource)| Resource {
-                name,
-                version: resource.version.clone(),
-                resource: Some(Any { type_url: ty.type_url().to_owned(), value: resource.body.clone() }),
-                ..Default::default()
-            })
-            .collect(),
-        removed_resources: changes.removed,
-        ..Default::default()
-    }
 }
 
 /// Logs a NACK; `first` says whether this node already rejected this version before.
