@@ -9,6 +9,9 @@ mod probe;
 mod resolve;
 mod verdicts;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 pub use object::{
     AddressType, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint, SlicePort,
     TargetPort,

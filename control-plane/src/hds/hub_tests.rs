@@ -5,58 +5,31 @@ use envoy_types::pb::envoy::config::endpoint::v3::Endpoint;
 use envoy_types::pb::envoy::service::health::v3::{ClusterEndpointsHealth, LocalityEndpointsHealth};
 
 use super::*;
-use crate::crd::{EndpointMatch, HealthProbeSpec, HttpProbe, ProbeOverride, TargetRef};
-use crate::model::{
-    AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
-    SlicePort, SourceState, TargetPort, resolve,
-};
+use crate::crd::{EndpointMatch, HealthProbeSpec, HttpProbe, ProbeOverride};
+use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice, state};
+use crate::model::resolve;
 
 const REPORT: Duration = Duration::from_millis(500);
 
+/// web.shop:80 with two pods probed every 2s, the second (the canary) every 500ms.
 fn model() -> Model {
-    let service = Service {
-        key: ObjectKey::new("shop", "web"),
-        ports: vec![ServicePort {
-            name: String::new(),
-            port: 80,
-            protocol: PortProtocol::Tcp,
-            target_port: TargetPort::Number(8080),
-        }],
-        external_name: false,
-    };
-    let endpoint = |ip: &str, pod: &str| SliceEndpoint {
-        address: ip.parse().unwrap(),
-        conditions: EndpointConditions::default(),
-        zone: Some("z1".into()),
-        node_name: None,
-        pod_name: Some(pod.into()),
-        hostname: None,
-    };
-    let slice = Slice {
-        key: ObjectKey::new("shop", "web-1"),
-        service_name: Some("web".into()),
-        address_type: AddressType::Ipv4,
-        ports: vec![SlicePort { name: String::new(), port: 8080, protocol: PortProtocol::Tcp }],
-        endpoints: vec![endpoint("10.0.0.1", "web-1"), endpoint("10.0.0.2", "web-canary-1")],
-    };
     let spec = HealthProbeSpec {
-        target_ref: TargetRef { kind: "Service".into(), name: "web".into() },
         http: Some(HttpProbe { path: "/healthz".into(), host: None }),
         interval_ms: Some(2000),
         timeout_ms: Some(100),
         overrides: vec![ProbeOverride {
-            matches: EndpointMatch { pod_name: Some("web-canary-*".into()), ..Default::default() },
+            matches: EndpointMatch { address: Some("10.0.0.2/32".into()), ..Default::default() },
             interval_ms: Some(500),
             ..Default::default()
         }],
-        ..Default::default()
+        ..probe_spec("web", None)
     };
-    let probe = Probe { key: ObjectKey::new("shop", "web"), created: None, generation: None, spec, status: None };
-    let mut state = SourceState::default();
-    state.services.insert(service.key.clone(), Arc::new(service));
-    state.slices.insert(slice.key.clone(), Arc::new(slice));
-    state.probes.insert(probe.key.clone(), Arc::new(probe));
-    resolve(&state)
+    let pods = vec![endpoint("10.0.0.1", true, "z1"), endpoint("10.0.0.2", true, "z1")];
+    resolve(&state(
+        vec![service("shop", "web", &[("", 80)])],
+        vec![slice("shop", "web-1", "web", &[("", 8080)], pods)],
+        vec![probe("shop", "web", "2026-01-01T00:00:00Z", spec)],
+    ))
 }
 
 fn hub(per_endpoint: usize) -> Arc<HdsHub> {
