@@ -19,7 +19,7 @@ pub use object::{
 pub use probe::{CheckKind, Probe, ProbeError, ProbePolicy, ValidProbe};
 pub use resolve::{
     Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
-    ResolvedService, resolve,
+    ResolvedService, resolve, resolve_with,
 };
 pub use verdicts::CheckVerdicts;
 

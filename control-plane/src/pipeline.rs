@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{ResourceType, Snapshot, SnapshotCache};
 use crate::metrics::Metrics;
-use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve};
+use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve_with};
 use crate::source::StateReceiver;
 use crate::translate::{self, TranslateOptions};
 
@@ -31,8 +31,7 @@ pub fn build_snapshot(
     previous: Option<&Snapshot>,
     verdicts: &CheckVerdicts,
 ) -> (Snapshot, Model) {
-    let mut model = resolve(state);
-    model.apply_verdicts(verdicts);
+    let model = resolve_with(state, verdicts);
     let clusters =
         translate::clusters(&model, options).map(|c| (ResourceType::Cluster, c.name.clone(), c.encode_to_vec()));
     let assignments = translate::load_assignments(&model, options)

@@ -111,7 +111,13 @@ pub fn cluster_name(service: &ObjectKey, port: &ServicePort) -> String {
     format!("{}.{}:{}{}", service.name, service.namespace, port.port, suffix)
 }
 
+/// Resolves with no active-check verdicts: Kubernetes conditions alone decide health.
 pub fn resolve(state: &SourceState) -> Model {
+    resolve_with(state, &CheckVerdicts::default())
+}
+
+/// Resolves, folding in the endpoints active health checks found failing.
+pub fn resolve_with(state: &SourceState, verdicts: &CheckVerdicts) -> Model {
     let mut diagnostics = Vec::new();
     let mut statuses = BTreeMap::new();
     let probes = validate_probes(state, &mut statuses, &mut diagnostics);
@@ -147,7 +153,7 @@ pub fn resolve(state: &SourceState) -> Model {
     diagnostics.sort();
     diagnostics.dedup();
     let mut model = Model { services, probes: statuses, diagnostics };
-    model.apply_verdicts(&CheckVerdicts::default());
+    model.apply_verdicts(verdicts);
     model
 }
 
