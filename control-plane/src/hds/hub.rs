@@ -188,17 +188,21 @@ impl HdsHub {
     fn rebalance(&self, state: &mut HubState, now: Instant) {
         let checkers: Vec<Checker> = state.checkers.values().filter(|s| !s.silent).map(|s| s.info.clone()).collect();
         state.assignment = assign(&state.targets, &checkers, self.config.checkers_per_endpoint, &state.assignment);
-        let mut mine: HashMap<CheckerId, Vec<&EndpointKey>> = HashMap::new();
-        for (endpoint, ids) in &state.assignment {
-            for id in ids {
-                mine.entry(*id).or_default().push(endpoint);
+        // Each checker's targets, in target order, found with one lookup per target.
+        let mut mine: HashMap<CheckerId, Vec<&Target>> = HashMap::new();
+        for target in &state.targets {
+            for id in state.assignment.get(&target.endpoint).into_iter().flatten() {
+                mine.entry(*id).or_default().push(target);
             }
         }
         for (id, slot) in &mut state.checkers {
-            let endpoints = mine.remove(id).unwrap_or_default();
+            let targets = mine.remove(id).unwrap_or_default();
             let previous = std::mem::take(&mut slot.since);
-            slot.since = endpoints.into_iter().map(|e| (e.clone(), previous.get(e).copied().unwrap_or(now))).collect();
-            let specifier = specifier_for(*id, &state.targets, &state.assignment, self.config.report_interval);
+            slot.since = targets
+                .iter()
+                .map(|t| (t.endpoint.clone(), previous.get(&t.endpoint).copied().unwrap_or(now)))
+                .collect();
+            let specifier = specifier_for(targets, self.config.report_interval);
             let sent = slot.schedule.send_if_modified(|current| {
                 let changed = current.as_deref() != Some(&specifier);
                 if changed {
