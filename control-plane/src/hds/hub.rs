@@ -84,10 +84,6 @@ impl HdsHub {
         Arc::new(Self { config, state: Mutex::default(), verdicts, metrics, next_id: AtomicU64::new(1) })
     }
 
-    pub fn config(&self) -> HdsConfig {
-        self.config
-    }
-
     /// The endpoints judged unhealthy; changes whenever a verdict flips.
     pub fn verdicts(&self) -> watch::Receiver<Arc<CheckVerdicts>> {
         self.verdicts.subscribe()

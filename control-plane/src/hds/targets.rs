@@ -75,7 +75,7 @@ pub fn targets(model: &Model) -> Vec<Target> {
             });
         }
     }
+    // Unique already: a port's endpoints are one per address, and each port is its own cluster.
     targets.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
-    targets.dedup_by(|a, b| a.endpoint == b.endpoint);
     targets
 }

@@ -22,8 +22,8 @@ pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 pub const HEADER_BYTES: usize = 5;
 const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
-/// What a stream task sends: a response, or the status that ends the stream.
-/// Boxed, so an idle channel slot costs a pointer rather than a whole response.
+/// What a stream task sends: an encoded response frame, or the status that ends the stream.
+/// Boxed: tokio allocates channel slots 32 at a time, and a `Status` is large.
 pub type Outbound = Box<Result<Bytes, Status>>;
 
 /// A frame buffer for a `len`-byte message: its uncompressed-length prefix written, room for the rest.
