@@ -11,8 +11,6 @@ pub enum Error {
     ManifestDir { path: PathBuf, source: std::io::Error },
     #[error("cannot watch {path}: {source}")]
     Watch { path: PathBuf, source: notify::Error },
-    #[error("xDS server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
     #[error("no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]

@@ -31,14 +31,13 @@ fn http2() -> Builder<TokioExecutor> {
 }
 
 /// Serves every connection from `incoming` until shutdown, then lets open streams end.
-pub async fn serve<S, I>(incoming: S, router: Router, mut stop: Shutdown)
+pub async fn serve<S, I>(mut incoming: S, router: Router, mut stop: Shutdown)
 where
     S: Stream<Item = I> + Unpin,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let builder = http2();
     let graceful = GracefulShutdown::new();
-    let mut incoming = incoming;
     loop {
         tokio::select! {
             connection = incoming.next() => {
