@@ -87,6 +87,11 @@ fn schedule(rx: &Schedule) -> Arc<HealthCheckSpecifier> {
     rx.borrow().clone().expect("a schedule was sent")
 }
 
+/// How many endpoints a checker's current schedule holds.
+fn scheduled(rx: &Schedule) -> usize {
+    schedule(rx).cluster_health_checks.iter().flat_map(|c| &c.locality_endpoints).map(|l| l.endpoints.len()).sum()
+}
+
 fn failing(hub: &HdsHub) -> usize {
     hub.verdicts().borrow().len()
 }
@@ -141,12 +146,9 @@ fn two_checkers_split_the_endpoints_and_the_survivor_takes_all() {
     hub.set_model(&model(), now);
     let (a, rx_a) = hub.connect(&node("a"), true, true, now);
     let (_, rx_b) = hub.connect(&node("b"), true, true, now);
-    let count = |rx: &Schedule| {
-        schedule(rx).cluster_health_checks.iter().map(|c| c.locality_endpoints[0].endpoints.len()).sum::<usize>()
-    };
-    assert_eq!((count(&rx_a), count(&rx_b)), (1, 1));
+    assert_eq!((scheduled(&rx_a), scheduled(&rx_b)), (1, 1));
     hub.disconnect(a, now);
-    assert_eq!(count(&rx_b), 2);
+    assert_eq!(scheduled(&rx_b), 2);
     assert_eq!(hub.view(now).endpoints.iter().filter(|e| e.checkers.len() == 1).count(), 2);
 }
 
@@ -167,15 +169,12 @@ fn a_checker_that_stops_reporting_loses_its_endpoints_until_it_reports_again() {
     hub.set_model(&model(), start);
     let (a, rx_a) = hub.connect(&node("a"), true, true, start);
     let (b, rx_b) = hub.connect(&node("b"), true, true, start);
-    let count = |rx: &Schedule| {
-        schedule(rx).cluster_health_checks.iter().map(|c| c.locality_endpoints[0].endpoints.len()).sum::<usize>()
-    };
-    assert_eq!((count(&rx_a), count(&rx_b)), (1, 1));
+    assert_eq!((scheduled(&rx_a), scheduled(&rx_b)), (1, 1));
     let later = start + REPORT * 2;
     hub.record(b, &report(&schedule(&rx_b), &[]), later);
     hub.tick(start + REPORT * 4);
-    assert_eq!((count(&rx_a), count(&rx_b)), (0, 2), "a hung checker's endpoints move to one that reports");
+    assert_eq!((scheduled(&rx_a), scheduled(&rx_b)), (0, 2), "a hung checker's endpoints move to one that reports");
     assert!(hub.view(start + REPORT * 4).checkers.iter().any(|c| c.silent));
     hub.record(a, &report(&schedule(&rx_a), &[]), start + REPORT * 5);
-    assert_eq!((count(&rx_a), count(&rx_b)), (1, 1), "reporting again earns its share back");
+    assert_eq!((scheduled(&rx_a), scheduled(&rx_b)), (1, 1), "reporting again earns its share back");
 }
