@@ -27,11 +27,72 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> ConvertError {
     ConvertError { field: field.into(), message: message.into() }
 }
 
+/// The name rules the API server applies to an object's name (apimachinery's validation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameRule {
+    /// RFC 1035 label: Services.
+    Dns1035Label,
+    /// RFC 1123 subdomain: EndpointSlices and custom resources.
+    Dns1123Subdomain,
+}
+
 /// The object's key; `default_namespace` stands in where a manifest leaves it out, as kubectl does.
-pub fn object_key(meta: &ObjectMeta, default_namespace: &str) -> Result<ObjectKey, ConvertError> {
+/// Names and namespaces must pass the rules the API server enforces, so a manifest cannot
+/// hold what a cluster could not.
+pub fn object_key(meta: &ObjectMeta, default_namespace: &str, rule: NameRule) -> Result<ObjectKey, ConvertError> {
     let name = meta.name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| error("metadata.name", "is required"))?;
     let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(default_namespace);
+    check_name("metadata.namespace", namespace, NameRule::Dns1035Label, 63, true)?;
+    match rule {
+        NameRule::Dns1035Label => check_name("metadata.name", name, rule, 63, false)?,
+        NameRule::Dns1123Subdomain => check_name("metadata.name", name, rule, 253, false)?,
+    }
     Ok(ObjectKey::new(namespace, name))
+}
+
+const SHOWN_BYTES: usize = 64;
+
+/// A value for a message, cut short so hostile input cannot flood logs.
+pub fn shorten(value: &str) -> String {
+    if value.len() > SHOWN_BYTES {
+        format!("{:?}... ({} bytes)", &value[..value.floor_char_boundary(SHOWN_BYTES)], value.len())
+    } else {
+        value.to_owned()
+    }
+}
+
+fn quoted(value: &str) -> String {
+    if value.len() > SHOWN_BYTES { shorten(value) } else { format!("{value:?}") }
+}
+
+/// Checks `value` against a DNS name rule; `digit_first` allows RFC 1123 label starts (namespaces).
+fn check_name(field: &str, value: &str, rule: NameRule, max: usize, digit_first: bool) -> Result<(), ConvertError> {
+    if value.len() > max {
+        return Err(error(field, format!("{} must be no more than {max} characters", quoted(value))));
+    }
+    let label_ok = |label: &str, first_letter: bool| {
+        let bytes = label.as_bytes();
+        let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+        !bytes.is_empty()
+            && bytes.len() <= 63
+            && bytes.iter().all(inner)
+            && (bytes[0].is_ascii_lowercase() || (!first_letter && bytes[0].is_ascii_digit()))
+            && bytes[bytes.len() - 1] != b'-'
+    };
+    let ok = match rule {
+        NameRule::Dns1035Label => label_ok(value, !digit_first),
+        NameRule::Dns1123Subdomain => value.split('.').all(|label| label_ok(label, false)),
+    };
+    if ok {
+        Ok(())
+    } else {
+        let what = match rule {
+            NameRule::Dns1035Label if digit_first => "an RFC 1123 label (lower-case letters, digits and '-')",
+            NameRule::Dns1035Label => "an RFC 1035 label (lower-case letters, digits and '-', starting with a letter)",
+            NameRule::Dns1123Subdomain => "an RFC 1123 subdomain (lower-case letters, digits, '-' and '.')",
+        };
+        Err(error(field, format!("{} must be {what}", quoted(value))))
+    }
 }
 
 fn port_number(field: &str, value: i32) -> Result<u16, ConvertError> {
@@ -46,7 +107,7 @@ fn protocol(field: &str, value: Option<&str>) -> Result<PortProtocol, ConvertErr
 }
 
 pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service, ConvertError> {
-    let key = object_key(&object.metadata, default_namespace)?;
+    let key = object_key(&object.metadata, default_namespace, NameRule::Dns1035Label)?;
     let spec = object.spec.clone().unwrap_or_default();
     let ports = spec
         .ports
@@ -73,7 +134,7 @@ pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service,
 }
 
 pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, ConvertError> {
-    let key = object_key(&object.metadata, default_namespace)?;
+    let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
     let address_type = match object.address_type.as_str() {
         "IPv4" => AddressType::Ipv4,
         "IPv6" => AddressType::Ipv6,
@@ -142,7 +203,7 @@ pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, C
 
 pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, ConvertError> {
     Ok(Probe {
-        key: object_key(&object.metadata, default_namespace)?,
+        key: object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: object.metadata.generation,
         spec: object.spec.clone(),
@@ -158,7 +219,7 @@ pub fn probe_from_dynamic(object: &kube::api::DynamicObject, default_namespace: 
     // A status we cannot read is simply rewritten.
     let status = object.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
     Ok(Probe {
-        key: object_key(&object.metadata, default_namespace)?,
+        key: object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: object.metadata.generation,
         spec,

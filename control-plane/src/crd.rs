@@ -7,6 +7,8 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model::limits::{INTERVAL_MS, MAX_NAME_BYTES, MAX_OVERRIDES, MAX_PATH_BYTES, THRESHOLD, TIMEOUT_MS};
+
 /// What to probe, how often, and per-endpoint exceptions.
 // Clippy reads the repeated printcolumn(...) arguments of the derive as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -43,19 +45,19 @@ pub struct HealthProbeSpec {
     pub port: Option<i64>,
     /// Time between probes in milliseconds (100..=3600000, default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 100, max = 3_600_000))]
+    #[schemars(range(min = INTERVAL_MS.0, max = INTERVAL_MS.1))]
     pub interval_ms: Option<i64>,
     /// Time to wait for an answer in milliseconds (default 1000, at most intervalMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 3_600_000))]
+    #[schemars(range(min = TIMEOUT_MS.0, max = TIMEOUT_MS.1))]
     pub timeout_ms: Option<i64>,
     /// Consecutive failures before an endpoint is unhealthy (1..=100, default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = THRESHOLD.0, max = THRESHOLD.1))]
     pub failure_threshold: Option<i64>,
     /// Consecutive successes before an endpoint is healthy again (1..=100, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = THRESHOLD.0, max = THRESHOLD.1))]
     pub success_threshold: Option<i64>,
     /// HTTP GET probe (the default, on /healthz, when no kind is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +70,7 @@ pub struct HealthProbeSpec {
     pub grpc: Option<GrpcProbe>,
     /// Per-endpoint values; the first override whose match fits an endpoint wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_OVERRIDES))]
     pub overrides: Vec<ProbeOverride>,
 }
 
@@ -79,7 +81,7 @@ pub struct TargetRef {
     #[serde(default = "service_kind")]
     #[schemars(regex(pattern = "^Service$"))]
     pub kind: String,
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = MAX_NAME_BYTES))]
     pub name: String,
 }
 
@@ -104,9 +106,11 @@ fn service_kind() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct HttpProbe {
     #[serde(default = "default_http_path")]
+    #[schemars(length(max = MAX_PATH_BYTES))]
     pub path: String,
     /// Host header; Envoy's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH_BYTES))]
     pub host: Option<String>,
 }
 
@@ -121,6 +125,7 @@ pub struct TcpProbe {}
 #[serde(rename_all = "camelCase")]
 pub struct GrpcProbe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service_name: Option<String>,
 }
 
@@ -131,16 +136,16 @@ pub struct ProbeOverride {
     #[serde(rename = "match", default)]
     pub matches: EndpointMatch,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 100, max = 3_600_000))]
+    #[schemars(range(min = INTERVAL_MS.0, max = INTERVAL_MS.1))]
     pub interval_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 3_600_000))]
+    #[schemars(range(min = TIMEOUT_MS.0, max = TIMEOUT_MS.1))]
     pub timeout_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = THRESHOLD.0, max = THRESHOLD.1))]
     pub failure_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = THRESHOLD.0, max = THRESHOLD.1))]
     pub success_threshold: Option<i64>,
 }
 
@@ -148,14 +153,18 @@ pub struct ProbeOverride {
 #[serde(rename_all = "camelCase")]
 pub struct EndpointMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub node_name: Option<String>,
     /// A glob over the endpoint's pod name, e.g. `web-canary-*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub pod_name: Option<String>,
     /// An IP address or a CIDR range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub address: Option<String>,
 }
 

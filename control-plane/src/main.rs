@@ -26,10 +26,13 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => {
-            if let Err(e) = edgexds::telemetry::init(args.log_format, &args.log_level) {
-                eprintln!("edgexds: {e}");
-                return ExitCode::from(2);
-            }
+            let _log_flush = match edgexds::telemetry::init(args.log_format, &args.log_level) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("edgexds: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = args.to_config();
             let result = match edgexds::serve::start(config).await {
                 Ok(running) => running.run_until(edgexds::serve::termination()).await,

@@ -29,6 +29,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// Which per-client limit refused or cut an input (see the README's limits table).
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerdictLabel {
     /// The verdict an endpoint flipped to: healthy or unhealthy.
     pub to: &'static str,
@@ -66,6 +72,10 @@ pub struct Metrics {
     pub push_latency: Histogram,
     pub convergence: Family<TypeLabel, Histogram>,
     pub source_events: Family<KindLabel, Counter>,
+    pub manifest_scans: Counter,
+    pub limit_hits: Family<LimitLabel, Counter>,
+    pub xds_connections: Gauge,
+    log_lines_dropped: Counter,
     pub translation: Histogram,
     pub snapshot_clusters: Gauge,
     pub snapshot_endpoints: Gauge,
@@ -91,6 +101,10 @@ impl Default for Metrics {
             push_latency: latency_histogram(),
             convergence: Family::new_with_constructor(latency_histogram),
             source_events: Family::default(),
+            manifest_scans: Counter::default(),
+            limit_hits: Family::default(),
+            xds_connections: Gauge::default(),
+            log_lines_dropped: Counter::default(),
             translation: latency_histogram(),
             snapshot_clusters: Gauge::default(),
             snapshot_endpoints: Gauge::default(),
@@ -136,6 +150,22 @@ impl Default for Metrics {
             metrics.convergence.clone(),
         );
         registry.register("source_events", "Changes seen from the source", metrics.source_events.clone());
+        registry.register(
+            "manifest_scans",
+            "Scans of the manifests directory (none while nothing changes)",
+            metrics.manifest_scans.clone(),
+        );
+        registry.register(
+            "limit_hits",
+            "Inputs refused or cut by a per-client limit, by limit",
+            metrics.limit_hits.clone(),
+        );
+        registry.register("xds_connections", "Open connections on the xDS port", metrics.xds_connections.clone());
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log output was not being read",
+            metrics.log_lines_dropped.clone(),
+        );
         registry.register_with_unit(
             "translation_duration",
             "Resolve, translate and encode one snapshot",
@@ -188,6 +218,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn encode(&self) -> String {
+        let dropped = crate::telemetry::dropped_lines();
+        self.log_lines_dropped.inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -210,6 +242,11 @@ impl Metrics {
                 StreamKind::Single(ty) => ty.short_name(),
             },
         }
+    }
+
+    /// Counts one input refused or cut by `limit`.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
     }
 
     pub fn observe(histogram: &Histogram, elapsed: Duration) {

@@ -4,6 +4,7 @@
 //! their objects into [`SourceState`], [`resolve`] turns it into a [`Model`],
 //! and `translate` turns that into Envoy resources.
 
+pub mod limits;
 mod object;
 mod probe;
 mod resolve;

@@ -131,8 +131,13 @@ fn endpoint_count(model: &Model) -> usize {
 }
 
 /// Logs each ignored object once, and again only if its reason changes after it was fixed.
+/// Conflicting probes are among them: without the Kubernetes status they would show nowhere else.
 fn report_new_diagnostics(model: &Model, reported: &mut BTreeSet<Diagnostic>) {
-    let current: BTreeSet<Diagnostic> = model.diagnostics.iter().cloned().collect();
+    let conflicts = model.probes.iter().filter_map(|(key, status)| {
+        let message = status.conflicted.as_ref()?;
+        Some(Diagnostic { object: format!("HealthProbe {key}"), message: format!("probe ignored: {message}") })
+    });
+    let current: BTreeSet<Diagnostic> = model.diagnostics.iter().cloned().chain(conflicts).collect();
     for diagnostic in current.difference(reported) {
         warn!(object = %diagnostic.object, "{}", diagnostic.message);
     }

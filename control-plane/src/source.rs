@@ -3,6 +3,7 @@
 
 pub mod kube_store;
 pub mod kubernetes;
+mod file_events;
 pub mod manifest_dir;
 pub mod manifests;
 

@@ -8,8 +8,8 @@ use ipnet::IpNet;
 use super::object::ObjectKey;
 use crate::crd::{EndpointMatch, HealthProbeSpec, ProbeOverride};
 
-pub const INTERVAL_MS: (i64, i64) = (100, 3_600_000);
-pub const THRESHOLD: (i64, i64) = (1, 100);
+pub use super::limits::{INTERVAL_MS, THRESHOLD};
+use super::limits::{MAX_NAME_BYTES, MAX_OVERRIDES, MAX_PATH_BYTES, TIMEOUT_MS};
 pub const DEFAULT_INTERVAL_MS: u32 = 5_000;
 pub const DEFAULT_TIMEOUT_MS: u32 = 1_000;
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
@@ -104,6 +104,13 @@ impl ValidProbe {
         if spec.target_ref.name.is_empty() {
             return Err(invalid("spec.targetRef.name", "must not be empty"));
         }
+        check_len("spec.targetRef.name", Some(&spec.target_ref.name), MAX_NAME_BYTES)?;
+        if spec.overrides.len() > MAX_OVERRIDES {
+            return Err(invalid(
+                "spec.overrides",
+                format!("{} overrides: must have at most {MAX_OVERRIDES} items", spec.overrides.len()),
+            ));
+        }
         let port = spec
             .port
             .map(|port| {
@@ -115,7 +122,7 @@ impl ValidProbe {
             .transpose()?;
         let base = ProbePolicy {
             interval_ms: in_range("spec.intervalMs", spec.interval_ms, INTERVAL_MS, DEFAULT_INTERVAL_MS)?,
-            timeout_ms: in_range("spec.timeoutMs", spec.timeout_ms, (1, INTERVAL_MS.1), DEFAULT_TIMEOUT_MS)?,
+            timeout_ms: in_range("spec.timeoutMs", spec.timeout_ms, TIMEOUT_MS, DEFAULT_TIMEOUT_MS)?,
             failure_threshold: in_range(
                 "spec.failureThreshold",
                 spec.failure_threshold,
@@ -166,6 +173,8 @@ fn check_kind(spec: &HealthProbeSpec) -> Result<CheckKind, ProbeError> {
         return Err(invalid("spec", format!("exactly one of http, tcp, grpc may be set, found {}", set.join(", "))));
     }
     if let Some(http) = &spec.http {
+        check_len("spec.http.path", Some(&http.path), MAX_PATH_BYTES)?;
+        check_len("spec.http.host", http.host.as_ref(), MAX_PATH_BYTES)?;
         if !http.path.starts_with('/') {
             return Err(invalid("spec.http.path", format!("must start with '/', got {:?}", http.path)));
         }
@@ -175,6 +184,7 @@ fn check_kind(spec: &HealthProbeSpec) -> Result<CheckKind, ProbeError> {
         return Ok(CheckKind::Tcp);
     }
     if let Some(grpc) = &spec.grpc {
+        check_len("spec.grpc.serviceName", grpc.service_name.as_ref(), MAX_NAME_BYTES)?;
         return Ok(CheckKind::Grpc { service_name: grpc.service_name.clone().filter(|s| !s.is_empty()) });
     }
     Ok(CheckKind::Http { path: crate::crd::default_http_path(), host: None })
@@ -203,7 +213,7 @@ fn validate_override(path: &str, o: &ProbeOverride, base: &ProbePolicy) -> Resul
     let inherit = |value: Option<i64>, fallback: u32| value.or(Some(i64::from(fallback)));
     let policy = ProbePolicy {
         interval_ms: in_range(&field("intervalMs"), inherit(o.interval_ms, base.interval_ms), INTERVAL_MS, 0)?,
-        timeout_ms: in_range(&field("timeoutMs"), inherit(o.timeout_ms, base.timeout_ms), (1, INTERVAL_MS.1), 0)?,
+        timeout_ms: in_range(&field("timeoutMs"), inherit(o.timeout_ms, base.timeout_ms), TIMEOUT_MS, 0)?,
         failure_threshold: in_range(
             &field("failureThreshold"),
             inherit(o.failure_threshold, base.failure_threshold),
@@ -219,6 +229,9 @@ fn validate_override(path: &str, o: &ProbeOverride, base: &ProbePolicy) -> Resul
     };
     check_timeout(path, &policy)?;
     let EndpointMatch { zone, node_name, pod_name, address } = &o.matches;
+    for (name, value) in [("zone", zone), ("nodeName", node_name), ("podName", pod_name), ("address", address)] {
+        check_len(&field(&format!("match.{name}")), value.as_ref(), MAX_NAME_BYTES)?;
+    }
     let pod_name = pod_name
         .as_deref()
         .map(|glob| {
@@ -229,6 +242,14 @@ fn validate_override(path: &str, o: &ProbeOverride, base: &ProbePolicy) -> Resul
         .transpose()?;
     let address = address.as_deref().map(|a| parse_net(a, &field("match.address"))).transpose()?;
     Ok(Override { zone: zone.clone(), node_name: node_name.clone(), pod_name, address, policy })
+}
+
+/// The API server's maxLength, in bytes (every allowed character is ASCII).
+fn check_len(field: &str, value: Option<&String>, max: usize) -> Result<(), ProbeError> {
+    match value {
+        Some(v) if v.len() > max => Err(invalid(field, format!("{} bytes: may be at most {max}", v.len()))),
+        _ => Ok(()),
+    }
 }
 
 fn parse_net(text: &str, field: &str) -> Result<IpNet, ProbeError> {

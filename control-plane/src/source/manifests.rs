@@ -13,16 +13,46 @@ use serde::de::DeserializeOwned;
 
 use crate::convert;
 use crate::crd::HealthProbe;
-use crate::model::{Probe, Service, Slice};
+use crate::model::{Probe, Service, Slice, ValidProbe};
 
 /// Manifests that leave out the namespace land where kubectl would put them.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// Bytes per manifest file, at most: checked before the file is read.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// Nesting of YAML/JSON collections, at most: checked before parsing, because the YAML
+/// parser's cost grows with the square of the depth. Kubernetes objects nest far less.
+pub const MAX_NESTING: usize = 64;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Service(Arc<Service>),
     Slice(Arc<Slice>),
     Probe(Arc<Probe>),
+}
+
+impl Object {
+    pub fn key(&self) -> &crate::model::ObjectKey {
+        match self {
+            Object::Service(s) => &s.key,
+            Object::Slice(s) => &s.key,
+            Object::Probe(p) => &p.key,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Service(_) => "Service",
+            Object::Slice(_) => "EndpointSlice",
+            Object::Probe(_) => "HealthProbe",
+        }
+    }
+}
+
+/// An object and the line its document starts on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Located {
+    pub line: usize,
+    pub object: Object,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +101,15 @@ type DocError = (usize, String);
 
 /// Parses a whole file; any error rejects the file, so its last good content stays in effect.
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, ParseError> {
+    parse_file_located(path, text).map(|objects| objects.into_iter().map(|l| l.object).collect())
+}
+
+/// Like [`parse_file`], with the line each object's document starts on.
+pub fn parse_file_located(path: &Path, text: &str) -> Result<Vec<Located>, ParseError> {
+    if text.len() > MAX_FILE_BYTES {
+        let message = format!("file of {} bytes exceeds the limit of {MAX_FILE_BYTES} bytes", text.len());
+        return Err(ParseError { path: path.to_owned(), line: 1, message });
+    }
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => Format::Json,
         _ => Format::Yaml,
@@ -84,11 +123,15 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, ParseError> {
         if is_blank(doc) {
             continue;
         }
-        parse_document(format, doc, &mut objects).map_err(|(line, message)| ParseError {
+        let at = |(line, message): DocError| ParseError {
             path: path.to_owned(),
             line: first_line + line.saturating_sub(1),
             message,
-        })?;
+        };
+        check_nesting(doc).map_err(at)?;
+        let mut parsed = Vec::new();
+        parse_document(format, doc, &mut parsed).map_err(at)?;
+        objects.extend(parsed.into_iter().map(|object| Located { line: first_line, object }));
     }
     Ok(objects)
 }
@@ -110,6 +153,49 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     }
     documents.push((start_line, &text[start..]));
     documents
+}
+
+/// Rejects documents nested deeper than [`MAX_NESTING`], counting flow collections
+/// (`[`, `{`) and block indentation, without parsing. Quoted text and comments do not count.
+fn check_nesting(doc: &str) -> Result<(), DocError> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (index, line) in doc.lines().enumerate() {
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let mut depth = flow;
+        if flow == 0 {
+            // Indentation means nothing inside a flow collection.
+            let indent = line.len() - content.len();
+            while indents.last().is_some_and(|&top| top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            // Inline block sequences ("- - - x") nest on one line.
+            depth += content.split_inclusive("- ").take_while(|part| part.trim() == "-").count();
+        }
+        let mut quote: Option<char> = None;
+        for c in content.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    depth = depth.max(flow + indents.len());
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if depth.max(indents.len()) > MAX_NESTING {
+            return Err((index + 1, format!("nested deeper than {MAX_NESTING} levels")));
+        }
+    }
+    Ok(())
 }
 
 fn is_blank(doc: &str) -> bool {
@@ -156,7 +242,7 @@ enum Typed {
 impl Typed {
     fn convert(self) -> Result<Object, String> {
         let describe = |kind: &str, name: &Option<String>, e: convert::ConvertError| {
-            format!("{kind} {}: {e}", name.as_deref().unwrap_or("<unnamed>"))
+            format!("{kind} {}: {e}", name.as_deref().map_or("<unnamed>".to_owned(), convert::shorten))
         };
         match self {
             Typed::Service(s) => convert::service(&s, DEFAULT_NAMESPACE)
@@ -165,7 +251,13 @@ impl Typed {
             Typed::Slice(s) => convert::slice(&s, DEFAULT_NAMESPACE)
                 .map(|s| Object::Slice(Arc::new(s)))
                 .map_err(|e| describe("EndpointSlice", &s.metadata.name, e)),
+            // The API server would refuse a probe that breaks the CRD's schema or rules,
+            // so a manifest cannot hold one either.
             Typed::Probe(p) => convert::probe(&p, DEFAULT_NAMESPACE)
+                .and_then(|probe| match ValidProbe::validate(&probe.key, &probe.spec) {
+                    Ok(_) => Ok(probe),
+                    Err(e) => Err(convert::ConvertError { field: e.field, message: e.message }),
+                })
                 .map(|p| Object::Probe(Arc::new(p)))
                 .map_err(|e| describe("HealthProbe", &p.metadata.name, e)),
         }

@@ -138,3 +138,53 @@ fn document_splitting_tracks_start_lines() {
     let docs = split_documents("a: 1\n---\nb: 2\n--- # c\nc: 3");
     assert_eq!(docs, vec![(1, "a: 1\n"), (3, "b: 2\n"), (5, "c: 3")]);
 }
+
+#[test]
+fn names_follow_the_api_servers_rules() {
+    let service = |name: &str, namespace: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{ name: \"{name}\", namespace: \"{namespace}\" }}\nspec: {{ ports: [{{ port: 80 }}] }}\n"
+        )
+    };
+    assert!(parse("ok.yaml", &service("web-1", "shop")).is_ok());
+    let long = "a".repeat(10_000);
+    for (name, namespace, why) in [
+        (long.as_str(), "shop", "no more than 63 characters"),
+        ("Web", "shop", "RFC 1035 label"),
+        ("1web", "shop", "RFC 1035 label"),
+        ("web.shop", "shop", "RFC 1035 label"),
+        ("web", "Shop_1", "RFC 1123 label"),
+    ] {
+        let error = parse("bad.yaml", &service(name, namespace)).unwrap_err();
+        assert!(error.message.contains(why), "{name:?}/{namespace:?}: {error}");
+        assert!(error.message.len() < 300, "a long name is shortened in the message");
+    }
+}
+
+#[test]
+fn a_probe_the_api_server_would_refuse_rejects_the_file() {
+    let overrides: String = (0..33).map(|i| format!("  - {{ match: {{ zone: z{i} }}, intervalMs: 1000 }}\n")).collect();
+    let text = format!(
+        "apiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: p, namespace: x }}\nspec:\n  targetRef: {{ name: a }}\n  overrides:\n{overrides}"
+    );
+    let error = parse("p.yaml", &text).unwrap_err();
+    assert!(error.message.contains("at most 32"), "{error}");
+    let timeout = "apiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: { name: p }\nspec: { targetRef: { name: a }, intervalMs: 200, timeoutMs: 500 }\n";
+    let error = parse("p.yaml", timeout).unwrap_err();
+    assert!(error.message.contains("must not exceed intervalMs"), "{error}");
+}
+
+#[test]
+fn deep_nesting_is_refused_before_parsing() {
+    let started = std::time::Instant::now();
+    let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let error = parse("deep.yaml", &deep).unwrap_err();
+    assert!(error.message.contains("nested deeper than 64"), "{error}");
+    let block: String = (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+    assert!(parse("block.yaml", &block).unwrap_err().message.contains("nested deeper"));
+    let json = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(parse("deep.json", &json).unwrap_err().message.contains("nested deeper"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused without parsing");
+    let quoted = "apiVersion: v1\nkind: Service\nmetadata: { name: web, annotations: { a: \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\" } }\nspec: { ports: [{ port: 80 }] }\n";
+    assert!(parse("quoted.yaml", quoted).is_ok(), "brackets inside quotes do not count");
+}

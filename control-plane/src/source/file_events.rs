@@ -1,0 +1,175 @@
+//! Turns inotify events on the manifests directory into what a rescan needs to know:
+//! whether anything relevant happened, and which files a writer still holds open.
+//!
+//! Two rules come from the field. Reading a file opens it, and the open is itself an
+//! event, so access events (open, read, close without write) must never wake a rescan,
+//! or the watcher wakes itself forever. And `cmd > file` truncates first and writes
+//! later: a file modified but not yet closed by its writer is mid-write, so its
+//! content is not taken until the writer closes it (or goes quiet for [`WRITER_QUIET`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+use tokio::sync::Notify;
+
+/// A writer that modified a file and then wrote nothing for this long is taken as done,
+/// for writers that keep a file open (or whose close is not reported).
+pub const WRITER_QUIET: Duration = Duration::from_secs(10);
+/// Files tracked as mid-write at most; more (a hostile writer) are not tracked, and
+/// are then read like files changed on a filesystem without events.
+const MAX_TRACKED_WRITES: usize = 10_000;
+
+/// Shared between the watcher thread, which records events, and the rescan loop.
+#[derive(Debug, Default)]
+pub struct FileEvents {
+    state: Mutex<EventState>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct EventState {
+    /// Files modified since their writer last closed them, with the last modification.
+    writing: HashMap<PathBuf, Instant>,
+    /// The root itself was removed, created or moved: its watch must be set up again.
+    root_replaced: bool,
+}
+
+/// What the rescan loop takes from [`FileEvents`] before a scan.
+#[derive(Debug, Default, Clone)]
+pub struct Pending {
+    /// Files a writer still holds, with the instant they count as done anyway.
+    pub writing: HashMap<PathBuf, Instant>,
+    pub root_replaced: bool,
+}
+
+impl Pending {
+    pub fn is_mid_write(&self, path: &Path) -> bool {
+        self.writing.contains_key(path)
+    }
+
+    /// When the oldest open write counts as finished, if any file is mid-write.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.writing.values().min().copied()
+    }
+}
+
+impl FileEvents {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Resolves when an event worth a rescan arrived since the last call.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Records one event about `root`'s tree (or its parent); wakes the rescan if it matters.
+    pub fn record(&self, root: &Path, event: &notify::Event) {
+        let now = Instant::now();
+        let mut state = crate::sync::lock(&self.state);
+        let wake = match event.kind {
+            // Our own reads produce these: never a reason to look again.
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                for path in &event.paths {
+                    state.writing.remove(path);
+                }
+                true
+            }
+            EventKind::Access(_) => false,
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other) => {
+                for path in event.paths.iter().filter(|p| p.starts_with(root)) {
+                    if state.writing.len() < MAX_TRACKED_WRITES || state.writing.contains_key(path) {
+                        state.writing.insert(path.clone(), now + WRITER_QUIET);
+                    }
+                }
+                // The close that ends the write wakes the rescan; a writer that never closes
+                // is picked up at its deadline.
+                false
+            }
+            EventKind::Create(CreateKind::File) => {
+                // A new regular file is being written; a new symlink is complete as it is.
+                for path in event.paths.iter().filter(|p| p.starts_with(root)) {
+                    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+                    if !is_link && state.writing.len() < MAX_TRACKED_WRITES {
+                        state.writing.insert(path.clone(), now + WRITER_QUIET);
+                    }
+                }
+                true
+            }
+            _ => {
+                for path in &event.paths {
+                    state.writing.remove(path);
+                }
+                true
+            }
+        };
+        if event.paths.iter().any(|p| p == root) && !matches!(event.kind, EventKind::Access(_)) {
+            state.root_replaced = true;
+        }
+        // Events from the parent's watch about anything but the root are noise.
+        let relevant = event.paths.is_empty() || event.paths.iter().any(|p| p.starts_with(root));
+        drop(state);
+        if wake && relevant {
+            self.wake.notify_one();
+        }
+    }
+
+    /// What a scan must respect now; clears the root flag. Writes past their deadline are done.
+    pub fn take(&self) -> Pending {
+        let now = Instant::now();
+        let mut state = crate::sync::lock(&self.state);
+        state.writing.retain(|_, deadline| *deadline > now);
+        Pending { writing: state.writing.clone(), root_replaced: std::mem::take(&mut state.root_replaced) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{DataChange, RemoveKind};
+
+    use super::*;
+
+    fn event(kind: EventKind, path: &Path) -> notify::Event {
+        notify::Event::new(kind).add_path(path.to_owned())
+    }
+
+    #[tokio::test]
+    async fn opening_and_reading_a_file_never_wakes_a_rescan() {
+        let events = FileEvents::new();
+        let root = Path::new("/m");
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            events.record(root, &event(kind, &root.join("web.yaml")));
+        }
+        let woke = tokio::time::timeout(Duration::from_millis(20), events.changed()).await;
+        assert!(woke.is_err(), "access events must not wake the watcher");
+    }
+
+    #[tokio::test]
+    async fn a_file_is_mid_write_from_its_first_modification_until_its_writer_closes_it() {
+        let events = FileEvents::new();
+        let (root, file) = (Path::new("/m"), Path::new("/m/web.yaml"));
+        events.record(root, &event(EventKind::Modify(ModifyKind::Data(DataChange::Any)), file));
+        assert!(events.take().is_mid_write(file), "truncated, not yet closed");
+        events.record(root, &event(EventKind::Access(AccessKind::Close(AccessMode::Write)), file));
+        tokio::time::timeout(Duration::from_secs(1), events.changed()).await.expect("the close wakes the rescan");
+        assert!(!events.take().is_mid_write(file));
+    }
+
+    #[test]
+    fn removing_or_recreating_the_root_asks_for_a_new_watch_and_ignores_siblings() {
+        let events = FileEvents::new();
+        let root = Path::new("/tmp/m");
+        events.record(root, &event(EventKind::Create(CreateKind::Folder), Path::new("/tmp/other")));
+        assert!(!events.take().root_replaced);
+        events.record(root, &event(EventKind::Remove(RemoveKind::Folder), root));
+        assert!(events.take().root_replaced);
+        assert!(!events.take().root_replaced, "taken once");
+    }
+}
