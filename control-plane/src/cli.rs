@@ -10,6 +10,7 @@ use crate::hds::HdsConfig;
 use crate::pipeline::{MAX_DELAY, PipelineConfig};
 use crate::serve::{ServeConfig, Source};
 use crate::translate::{ActiveHealthChecks, TranslateOptions};
+use crate::xds::XdsLimits;
 
 #[derive(Debug, Parser)]
 #[command(name = "edgexds", version, about = "Lightweight Envoy delta-xDS control plane for Kubernetes edge clusters")]
@@ -21,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve delta xDS (ADS, CDS, EDS) to Envoys.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the HealthProbe CustomResourceDefinition (YAML) generated from the code.
     Crd,
     /// Show every connected proxy and whether it is in sync; exits 1 if any proxy NACKed.
@@ -76,6 +77,43 @@ pub struct ServeArgs {
     /// How often HDS checkers report endpoint health, e.g. 500ms (100ms..=5s).
     #[arg(long, env = "EDGEXDS_HDS_REPORT_INTERVAL", default_value = "500ms", value_parser = parse_report_interval)]
     pub hds_report_interval: Duration,
+    /// Largest Node (id, cluster, metadata) a client may send, in bytes.
+    #[arg(long, env = "EDGEXDS_MAX_NODE_BYTES", default_value_t = XdsLimits::default().max_node_bytes)]
+    pub max_node_bytes: usize,
+    /// A NACK's error message is kept and logged cut to this many bytes.
+    #[arg(long, env = "EDGEXDS_MAX_NACK_MESSAGE_BYTES", default_value_t = XdsLimits::default().max_nack_message_bytes)]
+    pub max_nack_message_bytes: usize,
+    /// Names one stream may subscribe to, per resource type.
+    #[arg(long, env = "EDGEXDS_MAX_SUBSCRIPTION_NAMES", default_value_t = XdsLimits::default().max_subscription_names)]
+    pub max_subscription_names: usize,
+    /// Concurrent streams on one xDS connection.
+    #[arg(long, env = "EDGEXDS_MAX_STREAMS_PER_CONNECTION", default_value_t = XdsLimits::default().max_streams_per_connection,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_streams_per_connection: u32,
+    /// Open xDS connections, in total.
+    #[arg(long, env = "EDGEXDS_MAX_CONNECTIONS", default_value_t = XdsLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Open xDS connections from one IP address.
+    #[arg(long, env = "EDGEXDS_MAX_CONNECTIONS_PER_PEER", default_value_t = XdsLimits::default().max_connections_per_peer)]
+    pub max_connections_per_peer: usize,
+    /// Time a new xDS connection has to send its first request, e.g. 10s.
+    #[arg(long, env = "EDGEXDS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_limit_duration)]
+    pub handshake_timeout: Duration,
+    /// Largest request message, in bytes.
+    #[arg(long, env = "EDGEXDS_MAX_REQUEST_BYTES", default_value_t = XdsLimits::default().max_request_bytes)]
+    pub max_request_bytes: usize,
+    /// Bytes of partly received request messages held across all streams.
+    #[arg(long, env = "EDGEXDS_MAX_PENDING_REQUEST_BYTES", default_value_t = XdsLimits::default().max_pending_request_bytes)]
+    pub max_pending_request_bytes: usize,
+    /// Time for a request message to arrive whole once it has started, e.g. 30s.
+    #[arg(long, env = "EDGEXDS_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_limit_duration)]
+    pub request_timeout: Duration,
+    /// CSDS requests answered at once.
+    #[arg(long, env = "EDGEXDS_MAX_CONCURRENT_CSDS", default_value_t = XdsLimits::default().max_concurrent_csds)]
+    pub max_concurrent_csds: usize,
+    /// Largest CSDS response, in bytes.
+    #[arg(long, env = "EDGEXDS_MAX_CSDS_RESPONSE_BYTES", default_value_t = XdsLimits::default().max_csds_response_bytes)]
+    pub max_csds_response_bytes: usize,
     /// Log output format.
     #[arg(long, env = "EDGEXDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -100,7 +138,32 @@ fn parse_report_interval(text: &str) -> Result<Duration, String> {
     Ok(value)
 }
 
+fn parse_limit_duration(text: &str) -> Result<Duration, String> {
+    let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s)"))?;
+    if value.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(value)
+}
+
 impl ServeArgs {
+    pub fn xds_limits(&self) -> XdsLimits {
+        XdsLimits {
+            max_node_bytes: self.max_node_bytes,
+            max_nack_message_bytes: self.max_nack_message_bytes,
+            max_subscription_names: self.max_subscription_names,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            handshake_timeout: self.handshake_timeout,
+            max_request_bytes: self.max_request_bytes,
+            max_pending_request_bytes: self.max_pending_request_bytes,
+            request_timeout: self.request_timeout,
+            max_concurrent_csds: self.max_concurrent_csds,
+            max_csds_response_bytes: self.max_csds_response_bytes,
+        }
+    }
+
     pub fn to_config(&self) -> ServeConfig {
         let source = match &self.manifests {
             Some(dir) => Source::Manifests(dir.clone()),
@@ -126,6 +189,7 @@ impl ServeArgs {
                 checkers_per_endpoint: usize::from(self.hds_checkers_per_endpoint),
                 report_interval: self.hds_report_interval,
             },
+            xds_limits: self.xds_limits(),
         }
     }
 }
@@ -150,6 +214,7 @@ mod tests {
         assert_eq!(args.debounce, Duration::from_millis(100));
         assert_eq!(args.active_health_checks, ActiveHealthChecks::Cds);
         assert_eq!((args.hds_checkers_per_endpoint, args.hds_report_interval), (2, Duration::from_millis(500)));
+        assert_eq!(args.xds_limits(), XdsLimits::default(), "every limit flag defaults to the documented limit");
     }
 
     #[test]

@@ -55,7 +55,7 @@ const SHOWN_BYTES: usize = 64;
 /// A value for a message, cut short so hostile input cannot flood logs.
 pub fn shorten(value: &str) -> String {
     if value.len() > SHOWN_BYTES {
-        format!("{:?}... ({} bytes)", &value[..value.floor_char_boundary(SHOWN_BYTES)], value.len())
+        format!("{:?}... ({} bytes)", crate::model::limits::text_prefix(value, SHOWN_BYTES), value.len())
     } else {
         value.to_owned()
     }

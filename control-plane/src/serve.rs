@@ -22,7 +22,7 @@ use crate::pipeline::{self, PipelineConfig};
 use crate::source::kubernetes::{self, KubernetesConfig};
 use crate::source::manifest_dir;
 use crate::status_writer;
-use crate::xds::{ClientStatus, Observer, XdsServer};
+use crate::xds::{ClientStatus, Observer, XdsLimits, XdsServer};
 
 /// Streams and connections get this long to close after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub pipeline: PipelineConfig,
     /// Used when `pipeline.translate.active_health_checks` is `hds` or `both`.
     pub hds: HdsConfig,
+    /// What one client may cost on the xDS port.
+    pub xds_limits: XdsLimits,
 }
 
 /// A started control plane.
@@ -134,7 +136,14 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         }
     });
     let checkers = hds.clone().map(|hub| HdsServer::new(hub, shutdown_rx.clone()));
-    tasks.spawn(serve_xds(xds_listener, cache.clone(), observer.clone(), checkers, shutdown_rx.clone()));
+    tasks.spawn(serve_xds(
+        xds_listener,
+        cache.clone(),
+        observer.clone(),
+        checkers,
+        config.xds_limits,
+        shutdown_rx.clone(),
+    ));
     let admin =
         AdminState { cache: cache.clone(), observer: observer.clone(), models: models_rx.clone(), hds: hds.clone() };
     tasks.spawn(serve_admin(admin_listener, admin, shutdown_rx));
@@ -170,10 +179,12 @@ async fn serve_xds(
     cache: Arc<SnapshotCache>,
     observer: Arc<Observer>,
     checkers: Option<HdsServer>,
+    limits: XdsLimits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let xds = XdsServer::new(cache.clone(), shutdown.clone(), observer.clone());
-    let csds = ClientStatus::new(observer.proxies.clone(), cache.clone());
+    let xds = XdsServer::with_limits(cache.clone(), shutdown.clone(), observer.clone(), limits);
+    let csds =
+        ClientStatus::new(observer.proxies.clone(), cache.clone()).with_limits(&limits, observer.metrics.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // gRPC health turns SERVING with readiness, like /readyz.
     let mut ready = crate::cache::SnapshotSource::subscribe(&*cache);
@@ -199,9 +210,10 @@ async fn serve_xds(
             }
         };
         let _ = stream.set_nodelay(true);
-        Some(stream)
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        Some((stream, peer))
     });
-    crate::xds::listener::serve(Box::pin(incoming), router, shutdown).await;
+    crate::xds::listener::serve(Box::pin(incoming), router, shutdown, limits, observer.metrics.clone()).await;
     Ok(())
 }
 

@@ -1,9 +1,9 @@
 //! Sources of Kubernetes objects. Each keeps a [`SourceState`] up to date and
 //! publishes it whole; `None` until its first full state is loaded.
 
+mod file_events;
 pub mod kube_store;
 pub mod kubernetes;
-mod file_events;
 pub mod manifest_dir;
 pub mod manifests;
 

@@ -4,6 +4,7 @@
 mod budget;
 mod csds;
 pub mod grpc;
+pub mod limits;
 pub mod listener;
 pub mod proxies;
 mod response_wire;
@@ -16,11 +17,12 @@ use std::sync::Arc;
 
 pub use budget::{SEND_BUDGET_BYTES, SendBudget};
 pub use csds::ClientStatus;
+pub use limits::XdsLimits;
 pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use response_wire::EncodedResponse;
 pub use service::XdsServer;
 pub use stream::{StreamKind, run_stream};
-pub use stream_state::{MAX_RESPONSE_BYTES, StreamState};
+pub use stream_state::{MAX_RESPONSE_BYTES, StreamState, kept_node};
 pub use subscription::{Changes, Subscription, SubscriptionRequest};
 
 use crate::metrics::Metrics;

@@ -45,6 +45,7 @@ impl ControlPlane {
             admin_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
             hds,
+            xds_limits: Default::default(),
         })
         .await?;
         Ok(Self { running, manifests })
@@ -72,6 +73,7 @@ impl ControlPlane {
             admin_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
             hds,
+            xds_limits: Default::default(),
         })
         .await?)
     }

@@ -14,6 +14,7 @@ use envoy_types::pb::google::rpc;
 use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Status, Streaming};
@@ -41,7 +42,9 @@ impl Harness {
         let observer = Arc::new(Observer::default());
         let xds = XdsServer::new(cache.clone(), shutdown_rx.clone(), observer.clone());
         // The same router and HTTP/2 settings as the real server, over in-process pipes.
-        tokio::spawn(edgexds::xds::listener::serve(ReceiverStream::new(incoming), xds.router(), shutdown_rx));
+        let incoming = ReceiverStream::new(incoming).map(|io| (io, None));
+        let (limits, metrics) = (Default::default(), observer.metrics.clone());
+        tokio::spawn(edgexds::xds::listener::serve(incoming, xds.router(), shutdown_rx, limits, metrics));
         Self { cache, shutdown, connections, observer }
     }
 

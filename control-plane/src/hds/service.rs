@@ -92,7 +92,15 @@ pub async fn run_checker<S>(
             return;
         }
     };
-    let node = request.node.unwrap_or_default();
+    // The same bound as on xDS streams: a checker's node is kept for the life of its stream.
+    let max_node_bytes = crate::xds::XdsLimits::default().max_node_bytes;
+    let node = match crate::xds::kept_node(request.node.unwrap_or_default(), max_node_bytes) {
+        Ok(node) => node,
+        Err(refusal) => {
+            let _ = outbound.send(Err(refusal.status)).await;
+            return;
+        }
+    };
     tracing::Span::current().record("node", node.id.as_str());
     let protocols = request.capability.map(|c| c.health_check_protocols).unwrap_or_default();
     let supports = |p: Protocol| protocols.contains(&(p as i32));

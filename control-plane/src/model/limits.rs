@@ -12,3 +12,12 @@ pub const MAX_OVERRIDES: usize = 32;
 pub const MAX_NAME_BYTES: usize = 253;
 /// HTTP paths and hosts.
 pub const MAX_PATH_BYTES: usize = 1024;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn text_prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let end = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    &text[..end]
+}

@@ -126,8 +126,11 @@ impl ManifestDir {
                 continue;
             }
             let parsed = read_limited(&path, stat.len).and_then(|bytes| {
-                let text = std::str::from_utf8(&bytes)
-                    .map_err(|e| ParseError { path: path.clone(), line: 1, message: format!("not UTF-8: {e}") })?;
+                let text = std::str::from_utf8(&bytes).map_err(|e| ParseError {
+                    path: path.clone(),
+                    line: 1,
+                    message: format!("not UTF-8: {e}"),
+                })?;
                 parse_file_located(&path, text)
             });
             let entry = self.files.entry(path.clone()).or_insert(FileEntry { stat, objects: None });

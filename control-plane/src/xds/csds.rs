@@ -15,22 +15,59 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{Any, Timestamp};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use prost::Message;
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::limits::XdsLimits;
 use super::proxies::{ProxyRegistry, lock};
 use super::stream_state::{StreamState, TypeState};
 use crate::cache::{ResourceType, SnapshotCache, format_version};
+use crate::metrics::Metrics;
 
 /// Answers CSDS requests from the proxy registry and the current snapshot.
+///
+/// Each answer can hold every proxy's resources, so answers are bounded twice: few
+/// are built at once, and one that would grow past its byte limit is refused with
+/// a status that says how to narrow it.
 #[derive(Clone)]
 pub struct ClientStatus {
     proxies: Arc<ProxyRegistry>,
     cache: Arc<SnapshotCache>,
+    building: Arc<Semaphore>,
+    max_response_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl ClientStatus {
     pub fn new(proxies: Arc<ProxyRegistry>, cache: Arc<SnapshotCache>) -> Self {
-        Self { proxies, cache }
+        Self {
+            proxies,
+            cache,
+            building: Arc::new(Semaphore::new(XdsLimits::default().max_concurrent_csds)),
+            max_response_bytes: XdsLimits::default().max_csds_response_bytes,
+            metrics: Arc::default(),
+        }
+    }
+
+    pub fn with_limits(self, limits: &XdsLimits, metrics: Arc<Metrics>) -> Self {
+        Self {
+            building: Arc::new(Semaphore::new(limits.max_concurrent_csds)),
+            max_response_bytes: limits.max_csds_response_bytes,
+            metrics,
+            ..self
+        }
+    }
+
+    /// Answers one request if a building slot is free.
+    fn answer(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
+        let Ok(_slot) = self.building.try_acquire() else {
+            self.metrics.limit_hit("concurrent_csds");
+            return Err(Status::resource_exhausted(
+                "too many CSDS requests at once; retry shortly (raise with --max-concurrent-csds)",
+            ));
+        };
+        self.status(request)
     }
 
     pub fn server(&self) -> ClientStatusDiscoveryServiceServer<Self> {
@@ -44,16 +81,26 @@ impl ClientStatus {
             }
         }
         let snapshot = self.cache.current();
-        let config = self
-            .proxies
-            .streams()
-            .iter()
-            .map(|s| lock(s))
-            .filter(|s| {
-                request.node_matchers.is_empty() || request.node_matchers.iter().any(|m| matches(m, s.node_id()))
-            })
-            .map(|s| client_config(&s, snapshot.as_deref(), !request.exclude_resource_contents))
-            .collect();
+        let mut config = Vec::new();
+        let mut size = 0;
+        for stream in self.proxies.streams() {
+            let stream = lock(&stream);
+            if !(request.node_matchers.is_empty() || request.node_matchers.iter().any(|m| matches(m, stream.node_id())))
+            {
+                continue;
+            }
+            let client = client_config(&stream, snapshot.as_deref(), !request.exclude_resource_contents);
+            size += client.encoded_len();
+            if size > self.max_response_bytes {
+                self.metrics.limit_hit("csds_response_bytes");
+                return Err(Status::resource_exhausted(format!(
+                    "the answer would exceed {} bytes: narrow it with node_matchers or exclude_resource_contents \
+                     (raise with --max-csds-response-bytes)",
+                    self.max_response_bytes
+                )));
+            }
+            config.push(client);
+        }
         Ok(ClientStatusResponse { config })
     }
 }
@@ -133,7 +180,7 @@ impl ClientStatusDiscoveryService for ClientStatus {
         request: Request<Streaming<ClientStatusRequest>>,
     ) -> Result<Response<Self::StreamClientStatusStream>, Status> {
         let this = self.clone();
-        let answers = request.into_inner().map(move |request| request.and_then(|r| this.status(&r)));
+        let answers = request.into_inner().map(move |request| request.and_then(|r| this.answer(&r)));
         Ok(Response::new(answers.boxed()))
     }
 
@@ -141,6 +188,6 @@ impl ClientStatusDiscoveryService for ClientStatus {
         &self,
         request: Request<ClientStatusRequest>,
     ) -> Result<Response<ClientStatusResponse>, Status> {
-        self.status(request.get_ref()).map(Response::new)
+        self.answer(request.get_ref()).map(Response::new)
     }
 }

@@ -1,58 +1,257 @@
 //! Serves the gRPC router over HTTP/2 connections: small per-stream send buffers,
-//! keepalive pings that find vanished Envoys, and a graceful stop.
+//! keepalive pings that find vanished Envoys, a graceful stop, and the per-client
+//! connection limits (connections per peer and in total, streams per connection,
+//! and a deadline for a new connection's first request).
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::Status;
+use tower::ServiceExt;
 use tracing::debug;
 
+use super::grpc::status_response;
+use super::limits::XdsLimits;
+use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown};
 
 /// Bytes HTTP/2 may queue per stream beyond what it can write now. hyper's default (400 kB)
 /// let 1,000 slow readers pin hundreds of MB; one response frame is enough to keep a stream busy.
 const MAX_SEND_BUF_BYTES: usize = 64 * 1024;
+/// What a client may send on one stream before we read it; requests are small.
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Request headers, at most (gRPC's metadata; Envoy sends well under 1 KiB).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Connections refused with a status at once; beyond, refused ones are simply closed.
+const MAX_REFUSING: usize = 64;
 
-fn http2() -> Builder<TokioExecutor> {
+fn http2(limits: &XdsLimits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new()).http2_only();
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_send_buf_size(MAX_SEND_BUF_BYTES)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        // Past our own count (which answers with a status), HTTP/2 refuses streams itself.
+        .max_concurrent_streams(limits.max_streams_per_connection.saturating_mul(2))
         // Detects Envoys that vanished without closing their connection.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
     builder
 }
 
-/// Serves every connection from `incoming` until shutdown, then lets open streams end.
-pub async fn serve<S, I>(mut incoming: S, router: Router, mut stop: Shutdown)
+/// Open connections, in total and by peer address.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    refusing: std::sync::atomic::AtomicUsize,
+}
+
+/// Why a new connection is not served.
+#[derive(Clone, Copy)]
+enum Refused {
+    Total,
+    Peer,
+}
+
+/// Holds a connection's place in [`Connections`] until the connection ends.
+struct Admitted {
+    connections: Arc<Connections>,
+    peer: Option<IpAddr>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = crate::sync::lock(&self.connections.open);
+        open.0 -= 1;
+        if let Some(peer) = self.peer
+            && let Some(count) = open.1.get_mut(&peer)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&peer);
+            }
+        }
+        self.metrics.xds_connections.dec();
+    }
+}
+
+impl Connections {
+    fn admit(
+        self: &Arc<Self>,
+        peer: Option<IpAddr>,
+        limits: &XdsLimits,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Admitted, Refused> {
+        let mut open = crate::sync::lock(&self.open);
+        if open.0 >= limits.max_connections {
+            return Err(Refused::Total);
+        }
+        if let Some(peer) = peer {
+            let count = open.1.entry(peer).or_default();
+            if *count >= limits.max_connections_per_peer {
+                return Err(Refused::Peer);
+            }
+            *count += 1;
+        }
+        open.0 += 1;
+        metrics.xds_connections.inc();
+        Ok(Admitted { connections: self.clone(), peer, metrics: metrics.clone() })
+    }
+}
+
+/// The router behind one connection, counting its streams against the limit.
+#[derive(Clone)]
+struct ConnectionService {
+    router: Router,
+    streams: Arc<AtomicU32>,
+    max_streams: u32,
+    /// Set by the first request, so a silent connection can be closed.
+    spoke: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.spoke.store(true, Ordering::Relaxed);
+        if self.streams.fetch_add(1, Ordering::AcqRel) >= self.max_streams {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.limit_hit("streams_per_connection");
+            let status = Status::resource_exhausted(format!(
+                "more than {} concurrent streams on one connection (raise with --max-streams-per-connection)",
+                self.max_streams
+            ));
+            return Box::pin(async move { Ok(status_response(status)) });
+        }
+        let open = StreamCount(self.streams.clone());
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = router.oneshot(request.map(Body::new)).await?;
+            // The stream counts until its response body (the whole xDS stream) is dropped.
+            Ok(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _held = &open;
+                    frame
+                }))
+            }))
+        })
+    }
+}
+
+struct StreamCount(Arc<AtomicU32>);
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves every connection from `incoming` (with its peer address, when it has one)
+/// until shutdown, then lets open streams end.
+pub async fn serve<S, I>(mut incoming: S, router: Router, mut stop: Shutdown, limits: XdsLimits, metrics: Arc<Metrics>)
 where
-    S: Stream<Item = I> + Unpin,
+    S: Stream<Item = (I, Option<IpAddr>)> + Unpin,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let builder = http2();
+    let builder = http2(&limits);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Connections::default());
     loop {
         tokio::select! {
             connection = incoming.next() => {
-                let Some(io) = connection else { break };
-                let service = TowerToHyperService::new(router.clone());
+                let Some((io, peer)) = connection else { break };
+                let (router, admitted) = match connections.admit(peer, &limits, &metrics) {
+                    Ok(admitted) => (router.clone(), Some(admitted)),
+                    Err(why) => {
+                        let (limit, message) = match why {
+                            Refused::Total => ("connections", format!(
+                                "edgexds serves {} connections already (raise with --max-connections)",
+                                limits.max_connections
+                            )),
+                            Refused::Peer => ("connections_per_peer", format!(
+                                "{} connections from this address already (raise with --max-connections-per-peer)",
+                                limits.max_connections_per_peer
+                            )),
+                        };
+                        metrics.limit_hit(limit);
+                        if connections.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+                            connections.refusing.fetch_sub(1, Ordering::AcqRel);
+                            continue;
+                        }
+                        debug!(?peer, "{message}");
+                        (refusing_router(message), None)
+                    }
+                };
+                let spoke = Arc::new(AtomicBool::new(false));
+                let service = ConnectionService {
+                    router,
+                    streams: Arc::default(),
+                    max_streams: limits.max_streams_per_connection,
+                    spoke: spoke.clone(),
+                    metrics: metrics.clone(),
+                };
                 let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
                 let connection = graceful.watch(connection);
+                let handshake = limits.handshake_timeout;
+                let refusals = connections.clone();
+                let metrics_for_task = metrics.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        debug!(error = %e, "xDS connection ended with an error");
+                    let refused = admitted.is_none();
+                    let silent = async {
+                        tokio::time::sleep(handshake).await;
+                        // A refused connection has had its answer by now.
+                        if spoke.load(Ordering::Relaxed) && !refused {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        ended = connection => if let Err(e) = ended {
+                            debug!(error = %e, "xDS connection ended with an error");
+                        },
+                        () = silent => if !refused {
+                            metrics_for_task.limit_hit("handshake_timeout");
+                            debug!(?peer, after = ?handshake, "closing an xDS connection that sent no request");
+                        },
                     }
+                    if refused {
+                        refusals.refusing.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    drop(admitted);
                 });
             }
             () = shutdown::requested(&mut stop) => break,
         }
     }
     graceful.shutdown().await;
+}
+
+/// Answers every request on a connection over a limit with `message`.
+fn refusing_router(message: String) -> Router {
+    Router::new().fallback(move || {
+        let message = message.clone();
+        async move { status_response(Status::resource_exhausted(message)) }
+    })
 }

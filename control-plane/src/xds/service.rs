@@ -13,7 +13,8 @@ use tonic::Status;
 
 use super::Observer;
 use super::budget::SendBudget;
-use super::grpc::{decode_requests, status_response, streaming_response};
+use super::grpc::{RequestBudget, decode_requests, status_response, streaming_response};
+use super::limits::XdsLimits;
 use super::stream::{StreamKind, run_stream};
 use crate::cache::{ResourceType, SnapshotSource};
 
@@ -31,11 +32,24 @@ pub struct XdsServer {
     shutdown: watch::Receiver<bool>,
     observer: Arc<Observer>,
     budget: Arc<SendBudget>,
+    limits: XdsLimits,
+    /// Bytes of partly received requests, across all streams.
+    pending_requests: Arc<RequestBudget>,
 }
 
 impl XdsServer {
     pub fn new(cache: Arc<dyn SnapshotSource>, shutdown: watch::Receiver<bool>, observer: Arc<Observer>) -> Self {
-        Self { cache, shutdown, observer, budget: Arc::default() }
+        Self::with_limits(cache, shutdown, observer, XdsLimits::default())
+    }
+
+    pub fn with_limits(
+        cache: Arc<dyn SnapshotSource>,
+        shutdown: watch::Receiver<bool>,
+        observer: Arc<Observer>,
+        limits: XdsLimits,
+    ) -> Self {
+        let pending_requests = Arc::new(RequestBudget::new(&limits, observer.metrics.clone()));
+        Self { cache, shutdown, observer, budget: Arc::default(), limits, pending_requests }
     }
 
     /// The gRPC routes of the three discovery services; other gRPC services can be merged in.
@@ -49,9 +63,10 @@ impl XdsServer {
 
     fn open(&self, kind: StreamKind, request: Request) -> Response<Body> {
         let (tx, rx) = mpsc::channel(OUTBOUND_SLOTS);
-        let inbound = decode_requests::<DeltaDiscoveryRequest>(request.into_body());
+        let inbound = decode_requests::<DeltaDiscoveryRequest>(request.into_body(), self.pending_requests.clone());
         tokio::spawn(run_stream(
             kind,
+            self.limits.stream(),
             inbound,
             tx,
             self.cache.subscribe(),

@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::Observer;
 use super::budget::{Credit, InFlight, STALL, SendBudget, StreamSlot};
 use super::grpc::Outbound;
+use super::limits::StreamLimits;
 use super::proxies::lock;
 use super::stream_state::{Answer, StreamState, log_nack};
 use crate::cache::{ResourceType, SnapshotReceiver};
@@ -34,8 +35,10 @@ pub enum StreamKind {
 }
 
 /// Runs a stream until the client goes away, breaks protocol, or shutdown is requested.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_stream<S>(
     kind: StreamKind,
+    limits: StreamLimits,
     inbound: S,
     outbound: mpsc::Sender<Outbound>,
     snapshots: SnapshotReceiver,
@@ -45,7 +48,7 @@ pub async fn run_stream<S>(
 ) where
     S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
 {
-    let state = Arc::new(Mutex::new(StreamState::new(kind)));
+    let state = Arc::new(Mutex::new(StreamState::with_limits(kind, limits)));
     let _registration = observer.proxies.register(state.clone());
     let gauge = observer.metrics.streams.get_or_create(&Metrics::method(kind)).clone();
     gauge.inc();
@@ -153,7 +156,12 @@ async fn stalled(in_flight: &Option<(tokio::time::Instant, InFlight)>) {
 fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: &Observer) -> Result<(), Status> {
     let mut state = lock(state);
     let first = state.node.is_none();
-    let answer = state.handle_request(request)?;
+    let answer = state.handle_request(request).map_err(|refusal| {
+        if let Some(limit) = refusal.limit {
+            observer.metrics.limit_hit(limit);
+        }
+        refusal.status
+    })?;
     let node = state.node_id().to_owned();
     if first {
         tracing::Span::current().record("node", node.as_str());
@@ -166,8 +174,11 @@ fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: 
             observer.metrics.acks.get_or_create(&Metrics::of(ty)).inc();
             Metrics::observe(&observer.metrics.convergence.get_or_create(&Metrics::of(ty)), latency);
         }
-        Answer::Nack { ty, nack } => {
+        Answer::Nack { ty, nack, cut } => {
             observer.metrics.nacks.get_or_create(&Metrics::of(ty)).inc();
+            if cut {
+                observer.metrics.limit_hit("nack_message_bytes");
+            }
             log_nack(&node, ty, &nack, observer.proxies.first_nack(&node, ty, &nack.version));
         }
     }

@@ -7,10 +7,12 @@ use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use prost::Message;
 use tonic::Status;
 use tracing::{debug, warn};
 
 use super::StreamKind;
+use super::limits::{Refusal, StreamLimits, truncate};
 use super::response_wire::{EncodedResponse, encode_response};
 use super::subscription::{Changes, Subscription, SubscriptionRequest};
 use crate::cache::{ResourceType, Snapshot};
@@ -78,18 +80,31 @@ pub struct StreamState {
     pub connected_at: SystemTime,
     pub types: [Option<TypeState>; 2],
     nonce: u64,
+    limits: StreamLimits,
 }
 
 /// What a request meant, for the caller to log and count.
 pub enum Answer {
     None,
-    Ack { ty: ResourceType, latency: std::time::Duration },
-    Nack { ty: ResourceType, nack: Nack },
+    Ack {
+        ty: ResourceType,
+        latency: std::time::Duration,
+    },
+    /// `cut`: the client's message was longer than the limit and was cut.
+    Nack {
+        ty: ResourceType,
+        nack: Nack,
+        cut: bool,
+    },
 }
 
 impl StreamState {
     pub fn new(kind: StreamKind) -> Self {
-        Self { kind, node: None, connected_at: SystemTime::now(), types: Default::default(), nonce: 0 }
+        Self::with_limits(kind, StreamLimits::default())
+    }
+
+    pub fn with_limits(kind: StreamKind, limits: StreamLimits) -> Self {
+        Self { kind, node: None, connected_at: SystemTime::now(), types: Default::default(), nonce: 0, limits }
     }
 
     pub fn node_id(&self) -> &str {
@@ -108,25 +123,28 @@ impl StreamState {
         }
     }
 
-    pub fn handle_request(&mut self, request: DeltaDiscoveryRequest) -> Result<Answer, Status> {
+    pub fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<Answer, Refusal> {
         if self.node.is_none() {
-            self.node = Some(request.node.clone().unwrap_or_default());
+            let node = kept_node(request.node.take().unwrap_or_default(), self.limits.max_node_bytes)?;
+            self.node = Some(node);
         }
         let ty = self.resource_type(&request.type_url)?;
+        let max_names = self.limits.max_subscription_names;
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         let mut answer = Answer::None;
         if !request.response_nonce.is_empty() {
             match &state.sent {
                 Some(sent) if sent.nonce == request.response_nonce => match &request.error_detail {
                     Some(error) => {
+                        let (message, cut) = truncate(&error.message, self.limits.max_nack_message_bytes);
                         let nack = Nack {
                             nonce: sent.nonce.clone(),
                             version: sent.version.clone(),
-                            message: error.message.clone(),
+                            message,
                             wall: SystemTime::now(),
                         };
                         state.last_nack = Some(nack.clone());
-                        answer = Answer::Nack { ty, nack };
+                        answer = Answer::Nack { ty, nack, cut };
                     }
                     None => {
                         answer = Answer::Ack { ty, latency: sent.at.elapsed() };
@@ -136,6 +154,14 @@ impl StreamState {
                 // Stale: an answer to a superseded response. Its subscription changes still count.
                 _ => debug!(type_url = %ty, nonce = %request.response_nonce, "stale nonce"),
             }
+        }
+        let offered = request.resource_names_subscribe.len().max(request.initial_resource_versions.len());
+        if offered > max_names || state.subscription.name_count() + request.resource_names_subscribe.len() > max_names {
+            return Err(Refusal::limit(
+                "subscription_names",
+                "max-subscription-names",
+                format!("a subscription of more than {max_names} names of {ty}"),
+            ));
         }
         let changes_subscription = !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty()
@@ -240,6 +266,20 @@ impl StreamState {
             }
         }
     }
+}
+
+/// The part of a client's `Node` worth keeping, if within `max` bytes. Envoy lists every
+/// extension it was built with (about 60 kB); nothing here reads that list, so it is
+/// dropped before the size is checked, and the rest (id, cluster, metadata, locality,
+/// user agent) is what the limit bounds.
+pub fn kept_node(mut node: Node, max: usize) -> Result<Node, Refusal> {
+    node.extensions = Vec::new();
+    let size = node.encoded_len();
+    if size > max {
+        let what = format!("node id, cluster, metadata and locality of {size} bytes exceed {max}");
+        return Err(Refusal::limit("node_bytes", "max-node-bytes", what));
+    }
+    Ok(node)
 }
 
 /// Keeps the first resources up to [`MAX_RESPONSE_BYTES`]; returns the names left out.
