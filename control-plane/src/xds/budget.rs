@@ -3,9 +3,15 @@
 //! Without it, 1,000 Envoys syncing at once each hold a response in memory while
 //! the sockets drain, and the peak grows with the fleet. Each stream also has at
 //! most one response in flight, so a client that stops reading pins one response,
-//! not a queue; and after [`STALL`] its stream gives that response's share of the
-//! budget back, so stuck clients can never hold everyone else up.
+//! not a queue.
+//!
+//! Stuck clients must not slow the others, however many connect. So the budget has
+//! two pools. A stream earns the main pool by answering (ACK or NACK) what it was
+//! sent, which a client that does not read cannot do; until then, and again after
+//! one of its responses went unwritten for [`STALL`], it draws from a small
+//! probation pool. Stuck clients then only ever wait on each other.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,13 +20,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::MAX_RESPONSE_BYTES;
 
-/// Bytes in flight across all streams.
+/// Bytes in flight across streams that answer what they are sent.
 pub const SEND_BUDGET_BYTES: usize = 8 << 20;
-/// A response unwritten this long no longer counts against the budget.
-pub const STALL: Duration = Duration::from_secs(10);
+/// Bytes in flight across new and stalled streams.
+pub const PROBATION_BYTES: usize = 2 << 20;
+/// A response unwritten this long no longer counts against the budget, and its stream
+/// goes back on probation.
+pub const STALL: Duration = Duration::from_secs(2);
 
 pub struct SendBudget {
     bytes: Arc<Semaphore>,
+    probation: Arc<Semaphore>,
 }
 
 impl Default for SendBudget {
@@ -31,19 +41,27 @@ impl Default for SendBudget {
 
 impl SendBudget {
     pub fn new(bytes: usize) -> Self {
-        Self { bytes: Arc::new(Semaphore::new(bytes.max(MAX_RESPONSE_BYTES))) }
+        Self::with_probation(bytes, PROBATION_BYTES)
     }
 
-    /// Bytes of the budget not in flight now.
+    pub fn with_probation(bytes: usize, probation: usize) -> Self {
+        Self {
+            bytes: Arc::new(Semaphore::new(bytes.max(MAX_RESPONSE_BYTES))),
+            probation: Arc::new(Semaphore::new(probation.max(MAX_RESPONSE_BYTES))),
+        }
+    }
+
+    /// Bytes of the main pool not in flight now.
     pub fn available(&self) -> usize {
         self.bytes.available_permits()
     }
 
-    /// Waits (first come, first served) until this stream's previous response is written and
-    /// the budget has room for a full-size response.
+    /// Waits (first come, first served within its pool) until this stream's previous response
+    /// is written and its pool has room for a full-size response.
     pub async fn reserve(&self, stream: &StreamSlot) -> Credit {
-        let own = stream.0.clone().acquire_owned().await;
-        let bytes = self.bytes.clone().acquire_many_owned(MAX_RESPONSE_BYTES as u32).await;
+        let own = stream.own.clone().acquire_owned().await;
+        let pool = if stream.trusted.load(Ordering::Acquire) { &self.bytes } else { &self.probation };
+        let bytes = pool.clone().acquire_many_owned(MAX_RESPONSE_BYTES as u32).await;
         match (own, bytes) {
             (Ok(own), Ok(bytes)) => Credit { _own: Some(own), bytes: Arc::new(Mutex::new(Some(bytes))) },
             // The semaphores are never closed; without them, sending unbudgeted is the safe fallback.
@@ -52,12 +70,27 @@ impl SendBudget {
     }
 }
 
-/// One response in flight per stream.
-pub struct StreamSlot(Arc<Semaphore>);
+/// One response in flight per stream, and which pool the stream draws from.
+pub struct StreamSlot {
+    own: Arc<Semaphore>,
+    trusted: AtomicBool,
+}
 
 impl Default for StreamSlot {
     fn default() -> Self {
-        Self(Arc::new(Semaphore::new(1)))
+        Self { own: Arc::new(Semaphore::new(1)), trusted: AtomicBool::new(false) }
+    }
+}
+
+impl StreamSlot {
+    /// The client answered a response: it reads, so it may use the main pool.
+    pub fn answered(&self) {
+        self.trusted.store(true, Ordering::Release);
+    }
+
+    /// A response of this stream stalled: back to probation until it answers again.
+    pub fn stalled(&self) {
+        self.trusted.store(false, Ordering::Release);
     }
 }
 
@@ -120,6 +153,7 @@ mod tests {
     async fn a_frame_holds_only_its_size_until_it_is_dropped() {
         let budget = SendBudget::new(MAX_RESPONSE_BYTES * 2);
         let slot = StreamSlot::default();
+        slot.answered();
         let (frame, in_flight) = budget.reserve(&slot).await.attach(vec![0; 1000]);
         assert_eq!(budget.available(), MAX_RESPONSE_BYTES * 2 - 1000);
         drop(frame);
@@ -135,6 +169,8 @@ mod tests {
     async fn a_stream_waits_for_its_previous_frame_and_others_for_room() {
         let budget = Arc::new(SendBudget::new(MAX_RESPONSE_BYTES));
         let (mine, other) = (StreamSlot::default(), StreamSlot::default());
+        mine.answered();
+        other.answered();
         let (first, _) = budget.reserve(&mine).await.attach(vec![0; MAX_RESPONSE_BYTES]);
         let again = tokio::time::timeout(Duration::from_millis(50), budget.reserve(&mine)).await;
         assert!(again.is_err(), "one response in flight per stream");
@@ -148,6 +184,8 @@ mod tests {
     async fn a_stalled_frame_gives_its_budget_back_but_still_blocks_its_own_stream() {
         let budget = SendBudget::new(MAX_RESPONSE_BYTES);
         let (stuck, other) = (StreamSlot::default(), StreamSlot::default());
+        stuck.answered();
+        other.answered();
         let (frame, in_flight) = budget.reserve(&stuck).await.attach(vec![0; MAX_RESPONSE_BYTES]);
         assert!(in_flight.release(), "the share was still held");
         tokio::time::timeout(Duration::from_secs(1), budget.reserve(&other)).await.expect("others go on");
@@ -155,5 +193,21 @@ mod tests {
         assert!(own.is_err(), "the stuck stream itself still waits for its frame");
         drop(frame);
         assert_eq!(budget.available(), MAX_RESPONSE_BYTES, "dropping the frame later returns nothing twice");
+    }
+
+    #[tokio::test]
+    async fn streams_that_never_answered_wait_only_on_each_other() {
+        let budget = SendBudget::with_probation(MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES);
+        let (stuck, newcomer, healthy) = (StreamSlot::default(), StreamSlot::default(), StreamSlot::default());
+        healthy.answered();
+        let (_never_written, _) = budget.reserve(&stuck).await.attach(vec![0; MAX_RESPONSE_BYTES]);
+        let waits = tokio::time::timeout(Duration::from_millis(50), budget.reserve(&newcomer)).await;
+        assert!(waits.is_err(), "probation is full of the stuck stream's response");
+        tokio::time::timeout(Duration::from_secs(1), budget.reserve(&healthy))
+            .await
+            .expect("a stream that answers is not held up by streams that do not");
+        healthy.stalled();
+        let demoted = tokio::time::timeout(Duration::from_millis(50), budget.reserve(&healthy)).await;
+        assert!(demoted.is_err(), "after a stall, a stream draws from probation again");
     }
 }

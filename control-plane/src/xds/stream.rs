@@ -105,13 +105,16 @@ async fn serve<S>(
                     let _ = outbound.send(Box::new(Err(status))).await;
                     return;
                 }
-                Some(Ok(request)) => {
-                    if let Err(status) = handle(&state, request, observer) {
+                Some(Ok(request)) => match handle(&state, request, observer) {
+                    Ok(answered) => if answered {
+                        slot.answered();
+                    },
+                    Err(status) => {
                         warn!(%status, "rejecting request, closing stream");
                         let _ = outbound.send(Box::new(Err(status))).await;
                         return;
                     }
-                }
+                },
             },
             changed = snapshots.changed() => {
                 if changed.is_err() {
@@ -129,7 +132,8 @@ async fn serve<S>(
                 if let Some((_, held)) = in_flight.take()
                     && held.release()
                 {
-                    warn!(after = ?STALL, "client is not reading its responses; its share of the send budget goes back");
+                    slot.stalled();
+                    debug!(after = ?STALL, "client is not reading its responses; it goes back on probation");
                 }
             }
             permit = outbound.reserve(), if credit.is_some() => {
@@ -153,7 +157,8 @@ async fn stalled(in_flight: &Option<(tokio::time::Instant, InFlight)>) {
     }
 }
 
-fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: &Observer) -> Result<(), Status> {
+/// Handles one request; says whether it answered (ACKed or NACKed) a response.
+fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: &Observer) -> Result<bool, Status> {
     let mut state = lock(state);
     let first = state.node.is_none();
     let answer = state.handle_request(request).map_err(|refusal| {
@@ -168,6 +173,7 @@ fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: 
         info!(cluster = state.node.as_ref().map_or("", |n| n.cluster.as_str()), "client connected");
     }
     drop(state);
+    let answered = !matches!(answer, Answer::None);
     match answer {
         Answer::None => {}
         Answer::Ack { ty, latency } => {
@@ -182,5 +188,5 @@ fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: 
             log_nack(&node, ty, &nack, observer.proxies.first_nack(&node, ty, &nack.version));
         }
     }
-    Ok(())
+    Ok(answered)
 }
