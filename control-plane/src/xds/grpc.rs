@@ -44,6 +44,16 @@ impl RequestBudget {
         }
     }
 
+    /// Bytes not held by any stream now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// Bytes all streams together may hold.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Takes `more` bytes into `held`, or refuses when every stream together holds too much.
     fn hold(&self, held: &mut Option<OwnedSemaphorePermit>, more: usize) -> Result<(), Status> {
         let Ok(permit) =

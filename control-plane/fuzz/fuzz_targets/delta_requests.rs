@@ -1,0 +1,56 @@
+//! Delta request handling on one stream's state: any sequence of requests is answered,
+//! refused with a status, or ignored, and responses never name a resource twice.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use edgexds::cache::{ResourceType, Snapshot};
+use edgexds::metrics::Metrics;
+use edgexds::xds::{StreamKind, StreamState};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+fn snapshots() -> &'static (Snapshot, Snapshot, Metrics) {
+    static SNAPSHOTS: OnceLock<(Snapshot, Snapshot, Metrics)> = OnceLock::new();
+    SNAPSHOTS.get_or_init(|| {
+        let items = |n: usize| {
+            (0..n).flat_map(|i| {
+                [
+                    (ResourceType::Cluster, format!("c{i}"), vec![i as u8; 8]),
+                    (ResourceType::ClusterLoadAssignment, format!("c{i}"), vec![i as u8; 16]),
+                ]
+            })
+        };
+        let first = Snapshot::new(None, items(4));
+        let second = Snapshot::new(Some(&first), items(3));
+        (first, second, Metrics::default())
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (first, second, metrics) = snapshots();
+    let kind = match data.first() {
+        Some(b) if b % 3 == 1 => StreamKind::Single(ResourceType::Cluster),
+        Some(b) if b % 3 == 2 => StreamKind::Single(ResourceType::ClusterLoadAssignment),
+        _ => StreamKind::Aggregated,
+    };
+    let mut state = StreamState::new(kind);
+    // Length-prefixed requests: one byte of length, then the encoded request.
+    let mut rest = data.get(1..).unwrap_or_default();
+    let mut round = 0;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (message, next) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = next;
+        let Ok(request) = DeltaDiscoveryRequest::decode(message) else { continue };
+        if state.handle_request(request).is_err() {
+            return;
+        }
+        let snapshot = if round % 2 == 0 { first } else { second };
+        state.snapshot_changed(snapshot);
+        while let Some(response) = state.next_response(snapshot, metrics) {
+            assert!(response.message_len() > 0);
+        }
+        round += 1;
+    }
+});
