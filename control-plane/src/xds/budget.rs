@@ -88,6 +88,16 @@ impl StreamSlot {
         self.trusted.store(true, Ordering::Release);
     }
 
+    /// Its last response is still in flight (held by HTTP/2, unwritten).
+    pub fn is_busy(&self) -> bool {
+        self.own.available_permits() == 0
+    }
+
+    /// Resolves once the response in flight is written (at once if there is none).
+    pub async fn until_free(&self) {
+        let _ = self.own.acquire().await;
+    }
+
     /// A response of this stream stalled: back to probation until it answers again.
     pub fn stalled(&self) {
         self.trusted.store(false, Ordering::Release);

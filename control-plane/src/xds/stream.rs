@@ -82,6 +82,10 @@ async fn serve<S>(
     let mut in_flight: Option<(tokio::time::Instant, InFlight)> = None;
     let mut snapshot = snapshots.borrow_and_update().clone();
     loop {
+        // While its last response is still unwritten the stream cannot send anything, so it
+        // does not even look at new snapshots: a stuck client costs nothing per change, and
+        // catches up on the latest one once its response is written.
+        let blocked = credit.is_none() && slot.is_busy();
         let has_work = snapshot.is_some() && lock(&state).has_work();
         if !has_work {
             // Budget waits only for a response that will be built.
@@ -116,7 +120,8 @@ async fn serve<S>(
                     }
                 },
             },
-            changed = snapshots.changed() => {
+            () = slot.until_free(), if blocked => {}
+            changed = snapshots.changed(), if !blocked => {
                 if changed.is_err() {
                     return;
                 }
