@@ -135,7 +135,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             Ok(())
         }
     });
-    let checkers = hds.clone().map(|hub| HdsServer::new(hub, shutdown_rx.clone()));
+    let checkers = hds.clone().map(|hub| HdsServer::new(hub, shutdown_rx.clone()).with_limits(config.xds_limits));
     tasks.spawn(serve_xds(
         xds_listener,
         cache.clone(),

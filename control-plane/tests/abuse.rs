@@ -13,6 +13,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use support::{CDS, EDS, Server, http_get, node, service, slice, subscriber};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 /// Writes `content` the way `(sleep 0.3; cat src) > file` does: truncate, wait, write in two halves.
@@ -173,4 +175,119 @@ async fn first_error(mut stream: tonic::Streaming<DeltaDiscoveryResponse>) -> to
             Err(status) => return status,
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_stream_nack_and_csds_limits_hold_through_the_binary() {
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+    use envoy_types::pb::google::rpc;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), service("web", 80)).unwrap();
+    let flags = [
+        "--max-streams-per-connection",
+        "2",
+        "--max-connections",
+        "3",
+        "--max-nack-message-bytes",
+        "16",
+        "--max-csds-response-bytes",
+        "64",
+    ];
+    let server = Server::start(dir.path(), &flags, Stdio::null());
+    let xds = server.xds;
+    let channel = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
+    let mut ads = AggregatedDiscoveryServiceClient::new(channel.clone());
+
+    // Two streams on one connection, each NACKing with a long message; a third is refused.
+    let mut open = Vec::new();
+    for index in 0..2 {
+        let (tx, rx) = mpsc::channel(4);
+        let request = DeltaDiscoveryRequest {
+            type_url: CDS.into(),
+            node: Some(node(&format!("nacker-{index}"))),
+            ..Default::default()
+        };
+        tx.send(request).await.unwrap();
+        let mut responses = ads.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        let first = responses.message().await.unwrap().unwrap();
+        let error_detail = Some(rpc::Status { code: 3, message: "x".repeat(100_000), details: vec![] });
+        let nack = DeltaDiscoveryRequest {
+            type_url: CDS.into(),
+            response_nonce: first.nonce,
+            error_detail,
+            ..Default::default()
+        };
+        tx.send(nack).await.unwrap();
+        open.push((tx, responses));
+    }
+    let third = ads.delta_aggregated_resources(futures::stream::pending::<DeltaDiscoveryRequest>()).await;
+    let status = match third {
+        Err(status) => status,
+        Ok(response) => first_error(response.into_inner()).await,
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("--max-streams-per-connection"), "{status}");
+
+    server.wait_until("the NACKs are recorded", || {
+        http_get(server.admin, "/debug/proxies").is_some_and(|(_, body)| body.matches("NACKED").count() >= 2)
+    });
+    let (_, proxies) = http_get(server.admin, "/debug/proxies").unwrap();
+    assert!(proxies.contains("xxxxxxxxxxxxxxxx... [100000 bytes, cut]"), "{proxies}");
+    assert!(proxies.len() < 10_000, "the kept messages are cut: {} bytes", proxies.len());
+
+    // CSDS, on a second connection (the first has no stream left): the answer would be larger than 64 bytes.
+    let second = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
+    let mut csds = ClientStatusDiscoveryServiceClient::new(second);
+    let refused = csds.fetch_client_status(ClientStatusRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("--max-csds-response-bytes"), "{refused}");
+
+    // Connections: a third fits, the fourth is refused.
+    let _third = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
+    let fourth = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
+    let request = DeltaDiscoveryRequest { type_url: CDS.into(), ..Default::default() };
+    let refused = AggregatedDiscoveryServiceClient::new(fourth)
+        .delta_aggregated_resources(futures::stream::iter([request]))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(refused.message().contains("--max-connections"), "{refused}");
+
+    for limit in ["streams_per_connection", "nack_message_bytes", "csds_response_bytes", "connections"] {
+        let series = format!("edgexds_limit_hits_total{{limit=\"{limit}\"}}");
+        assert!(server.metric(&series) >= 1.0, "{series} counted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_manifests_are_refused_quickly_and_the_good_ones_served() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), service("web", 80)).unwrap();
+    // 200 kB of nested flow sequences: minutes of parsing before the depth limit.
+    let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    std::fs::write(dir.path().join("deep.yaml"), deep).unwrap();
+    let overrides: String =
+        (0..20_000).map(|i| format!("  - {{ match: {{ zone: z{i} }}, intervalMs: 1000 }}\n")).collect();
+    let probe = format!(
+        "apiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: web, namespace: shop }}\nspec:\n  targetRef: {{ name: web }}\n  overrides:\n{overrides}"
+    );
+    std::fs::write(dir.path().join("probe.yaml"), probe).unwrap();
+    std::fs::write(dir.path().join("long.yaml"), service(&"a".repeat(10_000), 80)).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/loop")).unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let server = Server::start(dir.path(), &["--log-format", "json"], Stdio::from(log.reopen().unwrap()));
+    assert!(started.elapsed() < Duration::from_secs(5), "ready in {:?}", started.elapsed());
+    let mut responses = subscriber(server.xds, node("sidecar")).await;
+    let (_, first) = responses.recv().await.unwrap();
+    let names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["web.shop:80"], "only the good file is served");
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    for expected in ["nested deeper than 64", "at most 32 items", "no more than 63 characters"] {
+        assert!(logged.contains(expected), "{expected:?} not logged:\n{logged}");
+    }
+    assert!(logged.len() < 20_000, "hostile names are not logged whole ({} bytes)", logged.len());
 }

@@ -19,6 +19,7 @@ use tracing::{Instrument, debug};
 
 use super::hub::HdsHub;
 use crate::shutdown::{self, Shutdown};
+use crate::xds::XdsLimits;
 
 type SpecifierStream = ReceiverStream<Result<HealthCheckSpecifier, Status>>;
 
@@ -26,15 +27,21 @@ type SpecifierStream = ReceiverStream<Result<HealthCheckSpecifier, Status>>;
 pub struct HdsServer {
     hub: Arc<HdsHub>,
     shutdown: Shutdown,
+    limits: XdsLimits,
 }
 
 impl HdsServer {
     pub fn new(hub: Arc<HdsHub>, shutdown: Shutdown) -> Self {
-        Self { hub, shutdown }
+        Self { hub, shutdown, limits: XdsLimits::default() }
+    }
+
+    /// The xDS port's per-client limits apply to checkers too.
+    pub fn with_limits(self, limits: XdsLimits) -> Self {
+        Self { limits, ..self }
     }
 
     pub fn server(&self) -> HealthDiscoveryServiceServer<Self> {
-        HealthDiscoveryServiceServer::new(self.clone())
+        HealthDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(self.limits.max_request_bytes)
     }
 }
 
@@ -49,7 +56,9 @@ impl HealthDiscoveryService for HdsServer {
         // One slot: a checker that reads slowly only ever gets the latest schedule.
         let (tx, rx) = mpsc::channel(1);
         let span = tracing::info_span!("hds_stream", node = tracing::field::Empty);
-        tokio::spawn(run_checker(self.hub.clone(), request.into_inner(), tx, self.shutdown.clone()).instrument(span));
+        let checker =
+            run_checker(self.hub.clone(), request.into_inner(), tx, self.shutdown.clone(), self.limits.max_node_bytes);
+        tokio::spawn(checker.instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -78,6 +87,7 @@ pub async fn run_checker<S>(
     mut inbound: S,
     outbound: mpsc::Sender<Result<HealthCheckSpecifier, Status>>,
     mut shutdown: Shutdown,
+    max_node_bytes: usize,
 ) where
     S: Stream<Item = Result<HealthCheckRequestOrEndpointHealthResponse, Status>> + Unpin,
 {
@@ -93,7 +103,6 @@ pub async fn run_checker<S>(
         }
     };
     // The same bound as on xDS streams: a checker's node is kept for the life of its stream.
-    let max_node_bytes = crate::xds::XdsLimits::default().max_node_bytes;
     let node = match crate::xds::kept_node(request.node.unwrap_or_default(), max_node_bytes) {
         Ok(node) => node,
         Err(refusal) => {

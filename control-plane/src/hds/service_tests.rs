@@ -20,7 +20,8 @@ fn open() -> Checker {
     let (requests, inbound) = mpsc::channel(4);
     let (outbound, responses) = mpsc::channel(1);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    tokio::spawn(run_checker(hub.clone(), ReceiverStream::new(inbound), outbound, shutdown_rx));
+    let max_node_bytes = crate::xds::XdsLimits::default().max_node_bytes;
+    tokio::spawn(run_checker(hub.clone(), ReceiverStream::new(inbound), outbound, shutdown_rx, max_node_bytes));
     Checker { requests, responses, shutdown, hub }
 }
 

@@ -36,6 +36,7 @@ pub struct ClientStatus {
     cache: Arc<SnapshotCache>,
     building: Arc<Semaphore>,
     max_response_bytes: usize,
+    max_request_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -46,6 +47,7 @@ impl ClientStatus {
             cache,
             building: Arc::new(Semaphore::new(XdsLimits::default().max_concurrent_csds)),
             max_response_bytes: XdsLimits::default().max_csds_response_bytes,
+            max_request_bytes: XdsLimits::default().max_request_bytes,
             metrics: Arc::default(),
         }
     }
@@ -54,6 +56,7 @@ impl ClientStatus {
         Self {
             building: Arc::new(Semaphore::new(limits.max_concurrent_csds)),
             max_response_bytes: limits.max_csds_response_bytes,
+            max_request_bytes: limits.max_request_bytes,
             metrics,
             ..self
         }
@@ -71,7 +74,7 @@ impl ClientStatus {
     }
 
     pub fn server(&self) -> ClientStatusDiscoveryServiceServer<Self> {
-        ClientStatusDiscoveryServiceServer::new(self.clone())
+        ClientStatusDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(self.max_request_bytes)
     }
 
     pub fn status(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
