@@ -9,6 +9,7 @@ use edgexds::hds::HdsConfig;
 use edgexds::pipeline::PipelineConfig;
 use edgexds::serve::{Running, ServeConfig, Source, start};
 use edgexds::translate::{ActiveHealthChecks, TranslateOptions};
+use edgexds::xds::XdsLimits;
 
 use crate::upstream::Upstream;
 
@@ -39,13 +40,23 @@ impl ControlPlane {
         translate: TranslateOptions,
         hds: HdsConfig,
     ) -> Result<Self> {
+        Self::start_limited(manifests, translate, hds, XdsLimits::default()).await
+    }
+
+    /// Like [`ControlPlane::start_configured`], with other per-client limits.
+    pub async fn start_limited(
+        manifests: tempfile::TempDir,
+        translate: TranslateOptions,
+        hds: HdsConfig,
+        xds_limits: XdsLimits,
+    ) -> Result<Self> {
         let running = start(ServeConfig {
             source: Source::Manifests(manifests.path().to_owned()),
             xds_addr: "127.0.0.1:0".parse()?,
             admin_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
             hds,
-            xds_limits: Default::default(),
+            xds_limits,
         })
         .await?;
         Ok(Self { running, manifests })
