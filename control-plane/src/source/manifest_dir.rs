@@ -241,7 +241,7 @@ fn collect_files(
     Ok(())
 }
 
-/// Watches `root` recursively and its parent for the root's own replacement.
+/// Watches `root` and everything under it.
 fn watch(watcher: &mut notify::RecommendedWatcher, root: &Path) -> Result<()> {
     watcher.watch(root, RecursiveMode::Recursive).map_err(|source| Error::Watch { path: root.to_owned(), source })
 }
@@ -262,19 +262,31 @@ pub async fn run(
     })
     .map_err(|source| Error::Watch { path: root.clone(), source })?;
     watch(&mut watcher, &root)?;
-    // Deleting and recreating the directory drops its watch; the parent sees it come back.
-    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let _ = watcher.watch(parent, RecursiveMode::NonRecursive);
-    }
+    // Set only while the root is gone, to see it come back: watching the parent all the
+    // time would wake us for every sibling's activity.
+    let parent = root.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_owned);
+    let mut watching_parent = false;
     let mut trigger = Trigger::Initial;
     let mut published = false;
     loop {
         let pending = events.take();
-        if pending.root_replaced && root.is_dir() {
-            let _ = watcher.unwatch(&root);
-            match watch(&mut watcher, &root) {
-                Ok(()) => info!(dir = %root.display(), "manifests directory is back; watching it again"),
-                Err(err) => warn!("{err}"),
+        if pending.root_replaced || watching_parent {
+            if root.is_dir() {
+                let _ = watcher.unwatch(&root);
+                match watch(&mut watcher, &root) {
+                    Ok(()) => info!(dir = %root.display(), "manifests directory is back; watching it again"),
+                    Err(err) => warn!("{err}"),
+                }
+                if let Some(parent) = parent.as_deref().filter(|_| watching_parent) {
+                    let _ = watcher.unwatch(parent);
+                    watching_parent = false;
+                }
+            } else if let Some(parent) = parent.as_deref().filter(|_| !watching_parent) {
+                watching_parent = watcher.watch(parent, RecursiveMode::NonRecursive).is_ok();
+                // It may have come back before the parent's watch was in place.
+                if root.is_dir() {
+                    events.record(&root, &notify::Event::new(notify::EventKind::Any).add_path(root.clone()));
+                }
             }
         }
         metrics.manifest_scans.inc();

@@ -45,7 +45,9 @@ impl Server {
             format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         );
-        let child = Command::new(env!("CARGO_BIN_EXE_edgexds"))
+        // EDGEXDS_BIN runs the same tests against another build, e.g. to measure "before".
+        let binary = std::env::var("EDGEXDS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgexds").to_owned());
+        let child = Command::new(binary)
             .args(["serve", "--manifests"])
             .arg(dir)
             .args(["--xds-addr", &xds.to_string(), "--admin-addr", &admin.to_string()])
