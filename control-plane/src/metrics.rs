@@ -75,6 +75,7 @@ pub struct Metrics {
     pub manifest_scans: Counter,
     pub limit_hits: Family<LimitLabel, Counter>,
     pub xds_connections: Gauge,
+    pub xds_stuck_streams: Gauge,
     log_lines_dropped: Counter,
     pub translation: Histogram,
     pub snapshot_clusters: Gauge,
@@ -104,6 +105,7 @@ impl Default for Metrics {
             manifest_scans: Counter::default(),
             limit_hits: Family::default(),
             xds_connections: Gauge::default(),
+            xds_stuck_streams: Gauge::default(),
             log_lines_dropped: Counter::default(),
             translation: latency_histogram(),
             snapshot_clusters: Gauge::default(),
@@ -161,6 +163,11 @@ impl Default for Metrics {
             metrics.limit_hits.clone(),
         );
         registry.register("xds_connections", "Open connections on the xDS port", metrics.xds_connections.clone());
+        registry.register(
+            "xds_stuck_streams",
+            "Streams whose last response has gone unwritten for 2 s: clients that stopped reading",
+            metrics.xds_stuck_streams.clone(),
+        );
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because the log output was not being read",

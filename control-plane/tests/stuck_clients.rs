@@ -62,7 +62,7 @@ async fn five_hundred_stuck_clients_change_a_healthy_clients_p99_by_less_than_te
     let server = Server::start(dir.path(), &flags, Stdio::null());
     let mut healthy = subscriber(server.xds, node("healthy")).await;
     while tokio::time::timeout(Duration::from_millis(300), healthy.recv()).await.is_ok() {}
-    let before = update_latencies(dir.path(), &mut healthy, 100).await;
+    let before = update_latencies(dir.path(), &mut healthy, 200).await;
 
     // Clients that open a stream and never read: a stream window of zero bytes.
     let mut stuck = Vec::new();
@@ -84,10 +84,11 @@ async fn five_hundred_stuck_clients_change_a_healthy_clients_p99_by_less_than_te
             AggregatedDiscoveryServiceClient::new(channel).delta_aggregated_resources(ReceiverStream::new(rx)).await;
         stuck.push((tx, call));
     }
-    server.wait_until("every stuck stream is open", || {
-        server.metric("edgexds_xds_streams{method=\"ads\"}") >= (STUCK + 1) as f64
+    // Measured in the steady state: every stuck stream has hit its stall and gone on probation.
+    server.wait_until("every stuck stream is seen as stuck", || {
+        server.metric("edgexds_xds_stuck_streams") >= STUCK as f64
     });
-    let after = update_latencies(dir.path(), &mut healthy, 100).await;
+    let after = update_latencies(dir.path(), &mut healthy, 200).await;
     let (p99_before, p99_after) = (p99(&before), p99(&after));
     eprintln!("healthy client update p99: {p99_before:?} without, {p99_after:?} with {STUCK} stuck clients");
     assert!(

@@ -76,6 +76,8 @@ async fn serve<S>(
 {
     let Io { outbound, budget } = io;
     let slot = StreamSlot::default();
+    // Counted in `edgexds_xds_stuck_streams` while a response sits unwritten past STALL.
+    let mut stuck = StuckMark(None);
     let mut credit: Option<Credit> = None;
     let mut reserving: Option<Pin<Box<dyn Future<Output = Credit> + Send + '_>>> = None;
     // The last response sent, until it is written or has stalled.
@@ -86,6 +88,9 @@ async fn serve<S>(
         // does not even look at new snapshots: a stuck client costs nothing per change, and
         // catches up on the latest one once its response is written.
         let blocked = credit.is_none() && slot.is_busy();
+        if !slot.is_busy() {
+            stuck.clear();
+        }
         let has_work = snapshot.is_some() && lock(&state).has_work();
         if !has_work {
             // Budget waits only for a response that will be built.
@@ -138,6 +143,7 @@ async fn serve<S>(
                     && held.release()
                 {
                     slot.stalled();
+                    stuck.set(&observer.metrics.xds_stuck_streams);
                     debug!(after = ?STALL, "client is not reading its responses; it goes back on probation");
                 }
             }
@@ -151,6 +157,30 @@ async fn serve<S>(
                 }
             }
         }
+    }
+}
+
+/// Holds one count of the stuck-streams gauge while set; gives it back however the stream ends.
+struct StuckMark(Option<prometheus_client::metrics::gauge::Gauge>);
+
+impl StuckMark {
+    fn set(&mut self, gauge: &prometheus_client::metrics::gauge::Gauge) {
+        if self.0.is_none() {
+            gauge.inc();
+            self.0 = Some(gauge.clone());
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(gauge) = self.0.take() {
+            gauge.dec();
+        }
+    }
+}
+
+impl Drop for StuckMark {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
