@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use edgexds::cache::{ResourceType, Snapshot, SnapshotCache};
-use edgexds::metrics::Metrics;
+use edgexds::ops::metrics::Metrics;
 use edgexds::xds::{StreamKind, StreamState};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 

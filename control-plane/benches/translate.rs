@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use edgexds::cache::{ResourceType, Snapshot, SnapshotDiff};
-use edgexds::crd::{HealthProbeSpec, ProbeOverride, TargetRef};
+use edgexds::kubernetes::crd::{HealthProbeSpec, ProbeOverride, TargetRef};
 use edgexds::model::{
     AddressType, CheckVerdicts, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
     SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
@@ -52,7 +52,10 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
             let spec = HealthProbeSpec {
                 target_ref: TargetRef { kind: "Service".into(), name: key.name.clone() },
                 overrides: vec![ProbeOverride {
-                    matches: edgexds::crd::EndpointMatch { node_name: Some("node-0".into()), ..Default::default() },
+                    matches: edgexds::kubernetes::crd::EndpointMatch {
+                        node_name: Some("node-0".into()),
+                        ..Default::default()
+                    },
                     interval_ms: Some(500),
                     timeout_ms: Some(200),
                     ..Default::default()

@@ -1,32 +1,33 @@
 //! edgexds: a lightweight Envoy delta-xDS control plane for Kubernetes edge clusters.
 //!
-//! Data flows one way: a source (manifests directory or Kubernetes) fills a
+//! Data flows one way: a source ([`manifests`] or [`kubernetes`]) fills a
 //! [`model::SourceState`]; [`model::resolve`] turns it into a [`model::Model`];
 //! [`translate`] turns that into Envoy resources; [`cache`] versions them; and
-//! [`xds`] streams them to Envoys over delta xDS.
+//! [`xds`] streams them to Envoys over delta xDS. [`hds`] runs active checks,
+//! [`ops`] serves the admin port, metrics, logs and the CLI, and [`serve`] wires
+//! everything together. The core (`model`, `translate`, `cache`) imports nothing
+//! from the edges; a test keeps it so.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+// The core.
 pub mod cache;
-pub mod cli;
-pub mod convert;
-pub mod crd;
-pub mod error;
-pub mod hds;
-pub mod metrics;
 pub mod model;
+pub mod translate;
+
+// The edges.
+pub mod hds;
+pub mod kubernetes;
+pub mod manifests;
+pub mod ops;
+pub mod xds;
+
+// Wiring and shared plumbing.
+pub mod error;
+pub mod lock;
 pub mod pipeline;
-pub mod proxy_status;
 pub mod serve;
 pub mod shutdown;
-pub mod source;
-pub mod status;
-pub mod status_writer;
-pub mod sync;
-pub mod telemetry;
 pub mod timestamp;
-pub mod translate;
-pub mod xds;
 
 /// Our own extension messages, compiled from `proto/`.
 pub mod api {

@@ -4,15 +4,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use edgexds::cli::{Cli, Command};
+use edgexds::ops::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::ProxyStatus { admin } => match edgexds::proxy_status::fetch(&admin).await {
+        Command::ProxyStatus { admin } => match edgexds::ops::proxy_status::fetch(&admin).await {
             Ok(proxies) => {
-                print!("{}", edgexds::proxy_status::render(&proxies));
+                print!("{}", edgexds::ops::proxy_status::render(&proxies));
                 let nacked = proxies.iter().any(|p| p.state == edgexds::xds::SyncState::Nacked);
                 if nacked { ExitCode::FAILURE } else { ExitCode::SUCCESS }
             }
@@ -22,11 +22,11 @@ async fn main() -> ExitCode {
             }
         },
         Command::Crd => {
-            print!("{}", edgexds::crd::crd_yaml());
+            print!("{}", edgexds::kubernetes::crd::crd_yaml());
             ExitCode::SUCCESS
         }
         Command::Serve(args) => {
-            let _log_flush = match edgexds::telemetry::init(args.log_format, &args.log_level) {
+            let _log_flush = match edgexds::ops::telemetry::init(args.log_format, &args.log_level) {
                 Ok(guard) => guard,
                 Err(e) => {
                     eprintln!("edgexds: {e}");

@@ -9,10 +9,13 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cache::{ResourceType, Snapshot, SnapshotCache};
-use crate::metrics::Metrics;
 use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve_with};
-use crate::source::StateReceiver;
+use crate::ops::metrics::Metrics;
 use crate::translate::{self, TranslateOptions};
+
+/// What a source publishes: its whole current state, `None` until its first full one.
+pub type StateSender = watch::Sender<Option<Arc<SourceState>>>;
+pub type StateReceiver = watch::Receiver<Option<Arc<SourceState>>>;
 
 /// However busy the source, a change is published at most this long after it was seen.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
@@ -148,7 +151,7 @@ fn report_new_diagnostics(model: &Model, reported: &mut BTreeSet<Diagnostic>) {
 mod tests {
     use super::*;
 
-    fn source() -> (crate::source::StateSender, StateReceiver) {
+    fn source() -> (StateSender, StateReceiver) {
         watch::channel(Some(Arc::new(SourceState::default())))
     }
 

@@ -13,15 +13,14 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
-use crate::admin::AdminState;
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::hds::{self, HdsConfig, HdsHub, HdsServer};
+use crate::kubernetes::status_writer;
+use crate::kubernetes::watch::KubernetesConfig;
 use crate::model::Model;
+use crate::ops::admin::AdminState;
 use crate::pipeline::{self, PipelineConfig};
-use crate::source::kubernetes::{self, KubernetesConfig};
-use crate::source::manifest_dir;
-use crate::status_writer;
 use crate::xds::{ClientStatus, Observer, XdsLimits, XdsServer};
 
 /// Streams and connections get this long to close after shutdown is requested.
@@ -113,7 +112,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
                 namespaces: namespaces.clone(),
                 service_selector: service_selector.clone(),
             };
-            tasks.spawn(kubernetes::run(kube, states, observer.metrics.clone(), shutdown_rx.clone()));
+            tasks.spawn(crate::kubernetes::watch::run(kube, states, observer.metrics.clone(), shutdown_rx.clone()));
             let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
             tasks.spawn(async move {
                 status_writer::run(client, models, shutdown).await;
@@ -121,7 +120,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             });
         }
         (Source::Manifests(dir), _) => {
-            tasks.spawn(manifest_dir::run(dir.clone(), states, observer.metrics.clone(), shutdown_rx.clone()));
+            tasks.spawn(crate::manifests::dir::run(dir.clone(), states, observer.metrics.clone(), shutdown_rx.clone()));
         }
         (Source::Kubernetes { .. }, None) => unreachable!("a Kubernetes source always has a client here"),
     }
@@ -218,7 +217,7 @@ async fn serve_xds(
 }
 
 async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    axum::serve(listener, crate::admin::router(state))
+    axum::serve(listener, crate::ops::admin::router(state))
         .with_graceful_shutdown(async move {
             crate::shutdown::requested(&mut shutdown).await;
         })

@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::*;
 use crate::api::v1alpha1::EndpointExtension;
-use crate::crd::{GrpcProbe, HealthProbeSpec, ProbeOverride, TargetRef};
+use crate::kubernetes::crd::{GrpcProbe, HealthProbeSpec, ProbeOverride, TargetRef};
 use crate::model::{
     AddressType, CheckVerdicts, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
     SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
@@ -61,7 +61,10 @@ fn probe() -> HealthProbeSpec {
         target_ref: TargetRef { kind: "Service".into(), name: "web".into() },
         interval_ms: Some(5000),
         overrides: vec![ProbeOverride {
-            matches: crate::crd::EndpointMatch { pod_name: Some("web-canary-*".into()), ..Default::default() },
+            matches: crate::kubernetes::crd::EndpointMatch {
+                pod_name: Some("web-canary-*".into()),
+                ..Default::default()
+            },
             interval_ms: Some(500),
             timeout_ms: Some(250),
             failure_threshold: Some(2),

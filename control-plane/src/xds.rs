@@ -25,7 +25,7 @@ pub use stream::{StreamKind, run_stream};
 pub use stream_state::{MAX_RESPONSE_BYTES, StreamState, kept_node};
 pub use subscription::{Changes, Subscription, SubscriptionRequest};
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// What streams report into: metrics and the registry of connected proxies.
 #[derive(Default)]

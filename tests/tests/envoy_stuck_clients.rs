@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use edgexds::hds::HdsConfig;
-use edgexds::metrics::MethodLabel;
+use edgexds::ops::metrics::MethodLabel;
 use edgexds::translate::TranslateOptions;
 use edgexds::xds::XdsLimits;
 use edgexds_tests::control_plane::{ControlPlane, web_probe, web_service, web_slice};

@@ -105,7 +105,7 @@ async fn a_nacking_client_shows_as_nacked_with_its_message_in_proxies_and_csds()
     assert_eq!(report.node_id, "test-node");
     let nack = report.types["cds"].last_nack.as_ref().unwrap();
     assert_eq!(nack.message, "cluster web.shop:80: unsupported health checker");
-    let table = edgexds::proxy_status::render(&[report]);
+    let table = edgexds::ops::proxy_status::render(&[report]);
     assert!(table.contains("NACKED") && table.contains("unsupported health checker"), "{table}");
 
     let mut csds =
@@ -142,7 +142,7 @@ async fn a_real_envoy_is_synced_in_proxies_proxy_status_and_csds() {
     );
 
     let admin = format!("http://{}", cp.running.admin_addr);
-    let table = edgexds::proxy_status::render(&edgexds::proxy_status::fetch(&admin).await.unwrap());
+    let table = edgexds::ops::proxy_status::render(&edgexds::ops::proxy_status::fetch(&admin).await.unwrap());
     println!("{table}");
     assert!(table.lines().nth(1).is_some_and(|l| l.contains("ops-sidecar") && l.contains("SYNCED")), "{table}");
 

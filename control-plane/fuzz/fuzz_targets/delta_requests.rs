@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use edgexds::cache::{ResourceType, Snapshot};
-use edgexds::metrics::Metrics;
+use edgexds::ops::metrics::Metrics;
 use edgexds::xds::{StreamKind, StreamState};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use libfuzzer_sys::fuzz_target;

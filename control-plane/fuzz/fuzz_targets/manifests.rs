@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         for name in ["fuzz.yaml", "fuzz.json"] {
-            let _ = edgexds::source::manifests::parse_file(Path::new(name), text);
+            let _ = edgexds::manifests::parse::parse_file(Path::new(name), text);
         }
     }
 });

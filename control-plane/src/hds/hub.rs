@@ -24,9 +24,9 @@ use super::assign::{Assignment, Checker, CheckerId, assign};
 use super::reports::{ReportBook, Verdict};
 use super::specifier::specifier_for;
 use super::targets::{EndpointKey, Group, Target, targets};
-use crate::metrics::{Metrics, VerdictLabel};
+use crate::lock::lock;
 use crate::model::{CheckVerdicts, Model};
-use crate::sync::lock;
+use crate::ops::metrics::{Metrics, VerdictLabel};
 
 #[path = "hub_view.rs"]
 mod view;

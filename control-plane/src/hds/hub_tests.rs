@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::Endpoint;
 use envoy_types::pb::envoy::service::health::v3::{ClusterEndpointsHealth, LocalityEndpointsHealth};
 
 use super::*;
-use crate::crd::{EndpointMatch, HealthProbeSpec, HttpProbe, ProbeOverride};
+use crate::kubernetes::crd::{EndpointMatch, HealthProbeSpec, HttpProbe, ProbeOverride};
 use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice, state};
 use crate::model::resolve;
 

@@ -6,7 +6,7 @@ use super::{
     AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
     SlicePort, SourceState, TargetPort,
 };
-use crate::crd::{HealthProbeSpec, TargetRef};
+use crate::kubernetes::crd::{HealthProbeSpec, TargetRef};
 
 pub(crate) fn service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Service {
     Service {

@@ -6,7 +6,7 @@ use globset::{Glob, GlobMatcher};
 use ipnet::IpNet;
 
 use super::object::ObjectKey;
-use crate::crd::{EndpointMatch, HealthProbeSpec, ProbeOverride};
+use crate::kubernetes::crd::{EndpointMatch, HealthProbeSpec, ProbeOverride};
 
 pub use super::limits::{INTERVAL_MS, THRESHOLD};
 use super::limits::{MAX_NAME_BYTES, MAX_OVERRIDES, MAX_PATH_BYTES, TIMEOUT_MS};
@@ -24,7 +24,7 @@ pub struct Probe {
     pub generation: Option<i64>,
     pub spec: HealthProbeSpec,
     /// The status the API server holds, so it is rewritten only when it changes.
-    pub status: Option<crate::crd::HealthProbeStatus>,
+    pub status: Option<crate::kubernetes::crd::HealthProbeStatus>,
 }
 
 /// Why a probe was rejected: the field path and what is wrong with it.
@@ -187,7 +187,7 @@ fn check_kind(spec: &HealthProbeSpec) -> Result<CheckKind, ProbeError> {
         check_len("spec.grpc.serviceName", grpc.service_name.as_ref(), MAX_NAME_BYTES)?;
         return Ok(CheckKind::Grpc { service_name: grpc.service_name.clone().filter(|s| !s.is_empty()) });
     }
-    Ok(CheckKind::Http { path: crate::crd::default_http_path(), host: None })
+    Ok(CheckKind::Http { path: crate::kubernetes::crd::default_http_path(), host: None })
 }
 
 fn in_range(field: &str, value: Option<i64>, (min, max): (i64, i64), default: u32) -> Result<u32, ProbeError> {
@@ -261,7 +261,7 @@ fn parse_net(text: &str, field: &str) -> Result<IpNet, ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{GrpcProbe, HttpProbe, TargetRef, TcpProbe};
+    use crate::kubernetes::crd::{GrpcProbe, HttpProbe, TargetRef, TcpProbe};
 
     fn spec() -> HealthProbeSpec {
         HealthProbeSpec { target_ref: TargetRef { kind: "Service".into(), name: "web".into() }, ..Default::default() }

@@ -69,7 +69,7 @@ pub struct RefProblem {
 pub struct ProbeStatus {
     pub generation: Option<i64>,
     /// The status the API server holds now, if any.
-    pub current: Option<crate::crd::HealthProbeStatus>,
+    pub current: Option<crate::kubernetes::crd::HealthProbeStatus>,
     /// `Err` holds the precise validation error.
     pub accepted: Result<(), String>,
     /// `None` when the spec was not valid enough to look for its target.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::crd::ProbeOverride;
+use crate::kubernetes::crd::ProbeOverride;
 use crate::model::EndpointConditions;
 use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice, state};
 
@@ -103,7 +103,7 @@ fn fqdn_slices_and_external_name_services_produce_nothing_and_are_reported() {
 fn probe_covers_all_ports_or_the_one_it_names_with_effective_values() {
     let mut spec = probe_spec("web", Some(80));
     spec.overrides = vec![ProbeOverride {
-        matches: crate::crd::EndpointMatch { zone: Some("z2".into()), ..Default::default() },
+        matches: crate::kubernetes::crd::EndpointMatch { zone: Some("z2".into()), ..Default::default() },
         interval_ms: Some(500),
         timeout_ms: Some(100),
         ..Default::default()

@@ -114,7 +114,7 @@ pub struct Credit {
 impl Drop for Credit {
     fn drop(&mut self) {
         // The stream may still hold an `InFlight` handle: the share must return now, not then.
-        crate::sync::lock(&self.bytes).take();
+        crate::lock::lock(&self.bytes).take();
     }
 }
 
@@ -124,7 +124,7 @@ pub struct InFlight(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 impl InFlight {
     /// Gives the share back while the frame is still unwritten; says whether it held any.
     pub fn release(self) -> bool {
-        crate::sync::lock(&self.0).take().is_some()
+        crate::lock::lock(&self.0).take().is_some()
     }
 }
 
@@ -133,7 +133,7 @@ impl Credit {
     /// Unused budget returns at once; a frame larger than a full response (one big resource)
     /// goes out on the credit it has.
     pub fn attach(self, frame: Vec<u8>) -> (Bytes, InFlight) {
-        if let Some(bytes) = crate::sync::lock(&self.bytes).as_mut() {
+        if let Some(bytes) = crate::lock::lock(&self.bytes).as_mut() {
             let unused = bytes.num_permits().saturating_sub(frame.len());
             drop(bytes.split(unused));
         }

@@ -23,7 +23,7 @@ use super::limits::XdsLimits;
 use super::proxies::{ProxyRegistry, lock};
 use super::stream_state::{StreamState, TypeState};
 use crate::cache::{ResourceType, SnapshotCache, format_version};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Answers CSDS requests from the proxy registry and the current snapshot.
 ///

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Status;
 
 use super::limits::XdsLimits;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Bounds what clients can make the server hold of requests not yet received whole:
 /// a client that starts many large messages and never finishes them (while answering

@@ -27,7 +27,7 @@ use tracing::debug;
 
 use super::grpc::status_response;
 use super::limits::XdsLimits;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::shutdown::{self, Shutdown};
 
 /// Bytes HTTP/2 may queue per stream beyond what it can write now. hyper's default (400 kB)
@@ -81,7 +81,7 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut open = crate::sync::lock(&self.connections.open);
+        let mut open = crate::lock::lock(&self.connections.open);
         open.0 -= 1;
         if let Some(peer) = self.peer
             && let Some(count) = open.1.get_mut(&peer)
@@ -102,7 +102,7 @@ impl Connections {
         limits: &XdsLimits,
         metrics: &Arc<Metrics>,
     ) -> Result<Admitted, Refused> {
-        let mut open = crate::sync::lock(&self.open);
+        let mut open = crate::lock::lock(&self.open);
         if open.0 >= limits.max_connections {
             return Err(Refused::Total);
         }

@@ -22,7 +22,7 @@ use super::limits::StreamLimits;
 use super::proxies::lock;
 use super::stream_state::{Answer, StreamState, log_nack};
 use crate::cache::{ResourceType, SnapshotReceiver};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::shutdown::{self, Shutdown};
 
 /// Which gRPC method opened the stream.

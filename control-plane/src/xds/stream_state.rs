@@ -16,7 +16,7 @@ use super::limits::{Refusal, StreamLimits, truncate};
 use super::response_wire::{EncodedResponse, encode_response};
 use super::subscription::{Changes, Subscription, SubscriptionRequest};
 use crate::cache::{ResourceType, Snapshot};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Resource bytes per response, at most (a single larger resource still goes alone).
 /// A stream's response is held whole until its client reads it, so this bounds what

@@ -7,7 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::HealthProbe;
+use crate::kubernetes::crd::HealthProbe;
 use crate::model::{
     AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
     SlicePort, TargetPort,

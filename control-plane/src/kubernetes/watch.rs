@@ -23,12 +23,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use super::StateSender;
-use super::kube_store::{Change, Item, Kind, KubeStore};
-use crate::convert::{self, ConvertError, SERVICE_NAME_LABEL};
-use crate::crd::HealthProbe;
-use crate::metrics::{KindLabel, Metrics};
+use super::store::{Change, Item, Kind, KubeStore};
+use crate::kubernetes::convert::{self, ConvertError, SERVICE_NAME_LABEL};
+use crate::kubernetes::crd::HealthProbe;
 use crate::model::ObjectKey;
+use crate::ops::metrics::{KindLabel, Metrics};
+use crate::pipeline::StateSender;
 use crate::shutdown::{self, Shutdown};
 
 #[derive(Clone)]

@@ -11,8 +11,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::convert;
-use crate::crd::HealthProbe;
+use crate::kubernetes::convert;
+use crate::kubernetes::crd::HealthProbe;
 use crate::model::{Probe, Service, Slice, ValidProbe};
 
 /// Manifests that leave out the namespace land where kubectl would put them.
@@ -265,5 +265,5 @@ impl Typed {
 }
 
 #[cfg(test)]
-#[path = "manifests_tests.rs"]
+#[path = "parse_tests.rs"]
 mod tests;

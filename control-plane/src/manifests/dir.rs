@@ -11,12 +11,12 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::StateSender;
 use super::file_events::{FileEvents, Pending};
-use super::manifests::{Located, MAX_FILE_BYTES, Object, ParseError, is_manifest, parse_file_located};
+use super::parse::{Located, MAX_FILE_BYTES, Object, ParseError, is_manifest, parse_file_located};
 use crate::error::{Error, Result};
-use crate::metrics::{KindLabel, Metrics};
 use crate::model::SourceState;
+use crate::ops::metrics::{KindLabel, Metrics};
+use crate::pipeline::StateSender;
 
 /// Safety net for filesystems whose change events get lost (network mounts). Rare on
 /// purpose: with inotify working, an idle edgexds does no work at all.

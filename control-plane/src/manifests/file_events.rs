@@ -69,7 +69,7 @@ impl FileEvents {
     /// Records one event about `root`'s tree (or its parent); wakes the rescan if it matters.
     pub fn record(&self, root: &Path, event: &notify::Event) {
         let now = Instant::now();
-        let mut state = crate::sync::lock(&self.state);
+        let mut state = crate::lock::lock(&self.state);
         let wake = match event.kind {
             // Our own reads produce these: never a reason to look again.
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
@@ -120,7 +120,7 @@ impl FileEvents {
     /// What a scan must respect now; clears the root flag. Writes past their deadline are done.
     pub fn take(&self) -> Pending {
         let now = Instant::now();
-        let mut state = crate::sync::lock(&self.state);
+        let mut state = crate::lock::lock(&self.state);
         state.writing.retain(|_, deadline| *deadline > now);
         Pending { writing: state.writing.clone(), root_replaced: std::mem::take(&mut state.root_replaced) }
     }

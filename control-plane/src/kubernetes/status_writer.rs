@@ -14,10 +14,10 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::crd::{HealthProbe, HealthProbeStatus};
+use crate::kubernetes::crd::{HealthProbe, HealthProbeStatus};
+use crate::kubernetes::probe_conditions;
 use crate::model::{Model, ObjectKey};
 use crate::shutdown::{self, Shutdown};
-use crate::status;
 
 pub const FIELD_MANAGER: &str = "edgexds";
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -35,7 +35,7 @@ pub async fn run(client: Client, mut models: watch::Receiver<Option<Arc<Model>>>
         retry = false;
         let now = crate::timestamp::rfc3339(std::time::SystemTime::now());
         for (key, probe) in &model.probes {
-            let Some(desired) = status::desired(probe, &now) else { continue };
+            let Some(desired) = probe_conditions::desired(probe, &now) else { continue };
             match write(&client, &resource, key, &desired).await {
                 Ok(()) => debug!(probe = %key, "status written"),
                 // Deleted meanwhile: nothing to report on.

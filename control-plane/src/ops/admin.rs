@@ -55,14 +55,14 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 
 /// Body: a `tracing` filter such as `debug` or `info,edgexds::xds=debug`.
 async fn log_level(body: String) -> (StatusCode, String) {
-    match crate::telemetry::set_filter(body.trim()) {
+    match crate::ops::telemetry::set_filter(body.trim()) {
         Ok(filter) => (StatusCode::OK, format!("log level set to {filter}\n")),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
 
 async fn current_log_level() -> (StatusCode, String) {
-    match crate::telemetry::current_filter() {
+    match crate::ops::telemetry::current_filter() {
         Some(filter) => (StatusCode::OK, format!("{filter}\n")),
         None => (StatusCode::NOT_FOUND, "logging is not managed by edgexds in this process\n".into()),
     }

@@ -4,7 +4,7 @@
 //! same input: a condition keeps the `lastTransitionTime` the API server already
 //! holds unless its status flips, so replicas never fight over timestamps.
 
-use crate::crd::{HealthProbeStatus, StatusCondition};
+use crate::kubernetes::crd::{HealthProbeStatus, StatusCondition};
 use crate::model::ProbeStatus;
 
 pub const ACCEPTED: &str = "Accepted";

@@ -225,7 +225,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn encode(&self) -> String {
-        let dropped = crate::telemetry::dropped_lines();
+        let dropped = crate::ops::telemetry::dropped_lines();
         self.log_lines_dropped.inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         let mut text = String::new();
         // Writing into a String cannot fail.
