@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use edgexds::cache::{ResourceType, Snapshot, SnapshotCache};
-use edgexds::ops::metrics::Metrics;
 use edgexds::xds::{StreamKind, StreamState};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
@@ -30,7 +29,7 @@ fn snapshot(previous: Option<&Snapshot>, variant: u8) -> Snapshot {
     Snapshot::new(previous, items)
 }
 
-fn streams(count: usize, snapshot: &Snapshot, metrics: &Metrics) -> Vec<StreamState> {
+fn streams(count: usize, snapshot: &Snapshot) -> Vec<StreamState> {
     (0..count)
         .map(|s| {
             let mut stream = StreamState::new(StreamKind::Aggregated);
@@ -41,20 +40,19 @@ fn streams(count: usize, snapshot: &Snapshot, metrics: &Metrics) -> Vec<StreamSt
                 ..Default::default()
             };
             let _ = stream.handle_request(request);
-            while stream.next_response(snapshot, metrics).is_some() {}
+            while stream.next_response(snapshot).is_some() {}
             stream
         })
         .collect()
 }
 
 fn fan_out(c: &mut Criterion) {
-    let metrics = Metrics::default();
     let mut group = c.benchmark_group("fan_out_50_changes_of_5000");
     group.sample_size(20);
     for count in [20, 200, 2_000] {
         let cache = SnapshotCache::default();
         cache.publish(snapshot(None, 0));
-        let mut all = streams(count, &cache.current().unwrap(), &metrics);
+        let mut all = streams(count, &cache.current().unwrap());
         let mut variant = 0u8;
         group.bench_function(BenchmarkId::from_parameter(format!("{count}_streams")), |bench| {
             bench.iter_custom(|iterations| {
@@ -69,8 +67,8 @@ fn fan_out(c: &mut Criterion) {
                     let mut responses = 0;
                     for stream in all.iter_mut() {
                         stream.snapshot_changed(&next);
-                        while let Some(response) = stream.next_response(&next, &metrics) {
-                            responses += black_box(response).resources;
+                        while let Some(outgoing) = stream.next_response(&next) {
+                            responses += black_box(outgoing).response.resources;
                         }
                     }
                     total += started.elapsed();

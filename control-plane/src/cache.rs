@@ -20,6 +20,11 @@ pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
 /// What the xDS server needs from a cache.
 pub trait SnapshotSource: Send + Sync + 'static {
     fn subscribe(&self) -> SnapshotReceiver;
+
+    /// The snapshot being served now.
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.subscribe().borrow().clone()
+    }
 }
 
 /// Holds the current snapshot and hands it to every stream.
@@ -60,5 +65,9 @@ impl SnapshotCache {
 impl SnapshotSource for SnapshotCache {
     fn subscribe(&self) -> SnapshotReceiver {
         self.current.subscribe()
+    }
+
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        SnapshotCache::current(self)
     }
 }

@@ -7,6 +7,7 @@
 
 mod assign;
 mod hub;
+pub mod metrics;
 mod reports;
 mod service;
 mod specifier;

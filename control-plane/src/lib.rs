@@ -23,6 +23,7 @@ pub mod xds;
 
 // Wiring and shared plumbing.
 pub mod error;
+pub mod histograms;
 pub mod lock;
 pub mod pipeline;
 pub mod serve;

@@ -4,14 +4,92 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use prost::Message;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cache::{ResourceType, Snapshot, SnapshotCache};
+use crate::histograms;
 use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve_with};
-use crate::ops::metrics::Metrics;
 use crate::translate::{self, TranslateOptions};
+
+/// The pipeline's own metrics.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    translation: Histogram,
+    snapshot_clusters: Gauge,
+    snapshot_endpoints: Gauge,
+}
+
+impl Default for PipelineMetrics {
+    /// Registered nowhere: for tests.
+    fn default() -> Self {
+        Self::register(&mut Registry::default())
+    }
+}
+
+impl PipelineMetrics {
+    pub fn register(root: &mut Registry) -> Self {
+        let metrics = Self {
+            translation: histograms::latency(),
+            snapshot_clusters: Gauge::default(),
+            snapshot_endpoints: Gauge::default(),
+        };
+        root.register_with_unit(
+            "translation_duration",
+            "Resolve, translate and encode one snapshot",
+            Unit::Seconds,
+            metrics.translation.clone(),
+        );
+        root.register("snapshot_clusters", "Clusters in the current snapshot", metrics.snapshot_clusters.clone());
+        root.register("snapshot_endpoints", "Endpoints in the current snapshot", metrics.snapshot_endpoints.clone());
+        metrics
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// What every source counts, whichever it is.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    events: Family<KindLabel, Counter>,
+    /// Scans of the manifests directory (none while nothing changes).
+    pub manifest_scans: Counter,
+}
+
+impl Default for SourceMetrics {
+    /// Registered nowhere: for tests.
+    fn default() -> Self {
+        Self::register(&mut Registry::default())
+    }
+}
+
+impl SourceMetrics {
+    pub fn register(root: &mut Registry) -> Self {
+        let metrics = Self { events: Family::default(), manifest_scans: Counter::default() };
+        root.register("source_events", "Changes seen from the source", metrics.events.clone());
+        root.register(
+            "manifest_scans",
+            "Scans of the manifests directory (none while nothing changes)",
+            metrics.manifest_scans.clone(),
+        );
+        metrics
+    }
+
+    /// One change seen from the source, by kind of object (or `manifests`).
+    pub fn event(&self, kind: &'static str) {
+        self.events.get_or_create(&KindLabel { kind }).inc();
+    }
+}
 
 /// What a source publishes: its whole current state, `None` until its first full one.
 pub type StateSender = watch::Sender<Option<Arc<SourceState>>>;
@@ -55,7 +133,7 @@ pub async fn run(
     mut verdicts: Option<VerdictReceiver>,
     cache: Arc<SnapshotCache>,
     models: watch::Sender<Option<Arc<Model>>>,
-    metrics: Arc<Metrics>,
+    metrics: PipelineMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
@@ -83,7 +161,7 @@ pub async fn run(
             warn!("translation task failed; keeping the last snapshot");
             continue;
         };
-        Metrics::observe(&metrics.translation, started.elapsed());
+        histograms::observe(&metrics.translation, started.elapsed());
         snapshot.observed_at = Some(observed_at);
         report_new_diagnostics(&model, &mut reported);
         let sizes = (snapshot.len(ResourceType::Cluster), endpoint_count(&model));

@@ -15,13 +15,16 @@ use tracing::{info, warn};
 
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
+use crate::hds::metrics::HdsMetrics;
 use crate::hds::{self, HdsConfig, HdsHub, HdsServer};
 use crate::kubernetes::status_writer;
 use crate::kubernetes::watch::KubernetesConfig;
 use crate::model::Model;
 use crate::ops::admin::AdminState;
+use crate::ops::metrics::MetricsRegistry;
 use crate::pipeline::{self, PipelineConfig};
-use crate::xds::{ClientStatus, Observer, XdsLimits, XdsServer};
+use crate::pipeline::{PipelineMetrics, SourceMetrics};
+use crate::xds::{ClientStatus, ProxyRegistry, XdsLimits, XdsMetrics, XdsServer};
 
 /// Streams and connections get this long to close after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -63,7 +66,10 @@ pub struct Running {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub cache: Arc<SnapshotCache>,
-    pub observer: Arc<Observer>,
+    /// Every subsystem's metrics, as `/metrics` serves them.
+    pub metrics: Arc<MetricsRegistry>,
+    pub xds_metrics: Arc<XdsMetrics>,
+    pub proxies: Arc<ProxyRegistry>,
     pub models: watch::Receiver<Option<Arc<Model>>>,
     /// Present when HDS is on.
     pub hds: Option<Arc<HdsHub>>,
@@ -95,12 +101,19 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let cache = Arc::new(SnapshotCache::default());
-    let observer = Arc::new(Observer::default());
+    // Each subsystem registers its own metrics; the registry is sealed before serving.
+    let mut registry = MetricsRegistry::root();
+    let xds_metrics = Arc::new(XdsMetrics::register(&mut registry));
+    let hds_metrics = HdsMetrics::register(&mut registry);
+    let source_metrics = SourceMetrics::register(&mut registry);
+    let pipeline_metrics = PipelineMetrics::register(&mut registry);
+    let metrics = Arc::new(MetricsRegistry::new(registry));
+    let proxies = Arc::new(ProxyRegistry::default());
     let (states, states_rx) = watch::channel(None);
     let (models, models_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
     let hds = config.pipeline.translate.active_health_checks.uses_hds().then(|| {
-        let hub = HdsHub::new(config.hds, observer.metrics.clone());
+        let hub = HdsHub::new(config.hds, hds_metrics);
         tasks.spawn(hds::run(hub.clone(), models_rx.clone(), shutdown_rx.clone()).map(Ok));
         hub
     });
@@ -112,7 +125,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
                 namespaces: namespaces.clone(),
                 service_selector: service_selector.clone(),
             };
-            tasks.spawn(crate::kubernetes::watch::run(kube, states, observer.metrics.clone(), shutdown_rx.clone()));
+            tasks.spawn(crate::kubernetes::watch::run(kube, states, source_metrics, shutdown_rx.clone()));
             let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
             tasks.spawn(async move {
                 status_writer::run(client, models, shutdown).await;
@@ -120,14 +133,14 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             });
         }
         (Source::Manifests(dir), _) => {
-            tasks.spawn(crate::manifests::dir::run(dir.clone(), states, observer.metrics.clone(), shutdown_rx.clone()));
+            tasks.spawn(crate::manifests::dir::run(dir.clone(), states, source_metrics, shutdown_rx.clone()));
         }
         (Source::Kubernetes { .. }, None) => unreachable!("a Kubernetes source always has a client here"),
     }
     tasks.spawn({
         let cache = cache.clone();
         let shutdown = shutdown_rx.clone();
-        let metrics = observer.metrics.clone();
+        let metrics = pipeline_metrics;
         let verdicts = hds.as_ref().map(|hub| hub.verdicts());
         async move {
             pipeline::run(config.pipeline, states_rx, verdicts, cache, models, metrics, shutdown).await;
@@ -138,16 +151,21 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     tasks.spawn(serve_xds(
         xds_listener,
         cache.clone(),
-        observer.clone(),
+        (xds_metrics.clone(), proxies.clone()),
         checkers,
         config.xds_limits,
         shutdown_rx.clone(),
     ));
-    let admin =
-        AdminState { cache: cache.clone(), observer: observer.clone(), models: models_rx.clone(), hds: hds.clone() };
+    let admin = AdminState {
+        cache: cache.clone(),
+        metrics: metrics.clone(),
+        proxies: proxies.clone(),
+        models: models_rx.clone(),
+        hds: hds.clone(),
+    };
     tasks.spawn(serve_admin(admin_listener, admin, shutdown_rx));
     info!(%xds_addr, %admin_addr, source = ?config.source, "edgexds started");
-    Ok(Running { xds_addr, admin_addr, cache, observer, models: models_rx, hds, shutdown, tasks })
+    Ok(Running { xds_addr, admin_addr, cache, metrics, xds_metrics, proxies, models: models_rx, hds, shutdown, tasks })
 }
 
 impl Running {
@@ -176,14 +194,13 @@ impl Running {
 async fn serve_xds(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
-    observer: Arc<Observer>,
+    (metrics, proxies): (Arc<XdsMetrics>, Arc<ProxyRegistry>),
     checkers: Option<HdsServer>,
     limits: XdsLimits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let xds = XdsServer::with_limits(cache.clone(), shutdown.clone(), observer.clone(), limits);
-    let csds =
-        ClientStatus::new(observer.proxies.clone(), cache.clone()).with_limits(&limits, observer.metrics.clone());
+    let xds = XdsServer::new(cache.clone(), shutdown.clone(), metrics.clone(), proxies.clone(), limits);
+    let csds = ClientStatus::new(proxies, cache.clone()).with_limits(&limits, metrics.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // gRPC health turns SERVING with readiness, like /readyz.
     let mut ready = crate::cache::SnapshotSource::subscribe(&*cache);
@@ -212,7 +229,7 @@ async fn serve_xds(
         let peer = stream.peer_addr().ok().map(|a| a.ip());
         Some((stream, peer))
     });
-    crate::xds::listener::serve(Box::pin(incoming), router, shutdown, limits, observer.metrics.clone()).await;
+    crate::xds::listener::serve(Box::pin(incoming), router, shutdown, limits, metrics).await;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgexds::cache::{ResourceType, Snapshot, SnapshotCache};
-use edgexds::xds::{Observer, XdsServer};
+use edgexds::xds::{ProxyRegistry, XdsMetrics, XdsServer};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -29,7 +29,8 @@ pub const QUIET: Duration = Duration::from_millis(300);
 
 pub struct Harness {
     pub cache: Arc<SnapshotCache>,
-    pub observer: Arc<Observer>,
+    pub metrics: Arc<XdsMetrics>,
+    pub proxies: Arc<ProxyRegistry>,
     pub shutdown: watch::Sender<bool>,
     connections: mpsc::Sender<DuplexStream>,
 }
@@ -39,13 +40,13 @@ impl Harness {
         let cache = Arc::new(SnapshotCache::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connections, incoming) = mpsc::channel::<DuplexStream>(16);
-        let observer = Arc::new(Observer::default());
-        let xds = XdsServer::new(cache.clone(), shutdown_rx.clone(), observer.clone());
+        let (metrics, proxies) = (Arc::new(XdsMetrics::default()), Arc::new(ProxyRegistry::default()));
+        let limits = edgexds::xds::XdsLimits::default();
+        let xds = XdsServer::new(cache.clone(), shutdown_rx.clone(), metrics.clone(), proxies.clone(), limits);
         // The same router and HTTP/2 settings as the real server, over in-process pipes.
         let incoming = ReceiverStream::new(incoming).map(|io| (io, None));
-        let (limits, metrics) = (Default::default(), observer.metrics.clone());
-        tokio::spawn(edgexds::xds::listener::serve(incoming, xds.router(), shutdown_rx, limits, metrics));
-        Self { cache, shutdown, connections, observer }
+        tokio::spawn(edgexds::xds::listener::serve(incoming, xds.router(), shutdown_rx, limits, metrics.clone()));
+        Self { cache, shutdown, connections, metrics, proxies }
     }
 
     pub async fn channel(&self) -> Channel {

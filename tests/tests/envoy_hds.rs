@@ -157,7 +157,7 @@ async fn killing_the_only_checker_falls_back_to_kubernetes_readiness_and_loses_n
         .then_some(())
     })
     .await;
-    let metrics = s.cp.running.observer.metrics.encode();
+    let metrics = s.cp.running.metrics.encode();
     assert!(metrics.contains("edgexds_hds_unchecked_endpoints 2"), "{metrics}");
 
     // A new checker picks everything up again.

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use edgexds::hds::HdsConfig;
-use edgexds::ops::metrics::MethodLabel;
 use edgexds::translate::TranslateOptions;
+use edgexds::xds::StreamKind;
 use edgexds::xds::XdsLimits;
 use edgexds_tests::control_plane::{ControlPlane, web_probe, web_service, web_slice};
 use edgexds_tests::envoy::{Envoy, ROUTED_CLUSTER, lb_endpoints};
@@ -78,7 +78,7 @@ async fn a_real_envoy_follows_edits_within_a_second_with_500_stuck_clients_conne
             AggregatedDiscoveryServiceClient::new(channel).delta_aggregated_resources(ReceiverStream::new(rx)).await;
         stuck.push((tx, call));
     }
-    let streams = cp.running.observer.metrics.streams.get_or_create(&MethodLabel { method: "ads" }).clone();
+    let streams = cp.running.xds_metrics.streams_of(StreamKind::Aggregated);
     eventually(Duration::from_secs(30), "every stuck stream is open", || async {
         (streams.get() > STUCK as i64).then_some(())
     })

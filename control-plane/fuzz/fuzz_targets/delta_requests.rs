@@ -5,14 +5,13 @@
 use std::sync::OnceLock;
 
 use edgexds::cache::{ResourceType, Snapshot};
-use edgexds::ops::metrics::Metrics;
 use edgexds::xds::{StreamKind, StreamState};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
-fn snapshots() -> &'static (Snapshot, Snapshot, Metrics) {
-    static SNAPSHOTS: OnceLock<(Snapshot, Snapshot, Metrics)> = OnceLock::new();
+fn snapshots() -> &'static (Snapshot, Snapshot) {
+    static SNAPSHOTS: OnceLock<(Snapshot, Snapshot)> = OnceLock::new();
     SNAPSHOTS.get_or_init(|| {
         let items = |n: usize| {
             (0..n).flat_map(|i| {
@@ -24,12 +23,12 @@ fn snapshots() -> &'static (Snapshot, Snapshot, Metrics) {
         };
         let first = Snapshot::new(None, items(4));
         let second = Snapshot::new(Some(&first), items(3));
-        (first, second, Metrics::default())
+        (first, second)
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (first, second, metrics) = snapshots();
+    let (first, second) = snapshots();
     let kind = match data.first() {
         Some(b) if b % 3 == 1 => StreamKind::Single(ResourceType::Cluster),
         Some(b) if b % 3 == 2 => StreamKind::Single(ResourceType::ClusterLoadAssignment),
@@ -48,8 +47,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let snapshot = if round % 2 == 0 { first } else { second };
         state.snapshot_changed(snapshot);
-        while let Some(response) = state.next_response(snapshot, metrics) {
-            assert!(response.message_len() > 0);
+        while let Some(outgoing) = state.next_response(snapshot) {
+            assert!(outgoing.response.message_len() > 0);
         }
         round += 1;
     }

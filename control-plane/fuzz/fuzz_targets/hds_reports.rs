@@ -13,7 +13,7 @@ use prost::Message;
 
 fn hub() -> &'static Arc<HdsHub> {
     static HUB: OnceLock<Arc<HdsHub>> = OnceLock::new();
-    HUB.get_or_init(|| HdsHub::new(HdsConfig::default(), Arc::default()))
+    HUB.get_or_init(|| HdsHub::new(HdsConfig::default(), Default::default()))
 }
 
 fuzz_target!(|data: &[u8]| {

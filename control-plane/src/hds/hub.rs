@@ -21,12 +21,12 @@ use tracing::{info, warn};
 
 use super::HdsConfig;
 use super::assign::{Assignment, Checker, CheckerId, assign};
+use super::metrics::{HdsMetrics, VerdictLabel};
 use super::reports::{ReportBook, Verdict};
 use super::specifier::specifier_for;
 use super::targets::{EndpointKey, Group, Target, targets};
 use crate::lock::lock;
 use crate::model::{CheckVerdicts, Model};
-use crate::ops::metrics::{Metrics, VerdictLabel};
 
 #[path = "hub_view.rs"]
 mod view;
@@ -74,12 +74,12 @@ pub struct HdsHub {
     config: HdsConfig,
     state: Mutex<HubState>,
     verdicts: watch::Sender<Arc<CheckVerdicts>>,
-    metrics: Arc<Metrics>,
+    metrics: HdsMetrics,
     next_id: AtomicU64,
 }
 
 impl HdsHub {
-    pub fn new(config: HdsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(config: HdsConfig, metrics: HdsMetrics) -> Arc<Self> {
         let (verdicts, _) = watch::channel(Arc::default());
         Arc::new(Self { config, state: Mutex::default(), verdicts, metrics, next_id: AtomicU64::new(1) })
     }
@@ -138,7 +138,7 @@ impl HdsHub {
         slot.reports += 1;
         slot.last_report = Some(now);
         let revived = std::mem::take(&mut slot.silent);
-        self.metrics.hds_reports.inc();
+        self.metrics.reports.inc();
         for cluster in &response.cluster_endpoints_health {
             let Some(group) = groups.get(&cluster.cluster_name) else { continue };
             let warm_up = Duration::from_millis(u64::from(group.policy.timeout_ms)) + WARM_UP_MARGIN;
@@ -207,10 +207,10 @@ impl HdsHub {
                 changed
             });
             if sent {
-                self.metrics.hds_schedules_sent.inc();
+                self.metrics.schedules_sent.inc();
             }
         }
-        self.metrics.hds_checkers.set(state.checkers.len() as i64);
+        self.metrics.checkers.set(state.checkers.len() as i64);
         self.reevaluate(state, now);
     }
 
@@ -225,7 +225,7 @@ impl HdsHub {
             if was_unhealthy != (verdict == Verdict::Unhealthy) {
                 let to = if verdict == Verdict::Unhealthy { "unhealthy" } else { "healthy" };
                 info!(cluster = %target.endpoint.cluster, address = %target.endpoint.address, to, "HDS verdict flipped");
-                self.metrics.hds_verdict_flips.get_or_create(&VerdictLabel { to }).inc();
+                self.metrics.verdict_flips.get_or_create(&VerdictLabel { to }).inc();
             }
             if verdict == Verdict::Unhealthy {
                 verdicts.insert(&target.endpoint.cluster, target.endpoint.address);
@@ -234,8 +234,8 @@ impl HdsHub {
         }
         state.verdicts = current;
         let unchecked = targets.iter().filter(|t| !state.assignment.contains_key(&t.endpoint)).count();
-        self.metrics.hds_unchecked_endpoints.set(unchecked as i64);
-        self.metrics.hds_unhealthy_endpoints.set(verdicts.len() as i64);
+        self.metrics.unchecked_endpoints.set(unchecked as i64);
+        self.metrics.unhealthy_endpoints.set(verdicts.len() as i64);
         let unchecked_now = unchecked > 0;
         if unchecked_now && !state.warned_unchecked {
             warn!(unchecked, "no connected HDS checker can probe these endpoints; Kubernetes readiness alone decides");

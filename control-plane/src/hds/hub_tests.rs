@@ -33,7 +33,7 @@ fn model() -> Model {
 }
 
 fn hub(per_endpoint: usize) -> Arc<HdsHub> {
-    HdsHub::new(HdsConfig { checkers_per_endpoint: per_endpoint, report_interval: REPORT }, Arc::default())
+    HdsHub::new(HdsConfig { checkers_per_endpoint: per_endpoint, report_interval: REPORT }, Default::default())
 }
 
 fn node(id: &str) -> Node {

@@ -16,7 +16,7 @@ struct Checker {
 }
 
 fn open() -> Checker {
-    let hub = HdsHub::new(HdsConfig::default(), Arc::default());
+    let hub = HdsHub::new(HdsConfig::default(), Default::default());
     let (requests, inbound) = mpsc::channel(4);
     let (outbound, responses) = mpsc::channel(1);
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -7,7 +7,6 @@
 //! the last published state keeps being served.
 
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
@@ -27,8 +26,7 @@ use super::store::{Change, Item, Kind, KubeStore};
 use crate::kubernetes::convert::{self, ConvertError, SERVICE_NAME_LABEL};
 use crate::kubernetes::crd::HealthProbe;
 use crate::model::ObjectKey;
-use crate::ops::metrics::{KindLabel, Metrics};
-use crate::pipeline::StateSender;
+use crate::pipeline::{SourceMetrics, StateSender};
 use crate::shutdown::{self, Shutdown};
 
 #[derive(Clone)]
@@ -167,7 +165,7 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
 pub async fn run(
     config: KubernetesConfig,
     states: StateSender,
-    metrics: Arc<Metrics>,
+    metrics: SourceMetrics,
     mut shutdown: Shutdown,
 ) -> crate::Result<()> {
     let (scopes, mut events) = streams(&config);
@@ -187,7 +185,7 @@ pub async fn run(
                     Kind::HealthProbe => "healthprobe",
                 };
                 if !matches!(change, Change::Init | Change::InitDone) {
-                    metrics.source_events.get_or_create(&KindLabel { kind }).inc();
+                    metrics.event(kind);
                 }
                 if std::mem::take(&mut failing[index]) {
                     info!(watch = %scopes[index].describe(), "watch recovered");

@@ -15,8 +15,7 @@ use super::file_events::{FileEvents, Pending};
 use super::parse::{Located, MAX_FILE_BYTES, Object, ParseError, is_manifest, parse_file_located};
 use crate::error::{Error, Result};
 use crate::model::SourceState;
-use crate::ops::metrics::{KindLabel, Metrics};
-use crate::pipeline::StateSender;
+use crate::pipeline::{SourceMetrics, StateSender};
 
 /// Safety net for filesystems whose change events get lost (network mounts). Rare on
 /// purpose: with inotify working, an idle edgexds does no work at all.
@@ -250,7 +249,7 @@ fn watch(watcher: &mut notify::RecommendedWatcher, root: &Path) -> Result<()> {
 pub async fn run(
     root: PathBuf,
     states: StateSender,
-    metrics: Arc<Metrics>,
+    metrics: SourceMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut dir = ManifestDir::new(&root);
@@ -301,7 +300,7 @@ pub async fn run(
             Ok(outcome) => {
                 recheck_at = outcome.recheck_at;
                 if outcome.changed || !published {
-                    metrics.source_events.get_or_create(&KindLabel { kind: "manifests" }).inc();
+                    metrics.event("manifests");
                     let state = dir.state();
                     info!(
                         services = state.services.len(),

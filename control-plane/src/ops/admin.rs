@@ -14,12 +14,14 @@ use tokio::sync::watch;
 use crate::cache::SnapshotCache;
 use crate::hds::HdsHub;
 use crate::model::Model;
-use crate::xds::Observer;
+use crate::ops::metrics::MetricsRegistry;
+use crate::xds::ProxyRegistry;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub cache: Arc<SnapshotCache>,
-    pub observer: Arc<Observer>,
+    pub metrics: Arc<MetricsRegistry>,
+    pub proxies: Arc<ProxyRegistry>,
     pub models: watch::Receiver<Option<Arc<Model>>>,
     pub hds: Option<Arc<HdsHub>>,
 }
@@ -47,10 +49,7 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.observer.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }
 
 /// Body: a `tracing` filter such as `debug` or `info,edgexds::xds=debug`.
@@ -80,7 +79,8 @@ mod tests {
     fn state() -> AdminState {
         AdminState {
             cache: Arc::new(SnapshotCache::default()),
-            observer: Arc::default(),
+            metrics: Arc::default(),
+            proxies: Arc::default(),
             models: watch::channel(None).1,
             hds: None,
         }
@@ -104,7 +104,7 @@ mod tests {
     async fn debug_hds_says_when_hds_is_off_and_shows_the_hub_when_on() {
         let mut state = state();
         assert_eq!(status(&state, "/debug/hds").await, StatusCode::NOT_FOUND);
-        state.hds = Some(HdsHub::new(crate::hds::HdsConfig::default(), Arc::default()));
+        state.hds = Some(HdsHub::new(crate::hds::HdsConfig::default(), Default::default()));
         assert_eq!(status(&state, "/debug/hds").await, StatusCode::OK);
     }
 

@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::hds::HdsConfig;
+use crate::ops::telemetry::LogFormat;
 use crate::pipeline::{MAX_DELAY, PipelineConfig};
 use crate::serve::{ServeConfig, Source};
 use crate::translate::{ActiveHealthChecks, TranslateOptions};
@@ -31,13 +32,6 @@ pub enum Command {
         #[arg(long, env = "EDGEXDS_ADMIN_URL", default_value = "http://127.0.0.1:19000")]
         admin: String,
     },
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 #[derive(Debug, Args)]

@@ -20,10 +20,11 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::limits::XdsLimits;
-use super::proxies::{ProxyRegistry, lock};
+use super::metrics::XdsMetrics;
+use super::proxies::ProxyRegistry;
 use super::stream_state::{StreamState, TypeState};
-use crate::cache::{ResourceType, SnapshotCache, format_version};
-use crate::ops::metrics::Metrics;
+use crate::cache::{ResourceType, SnapshotSource, format_version};
+use crate::lock::lock;
 
 /// Answers CSDS requests from the proxy registry and the current snapshot.
 ///
@@ -33,15 +34,15 @@ use crate::ops::metrics::Metrics;
 #[derive(Clone)]
 pub struct ClientStatus {
     proxies: Arc<ProxyRegistry>,
-    cache: Arc<SnapshotCache>,
+    cache: Arc<dyn SnapshotSource>,
     building: Arc<Semaphore>,
     max_response_bytes: usize,
     max_request_bytes: usize,
-    metrics: Arc<Metrics>,
+    metrics: Arc<XdsMetrics>,
 }
 
 impl ClientStatus {
-    pub fn new(proxies: Arc<ProxyRegistry>, cache: Arc<SnapshotCache>) -> Self {
+    pub fn new(proxies: Arc<ProxyRegistry>, cache: Arc<dyn SnapshotSource>) -> Self {
         Self {
             proxies,
             cache,
@@ -52,7 +53,7 @@ impl ClientStatus {
         }
     }
 
-    pub fn with_limits(self, limits: &XdsLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn with_limits(self, limits: &XdsLimits, metrics: Arc<XdsMetrics>) -> Self {
         Self {
             building: Arc::new(Semaphore::new(limits.max_concurrent_csds)),
             max_response_bytes: limits.max_csds_response_bytes,

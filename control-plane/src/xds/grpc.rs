@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Status;
 
 use super::limits::XdsLimits;
-use crate::ops::metrics::Metrics;
+use super::metrics::XdsMetrics;
 
 /// Bounds what clients can make the server hold of requests not yet received whole:
 /// a client that starts many large messages and never finishes them (while answering
@@ -29,11 +29,11 @@ pub struct RequestBudget {
     limit: usize,
     max_request_bytes: usize,
     timeout: std::time::Duration,
-    metrics: Arc<Metrics>,
+    metrics: Arc<XdsMetrics>,
 }
 
 impl RequestBudget {
-    pub fn new(limits: &XdsLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(limits: &XdsLimits, metrics: Arc<XdsMetrics>) -> Self {
         let limit = limits.max_pending_request_bytes.max(limits.max_request_bytes).min(u32::MAX as usize);
         Self {
             bytes: Arc::new(Semaphore::new(limit)),

@@ -27,7 +27,7 @@ use tracing::debug;
 
 use super::grpc::status_response;
 use super::limits::XdsLimits;
-use crate::ops::metrics::Metrics;
+use super::metrics::XdsMetrics;
 use crate::shutdown::{self, Shutdown};
 
 /// Bytes HTTP/2 may queue per stream beyond what it can write now. hyper's default (400 kB)
@@ -76,7 +76,7 @@ enum Refused {
 struct Admitted {
     connections: Arc<Connections>,
     peer: Option<IpAddr>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<XdsMetrics>,
 }
 
 impl Drop for Admitted {
@@ -91,7 +91,7 @@ impl Drop for Admitted {
                 open.1.remove(&peer);
             }
         }
-        self.metrics.xds_connections.dec();
+        self.metrics.connections.dec();
     }
 }
 
@@ -100,7 +100,7 @@ impl Connections {
         self: &Arc<Self>,
         peer: Option<IpAddr>,
         limits: &XdsLimits,
-        metrics: &Arc<Metrics>,
+        metrics: &Arc<XdsMetrics>,
     ) -> Result<Admitted, Refused> {
         let mut open = crate::lock::lock(&self.open);
         if open.0 >= limits.max_connections {
@@ -114,7 +114,7 @@ impl Connections {
             *count += 1;
         }
         open.0 += 1;
-        metrics.xds_connections.inc();
+        metrics.connections.inc();
         Ok(Admitted { connections: self.clone(), peer, metrics: metrics.clone() })
     }
 }
@@ -127,7 +127,7 @@ struct ConnectionService {
     max_streams: u32,
     /// Set by the first request, so a silent connection can be closed.
     spoke: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<XdsMetrics>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
@@ -171,8 +171,13 @@ impl Drop for StreamCount {
 
 /// Serves every connection from `incoming` (with its peer address, when it has one)
 /// until shutdown, then lets open streams end.
-pub async fn serve<S, I>(mut incoming: S, router: Router, mut stop: Shutdown, limits: XdsLimits, metrics: Arc<Metrics>)
-where
+pub async fn serve<S, I>(
+    mut incoming: S,
+    router: Router,
+    mut stop: Shutdown,
+    limits: XdsLimits,
+    metrics: Arc<XdsMetrics>,
+) where
     S: Stream<Item = (I, Option<IpAddr>)> + Unpin,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

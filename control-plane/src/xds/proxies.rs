@@ -18,7 +18,7 @@ const NACK_MEMORY: usize = 4096;
 
 pub type SharedStream = Arc<Mutex<StreamState>>;
 
-pub use crate::lock::lock;
+use crate::lock::lock;
 
 #[derive(Default)]
 pub struct ProxyRegistry {
@@ -157,7 +157,7 @@ fn report(stream: &StreamState) -> ProxyReport {
         cluster: node.cluster.clone(),
         locality,
         user_agent: format!("{} {}", node.user_agent_name, build).trim().to_owned(),
-        method: crate::ops::metrics::Metrics::method(stream.kind).method.to_owned(),
+        method: stream.kind.method().to_owned(),
         connected_since: crate::timestamp::rfc3339(stream.connected_at),
         state: sync_state(stream),
         types,

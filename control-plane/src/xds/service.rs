@@ -11,11 +11,12 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use super::Observer;
-use super::budget::SendBudget;
+use super::StreamKind;
 use super::grpc::{RequestBudget, decode_requests, status_response, streaming_response};
 use super::limits::XdsLimits;
-use super::stream::{StreamKind, run_stream};
+use super::metrics::XdsMetrics;
+use super::proxies::ProxyRegistry;
+use super::stream::{StreamEnv, run_stream};
 use crate::cache::{ResourceType, SnapshotSource};
 
 /// Responses waiting to be written per stream; the stream builds the next one only when a slot frees.
@@ -30,26 +31,23 @@ const EDS: &str = "envoy.service.endpoint.v3.EndpointDiscoveryService";
 pub struct XdsServer {
     cache: Arc<dyn SnapshotSource>,
     shutdown: watch::Receiver<bool>,
-    observer: Arc<Observer>,
-    budget: Arc<SendBudget>,
-    limits: XdsLimits,
+    env: StreamEnv,
     /// Bytes of partly received requests, across all streams.
     pending_requests: Arc<RequestBudget>,
 }
 
 impl XdsServer {
-    pub fn new(cache: Arc<dyn SnapshotSource>, shutdown: watch::Receiver<bool>, observer: Arc<Observer>) -> Self {
-        Self::with_limits(cache, shutdown, observer, XdsLimits::default())
-    }
-
-    pub fn with_limits(
+    /// Streams count into `metrics` and register in `proxies`; each client may cost `limits`.
+    pub fn new(
         cache: Arc<dyn SnapshotSource>,
         shutdown: watch::Receiver<bool>,
-        observer: Arc<Observer>,
+        metrics: Arc<XdsMetrics>,
+        proxies: Arc<ProxyRegistry>,
         limits: XdsLimits,
     ) -> Self {
-        let pending_requests = Arc::new(RequestBudget::new(&limits, observer.metrics.clone()));
-        Self { cache, shutdown, observer, budget: Arc::default(), limits, pending_requests }
+        let pending_requests = Arc::new(RequestBudget::new(&limits, metrics.clone()));
+        let env = StreamEnv { metrics, proxies, budget: Arc::default(), limits: limits.stream() };
+        Self { cache, shutdown, env, pending_requests }
     }
 
     /// The gRPC routes of the three discovery services; other gRPC services can be merged in.
@@ -64,16 +62,7 @@ impl XdsServer {
     fn open(&self, kind: StreamKind, request: Request) -> Response<Body> {
         let (tx, rx) = mpsc::channel(OUTBOUND_SLOTS);
         let inbound = decode_requests::<DeltaDiscoveryRequest>(request.into_body(), self.pending_requests.clone());
-        tokio::spawn(run_stream(
-            kind,
-            self.limits.stream(),
-            inbound,
-            tx,
-            self.cache.subscribe(),
-            self.shutdown.clone(),
-            self.observer.clone(),
-            self.budget.clone(),
-        ));
+        tokio::spawn(run_stream(kind, inbound, tx, self.cache.subscribe(), self.shutdown.clone(), self.env.clone()));
         streaming_response(rx)
     }
 

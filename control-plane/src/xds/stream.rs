@@ -15,46 +15,45 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{Instrument, debug, info, warn};
 
-use super::Observer;
+use super::StreamKind;
 use super::budget::{Credit, InFlight, STALL, SendBudget, StreamSlot};
 use super::grpc::Outbound;
 use super::limits::StreamLimits;
-use super::proxies::lock;
-use super::stream_state::{Answer, StreamState, log_nack};
-use crate::cache::{ResourceType, SnapshotReceiver};
-use crate::ops::metrics::Metrics;
+use super::metrics::XdsMetrics;
+use super::proxies::ProxyRegistry;
+use super::stream_state::{Answer, Outgoing, StreamState, log_nack};
+use crate::cache::SnapshotReceiver;
+use crate::histograms;
+use crate::lock::lock;
 use crate::shutdown::{self, Shutdown};
 
-/// Which gRPC method opened the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamKind {
-    /// `DeltaAggregatedResources`: every type on one stream.
-    Aggregated,
-    /// `DeltaClusters` or `DeltaEndpoints`: one type only.
-    Single(ResourceType),
+/// What every stream shares: where it counts, where it registers, what it may cost.
+#[derive(Clone)]
+pub struct StreamEnv {
+    pub metrics: Arc<XdsMetrics>,
+    pub proxies: Arc<ProxyRegistry>,
+    pub budget: Arc<SendBudget>,
+    pub limits: StreamLimits,
 }
 
 /// Runs a stream until the client goes away, breaks protocol, or shutdown is requested.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_stream<S>(
     kind: StreamKind,
-    limits: StreamLimits,
     inbound: S,
     outbound: mpsc::Sender<Outbound>,
     snapshots: SnapshotReceiver,
     shutdown: Shutdown,
-    observer: Arc<Observer>,
-    budget: Arc<SendBudget>,
+    env: StreamEnv,
 ) where
     S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
 {
-    let state = Arc::new(Mutex::new(StreamState::with_limits(kind, limits)));
-    let _registration = observer.proxies.register(state.clone());
-    let gauge = observer.metrics.streams.get_or_create(&Metrics::method(kind)).clone();
+    let state = Arc::new(Mutex::new(StreamState::with_limits(kind, env.limits)));
+    let _registration = env.proxies.register(state.clone());
+    let gauge = env.metrics.streams_of(kind);
     gauge.inc();
     let span = tracing::info_span!("xds_stream", kind = ?kind, node = tracing::field::Empty);
-    let io = Io { outbound, budget: &budget };
-    serve(state, inbound, io, snapshots, shutdown, &observer).instrument(span).await;
+    let io = Io { outbound, budget: &env.budget };
+    serve(state, inbound, io, snapshots, shutdown, &env).instrument(span).await;
     gauge.dec();
 }
 
@@ -70,7 +69,7 @@ async fn serve<S>(
     io: Io<'_>,
     mut snapshots: SnapshotReceiver,
     mut shutdown: Shutdown,
-    observer: &Observer,
+    env: &StreamEnv,
 ) where
     S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
 {
@@ -114,7 +113,7 @@ async fn serve<S>(
                     let _ = outbound.send(Box::new(Err(status))).await;
                     return;
                 }
-                Some(Ok(request)) => match handle(&state, request, observer) {
+                Some(Ok(request)) => match handle(&state, request, env) {
                     Ok(answered) => if answered {
                         slot.answered();
                     },
@@ -143,15 +142,16 @@ async fn serve<S>(
                     && held.release()
                 {
                     slot.stalled();
-                    stuck.set(&observer.metrics.xds_stuck_streams);
+                    stuck.set(&env.metrics.stuck_streams);
                     debug!(after = ?STALL, "client is not reading its responses; it goes back on probation");
                 }
             }
             permit = outbound.reserve(), if credit.is_some() => {
                 let Ok(permit) = permit else { return };
-                let response = snapshot.as_deref().and_then(|s| lock(&state).next_response(s, &observer.metrics));
-                if let (Some(response), Some(credit)) = (response, credit.take()) {
-                    let (frame, held) = credit.attach(response.frame);
+                let outgoing = snapshot.as_deref().and_then(|s| lock(&state).next_response(s));
+                if let (Some(outgoing), Some(credit)) = (outgoing, credit.take()) {
+                    count_response(&env.metrics, &outgoing);
+                    let (frame, held) = credit.attach(outgoing.response.frame);
                     permit.send(Box::new(Ok(frame)));
                     in_flight = Some((tokio::time::Instant::now() + STALL, held));
                 }
@@ -193,12 +193,23 @@ async fn stalled(in_flight: &Option<(tokio::time::Instant, InFlight)>) {
 }
 
 /// Handles one request; says whether it answered (ACKed or NACKed) a response.
-fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: &Observer) -> Result<bool, Status> {
+fn count_response(metrics: &XdsMetrics, outgoing: &Outgoing) {
+    let series = metrics.series(outgoing.ty);
+    series.responses.inc();
+    series.resources_sent.inc_by(outgoing.updated as u64);
+    series.resources_removed.inc_by(outgoing.removed as u64);
+    series.bytes_sent.inc_by(outgoing.response.message_len() as u64);
+    if let Some(latency) = outgoing.push_latency {
+        histograms::observe(&metrics.push_latency, latency);
+    }
+}
+
+fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, env: &StreamEnv) -> Result<bool, Status> {
     let mut state = lock(state);
     let first = state.node.is_none();
     let answer = state.handle_request(request).map_err(|refusal| {
         if let Some(limit) = refusal.limit {
-            observer.metrics.limit_hit(limit);
+            env.metrics.limit_hit(limit);
         }
         refusal.status
     })?;
@@ -208,19 +219,20 @@ fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, observer: 
         info!(cluster = state.node.as_ref().map_or("", |n| n.cluster.as_str()), "client connected");
     }
     drop(state);
-    let answered = !matches!(answer, Answer::None);
+    let answered = !matches!(answer, Answer::SubscriptionOnly);
     match answer {
-        Answer::None => {}
+        Answer::SubscriptionOnly => {}
         Answer::Ack { ty, latency } => {
-            observer.metrics.acks.get_or_create(&Metrics::of(ty)).inc();
-            Metrics::observe(&observer.metrics.convergence.get_or_create(&Metrics::of(ty)), latency);
+            let series = env.metrics.series(ty);
+            series.acks.inc();
+            histograms::observe(&series.convergence, latency);
         }
         Answer::Nack { ty, nack, cut } => {
-            observer.metrics.nacks.get_or_create(&Metrics::of(ty)).inc();
+            env.metrics.series(ty).nacks.inc();
             if cut {
-                observer.metrics.limit_hit("nack_message_bytes");
+                env.metrics.limit_hit("nack_message_bytes");
             }
-            log_nack(&node, ty, &nack, observer.proxies.first_nack(&node, ty, &nack.version));
+            log_nack(&node, ty, &nack, env.proxies.first_nack(&node, ty, &nack.version));
         }
     }
     Ok(answered)

@@ -16,7 +16,6 @@ use super::limits::{Refusal, StreamLimits, truncate};
 use super::response_wire::{EncodedResponse, encode_response};
 use super::subscription::{Changes, Subscription, SubscriptionRequest};
 use crate::cache::{ResourceType, Snapshot};
-use crate::ops::metrics::Metrics;
 
 /// Resource bytes per response, at most (a single larger resource still goes alone).
 /// A stream's response is held whole until its client reads it, so this bounds what
@@ -83,9 +82,20 @@ pub struct StreamState {
     limits: StreamLimits,
 }
 
+/// A response to send, and what it carries, for the caller to count.
+pub struct Outgoing {
+    pub response: EncodedResponse,
+    pub ty: ResourceType,
+    pub updated: usize,
+    pub removed: usize,
+    /// From the source change it carries being observed to now, if it carries one.
+    pub push_latency: Option<std::time::Duration>,
+}
+
 /// What a request meant, for the caller to log and count.
 pub enum Answer {
-    None,
+    /// Neither an ACK nor a NACK: the request only changed (or kept) the subscription.
+    SubscriptionOnly,
     Ack {
         ty: ResourceType,
         latency: std::time::Duration,
@@ -131,7 +141,7 @@ impl StreamState {
         let ty = self.resource_type(&request.type_url)?;
         let max_names = self.limits.max_subscription_names;
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
-        let mut answer = Answer::None;
+        let mut answer = Answer::SubscriptionOnly;
         if !request.response_nonce.is_empty() {
             match &state.sent {
                 Some(sent) if sent.nonce == request.response_nonce => match &request.error_detail {
@@ -200,7 +210,7 @@ impl StreamState {
     }
 
     /// The next response, clusters before endpoints, or `None` when the client is up to date.
-    pub fn next_response(&mut self, snapshot: &Snapshot, metrics: &Metrics) -> Option<EncodedResponse> {
+    pub fn next_response(&mut self, snapshot: &Snapshot) -> Option<Outgoing> {
         for ty in ResourceType::ALL {
             let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
             let resources = snapshot.resources(ty);
@@ -236,20 +246,14 @@ impl StreamState {
                 at: now,
                 wall: SystemTime::now(),
             });
-            if let Some(started) = state.push_started.take() {
-                Metrics::observe(&metrics.push_latency, now - started);
-            }
+            let push_latency = state.push_started.take().map(|started| now - started);
             if ty == ResourceType::Cluster {
                 self.resend_endpoints_of(&changes);
             }
-            let series = metrics.series(ty);
-            series.resources_sent.inc_by(changes.updated.len() as u64);
-            series.resources_removed.inc_by(changes.removed.len() as u64);
-            debug!(type_url = %ty, nonce, updated = changes.updated.len(), removed = changes.removed.len(), "sending");
+            let (updated, removed) = (changes.updated.len(), changes.removed.len());
+            debug!(type_url = %ty, nonce, updated, removed, "sending");
             let response = encode_response(ty.type_url(), &nonce, &changes.updated, &changes.removed);
-            series.responses.inc();
-            series.bytes_sent.inc_by(response.message_len() as u64);
-            return Some(response);
+            return Some(Outgoing { response, ty, updated, removed, push_latency });
         }
         None
     }

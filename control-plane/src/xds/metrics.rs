@@ -1,0 +1,131 @@
+//! The xDS port's metrics, registered by the xDS server itself. Labels are bounded:
+//! types, methods and limits, never node ids.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::kind::StreamKind;
+use crate::cache::ResourceType;
+use crate::histograms;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// ads, cds or eds: which delta method the stream uses.
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// Which per-client limit refused or cut an input (see the README's limits table).
+    pub limit: &'static str,
+}
+
+/// The per-type series a stream touches on every response, resolved once.
+#[derive(Clone)]
+pub struct TypeSeries {
+    pub responses: Counter,
+    pub resources_sent: Counter,
+    pub resources_removed: Counter,
+    pub bytes_sent: Counter,
+    pub acks: Counter,
+    pub nacks: Counter,
+    pub convergence: Histogram,
+}
+
+pub struct XdsMetrics {
+    per_type: [TypeSeries; 2],
+    pub streams: Family<MethodLabel, Gauge>,
+    pub push_latency: Histogram,
+    limit_hits: Family<LimitLabel, Counter>,
+    pub connections: Gauge,
+    pub stuck_streams: Gauge,
+}
+
+impl Default for XdsMetrics {
+    /// Registered nowhere: for tests and benches.
+    fn default() -> Self {
+        Self::register(&mut Registry::default())
+    }
+}
+
+impl XdsMetrics {
+    pub fn register(root: &mut Registry) -> Self {
+        let responses = Family::<TypeLabel, Counter>::default();
+        let resources_sent = Family::<TypeLabel, Counter>::default();
+        let resources_removed = Family::<TypeLabel, Counter>::default();
+        let bytes_sent = Family::<TypeLabel, Counter>::default();
+        let acks = Family::<TypeLabel, Counter>::default();
+        let nacks = Family::<TypeLabel, Counter>::default();
+        let convergence = Family::<TypeLabel, Histogram>::new_with_constructor(histograms::latency);
+        let metrics = Self {
+            per_type: ResourceType::ALL.map(|ty| {
+                let label = TypeLabel { r#type: ty.short_name() };
+                TypeSeries {
+                    responses: responses.get_or_create(&label).clone(),
+                    resources_sent: resources_sent.get_or_create(&label).clone(),
+                    resources_removed: resources_removed.get_or_create(&label).clone(),
+                    bytes_sent: bytes_sent.get_or_create(&label).clone(),
+                    acks: acks.get_or_create(&label).clone(),
+                    nacks: nacks.get_or_create(&label).clone(),
+                    convergence: convergence.get_or_create(&label).clone(),
+                }
+            }),
+            streams: Family::default(),
+            push_latency: histograms::latency(),
+            limit_hits: Family::default(),
+            connections: Gauge::default(),
+            stuck_streams: Gauge::default(),
+        };
+        root.register_with_unit(
+            "push_latency",
+            "From a source change being observed to a response carrying it being written",
+            Unit::Seconds,
+            metrics.push_latency.clone(),
+        );
+        root.register_with_unit("convergence", "From a response being written to its ACK", Unit::Seconds, convergence);
+        root.register(
+            "limit_hits",
+            "Inputs refused or cut by a per-client limit, by limit",
+            metrics.limit_hits.clone(),
+        );
+        let xds = root.sub_registry_with_prefix("xds");
+        xds.register("streams", "Connected delta xDS streams", metrics.streams.clone());
+        xds.register("responses", "Delta xDS responses sent", responses);
+        xds.register("resources_sent", "Resources sent in delta xDS responses", resources_sent);
+        xds.register("resources_removed", "Names sent in removed_resources", resources_removed);
+        xds.register_with_unit("sent", "Encoded delta xDS response bytes", Unit::Bytes, bytes_sent);
+        xds.register("acks", "Responses acknowledged by clients", acks);
+        xds.register("nacks", "Responses rejected by clients", nacks);
+        xds.register("connections", "Open connections on the xDS port", metrics.connections.clone());
+        xds.register(
+            "stuck_streams",
+            "Streams whose last response has gone unwritten for 2 s: clients that stopped reading",
+            metrics.stuck_streams.clone(),
+        );
+        metrics
+    }
+
+    /// Counters of one type, without a lookup: streams use them on every response.
+    pub fn series(&self, ty: ResourceType) -> &TypeSeries {
+        &self.per_type[ty.index()]
+    }
+
+    /// The gauge of open streams of `kind`.
+    pub fn streams_of(&self, kind: StreamKind) -> Gauge {
+        self.streams.get_or_create(&MethodLabel { method: kind.method() }).clone()
+    }
+
+    /// Counts one input refused or cut by `limit`.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
+    }
+}
