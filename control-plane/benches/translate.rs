@@ -62,7 +62,8 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
                 }],
                 ..Default::default()
             };
-            let probe = Probe { key: key.clone(), created: None, generation: Some(1), spec, status: None };
+            let valid = edgexds::kubernetes::probe_spec::validate(&key, &spec).map(Arc::new);
+            let probe = Probe { key: key.clone(), created: None, generation: Some(1), valid };
             state.probes.insert(key, Arc::new(probe));
         }
     }

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod crd;
 pub mod probe_conditions;
+pub mod probe_spec;
 pub mod status_writer;
 pub mod store;
 pub mod watch;

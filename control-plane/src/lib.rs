@@ -30,6 +30,9 @@ pub mod serve;
 pub mod shutdown;
 pub mod timestamp;
 
+#[cfg(test)]
+mod layout_tests;
+
 /// Our own extension messages, compiled from `proto/`.
 pub mod api {
     pub mod v1alpha1 {

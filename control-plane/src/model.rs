@@ -17,7 +17,10 @@ pub use object::{
     AddressType, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint, SlicePort,
     TargetPort,
 };
-pub use probe::{CheckKind, Probe, ProbeError, ProbePolicy, ValidProbe};
+pub use probe::{
+    CheckKind, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_MS, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT_MS,
+    EndpointFacts, FieldError, Override, Probe, ProbePolicy, ValidProbe,
+};
 pub use resolve::{
     Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
     ResolvedService, resolve, resolve_with,

@@ -125,10 +125,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
                 namespaces: namespaces.clone(),
                 service_selector: service_selector.clone(),
             };
-            tasks.spawn(crate::kubernetes::watch::run(kube, states, source_metrics, shutdown_rx.clone()));
+            let (statuses, statuses_rx) = watch::channel(Default::default());
+            tasks.spawn(crate::kubernetes::watch::run(kube, states, statuses, source_metrics, shutdown_rx.clone()));
             let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
             tasks.spawn(async move {
-                status_writer::run(client, models, shutdown).await;
+                status_writer::run(client, models, statuses_rx, shutdown).await;
                 Ok(())
             });
         }

@@ -50,7 +50,9 @@ fn state(probe: Option<HealthProbeSpec>) -> SourceState {
     state.services.insert(service.key.clone(), Arc::new(service));
     state.slices.insert(slice.key.clone(), Arc::new(slice));
     if let Some(spec) = probe {
-        let probe = Probe { key: ObjectKey::new("shop", "web"), created: None, generation: None, spec, status: None };
+        let key = ObjectKey::new("shop", "web");
+        let valid = crate::kubernetes::probe_spec::validate(&key, &spec).map(Arc::new);
+        let probe = Probe { key, created: None, generation: None, valid };
         state.probes.insert(probe.key.clone(), Arc::new(probe));
     }
     state

@@ -7,24 +7,19 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::kubernetes::crd::HealthProbe;
+use std::sync::Arc;
+
+use crate::kubernetes::crd::{HealthProbe, HealthProbeSpec, HealthProbeStatus};
+use crate::kubernetes::probe_spec;
 use crate::model::{
-    AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
-    SlicePort, TargetPort,
+    AddressType, EndpointConditions, FieldError, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
+    SliceEndpoint, SlicePort, TargetPort,
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Why an object could not be converted: the field path and the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConvertError {
-    pub field: String,
-    pub message: String,
-}
-
-fn error(field: impl Into<String>, message: impl Into<String>) -> ConvertError {
-    ConvertError { field: field.into(), message: message.into() }
+fn error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError::new(field, message)
 }
 
 /// The name rules the API server applies to an object's name (apimachinery's validation).
@@ -39,7 +34,7 @@ pub enum NameRule {
 /// The object's key; `default_namespace` stands in where a manifest leaves it out, as kubectl does.
 /// Names and namespaces must pass the rules the API server enforces, so a manifest cannot
 /// hold what a cluster could not.
-pub fn object_key(meta: &ObjectMeta, default_namespace: &str, rule: NameRule) -> Result<ObjectKey, ConvertError> {
+pub fn object_key(meta: &ObjectMeta, default_namespace: &str, rule: NameRule) -> Result<ObjectKey, FieldError> {
     let name = meta.name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| error("metadata.name", "is required"))?;
     let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(default_namespace);
     check_name("metadata.namespace", namespace, NameRule::Dns1035Label, 63, true)?;
@@ -66,7 +61,7 @@ fn quoted(value: &str) -> String {
 }
 
 /// Checks `value` against a DNS name rule; `digit_first` allows RFC 1123 label starts (namespaces).
-fn check_name(field: &str, value: &str, rule: NameRule, max: usize, digit_first: bool) -> Result<(), ConvertError> {
+fn check_name(field: &str, value: &str, rule: NameRule, max: usize, digit_first: bool) -> Result<(), FieldError> {
     if value.len() > max {
         return Err(error(field, format!("{} must be no more than {max} characters", quoted(value))));
     }
@@ -95,18 +90,18 @@ fn check_name(field: &str, value: &str, rule: NameRule, max: usize, digit_first:
     }
 }
 
-fn port_number(field: &str, value: i32) -> Result<u16, ConvertError> {
+fn port_number(field: &str, value: i32) -> Result<u16, FieldError> {
     u16::try_from(value)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| error(field, format!("{value} is not a port number (1..=65535)")))
 }
 
-fn protocol(field: &str, value: Option<&str>) -> Result<PortProtocol, ConvertError> {
+fn protocol(field: &str, value: Option<&str>) -> Result<PortProtocol, FieldError> {
     PortProtocol::parse(value).ok_or_else(|| error(field, format!("unknown protocol {value:?}")))
 }
 
-pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service, ConvertError> {
+pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service, FieldError> {
     let key = object_key(&object.metadata, default_namespace, NameRule::Dns1035Label)?;
     let spec = object.spec.clone().unwrap_or_default();
     let ports = spec
@@ -129,11 +124,11 @@ pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service,
                 target_port,
             })
         })
-        .collect::<Result<_, ConvertError>>()?;
+        .collect::<Result<_, FieldError>>()?;
     Ok(Service { key, ports, external_name: spec.type_.as_deref() == Some("ExternalName") })
 }
 
-pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, ConvertError> {
+pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, FieldError> {
     let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
     let address_type = match object.address_type.as_str() {
         "IPv4" => AddressType::Ipv4,
@@ -157,7 +152,7 @@ pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, C
                 })
             })())
         })
-        .collect::<Result<_, ConvertError>>()?;
+        .collect::<Result<_, FieldError>>()?;
     let endpoints = if address_type == AddressType::Fqdn {
         Vec::new()
     } else {
@@ -190,7 +185,7 @@ pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, C
                     hostname: e.hostname.clone(),
                 })
             })
-            .collect::<Result<_, ConvertError>>()?
+            .collect::<Result<_, FieldError>>()?
     };
     Ok(Slice {
         service_name: object.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned(),
@@ -201,28 +196,36 @@ pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, C
     })
 }
 
-pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, ConvertError> {
+/// The probe, validated; its spec's problems are kept in it, for its status to report.
+pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, FieldError> {
+    let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
+    let valid = probe_spec::validate(&key, &object.spec).map(Arc::new);
     Ok(Probe {
-        key: object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?,
+        key,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: object.metadata.generation,
-        spec: object.spec.clone(),
-        status: object.status.clone(),
+        valid,
     })
 }
 
 /// HealthProbes are watched untyped, so one object that does not fit the Rust type is
 /// reported on its own instead of failing the whole list.
-pub fn probe_from_dynamic(object: &kube::api::DynamicObject, default_namespace: &str) -> Result<Probe, ConvertError> {
-    let spec = object.data.get("spec").cloned().unwrap_or_default();
-    let spec = serde_json::from_value(spec).map_err(|e| error("spec", e.to_string()))?;
+/// Also returns the status the API server holds, for the status writer to compare with.
+pub fn probe_from_dynamic(
+    object: &kube::api::DynamicObject,
+    default_namespace: &str,
+) -> Result<(Probe, Option<HealthProbeStatus>), FieldError> {
+    let spec: HealthProbeSpec = serde_json::from_value(object.data.get("spec").cloned().unwrap_or_default())
+        .map_err(|e| error("spec", e.to_string()))?;
     // A status we cannot read is simply rewritten.
     let status = object.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
-    Ok(Probe {
-        key: object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?,
+    let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
+    let valid = probe_spec::validate(&key, &spec).map(Arc::new);
+    let probe = Probe {
+        key,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: object.metadata.generation,
-        spec,
-        status,
-    })
+        valid,
+    };
+    Ok((probe, status))
 }

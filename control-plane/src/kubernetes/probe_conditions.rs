@@ -12,8 +12,7 @@ pub const RESOLVED_REFS: &str = "ResolvedRefs";
 pub const CONFLICTED: &str = "Conflicted";
 
 /// The status to write, or `None` when the API server already holds it.
-pub fn desired(status: &ProbeStatus, now: &str) -> Option<HealthProbeStatus> {
-    let current = status.current.as_ref();
+pub fn desired(status: &ProbeStatus, current: Option<&HealthProbeStatus>, now: &str) -> Option<HealthProbeStatus> {
     let condition = |type_: &str, state: &str, reason: &str, message: String| {
         let previous = current.and_then(|c| c.conditions.iter().find(|c| c.type_ == type_));
         let last_transition_time = match previous {
@@ -64,7 +63,6 @@ mod tests {
     fn status() -> ProbeStatus {
         ProbeStatus {
             generation: Some(2),
-            current: None,
             accepted: Ok(()),
             resolved_refs: Some(Ok(())),
             conflicted: None,
@@ -80,7 +78,7 @@ mod tests {
 
     #[test]
     fn valid_probe_is_accepted_resolved_and_not_conflicted() {
-        let s = desired(&status(), "t1").unwrap();
+        let s = desired(&status(), None, "t1").unwrap();
         assert_eq!((s.observed_generation, s.matched_endpoints), (Some(2), 3));
         assert_eq!((s.healthy_endpoints, s.unhealthy_endpoints), (2, 1));
         let summary: Vec<_> = s.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
@@ -92,7 +90,7 @@ mod tests {
     fn invalid_unresolved_and_conflicting_probes_say_why() {
         let invalid =
             ProbeStatus { accepted: Err("spec.intervalMs: 1 is out of range".into()), resolved_refs: None, ..status() };
-        let s = desired(&invalid, "t").unwrap();
+        let s = desired(&invalid, None, "t").unwrap();
         assert_eq!(by_type(&s, ACCEPTED).message, "spec.intervalMs: 1 is out of range");
         assert_eq!(
             (by_type(&s, RESOLVED_REFS).status.as_str(), by_type(&s, RESOLVED_REFS).reason.as_str()),
@@ -102,27 +100,26 @@ mod tests {
             resolved_refs: Some(Err(RefProblem { reason: "ServiceNotFound", message: "Service a/b not found".into() })),
             ..status()
         };
-        let s = desired(&unresolved, "t").unwrap();
+        let s = desired(&unresolved, None, "t").unwrap();
         assert_eq!(by_type(&s, RESOLVED_REFS).reason, "ServiceNotFound");
         let conflicting =
             ProbeStatus { conflicted: Some("HealthProbe a/old already covers Service port web:80".into()), ..status() };
-        let s = desired(&conflicting, "t").unwrap();
+        let s = desired(&conflicting, None, "t").unwrap();
         assert_eq!(by_type(&s, CONFLICTED).status, "True");
         assert!(by_type(&s, CONFLICTED).message.contains("a/old"));
     }
 
     #[test]
     fn nothing_is_written_when_the_server_already_holds_the_status() {
-        let first = desired(&status(), "t1").unwrap();
-        let settled = ProbeStatus { current: Some(first), ..status() };
-        assert_eq!(desired(&settled, "t2"), None, "same content at a later time is not a change");
+        let first = desired(&status(), None, "t1").unwrap();
+        assert_eq!(desired(&status(), Some(&first), "t2"), None, "same content at a later time is not a change");
     }
 
     #[test]
     fn transition_time_changes_only_for_the_condition_that_flips() {
-        let first = desired(&status(), "t1").unwrap();
-        let flipped = ProbeStatus { current: Some(first), conflicted: Some("x".into()), ..status() };
-        let s = desired(&flipped, "t2").unwrap();
+        let first = desired(&status(), None, "t1").unwrap();
+        let flipped = ProbeStatus { conflicted: Some("x".into()), ..status() };
+        let s = desired(&flipped, Some(&first), "t2").unwrap();
         assert_eq!(by_type(&s, ACCEPTED).last_transition_time.as_deref(), Some("t1"));
         assert_eq!(by_type(&s, CONFLICTED).last_transition_time.as_deref(), Some("t2"));
     }

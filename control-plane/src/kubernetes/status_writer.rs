@@ -5,6 +5,7 @@
 //! of the model, so replicas write the same thing and server-side apply turns
 //! the repeat into a no-op: no flapping and no write loop.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,20 +23,31 @@ use crate::shutdown::{self, Shutdown};
 pub const FIELD_MANAGER: &str = "edgexds";
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-pub async fn run(client: Client, mut models: watch::Receiver<Option<Arc<Model>>>, mut shutdown: Shutdown) {
+/// The statuses the API server holds, as the watch saw them, by probe.
+pub type ProbeStatuses = Arc<BTreeMap<ObjectKey, Arc<HealthProbeStatus>>>;
+
+pub async fn run(
+    client: Client,
+    mut models: watch::Receiver<Option<Arc<Model>>>,
+    mut current: watch::Receiver<ProbeStatuses>,
+    mut shutdown: Shutdown,
+) {
     let resource = ApiResource::erase::<HealthProbe>(&());
     let mut retry = false;
     loop {
         tokio::select! {
             changed = models.changed() => if changed.is_err() { return },
+            // Someone else changed a status (another replica, a person): compare again.
+            changed = current.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(RETRY_AFTER), if retry => {}
             () = shutdown::requested(&mut shutdown) => return,
         }
         let Some(model) = models.borrow_and_update().clone() else { continue };
         retry = false;
         let now = crate::timestamp::rfc3339(std::time::SystemTime::now());
+        let held = current.borrow_and_update().clone();
         for (key, probe) in &model.probes {
-            let Some(desired) = probe_conditions::desired(probe, &now) else { continue };
+            let Some(desired) = probe_conditions::desired(probe, held.get(key).map(|s| &**s), &now) else { continue };
             match write(&client, &resource, key, &desired).await {
                 Ok(()) => debug!(probe = %key, "status written"),
                 // Deleted meanwhile: nothing to report on.

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::kubernetes::crd::HealthProbeStatus;
 use crate::model::{ObjectKey, Probe, Service, Slice, SourceState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +21,8 @@ pub enum Kind {
 pub enum Item {
     Service(Arc<Service>),
     Slice(Arc<Slice>),
-    Probe(Arc<Probe>),
+    /// With the status the API server holds, which the store leaves to the status writer.
+    Probe(Arc<Probe>, Option<Arc<HealthProbeStatus>>),
 }
 
 impl Item {
@@ -28,7 +30,7 @@ impl Item {
         match self {
             Item::Service(s) => &s.key,
             Item::Slice(s) => &s.key,
-            Item::Probe(p) => &p.key,
+            Item::Probe(p, _) => &p.key,
         }
     }
 
@@ -41,7 +43,7 @@ impl Item {
         match self {
             Item::Service(s) => drop(state.services.insert(s.key.clone(), s)),
             Item::Slice(s) => drop(state.slices.insert(s.key.clone(), s)),
-            Item::Probe(p) => drop(state.probes.insert(p.key.clone(), p)),
+            Item::Probe(p, _) => drop(state.probes.insert(p.key.clone(), p)),
         }
         true
     }
@@ -50,7 +52,7 @@ impl Item {
         match self {
             Item::Service(s) => state.services.get(&s.key) == Some(s),
             Item::Slice(s) => state.slices.get(&s.key) == Some(s),
-            Item::Probe(p) => state.probes.get(&p.key) == Some(p),
+            Item::Probe(p, _) => state.probes.get(&p.key) == Some(p),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! the last published state keeps being served.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
@@ -20,11 +21,14 @@ use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::store::{Change, Item, Kind, KubeStore};
-use crate::kubernetes::convert::{self, ConvertError, SERVICE_NAME_LABEL};
+use crate::kubernetes::convert::{self, SERVICE_NAME_LABEL};
 use crate::kubernetes::crd::HealthProbe;
+use crate::kubernetes::status_writer::ProbeStatuses;
+use crate::model::FieldError;
 use crate::model::ObjectKey;
 use crate::pipeline::{SourceMetrics, StateSender};
 use crate::shutdown::{self, Shutdown};
@@ -66,11 +70,7 @@ fn key_of<K: ResourceExt>(object: &K) -> ObjectKey {
 }
 
 /// Turns a watch event into a store change, logging objects that cannot be converted.
-fn change<K: ResourceExt>(
-    event: Event<K>,
-    kind: Kind,
-    convert: fn(&K) -> Result<Item, ConvertError>,
-) -> Option<Change> {
+fn change<K: ResourceExt>(event: Event<K>, kind: Kind, convert: fn(&K) -> Result<Item, FieldError>) -> Option<Change> {
     let converted = |object: &K| {
         convert(object).inspect_err(|e| warn!(object = %key_of(object), kind = ?kind, "ignored: {e}")).ok()
     };
@@ -89,7 +89,7 @@ fn tagged<K>(
     kind: Kind,
     api: Api<K>,
     config: watcher::Config,
-    convert: fn(&K) -> Result<Item, ConvertError>,
+    convert: fn(&K) -> Result<Item, FieldError>,
 ) -> BoxStream<'static, Tagged>
 where
     K: Resource + ResourceExt + Clone + DeserializeOwned + Debug + Send + 'static,
@@ -120,16 +120,40 @@ fn edge_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
-fn service(object: &KubeService) -> Result<Item, ConvertError> {
+/// Keeps the statuses the API server holds for the status writer. Entries of probes deleted
+/// during an outage may linger; the writer only looks up probes the model holds.
+fn track_status(statuses: &watch::Sender<ProbeStatuses>, kind: Kind, change: &Change) {
+    match change {
+        Change::Apply(Item::Probe(probe, status)) | Change::InitApply(Item::Probe(probe, status)) => {
+            statuses.send_if_modified(|all| {
+                if all.get(&probe.key) == status.as_ref() {
+                    return false;
+                }
+                let all = Arc::make_mut(all);
+                match status {
+                    Some(status) => all.insert(probe.key.clone(), status.clone()),
+                    None => all.remove(&probe.key),
+                };
+                true
+            });
+        }
+        Change::Delete(key) if kind == Kind::HealthProbe => {
+            statuses.send_if_modified(|all| Arc::make_mut(all).remove(key).is_some());
+        }
+        _ => {}
+    }
+}
+
+fn service(object: &KubeService) -> Result<Item, FieldError> {
     convert::service(object, "").map(|s| Item::Service(s.into()))
 }
 
-fn slice(object: &EndpointSlice) -> Result<Item, ConvertError> {
+fn slice(object: &EndpointSlice) -> Result<Item, FieldError> {
     convert::slice(object, "").map(|s| Item::Slice(s.into()))
 }
 
-fn probe(object: &DynamicObject) -> Result<Item, ConvertError> {
-    convert::probe_from_dynamic(object, "").map(|p| Item::Probe(p.into()))
+fn probe(object: &DynamicObject) -> Result<Item, FieldError> {
+    convert::probe_from_dynamic(object, "").map(|(p, status)| Item::Probe(p.into(), status.map(Arc::new)))
 }
 
 fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
@@ -165,6 +189,7 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
 pub async fn run(
     config: KubernetesConfig,
     states: StateSender,
+    statuses: watch::Sender<ProbeStatuses>,
     metrics: SourceMetrics,
     mut shutdown: Shutdown,
 ) -> crate::Result<()> {
@@ -187,6 +212,7 @@ pub async fn run(
                 if !matches!(change, Change::Init | Change::InitDone) {
                     metrics.event(kind);
                 }
+                track_status(&statuses, scopes[index].kind, &change);
                 if std::mem::take(&mut failing[index]) {
                     info!(watch = %scopes[index].describe(), "watch recovered");
                 }

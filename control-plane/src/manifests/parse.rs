@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::kubernetes::convert;
 use crate::kubernetes::crd::HealthProbe;
-use crate::model::{Probe, Service, Slice, ValidProbe};
+use crate::model::{Probe, Service, Slice};
 
 /// Manifests that leave out the namespace land where kubectl would put them.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -241,7 +241,7 @@ enum Typed {
 
 impl Typed {
     fn convert(self) -> Result<Object, String> {
-        let describe = |kind: &str, name: &Option<String>, e: convert::ConvertError| {
+        let describe = |kind: &str, name: &Option<String>, e: crate::model::FieldError| {
             format!("{kind} {}: {e}", name.as_deref().map_or("<unnamed>".to_owned(), convert::shorten))
         };
         match self {
@@ -254,9 +254,9 @@ impl Typed {
             // The API server would refuse a probe that breaks the CRD's schema or rules,
             // so a manifest cannot hold one either.
             Typed::Probe(p) => convert::probe(&p, DEFAULT_NAMESPACE)
-                .and_then(|probe| match ValidProbe::validate(&probe.key, &probe.spec) {
+                .and_then(|probe| match &probe.valid {
                     Ok(_) => Ok(probe),
-                    Err(e) => Err(convert::ConvertError { field: e.field, message: e.message }),
+                    Err(e) => Err(e.clone()),
                 })
                 .map(|p| Object::Probe(Arc::new(p)))
                 .map_err(|e| describe("HealthProbe", &p.metadata.name, e)),

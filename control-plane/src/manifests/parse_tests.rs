@@ -71,7 +71,9 @@ fn list_kind_and_json_files_are_read() {
     let Object::Probe(probe) = &objects[1] else { panic!("{objects:?}") };
     assert_eq!(probe.created.as_deref(), Some("2024-01-02T03:04:05Z"));
     assert_eq!(probe.generation, Some(4));
-    assert_eq!(probe.spec.target_ref.kind, "Service", "targetRef.kind defaults to Service");
+    // Validation requires kind Service, so a valid probe shows the default applied.
+    let valid = probe.valid.as_ref().expect("targetRef.kind defaults to Service");
+    assert_eq!(valid.service, "a", "targetRef.kind defaults to Service");
     assert_eq!(parse("list.yaml", "apiVersion: v1\nkind: ServiceList\nitems: []\n").unwrap(), vec![]);
 }
 

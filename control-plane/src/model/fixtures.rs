@@ -6,7 +6,9 @@ use super::{
     AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
     SlicePort, SourceState, TargetPort,
 };
+// Probes are built the way every source builds them, through the CRD's validation.
 use crate::kubernetes::crd::{HealthProbeSpec, TargetRef};
+use crate::kubernetes::probe_spec;
 
 pub(crate) fn service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Service {
     Service {
@@ -55,7 +57,9 @@ pub(crate) fn slice(
 }
 
 pub(crate) fn probe(ns: &str, name: &str, created: &str, spec: HealthProbeSpec) -> Probe {
-    Probe { key: ObjectKey::new(ns, name), created: Some(created.to_string()), generation: Some(1), spec, status: None }
+    let key = ObjectKey::new(ns, name);
+    let valid = probe_spec::validate(&key, &spec).map(Arc::new);
+    Probe { key, created: Some(created.to_string()), generation: Some(1), valid }
 }
 
 pub(crate) fn probe_spec(service: &str, port: Option<i64>) -> HealthProbeSpec {

@@ -68,8 +68,6 @@ pub struct RefProblem {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbeStatus {
     pub generation: Option<i64>,
-    /// The status the API server holds now, if any.
-    pub current: Option<crate::kubernetes::crd::HealthProbeStatus>,
     /// `Err` holds the precise validation error.
     pub accepted: Result<(), String>,
     /// `None` when the spec was not valid enough to look for its target.
@@ -167,9 +165,9 @@ fn validate_probes(
     ordered.sort_by(|a, b| (&a.created, &a.key).cmp(&(&b.created, &b.key)));
     let mut valid = Vec::new();
     for probe in ordered {
-        let accepted = match ValidProbe::validate(&probe.key, &probe.spec) {
+        let accepted = match &probe.valid {
             Ok(v) => {
-                valid.push(Arc::new(v));
+                valid.push(v.clone());
                 Ok(())
             }
             Err(err) => {
@@ -184,7 +182,6 @@ fn validate_probes(
             probe.key.clone(),
             ProbeStatus {
                 generation: probe.generation,
-                current: probe.status.clone(),
                 accepted,
                 resolved_refs: None,
                 conflicted: None,
