@@ -206,6 +206,19 @@ fn proxy_status(admin: SocketAddr) -> (Option<i32>, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs proxy-status until its table shows what the test waits for (the ACK or NACK has
+/// reached the server), at most 10 s; returns that run.
+fn proxy_status_once(admin: SocketAddr, shows: impl Fn(&str) -> bool) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, table) = proxy_status(admin);
+        if shows(&table) || std::time::Instant::now() > deadline {
+            return (code, table);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn proxy_status_lists_proxies_and_fails_when_one_nacked() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,13 +228,11 @@ fn proxy_status_lists_proxies_and_fails_when_one_nacked() {
     server.wait_log("snapshot published");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _good = runtime.block_on(client(xds, "good-sidecar", None));
-    std::thread::sleep(Duration::from_millis(200));
-    let (code, table) = proxy_status(admin);
+    let (code, table) = proxy_status_once(admin, |table| table.contains("good-sidecar") && table.contains("SYNCED"));
     assert_eq!(code, Some(0), "{table}");
     assert!(table.contains("good-sidecar") && table.contains("SYNCED"), "{table}");
     let _bad = runtime.block_on(client(xds, "bad-sidecar", Some("bad cluster config")));
-    std::thread::sleep(Duration::from_millis(200));
-    let (code, table) = proxy_status(admin);
+    let (code, table) = proxy_status_once(admin, |table| table.contains("NACKED"));
     assert_eq!(code, Some(1), "{table}");
     assert!(table.contains("NACKED") && table.contains("bad-sidecar rejected cds version"), "{table}");
     assert!(table.contains("bad cluster config"), "{table}");

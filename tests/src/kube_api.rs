@@ -85,6 +85,8 @@ struct Inner {
     status_applies: Vec<(String, String)>,
     /// Every (verb, resource) a client used, as RBAC names them.
     verbs: std::collections::BTreeSet<(String, String)>,
+    /// Requests answered 503 while the server was down.
+    refused: usize,
 }
 
 #[derive(Clone)]
@@ -191,6 +193,11 @@ impl FakeApiServer {
         self.lock().verbs.iter().cloned().collect()
     }
 
+    /// How many requests were refused while the server was down.
+    pub fn refused_requests(&self) -> usize {
+        self.lock().refused
+    }
+
     /// The (probe, field manager) of every status apply that reached the server.
     pub fn status_applies(&self) -> Vec<(String, String)> {
         self.lock().status_applies.clone()
@@ -243,6 +250,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     if !*server.available.borrow() {
+        server.lock().refused += 1;
         return status_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "the API server is down");
     }
     let Some(target) = parse_path(uri.path()) else {

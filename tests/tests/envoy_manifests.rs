@@ -129,8 +129,17 @@ async fn typed_metadata_is_accepted_by_envoy() {
 async fn a_malformed_manifest_keeps_the_last_good_state_in_envoy() {
     let (cp, _one, _two, envoy) = setup(TranslateOptions::default()).await;
     eventually(SETTLE, "both upstreams answer", || async { (sample(&envoy, 20).await.len() == 2).then_some(()) }).await;
+    let scans = |cp: &ControlPlane| {
+        let text = cp.running.metrics.encode();
+        text.lines().find_map(|l| l.strip_prefix("edgexds_manifest_scans_total ")?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let before = scans(&cp);
     cp.write("web-slice.yaml", "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{ broken\n");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The malformed file has been read, and rejected, before traffic is sampled.
+    eventually(Duration::from_secs(5), "the malformed file is scanned", || async {
+        (scans(&cp) > before).then_some(())
+    })
+    .await;
     assert_eq!(sample(&envoy, 20).await.len(), 2, "both endpoints are still served");
 }
 

@@ -82,7 +82,12 @@ async fn initial_sync_is_served_and_readiness_waits_for_every_list() {
     let cp = ControlPlane::kubernetes(api.client(), &[], None).await.unwrap();
     let mut client = DeltaClient::connect(cp.xds_addr).await;
     client.subscribe(CDS, &[]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The watches have tried to list, and been refused.
+    let deadline = Instant::now() + PATIENCE;
+    while api.refused_requests() == 0 {
+        assert!(Instant::now() < deadline, "the control plane never tried to list");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(readyz(&cp).await, 503, "not ready before the initial lists");
     client.assert_quiet().await;
     api.set_available(true);
@@ -297,8 +302,11 @@ async fn the_control_plane_needs_only_list_watch_and_status_patch() {
     seed(&api);
     let _cp = ControlPlane::kubernetes(api.client(), &[], None).await.unwrap();
     wait_status(&api, "web", |o| condition(o, "Accepted")["status"] == "True").await;
+    let mut client = DeltaClient::connect(_cp.xds_addr).await;
+    subscribe(&mut client, &["web.shop:80"]).await;
     api.apply(slice("shop", "web-1", "web", 8080, &ips(&["10.0.0.3"])));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The change went all the way through the watch before the verbs are read.
+    until(&mut client, "slice change", |r| r.type_url == EDS).await;
     let used = api.verbs_used();
     // The same file is what the Helm chart tests check the rendered RBAC rules against.
     let expected: Vec<(String, String)> = serde_json::from_str(include_str!("../rbac-verbs.json")).unwrap();
@@ -319,9 +327,18 @@ async fn hds_verdicts_show_in_probe_status_as_healthy_and_unhealthy_endpoints() 
     while schedule.cluster_health_checks.is_empty() {
         schedule = checker.schedule().await.unwrap();
     }
-    // Past the warm-up (probe timeout + 200ms), a failing report counts.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    checker.report(&schedule, &["10.0.0.1"]).await.unwrap();
+    // Reports inside the warm-up (probe timeout + 200ms) are ignored: report, as a checker
+    // does, until one counts.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        checker.report(&schedule, &["10.0.0.1"]).await.unwrap();
+        let status = api.get(Kind::HealthProbe, "shop", "web").unwrap_or_default();
+        if status["status"]["unhealthyEndpoints"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the failing report never counted: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let judged = wait_status(&api, "web", |o| o["status"]["unhealthyEndpoints"] == 1).await;
     assert_eq!(judged["status"]["healthyEndpoints"], 1);
     assert_eq!(judged["status"]["matchedEndpoints"], 2);

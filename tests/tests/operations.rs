@@ -49,7 +49,7 @@ async fn metrics_count_a_scripted_session_exactly() {
     let before = scrape(&cp).await;
     assert_eq!(before["edgexds_snapshot_clusters"], 1.0);
     assert_eq!(before["edgexds_snapshot_endpoints"], 2.0);
-    assert_eq!(before["edgexds_build_info{version=\"0.1.0\"}"], 1.0);
+    assert_eq!(before[&format!("edgexds_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))], 1.0);
 
     let mut client = DeltaClient::connect(cp.running.xds_addr).await;
     client.subscribe(CDS, &[]).await;
@@ -61,9 +61,14 @@ async fn metrics_count_a_scripted_session_exactly() {
     cp.write("web-slice.yaml", &web_slice(&[&one]));
     let eds2 = client.next().await;
     client.ack(&eds2).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let after = scrape(&cp).await;
+    // Wait for the last ACK to be counted, not for a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = scrape(&cp).await;
+    while after.get("edgexds_xds_acks_total{type=\"eds\"}").copied().unwrap_or(0.0) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the ACK was never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        after = scrape(&cp).await;
+    }
     let series = |name: &str| after.get(name).copied().unwrap_or(0.0);
     assert_eq!(series("edgexds_xds_streams{method=\"ads\"}"), 1.0);
     assert_eq!(series("edgexds_xds_responses_total{type=\"cds\"}"), 1.0);
