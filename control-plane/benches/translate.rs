@@ -76,7 +76,8 @@ fn eds_translate_encode(c: &mut Criterion) {
         for (services, endpoints) in GRID {
             let model = resolve(&state(services, endpoints, probes));
             let options = TranslateOptions::default();
-            let bytes: usize = load_assignments(&model, options).map(|c| c.encode_to_vec().len()).sum();
+            let bytes: usize =
+                load_assignments(&model, options, &CheckVerdicts::default()).map(|c| c.encode_to_vec().len()).sum();
             let total = u64::from(services * endpoints);
             eprintln!(
                 "eds {services}x{endpoints} metadata={probes}: {bytes} bytes, {:.1} bytes/endpoint",
@@ -88,7 +89,11 @@ fn eds_translate_encode(c: &mut Criterion) {
                 format!("{services}x{endpoints}"),
             );
             group.bench_with_input(id, &model, |b, model| {
-                b.iter(|| load_assignments(black_box(model), options).map(|c| c.encode_to_vec().len()).sum::<usize>())
+                b.iter(|| {
+                    load_assignments(black_box(model), options, &CheckVerdicts::default())
+                        .map(|c| c.encode_to_vec().len())
+                        .sum::<usize>()
+                })
             });
         }
     }
@@ -106,6 +111,30 @@ fn full_pipeline(c: &mut Criterion) {
         // The resolve step alone, to see what the rest of the pipeline costs.
         group.bench_function(format!("{services}x{endpoints}_resolve_only"), |b| b.iter(|| resolve(black_box(&input))));
     }
+    group.finish();
+}
+
+/// One endpoint's HDS verdict flips at 1,000 Services x 10 endpoints. "full_rebuild" is
+/// what a verdict change cost before verdicts became an overlay (resolve with the
+/// verdicts folded in, translate and encode everything); "rejudge" is what it costs now.
+fn verdict_flip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("verdict_flip_1000x10");
+    let input = state(1000, 10, true);
+    let options = TranslateOptions::default();
+    let healthy = CheckVerdicts::default();
+    let mut failing = CheckVerdicts::default();
+    failing
+        .insert("svc-500.ns-0:80", std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 500_000)), 8080));
+    let (previous, model) = build_snapshot(&input, options, None, &healthy);
+    group.bench_function("full_rebuild", |b| {
+        b.iter(|| build_snapshot(black_box(&input), options, Some(&previous), &failing))
+    });
+    group.bench_function("rejudge", |b| {
+        b.iter(|| edgexds::pipeline::rejudge(black_box(&model), options, &previous, &healthy, &failing))
+    });
+    let rejudged = edgexds::pipeline::rejudge(&model, options, &previous, &healthy, &failing);
+    let (rebuilt, _) = build_snapshot(&input, options, Some(&previous), &failing);
+    assert!(rejudged == rebuilt, "the overlay gives exactly the full rebuild's snapshot");
     group.finish();
 }
 
@@ -128,5 +157,5 @@ fn versions_and_diff(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, eds_translate_encode, full_pipeline, versions_and_diff);
+criterion_group!(benches, eds_translate_encode, full_pipeline, verdict_flip, versions_and_diff);
 criterion_main!(benches);

@@ -23,7 +23,7 @@ pub use probe::{
 };
 pub use resolve::{
     Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
-    ResolvedService, resolve, resolve_with,
+    ResolvedService, resolve,
 };
 pub use verdicts::CheckVerdicts;
 

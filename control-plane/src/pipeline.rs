@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{ResourceType, Snapshot, SnapshotCache};
 use crate::histograms;
-use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve_with};
+use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve};
 use crate::translate::{self, TranslateOptions};
 
 /// The pipeline's own metrics.
@@ -105,27 +105,53 @@ pub struct PipelineConfig {
     pub translate: TranslateOptions,
 }
 
-/// Resolves, translates and encodes one state. Pure apart from allocation.
+/// Resolves, translates and encodes one state. Pure apart from allocation. The model is
+/// resolved without `verdicts`; translation takes them as an overlay.
 pub fn build_snapshot(
     state: &SourceState,
     options: TranslateOptions,
     previous: Option<&Snapshot>,
     verdicts: &CheckVerdicts,
 ) -> (Snapshot, Model) {
-    let model = resolve_with(state, verdicts);
+    let model = resolve(state);
     let clusters =
         translate::clusters(&model, options).map(|c| (ResourceType::Cluster, c.name.clone(), c.encode_to_vec()));
-    let assignments = translate::load_assignments(&model, options)
+    let assignments = translate::load_assignments(&model, options, verdicts)
         .map(|a| (ResourceType::ClusterLoadAssignment, a.cluster_name.clone(), a.encode_to_vec()));
     let snapshot = Snapshot::new(previous, clusters.chain(assignments));
     (snapshot, model)
 }
 
+/// The snapshot after a verdict-only change: the load assignments of the clusters whose
+/// verdicts changed are translated again from the cached model; everything else is
+/// `previous`, shared. No resolve, and no other resource encoded or hashed again.
+pub fn rejudge(
+    model: &Model,
+    options: TranslateOptions,
+    previous: &Snapshot,
+    before: &CheckVerdicts,
+    after: &CheckVerdicts,
+) -> Snapshot {
+    let touched = before.clusters_differing(after);
+    let assignments = model.ports().filter(|port| touched.contains(port.cluster_name.as_str())).map(|port| {
+        let assignment = translate::load_assignment(port, options, after);
+        (ResourceType::ClusterLoadAssignment, assignment.cluster_name.clone(), assignment.encode_to_vec())
+    });
+    Snapshot::replacing(previous, assignments)
+}
+
 /// Active-check verdicts, when HDS is on.
 pub type VerdictReceiver = watch::Receiver<Arc<CheckVerdicts>>;
 
-/// Runs until the source closes or `shutdown` fires; `models` receives each resolved model.
-/// A change of `verdicts` is debounced and published like a source change.
+/// The model of the last source state, and the verdicts its snapshot was translated with.
+struct Judged {
+    model: Arc<Model>,
+    verdicts: Arc<CheckVerdicts>,
+}
+
+/// Runs until the source closes or `shutdown` fires; `models` receives each resolved model
+/// (once per source change: verdicts are not in it). A change of `verdicts` alone is
+/// debounced like a source change but re-translates only what it touches.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: PipelineConfig,
@@ -139,36 +165,68 @@ pub async fn run(
     let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
     // A state may already be waiting; otherwise wait for the first one.
     let mut pending = states.borrow_and_update().is_some();
+    let mut source_changed = pending;
+    let mut last: Option<Judged> = None;
     loop {
         if !pending {
             tokio::select! {
-                changed = states.changed() => if changed.is_err() { return },
+                changed = states.changed() => {
+                    if changed.is_err() { return }
+                    source_changed = true;
+                }
                 changed = verdicts_changed(&mut verdicts) => if changed.is_err() { verdicts = None },
                 () = crate::shutdown::requested(&mut shutdown) => return,
             }
         }
         pending = false;
         let observed_at = Instant::now();
-        debounce(config.debounce, &mut states).await;
+        source_changed |= debounce(config.debounce, &mut states).await;
         let Some(state) = states.borrow_and_update().clone() else { continue };
         let judged = verdicts.as_mut().map(|v| v.borrow_and_update().clone()).unwrap_or_default();
         let previous = cache.current();
         let options = config.translate;
         let started = Instant::now();
-        let built =
-            tokio::task::spawn_blocking(move || build_snapshot(&state, options, previous.as_deref(), &judged)).await;
-        let Ok((mut snapshot, model)) = built else {
-            warn!("translation task failed; keeping the last snapshot");
-            continue;
+        let (mut snapshot, model, resolved) = match (last.take(), previous) {
+            (Some(cached), Some(previous)) if !source_changed => {
+                let verdicts = judged.clone();
+                let built = tokio::task::spawn_blocking(move || {
+                    let snapshot = rejudge(&cached.model, options, &previous, &cached.verdicts, &verdicts);
+                    (snapshot, cached.model)
+                })
+                .await;
+                let Ok((snapshot, model)) = built else {
+                    warn!("translation task failed; keeping the last snapshot");
+                    continue;
+                };
+                (snapshot, model, false)
+            }
+            (_, previous) => {
+                let verdicts = judged.clone();
+                let built = tokio::task::spawn_blocking(move || {
+                    build_snapshot(&state, options, previous.as_deref(), &verdicts)
+                })
+                .await;
+                let Ok((snapshot, model)) = built else {
+                    warn!("translation task failed; keeping the last snapshot");
+                    continue;
+                };
+                (snapshot, Arc::new(model), true)
+            }
         };
+        source_changed = false;
+        last = Some(Judged { model: model.clone(), verdicts: judged });
         histograms::observe(&metrics.translation, started.elapsed());
         snapshot.observed_at = Some(observed_at);
-        report_new_diagnostics(&model, &mut reported);
         let sizes = (snapshot.len(ResourceType::Cluster), endpoint_count(&model));
-        metrics.snapshot_clusters.set(sizes.0 as i64);
-        metrics.snapshot_endpoints.set(sizes.1 as i64);
+        if resolved {
+            report_new_diagnostics(&model, &mut reported);
+            metrics.snapshot_clusters.set(sizes.0 as i64);
+            metrics.snapshot_endpoints.set(sizes.1 as i64);
+        }
         let diff = cache.publish(snapshot);
-        models.send_replace(Some(Arc::new(model)));
+        if resolved {
+            models.send_replace(Some(model));
+        }
         let ((cds_changed, cds_removed), (eds_changed, eds_removed)) =
             (diff.count(ResourceType::Cluster), diff.count(ResourceType::ClusterLoadAssignment));
         if diff.is_empty() {
@@ -195,14 +253,19 @@ async fn verdicts_changed(verdicts: &mut Option<VerdictReceiver>) -> Result<(), 
     }
 }
 
-/// Waits until the source has been quiet for `quiet`, but never longer than [`MAX_DELAY`] in total.
-async fn debounce(quiet: Duration, states: &mut StateReceiver) {
+/// Waits until the source has been quiet for `quiet`, but never longer than [`MAX_DELAY`] in
+/// total; says whether the source changed meanwhile.
+async fn debounce(quiet: Duration, states: &mut StateReceiver) -> bool {
     let deadline = tokio::time::Instant::now() + MAX_DELAY;
+    let mut changed_meanwhile = false;
     loop {
         let wake = (tokio::time::Instant::now() + quiet).min(deadline);
         tokio::select! {
-            changed = states.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep_until(wake) => return,
+            changed = states.changed() => {
+                if changed.is_err() { return changed_meanwhile }
+                changed_meanwhile = true;
+            }
+            _ = tokio::time::sleep_until(wake) => return changed_meanwhile,
         }
     }
 }
@@ -283,5 +346,39 @@ mod tests {
         let name = "web.shop:80";
         let (a, b) = (&first.resources(ResourceType::Cluster)[name], &second.resources(ResourceType::Cluster)[name]);
         assert!(Arc::ptr_eq(a, b));
+    }
+
+    #[test]
+    fn a_verdict_change_rejudges_to_exactly_what_a_full_rebuild_gives() {
+        use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice, state};
+        let input = state(
+            vec![service("shop", "web", &[("http", 80)]), service("shop", "api", &[("http", 81)])],
+            vec![
+                slice(
+                    "shop",
+                    "web-1",
+                    "web",
+                    &[("http", 8080)],
+                    vec![endpoint("10.0.0.1", true, "a"), endpoint("10.0.0.2", true, "b")],
+                ),
+                slice("shop", "api-1", "api", &[("http", 8081)], vec![endpoint("10.0.1.1", true, "a")]),
+            ],
+            vec![probe("shop", "web", "2024-01-01T00:00:00Z", probe_spec("web", None))],
+        );
+        let options = TranslateOptions::default();
+        let healthy = CheckVerdicts::default();
+        let mut failing = CheckVerdicts::default();
+        failing.insert("web.shop:80", "10.0.0.2:8080".parse().unwrap());
+        let (before, model) = build_snapshot(&input, options, None, &healthy);
+        let rejudged = rejudge(&model, options, &before, &healthy, &failing);
+        let (rebuilt, _) = build_snapshot(&input, options, Some(&before), &failing);
+        assert_eq!(rejudged, rebuilt);
+        assert_ne!(rejudged, before, "the flip is in the snapshot");
+        let api = "api.shop:81";
+        let (kept, shared) = (
+            &before.resources(ResourceType::ClusterLoadAssignment)[api],
+            &rejudged.resources(ResourceType::ClusterLoadAssignment)[api],
+        );
+        assert!(Arc::ptr_eq(kept, shared), "untouched load assignments are not translated again");
     }
 }

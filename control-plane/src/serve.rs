@@ -128,8 +128,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             let (statuses, statuses_rx) = watch::channel(Default::default());
             tasks.spawn(crate::kubernetes::watch::run(kube, states, statuses, source_metrics, shutdown_rx.clone()));
             let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
+            let verdicts = hds.as_ref().map(|hub| hub.verdicts());
             tasks.spawn(async move {
-                status_writer::run(client, models, statuses_rx, shutdown).await;
+                status_writer::run(client, models, verdicts, statuses_rx, shutdown).await;
                 Ok(())
             });
         }

@@ -8,7 +8,7 @@ pub use cluster::{cluster, hds_can_check, health_check};
 pub use eds_wire::ClusterLoadAssignment;
 pub use endpoints::{METADATA_FILTER, load_assignment};
 
-use crate::model::Model;
+use crate::model::{CheckVerdicts, Model};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 /// Who runs the active health checks a HealthProbe asks for.
@@ -44,9 +44,14 @@ pub fn clusters(model: &Model, options: TranslateOptions) -> impl Iterator<Item 
     model.ports().map(move |port| cluster(port, options.active_health_checks))
 }
 
-/// One ClusterLoadAssignment per Service port, in model order.
-pub fn load_assignments(model: &Model, options: TranslateOptions) -> impl Iterator<Item = ClusterLoadAssignment> + '_ {
-    model.ports().map(move |port| load_assignment(port, options))
+/// One ClusterLoadAssignment per Service port, in model order; Kubernetes-ready endpoints
+/// that active checks found failing (`verdicts`) are sent UNHEALTHY.
+pub fn load_assignments<'a>(
+    model: &'a Model,
+    options: TranslateOptions,
+    verdicts: &'a CheckVerdicts,
+) -> impl Iterator<Item = ClusterLoadAssignment> + 'a {
+    model.ports().map(move |port| load_assignment(port, options, verdicts))
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ fn probe() -> HealthProbeSpec {
 /// Decodes our bytes with envoy-types: what Envoy itself will see.
 fn envoy_cla(state: &SourceState, options: TranslateOptions) -> envoy_endpoint::ClusterLoadAssignment {
     let model = resolve(state);
-    let bytes = load_assignments(&model, options).next().unwrap().encode_to_vec();
+    let bytes = load_assignments(&model, options, &CheckVerdicts::default()).next().unwrap().encode_to_vec();
     envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap()
 }
 
@@ -182,10 +182,12 @@ fn typed_metadata_is_the_extension_message() {
 fn encoding_is_deterministic() {
     let model = resolve(&state(Some(probe())));
     let options = TranslateOptions { typed_metadata: true, ..Default::default() };
-    let once: Vec<_> = load_assignments(&model, options).map(|c| c.encode_to_vec()).collect();
+    let once: Vec<_> =
+        load_assignments(&model, options, &CheckVerdicts::default()).map(|c| c.encode_to_vec()).collect();
     for _ in 0..20 {
-        let again: Vec<_> =
-            load_assignments(&resolve(&state(Some(probe()))), options).map(|c| c.encode_to_vec()).collect();
+        let again: Vec<_> = load_assignments(&resolve(&state(Some(probe()))), options, &CheckVerdicts::default())
+            .map(|c| c.encode_to_vec())
+            .collect();
         assert_eq!(once, again);
     }
 }
@@ -257,7 +259,10 @@ fn a_failing_verdict_makes_a_ready_endpoint_unhealthy_and_never_revives_a_not_re
     verdicts.insert("web.shop:80", "10.0.0.1:8080".parse().unwrap());
     verdicts.insert("web.shop:80", "10.0.0.3:8080".parse().unwrap());
     model.apply_verdicts(&verdicts);
-    let bytes = load_assignments(&model, TranslateOptions::default()).next().unwrap().encode_to_vec();
+    let bytes = load_assignments(&model, TranslateOptions::default(), &CheckVerdicts::default())
+        .next()
+        .unwrap()
+        .encode_to_vec();
     let cla = envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap();
     let health: Vec<(String, i32)> = cla
         .endpoints

@@ -70,15 +70,32 @@ impl Snapshot {
                 .unwrap_or_else(|| Arc::new(fresh));
             by_type[ty.index()].insert(name, resource);
         }
-        let versions = ResourceType::ALL.map(|ty| {
+        let versions = Self::type_versions(&by_type);
+        Self { by_type, versions, observed_at: None, generation: 0, delta: None }
+    }
+
+    /// `previous` with some resources replaced (same names): only those are hashed
+    /// again; the rest are shared with `previous`.
+    pub fn replacing(previous: &Snapshot, encoded: impl IntoIterator<Item = (ResourceType, String, Vec<u8>)>) -> Self {
+        let mut by_type = previous.by_type.clone();
+        for (ty, name, body) in encoded {
+            let fresh = VersionedResource::new(body);
+            let unchanged = previous.resources(ty).get(&name).filter(|old| old.as_ref() == &fresh).cloned();
+            by_type[ty.index()].insert(name, unchanged.unwrap_or_else(|| Arc::new(fresh)));
+        }
+        let versions = Self::type_versions(&by_type);
+        Self { by_type, versions, observed_at: None, generation: 0, delta: None }
+    }
+
+    fn type_versions(by_type: &[Resources; 2]) -> [String; 2] {
+        ResourceType::ALL.map(|ty| {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             for (name, resource) in &by_type[ty.index()] {
                 hasher.update(name.as_bytes());
                 hasher.update(resource.version.as_bytes());
             }
             format!("{:016x}", hasher.digest())
-        });
-        Self { by_type, versions, observed_at: None, generation: 0, delta: None }
+        })
     }
 
     pub fn generation(&self) -> u64 {

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use crate::kubernetes::crd::{HealthProbe, HealthProbeStatus};
 use crate::kubernetes::probe_conditions;
 use crate::model::{Model, ObjectKey};
+use crate::pipeline::VerdictReceiver;
 use crate::shutdown::{self, Shutdown};
 
 pub const FIELD_MANAGER: &str = "edgexds";
@@ -26,9 +27,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// The statuses the API server holds, as the watch saw them, by probe.
 pub type ProbeStatuses = Arc<BTreeMap<ObjectKey, Arc<HealthProbeStatus>>>;
 
+/// `verdicts` (with HDS) count into each probe's healthy and unhealthy endpoints.
 pub async fn run(
     client: Client,
     mut models: watch::Receiver<Option<Arc<Model>>>,
+    mut verdicts: Option<VerdictReceiver>,
     mut current: watch::Receiver<ProbeStatuses>,
     mut shutdown: Shutdown,
 ) {
@@ -39,10 +42,14 @@ pub async fn run(
             changed = models.changed() => if changed.is_err() { return },
             // Someone else changed a status (another replica, a person): compare again.
             changed = current.changed() => if changed.is_err() { return },
+            changed = verdicts_changed(&mut verdicts) => if changed.is_err() { verdicts = None },
             () = tokio::time::sleep(RETRY_AFTER), if retry => {}
             () = shutdown::requested(&mut shutdown) => return,
         }
-        let Some(model) = models.borrow_and_update().clone() else { continue };
+        let Some(mut model) = models.borrow_and_update().clone() else { continue };
+        if let Some(judged) = verdicts.as_mut().map(|v| v.borrow_and_update().clone()) {
+            Arc::make_mut(&mut model).apply_verdicts(&judged);
+        }
         retry = false;
         let now = crate::timestamp::rfc3339(std::time::SystemTime::now());
         let held = current.borrow_and_update().clone();
@@ -58,6 +65,13 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+async fn verdicts_changed(verdicts: &mut Option<VerdictReceiver>) -> Result<(), watch::error::RecvError> {
+    match verdicts {
+        Some(verdicts) => verdicts.changed().await,
+        None => std::future::pending().await,
     }
 }
 

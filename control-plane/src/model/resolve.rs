@@ -9,7 +9,6 @@ use std::sync::Arc;
 use super::SourceState;
 use super::object::{AddressType, ObjectKey, PortProtocol, Service, ServicePort, Slice};
 use super::probe::{EndpointFacts, ProbePolicy, ValidProbe};
-use super::verdicts::CheckVerdicts;
 
 /// What Envoy should think of an endpoint, from Kubernetes conditions alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,6 +98,27 @@ impl Model {
     pub fn ports(&self) -> impl Iterator<Item = &ResolvedPort> {
         self.services.iter().flat_map(|s| s.ports.iter())
     }
+
+    /// Each probe's healthy and unhealthy endpoints, from readiness and any failing checks marked.
+    pub(super) fn count_health(&mut self) {
+        for status in self.probes.values_mut() {
+            (status.healthy_endpoints, status.unhealthy_endpoints) = (0, 0);
+        }
+        for service in &self.services {
+            for port in &service.ports {
+                let Some(status) = port.probe.as_ref().and_then(|c| self.probes.get_mut(&c.probe.key)) else {
+                    continue;
+                };
+                for endpoint in &port.endpoints {
+                    match (endpoint.health, endpoint.failing_check) {
+                        (EndpointHealth::Ready, false) => status.healthy_endpoints += 1,
+                        (EndpointHealth::NotReady, _) | (_, true) => status.unhealthy_endpoints += 1,
+                        (EndpointHealth::Draining, false) => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub fn cluster_name(service: &ObjectKey, port: &ServicePort) -> String {
@@ -109,13 +129,9 @@ pub fn cluster_name(service: &ObjectKey, port: &ServicePort) -> String {
     format!("{}.{}:{}{}", service.name, service.namespace, port.port, suffix)
 }
 
-/// Resolves with no active-check verdicts: Kubernetes conditions alone decide health.
+/// Resolves a source state. Kubernetes conditions alone decide health here: active-check
+/// verdicts are an overlay that translation (and [`Model::apply_verdicts`]) take separately.
 pub fn resolve(state: &SourceState) -> Model {
-    resolve_with(state, &CheckVerdicts::default())
-}
-
-/// Resolves, folding in the endpoints active health checks found failing.
-pub fn resolve_with(state: &SourceState, verdicts: &CheckVerdicts) -> Model {
     let mut diagnostics = Vec::new();
     let mut statuses = BTreeMap::new();
     let probes = validate_probes(state, &mut statuses, &mut diagnostics);
@@ -151,7 +167,7 @@ pub fn resolve_with(state: &SourceState, verdicts: &CheckVerdicts) -> Model {
     diagnostics.sort();
     diagnostics.dedup();
     let mut model = Model { services, probes: statuses, diagnostics };
-    model.apply_verdicts(verdicts);
+    model.count_health();
     model
 }
 

@@ -30,34 +30,29 @@ impl CheckVerdicts {
     pub fn is_empty(&self) -> bool {
         self.failing.is_empty()
     }
+
+    /// The clusters whose failing endpoints differ between `self` and `other`.
+    pub fn clusters_differing<'a>(&'a self, other: &'a CheckVerdicts) -> BTreeSet<&'a str> {
+        let names = self.failing.keys().chain(other.failing.keys());
+        names.filter(|name| self.failing.get(*name) != other.failing.get(*name)).map(String::as_str).collect()
+    }
 }
 
 impl Model {
     /// Marks the Kubernetes-ready endpoints that failing checks cover, and recounts each probe's
-    /// healthy and unhealthy endpoints. Kubernetes not-ready always stays not-ready.
+    /// healthy and unhealthy endpoints. Kubernetes not-ready always stays not-ready. The
+    /// pipeline never calls this: translation takes verdicts as an overlay. It serves the
+    /// probe status counts and the debug view.
     pub fn apply_verdicts(&mut self, verdicts: &CheckVerdicts) {
-        for status in self.probes.values_mut() {
-            (status.healthy_endpoints, status.unhealthy_endpoints) = (0, 0);
-        }
         for service in &mut self.services {
             for port in &mut service.ports {
-                let probe = port.probe.as_ref().map(|c| c.probe.key.clone());
-                let mut counts = (0, 0);
                 for endpoint in &mut port.endpoints {
                     let address = SocketAddr::new(endpoint.address, endpoint.port);
                     endpoint.failing_check =
                         endpoint.health == EndpointHealth::Ready && verdicts.is_failing(&port.cluster_name, address);
-                    match (endpoint.health, endpoint.failing_check) {
-                        (EndpointHealth::Ready, false) => counts.0 += 1,
-                        (EndpointHealth::NotReady, _) | (_, true) => counts.1 += 1,
-                        (EndpointHealth::Draining, false) => {}
-                    }
-                }
-                if let Some(status) = probe.and_then(|key| self.probes.get_mut(&key)) {
-                    status.healthy_endpoints += counts.0;
-                    status.unhealthy_endpoints += counts.1;
                 }
             }
         }
+        self.count_health();
     }
 }

@@ -13,21 +13,31 @@ use super::eds_wire::{
     SocketAddress, Struct, Value,
 };
 use crate::api::v1alpha1::EndpointExtension;
-use crate::model::{EndpointHealth, ObjectKey, ProbePolicy, ResolvedEndpoint, ResolvedPort};
+use crate::model::{CheckVerdicts, EndpointHealth, ObjectKey, ProbePolicy, ResolvedEndpoint, ResolvedPort};
 
 /// The filter name under which endpoint metadata is published.
 pub const METADATA_FILTER: &str = "edgexds";
 const EXTENSION_TYPE_URL: &str = "type.googleapis.com/edgexds.v1alpha1.EndpointExtension";
 
-pub fn load_assignment(port: &ResolvedPort, options: TranslateOptions) -> ClusterLoadAssignment {
+/// `verdicts` is an overlay: the model itself is resolved without them, so a verdict change
+/// re-translates only the load assignments it touches.
+pub fn load_assignment(
+    port: &ResolvedPort,
+    options: TranslateOptions,
+    verdicts: &CheckVerdicts,
+) -> ClusterLoadAssignment {
     let probe_key = port.probe.as_ref().map(|c| &c.probe.key);
     // Endpoints of a port mostly share a policy: encode each distinct one once.
     let mut encoded: Vec<(ProbePolicy, Bytes)> = Vec::new();
     let mut by_zone: BTreeMap<Option<&str>, Vec<LbEndpoint>> = BTreeMap::new();
     for endpoint in &port.endpoints {
+        let failing = || {
+            endpoint.failing_check
+                || verdicts.is_failing(&port.cluster_name, std::net::SocketAddr::new(endpoint.address, endpoint.port))
+        };
         let health_status = match endpoint.health {
             // Sent even without send_unhealthy_endpoints: the verdict should be visible in Envoy.
-            EndpointHealth::Ready if endpoint.failing_check => HealthStatus::Unhealthy,
+            EndpointHealth::Ready if failing() => HealthStatus::Unhealthy,
             EndpointHealth::Ready => HealthStatus::Healthy,
             EndpointHealth::Draining => HealthStatus::Draining,
             EndpointHealth::NotReady if options.send_unhealthy_endpoints => HealthStatus::Unhealthy,
