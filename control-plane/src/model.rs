@@ -8,6 +8,7 @@ pub mod limits;
 mod object;
 mod probe;
 mod resolve;
+mod source_object;
 mod verdicts;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use resolve::{
     Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
     ResolvedService, resolve,
 };
+pub use source_object::{ObjectKind, SourceObject};
 pub use verdicts::CheckVerdicts;
 
 use std::collections::BTreeMap;

@@ -8,70 +8,33 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::kubernetes::crd::HealthProbeStatus;
-use crate::model::{ObjectKey, Probe, Service, Slice, SourceState};
+use crate::model::{ObjectKey, ObjectKind, SourceObject, SourceState};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Service,
-    EndpointSlice,
-    HealthProbe,
-}
-
+/// An object as a watch delivered it: the model object, and for a HealthProbe the status
+/// the API server holds, which the store leaves to the status writer.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Item {
-    Service(Arc<Service>),
-    Slice(Arc<Slice>),
-    /// With the status the API server holds, which the store leaves to the status writer.
-    Probe(Arc<Probe>, Option<Arc<HealthProbeStatus>>),
+pub struct Item {
+    pub object: SourceObject,
+    pub status: Option<Arc<HealthProbeStatus>>,
 }
 
 impl Item {
     pub fn key(&self) -> &ObjectKey {
-        match self {
-            Item::Service(s) => &s.key,
-            Item::Slice(s) => &s.key,
-            Item::Probe(p, _) => &p.key,
-        }
+        self.object.key()
     }
 
     /// Copy-on-write: the state is cloned only if a reader still holds it and something changes.
     fn insert_into(self, state: &mut Arc<SourceState>) -> bool {
-        if self.is_current(state) {
+        if self.object.is_in(state) {
             return false;
         }
-        let state = Arc::make_mut(state);
-        match self {
-            Item::Service(s) => drop(state.services.insert(s.key.clone(), s)),
-            Item::Slice(s) => drop(state.slices.insert(s.key.clone(), s)),
-            Item::Probe(p, _) => drop(state.probes.insert(p.key.clone(), p)),
-        }
+        self.object.insert_into(Arc::make_mut(state));
         true
-    }
-
-    fn is_current(&self, state: &SourceState) -> bool {
-        match self {
-            Item::Service(s) => state.services.get(&s.key) == Some(s),
-            Item::Slice(s) => state.slices.get(&s.key) == Some(s),
-            Item::Probe(p, _) => state.probes.get(&p.key) == Some(p),
-        }
     }
 }
 
-fn remove_from(state: &mut Arc<SourceState>, kind: Kind, key: &ObjectKey) -> bool {
-    let present = match kind {
-        Kind::Service => state.services.contains_key(key),
-        Kind::EndpointSlice => state.slices.contains_key(key),
-        Kind::HealthProbe => state.probes.contains_key(key),
-    };
-    if present {
-        let state = Arc::make_mut(state);
-        match kind {
-            Kind::Service => drop(state.services.remove(key)),
-            Kind::EndpointSlice => drop(state.slices.remove(key)),
-            Kind::HealthProbe => drop(state.probes.remove(key)),
-        }
-    }
-    present
+fn remove_from(state: &mut Arc<SourceState>, kind: ObjectKind, key: &ObjectKey) -> bool {
+    state.contains(kind, key) && Arc::make_mut(state).remove(kind, key)
 }
 
 /// A watch event, with the object already converted.
@@ -86,7 +49,7 @@ pub enum Change {
 
 #[derive(Debug)]
 struct StreamStore {
-    kind: Kind,
+    kind: ObjectKind,
     synced: bool,
     owned: BTreeSet<ObjectKey>,
     buffer: Option<BTreeMap<ObjectKey, Item>>,
@@ -100,7 +63,7 @@ pub struct KubeStore {
 
 impl KubeStore {
     /// One entry per watch stream, in the order their events are tagged with.
-    pub fn new(kinds: &[Kind]) -> Self {
+    pub fn new(kinds: &[ObjectKind]) -> Self {
         let streams = kinds
             .iter()
             .map(|&kind| StreamStore { kind, synced: false, owned: BTreeSet::new(), buffer: None })
@@ -158,10 +121,10 @@ impl KubeStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PortProtocol, ServicePort, TargetPort};
+    use crate::model::{PortProtocol, Service, ServicePort, TargetPort};
 
     fn service(name: &str, port: u16) -> Item {
-        Item::Service(Arc::new(Service {
+        let object = SourceObject::Service(Arc::new(Service {
             key: ObjectKey::new("shop", name),
             ports: vec![ServicePort {
                 name: String::new(),
@@ -170,7 +133,8 @@ mod tests {
                 target_port: TargetPort::Number(port),
             }],
             external_name: false,
-        }))
+        }));
+        Item { object, status: None }
     }
 
     fn names(store: &KubeStore) -> Vec<String> {
@@ -179,7 +143,7 @@ mod tests {
 
     #[test]
     fn not_synced_until_every_stream_listed() {
-        let mut store = KubeStore::new(&[Kind::Service, Kind::EndpointSlice]);
+        let mut store = KubeStore::new(&[ObjectKind::Service, ObjectKind::EndpointSlice]);
         store.apply(0, Change::Init);
         store.apply(0, Change::InitApply(service("a", 80)));
         assert!(names(&store).is_empty(), "the initial list is buffered");
@@ -193,7 +157,7 @@ mod tests {
 
     #[test]
     fn relist_drops_objects_deleted_while_disconnected() {
-        let mut store = KubeStore::new(&[Kind::Service]);
+        let mut store = KubeStore::new(&[ObjectKind::Service]);
         store.apply(0, Change::Init);
         store.apply(0, Change::InitApply(service("a", 80)));
         store.apply(0, Change::InitApply(service("b", 80)));
@@ -209,7 +173,7 @@ mod tests {
 
     #[test]
     fn apply_and_delete_report_real_changes_only() {
-        let mut store = KubeStore::new(&[Kind::Service]);
+        let mut store = KubeStore::new(&[ObjectKind::Service]);
         store.apply(0, Change::InitDone);
         assert!(store.apply(0, Change::Apply(service("a", 80))));
         assert!(!store.apply(0, Change::Apply(service("a", 80))), "an identical update is no change");
@@ -219,7 +183,7 @@ mod tests {
 
     #[test]
     fn unchanged_relist_is_no_change() {
-        let mut store = KubeStore::new(&[Kind::Service]);
+        let mut store = KubeStore::new(&[ObjectKind::Service]);
         for _ in 0..2 {
             store.apply(0, Change::Init);
             store.apply(0, Change::InitApply(service("a", 80)));

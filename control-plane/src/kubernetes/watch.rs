@@ -24,12 +24,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::store::{Change, Item, Kind, KubeStore};
+use super::store::{Change, Item, KubeStore};
 use crate::kubernetes::convert::{self, SERVICE_NAME_LABEL};
 use crate::kubernetes::crd::HealthProbe;
 use crate::kubernetes::status_writer::ProbeStatuses;
-use crate::model::FieldError;
 use crate::model::ObjectKey;
+use crate::model::{FieldError, ObjectKind, SourceObject};
 use crate::pipeline::{SourceMetrics, StateSender};
 use crate::shutdown::{self, Shutdown};
 
@@ -45,7 +45,7 @@ pub struct KubernetesConfig {
 type Tagged = (usize, Result<Change, watcher::Error>);
 
 struct Scope {
-    kind: Kind,
+    kind: ObjectKind,
     namespace: Option<String>,
 }
 
@@ -70,7 +70,11 @@ fn key_of<K: ResourceExt>(object: &K) -> ObjectKey {
 }
 
 /// Turns a watch event into a store change, logging objects that cannot be converted.
-fn change<K: ResourceExt>(event: Event<K>, kind: Kind, convert: fn(&K) -> Result<Item, FieldError>) -> Option<Change> {
+fn change<K: ResourceExt>(
+    event: Event<K>,
+    kind: ObjectKind,
+    convert: fn(&K) -> Result<Item, FieldError>,
+) -> Option<Change> {
     let converted = |object: &K| {
         convert(object).inspect_err(|e| warn!(object = %key_of(object), kind = ?kind, "ignored: {e}")).ok()
     };
@@ -86,7 +90,7 @@ fn change<K: ResourceExt>(event: Event<K>, kind: Kind, convert: fn(&K) -> Result
 
 fn tagged<K>(
     index: usize,
-    kind: Kind,
+    kind: ObjectKind,
     api: Api<K>,
     config: watcher::Config,
     convert: fn(&K) -> Result<Item, FieldError>,
@@ -122,9 +126,10 @@ fn edge_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 
 /// Keeps the statuses the API server holds for the status writer. Entries of probes deleted
 /// during an outage may linger; the writer only looks up probes the model holds.
-fn track_status(statuses: &watch::Sender<ProbeStatuses>, kind: Kind, change: &Change) {
+fn track_status(statuses: &watch::Sender<ProbeStatuses>, kind: ObjectKind, change: &Change) {
     match change {
-        Change::Apply(Item::Probe(probe, status)) | Change::InitApply(Item::Probe(probe, status)) => {
+        Change::Apply(Item { object: SourceObject::Probe(probe), status })
+        | Change::InitApply(Item { object: SourceObject::Probe(probe), status }) => {
             statuses.send_if_modified(|all| {
                 if all.get(&probe.key) == status.as_ref() {
                     return false;
@@ -137,7 +142,7 @@ fn track_status(statuses: &watch::Sender<ProbeStatuses>, kind: Kind, change: &Ch
                 true
             });
         }
-        Change::Delete(key) if kind == Kind::HealthProbe => {
+        Change::Delete(key) if kind == ObjectKind::HealthProbe => {
             statuses.send_if_modified(|all| Arc::make_mut(all).remove(key).is_some());
         }
         _ => {}
@@ -145,15 +150,16 @@ fn track_status(statuses: &watch::Sender<ProbeStatuses>, kind: Kind, change: &Ch
 }
 
 fn service(object: &KubeService) -> Result<Item, FieldError> {
-    convert::service(object, "").map(|s| Item::Service(s.into()))
+    convert::service(object, "").map(|s| Item { object: SourceObject::Service(s.into()), status: None })
 }
 
 fn slice(object: &EndpointSlice) -> Result<Item, FieldError> {
-    convert::slice(object, "").map(|s| Item::Slice(s.into()))
+    convert::slice(object, "").map(|s| Item { object: SourceObject::Slice(s.into()), status: None })
 }
 
 fn probe(object: &DynamicObject) -> Result<Item, FieldError> {
-    convert::probe_from_dynamic(object, "").map(|(p, status)| Item::Probe(p.into(), status.map(Arc::new)))
+    convert::probe_from_dynamic(object, "")
+        .map(|(p, status)| Item { object: SourceObject::Probe(p.into()), status: status.map(Arc::new) })
 }
 
 fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
@@ -175,10 +181,10 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
             None => Api::all_with(config.client.clone(), &probe_resource),
         };
         let index = scopes.len();
-        all.push(tagged(index, Kind::Service, api(&config.client, ns), services, service));
-        all.push(tagged(index + 1, Kind::EndpointSlice, api(&config.client, ns), slices, slice));
-        all.push(tagged(index + 2, Kind::HealthProbe, probes_api, watcher::Config::default(), probe));
-        for kind in [Kind::Service, Kind::EndpointSlice, Kind::HealthProbe] {
+        all.push(tagged(index, ObjectKind::Service, api(&config.client, ns), services, service));
+        all.push(tagged(index + 1, ObjectKind::EndpointSlice, api(&config.client, ns), slices, slice));
+        all.push(tagged(index + 2, ObjectKind::HealthProbe, probes_api, watcher::Config::default(), probe));
+        for kind in [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe] {
             scopes.push(Scope { kind, namespace: namespace.clone() });
         }
     }
@@ -194,7 +200,7 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> crate::Result<()> {
     let (scopes, mut events) = streams(&config);
-    let kinds: Vec<Kind> = scopes.iter().map(|s| s.kind).collect();
+    let kinds: Vec<ObjectKind> = scopes.iter().map(|s| s.kind).collect();
     let mut store = KubeStore::new(&kinds);
     let mut failing = vec![false; scopes.len()];
     loop {
@@ -205,9 +211,9 @@ pub async fn run(
         match event {
             Ok(change) => {
                 let kind = match scopes[index].kind {
-                    Kind::Service => "service",
-                    Kind::EndpointSlice => "endpointslice",
-                    Kind::HealthProbe => "healthprobe",
+                    ObjectKind::Service => "service",
+                    ObjectKind::EndpointSlice => "endpointslice",
+                    ObjectKind::HealthProbe => "healthprobe",
                 };
                 if !matches!(change, Change::Init | Change::InitDone) {
                     metrics.event(kind);

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::file_events::{FileEvents, Pending};
-use super::parse::{Located, MAX_FILE_BYTES, Object, ParseError, is_manifest, parse_file_located};
+use super::parse::{Located, MAX_FILE_BYTES, ParseError, is_manifest, parse_file_located};
 use crate::error::{Error, Result};
-use crate::model::SourceState;
+use crate::model::{ObjectKey, ObjectKind, SourceState};
 use crate::pipeline::{SourceMetrics, StateSender};
 
 /// Safety net for filesystems whose change events get lost (network mounts). Rare on
@@ -153,19 +153,15 @@ impl ManifestDir {
     /// All objects of all good files; on a name clash the file later in path order wins.
     pub fn state(&self) -> SourceState {
         let mut state = SourceState::default();
-        let mut origins: BTreeMap<(char, crate::model::ObjectKey), (&Path, usize)> = BTreeMap::new();
+        let mut origins: BTreeMap<(ObjectKind, ObjectKey), (&Path, usize)> = BTreeMap::new();
         for (path, entry) in &self.files {
             for Located { line, object } in entry.objects.iter().flat_map(|o| o.iter()) {
-                let (tag, key) = match object {
-                    Object::Service(s) => ('s', state.services.insert(s.key.clone(), s.clone()).map(|_| &s.key)),
-                    Object::Slice(s) => ('e', state.slices.insert(s.key.clone(), s.clone()).map(|_| &s.key)),
-                    Object::Probe(p) => ('p', state.probes.insert(p.key.clone(), p.clone()).map(|_| &p.key)),
-                };
-                let key = key.cloned().unwrap_or_else(|| object.key().clone());
-                if let Some((earlier, earlier_line)) = origins.insert((tag, key.clone()), (path, *line)) {
+                let (kind, key) = (object.kind(), object.key().clone());
+                object.clone().insert_into(&mut state);
+                if let Some((earlier, earlier_line)) = origins.insert((kind, key.clone()), (path, *line)) {
                     warn!(
                         object = %key,
-                        kind = object.kind(),
+                        kind = kind.name(),
                         winner = %format!("{}:{line}", path.display()),
                         ignored = %format!("{}:{earlier_line}", earlier.display()),
                         "object defined more than once; the later file's copy wins"

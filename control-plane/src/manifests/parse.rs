@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::kubernetes::convert;
 use crate::kubernetes::crd::HealthProbe;
-use crate::model::{Probe, Service, Slice};
+use crate::model::SourceObject;
 
 /// Manifests that leave out the namespace land where kubectl would put them.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -23,36 +23,11 @@ pub const MAX_FILE_BYTES: usize = 4 << 20;
 /// parser's cost grows with the square of the depth. Kubernetes objects nest far less.
 pub const MAX_NESTING: usize = 64;
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Object {
-    Service(Arc<Service>),
-    Slice(Arc<Slice>),
-    Probe(Arc<Probe>),
-}
-
-impl Object {
-    pub fn key(&self) -> &crate::model::ObjectKey {
-        match self {
-            Object::Service(s) => &s.key,
-            Object::Slice(s) => &s.key,
-            Object::Probe(p) => &p.key,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Object::Service(_) => "Service",
-            Object::Slice(_) => "EndpointSlice",
-            Object::Probe(_) => "HealthProbe",
-        }
-    }
-}
-
 /// An object and the line its document starts on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Located {
     pub line: usize,
-    pub object: Object,
+    pub object: SourceObject,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +75,7 @@ struct ListItems {
 type DocError = (usize, String);
 
 /// Parses a whole file; any error rejects the file, so its last good content stays in effect.
-pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, ParseError> {
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<SourceObject>, ParseError> {
     parse_file_located(path, text).map(|objects| objects.into_iter().map(|l| l.object).collect())
 }
 
@@ -212,7 +187,7 @@ fn from_text<T: DeserializeOwned>(format: Format, text: &str) -> Result<T, DocEr
     }
 }
 
-fn parse_document(format: Format, doc: &str, objects: &mut Vec<Object>) -> Result<(), DocError> {
+fn parse_document(format: Format, doc: &str, objects: &mut Vec<SourceObject>) -> Result<(), DocError> {
     let header: Header = from_text(format, doc)?;
     if header.kind.ends_with("List") {
         let list: ListItems = from_text(format, doc)?;
@@ -240,16 +215,16 @@ enum Typed {
 }
 
 impl Typed {
-    fn convert(self) -> Result<Object, String> {
+    fn convert(self) -> Result<SourceObject, String> {
         let describe = |kind: &str, name: &Option<String>, e: crate::model::FieldError| {
             format!("{kind} {}: {e}", name.as_deref().map_or("<unnamed>".to_owned(), convert::shorten))
         };
         match self {
             Typed::Service(s) => convert::service(&s, DEFAULT_NAMESPACE)
-                .map(|s| Object::Service(Arc::new(s)))
+                .map(|s| SourceObject::Service(Arc::new(s)))
                 .map_err(|e| describe("Service", &s.metadata.name, e)),
             Typed::Slice(s) => convert::slice(&s, DEFAULT_NAMESPACE)
-                .map(|s| Object::Slice(Arc::new(s)))
+                .map(|s| SourceObject::Slice(Arc::new(s)))
                 .map_err(|e| describe("EndpointSlice", &s.metadata.name, e)),
             // The API server would refuse a probe that breaks the CRD's schema or rules,
             // so a manifest cannot hold one either.
@@ -258,7 +233,7 @@ impl Typed {
                     Ok(_) => Ok(probe),
                     Err(e) => Err(e.clone()),
                 })
-                .map(|p| Object::Probe(Arc::new(p)))
+                .map(|p| SourceObject::Probe(Arc::new(p)))
                 .map_err(|e| describe("HealthProbe", &p.metadata.name, e)),
         }
     }

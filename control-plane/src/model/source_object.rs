@@ -1,0 +1,88 @@
+//! One object a source delivers, whichever kind it is, and how it enters a [`SourceState`].
+//! Both sources (the manifests directory and the Kubernetes watches) use this one type.
+
+use std::sync::Arc;
+
+use super::SourceState;
+use super::object::{ObjectKey, Service, Slice};
+use super::probe::Probe;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    Service,
+    EndpointSlice,
+    HealthProbe,
+}
+
+impl ObjectKind {
+    /// The Kubernetes kind, as manifests and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Service => "Service",
+            ObjectKind::EndpointSlice => "EndpointSlice",
+            ObjectKind::HealthProbe => "HealthProbe",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceObject {
+    Service(Arc<Service>),
+    Slice(Arc<Slice>),
+    Probe(Arc<Probe>),
+}
+
+impl SourceObject {
+    pub fn key(&self) -> &ObjectKey {
+        match self {
+            SourceObject::Service(s) => &s.key,
+            SourceObject::Slice(s) => &s.key,
+            SourceObject::Probe(p) => &p.key,
+        }
+    }
+
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            SourceObject::Service(_) => ObjectKind::Service,
+            SourceObject::Slice(_) => ObjectKind::EndpointSlice,
+            SourceObject::Probe(_) => ObjectKind::HealthProbe,
+        }
+    }
+
+    /// Whether `state` holds exactly this object.
+    pub fn is_in(&self, state: &SourceState) -> bool {
+        match self {
+            SourceObject::Service(s) => state.services.get(&s.key) == Some(s),
+            SourceObject::Slice(s) => state.slices.get(&s.key) == Some(s),
+            SourceObject::Probe(p) => state.probes.get(&p.key) == Some(p),
+        }
+    }
+
+    /// Puts the object into `state`; says whether it replaced one with the same key.
+    pub fn insert_into(self, state: &mut SourceState) -> bool {
+        match self {
+            SourceObject::Service(s) => state.services.insert(s.key.clone(), s).is_some(),
+            SourceObject::Slice(s) => state.slices.insert(s.key.clone(), s).is_some(),
+            SourceObject::Probe(p) => state.probes.insert(p.key.clone(), p).is_some(),
+        }
+    }
+}
+
+impl SourceState {
+    /// Removes the object of `kind` named `key`; says whether there was one.
+    pub fn remove(&mut self, kind: ObjectKind, key: &ObjectKey) -> bool {
+        match kind {
+            ObjectKind::Service => self.services.remove(key).is_some(),
+            ObjectKind::EndpointSlice => self.slices.remove(key).is_some(),
+            ObjectKind::HealthProbe => self.probes.remove(key).is_some(),
+        }
+    }
+
+    pub fn contains(&self, kind: ObjectKind, key: &ObjectKey) -> bool {
+        match kind {
+            ObjectKind::Service => self.services.contains_key(key),
+            ObjectKind::EndpointSlice => self.slices.contains_key(key),
+            ObjectKind::HealthProbe => self.probes.contains_key(key),
+        }
+    }
+}
