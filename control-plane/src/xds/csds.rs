@@ -130,7 +130,7 @@ fn timestamp(time: std::time::SystemTime) -> Option<Timestamp> {
 fn client_config(stream: &StreamState, snapshot: Option<&crate::cache::Snapshot>, contents: bool) -> ClientConfig {
     let mut generic_xds_configs = Vec::new();
     for ty in ResourceType::ALL {
-        let Some(state) = stream.types[ty.index()].as_ref() else { continue };
+        let Some(state) = stream.type_state(ty) else { continue };
         let (config_status, client_status) = statuses(state);
         let error_state = state.nacked().then(|| {
             let nack = state.last_nack.as_ref();
@@ -162,7 +162,7 @@ fn client_config(stream: &StreamState, snapshot: Option<&crate::cache::Snapshot>
             });
         }
     }
-    ClientConfig { node: stream.node.clone(), generic_xds_configs, ..Default::default() }
+    ClientConfig { node: stream.node().cloned(), generic_xds_configs, ..Default::default() }
 }
 
 fn statuses(state: &TypeState) -> (ConfigStatus, ClientConfigStatus) {

@@ -103,7 +103,7 @@ impl ProxyRegistry {
 }
 
 pub fn sync_state(stream: &StreamState) -> SyncState {
-    let types = || stream.types.iter().flatten();
+    let types = || ResourceType::ALL.into_iter().filter_map(|ty| stream.type_state(ty));
     if types().any(TypeState::nacked) {
         SyncState::Nacked
     } else if types().any(|t| t.pending().is_some_and(|p| p.at.elapsed() > STALE_AFTER)) {
@@ -114,7 +114,7 @@ pub fn sync_state(stream: &StreamState) -> SyncState {
 }
 
 fn report(stream: &StreamState) -> ProxyReport {
-    let node = stream.node.clone().unwrap_or_default();
+    let node = stream.node().cloned().unwrap_or_default();
     let locality = node.locality.as_ref().map_or_else(String::new, |l| {
         [l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()]
             .iter()
@@ -133,7 +133,7 @@ fn report(stream: &StreamState) -> ProxyReport {
     };
     let types = ResourceType::ALL
         .iter()
-        .filter_map(|ty| stream.types[ty.index()].as_ref().map(|t| (ty, t)))
+        .filter_map(|ty| stream.type_state(*ty).map(|t| (*ty, t)))
         .map(|(ty, t)| {
             let subscribed =
                 if t.subscription.is_wildcard() { "*".to_owned() } else { t.subscription.name_count().to_string() };
@@ -157,8 +157,8 @@ fn report(stream: &StreamState) -> ProxyReport {
         cluster: node.cluster.clone(),
         locality,
         user_agent: format!("{} {}", node.user_agent_name, build).trim().to_owned(),
-        method: stream.kind.method().to_owned(),
-        connected_since: crate::timestamp::rfc3339(stream.connected_at),
+        method: stream.kind().method().to_owned(),
+        connected_since: crate::timestamp::rfc3339(stream.connected_at()),
         state: sync_state(stream),
         types,
     }

@@ -206,7 +206,7 @@ fn count_response(metrics: &XdsMetrics, outgoing: &Outgoing) {
 
 fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, env: &StreamEnv) -> Result<bool, Status> {
     let mut state = lock(state);
-    let first = state.node.is_none();
+    let first = state.node().is_none();
     let answer = state.handle_request(request).map_err(|refusal| {
         if let Some(limit) = refusal.limit {
             env.metrics.limit_hit(limit);
@@ -216,7 +216,7 @@ fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, env: &Stre
     let node = state.node_id().to_owned();
     if first {
         tracing::Span::current().record("node", node.as_str());
-        info!(cluster = state.node.as_ref().map_or("", |n| n.cluster.as_str()), "client connected");
+        info!(cluster = state.node().map_or("", |n| n.cluster.as_str()), "client connected");
     }
     drop(state);
     let answered = !matches!(answer, Answer::SubscriptionOnly);

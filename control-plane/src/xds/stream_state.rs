@@ -74,10 +74,10 @@ impl TypeState {
 
 #[derive(Debug)]
 pub struct StreamState {
-    pub kind: StreamKind,
-    pub node: Option<Node>,
-    pub connected_at: SystemTime,
-    pub types: [Option<TypeState>; 2],
+    kind: StreamKind,
+    node: Option<Node>,
+    connected_at: SystemTime,
+    types: [Option<TypeState>; 2],
     nonce: u64,
     limits: StreamLimits,
 }
@@ -115,6 +115,24 @@ impl StreamState {
 
     pub fn with_limits(kind: StreamKind, limits: StreamLimits) -> Self {
         Self { kind, node: None, connected_at: SystemTime::now(), types: Default::default(), nonce: 0, limits }
+    }
+
+    pub fn kind(&self) -> StreamKind {
+        self.kind
+    }
+
+    /// The node the client announced in its first request, as kept (see [`kept_node`]).
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    pub fn connected_at(&self) -> SystemTime {
+        self.connected_at
+    }
+
+    /// The state of one resource type, once the client asked for it.
+    pub fn type_state(&self, ty: ResourceType) -> Option<&TypeState> {
+        self.types[ty.index()].as_ref()
     }
 
     pub fn node_id(&self) -> &str {
