@@ -7,6 +7,7 @@ pub mod hds_client;
 pub mod http;
 pub mod kube_api;
 pub mod kube_objects;
+pub mod kube_session;
 pub mod upstream;
 pub mod xds;
 

@@ -12,55 +12,13 @@ use edgexds_tests::hds_client::HdsClient;
 use edgexds_tests::http;
 use edgexds_tests::kube_api::{FakeApiServer, Kind};
 use edgexds_tests::kube_objects::{probe, service, slice, web_probe};
+use edgexds_tests::kube_session::{PATIENCE, ips, seed, subscribe, until};
 use edgexds_tests::xds::{CDS, DeltaClient, EDS, names, removed};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 use serde_json::{Value, json};
 
-/// An "eventually" bound, not a performance assertion: generous for loaded 2-core CI machines.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn ips(list: &[&str]) -> Vec<std::net::IpAddr> {
-    list.iter().map(|ip| ip.parse().unwrap()).collect()
-}
-
-fn seed(api: &FakeApiServer) {
-    api.apply(service("shop", "web", 80, json!({})));
-    api.apply(slice("shop", "web-1", "web", 8080, &ips(&["10.0.0.1", "10.0.0.2"])));
-    api.apply(web_probe("shop", "web", "web", 5000, 500));
-}
-
 async fn readyz(cp: &Running) -> u16 {
     http::get(&format!("http://{}/readyz", cp.admin_addr)).await.map_or(0, |r| r.status)
-}
-
-/// Subscribes to all clusters and to the endpoints of `clusters`.
-async fn subscribe(client: &mut DeltaClient, clusters: &[&str]) -> (DeltaDiscoveryResponse, DeltaDiscoveryResponse) {
-    client.subscribe(CDS, &[]).await;
-    let cds = client.next().await;
-    client.ack(&cds).await;
-    client.subscribe(EDS, clusters).await;
-    let eds = client.next().await;
-    client.ack(&eds).await;
-    (cds, eds)
-}
-
-/// Reads responses (ACKing them) until one satisfies `done`.
-async fn until(
-    client: &mut DeltaClient,
-    what: &str,
-    mut done: impl FnMut(&DeltaDiscoveryResponse) -> bool,
-) -> DeltaDiscoveryResponse {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "{what}: not within {PATIENCE:?}");
-        // Watches back off after an outage (kube-rs: from 0.8 s, doubling), so wait for the whole budget.
-        let response = client.next_within(left).await.unwrap_or_else(|status| panic!("{what}: {status}"));
-        client.ack(&response).await;
-        if done(&response) {
-            return response;
-        }
-    }
 }
 
 fn endpoint_count(response: &DeltaDiscoveryResponse) -> usize {
@@ -270,30 +228,6 @@ async fn namespaces_and_service_selector_limit_what_is_served() {
     // A label change moves a Service into the selection.
     api.apply(service("shop", "hidden", 80, json!({"expose": "true"})));
     assert_eq!(names(&client.next().await), ["hidden.shop:80"]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_slice_change_to_delta_response_latency() {
-    let api = FakeApiServer::start().await;
-    seed(&api);
-    let cp = ControlPlane::kubernetes(api.client(), &[], None).await.unwrap();
-    let mut client = DeltaClient::connect(cp.xds_addr).await;
-    subscribe(&mut client, &["web.shop:80"]).await;
-    let mut samples = Vec::new();
-    for round in 0..100u32 {
-        let third = format!("10.0.1.{}", round % 250 + 1);
-        let started = Instant::now();
-        api.apply(slice("shop", "web-1", "web", 8080, &ips(&["10.0.0.1", "10.0.0.2", &third])));
-        until(&mut client, "slice change", |r| r.type_url == EDS).await;
-        samples.push(started.elapsed());
-    }
-    samples.sort();
-    println!(
-        "EndpointSlice change -> delta EDS response over {} changes (debounce 100ms): median {:?}, max {:?}",
-        samples.len(),
-        samples[samples.len() / 2],
-        samples[samples.len() - 1]
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
