@@ -98,10 +98,12 @@ async fn a_checker_probes_each_endpoint_at_its_own_interval_and_sidecars_follow_
     assert!(cluster.get("health_checks").is_none(), "with HDS, sidecars do not probe: {cluster}");
 
     // Probe rates as the upstreams see them: the checker really runs the two schedules.
+    // Counted over the time the canary takes for 12 probes, however slow the machine is.
     let (base_before, canary_before) = (s.base.probes(), s.canary.probes());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let window = probes_arrive(|| s.canary.probes(), canary_before + 12).await;
+    let seconds = window.as_secs_f64();
     let (base_rate, canary_rate) =
-        ((s.base.probes() - base_before) as f64 / 3.0, (s.canary.probes() - canary_before) as f64 / 3.0);
+        ((s.base.probes() - base_before) as f64 / seconds, (s.canary.probes() - canary_before) as f64 / seconds);
     eprintln!(
         "probes/s from one checker: base {base_rate:.1} (every {BASE_MS}ms), canary {canary_rate:.1} (every {CANARY_MS}ms)"
     );
@@ -239,12 +241,24 @@ async fn probe_rate(mode: ActiveHealthChecks, upstreams: &[Upstream]) -> f64 {
         let last = upstreams[19].addr;
         sidecar_sees(sidecar, last, "HEALTHY", SETTLE).await;
     }
-    // Let every health checker reach its steady interval before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every endpoint has been probed since: every health checker is on its steady interval.
+    let each = |upstream: &Upstream| upstream.probes();
+    let seen: Vec<u64> = upstreams.iter().map(each).collect();
+    for (upstream, before) in upstreams.iter().zip(seen) {
+        probes_arrive(|| each(upstream), before + 2).await;
+    }
+    // The rate over the time 200 probes take, however slow the machine is.
     let count = || upstreams.iter().map(Upstream::probes).sum::<u64>();
-    let (before, started) = (count(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    (count() - before) as f64 / started.elapsed().as_secs_f64()
+    let before = count();
+    let took = probes_arrive(count, before + 200).await;
+    (count() - before) as f64 / took.as_secs_f64()
+}
+
+/// Waits until `count` reaches `target`; how long that took.
+async fn probes_arrive(count: impl Fn() -> u64, target: u64) -> Duration {
+    let (_, took) =
+        eventually(Duration::from_secs(30), "probes arrive", || async { (count() >= target).then_some(()) }).await;
+    took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
