@@ -195,3 +195,21 @@ impl ClientStatusDiscoveryService for ClientStatus {
         self.answer(request.get_ref()).map(Response::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::SnapshotCache;
+
+    #[test]
+    fn csds_answers_only_as_many_requests_at_once_as_allowed() {
+        let limits = XdsLimits { max_concurrent_csds: 1, ..XdsLimits::default() };
+        let metrics = Arc::new(XdsMetrics::default());
+        let csds = ClientStatus::new(Arc::default(), Arc::new(SnapshotCache::default())).with_limits(&limits, metrics);
+        assert!(csds.answer(&ClientStatusRequest::default()).is_ok(), "a free slot answers");
+        let _busy = csds.building.try_acquire().expect("the one slot");
+        let refused = csds.answer(&ClientStatusRequest::default()).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("--max-concurrent-csds"), "{refused}");
+    }
+}
