@@ -198,45 +198,38 @@ fn parse_document(format: Format, doc: &str, objects: &mut Vec<SourceObject>) ->
         }
         return Ok(());
     }
-    let parsed = match (header.api_version.as_str(), header.kind.as_str()) {
-        ("v1", "Service") => from_text::<KubeService>(format, doc).map(Typed::Service)?,
-        ("discovery.k8s.io/v1", "EndpointSlice") => from_text::<EndpointSlice>(format, doc).map(Typed::Slice)?,
-        ("edgexds.io/v1alpha1", "HealthProbe") => from_text::<HealthProbe>(format, doc).map(Typed::Probe)?,
-        _ => return Ok(()),
-    };
-    objects.push(parsed.convert().map_err(|message| (1, message))?);
-    Ok(())
-}
-
-enum Typed {
-    Service(KubeService),
-    Slice(EndpointSlice),
-    Probe(HealthProbe),
-}
-
-impl Typed {
-    fn convert(self) -> Result<SourceObject, String> {
-        let describe = |kind: &str, name: &Option<String>, e: crate::model::FieldError| {
-            format!("{kind} {}: {e}", name.as_deref().map_or("<unnamed>".to_owned(), convert::shorten))
-        };
-        match self {
-            Typed::Service(s) => convert::service(&s, DEFAULT_NAMESPACE)
-                .map(|s| SourceObject::Service(Arc::new(s)))
-                .map_err(|e| describe("Service", &s.metadata.name, e)),
-            Typed::Slice(s) => convert::slice(&s, DEFAULT_NAMESPACE)
-                .map(|s| SourceObject::Slice(Arc::new(s)))
-                .map_err(|e| describe("EndpointSlice", &s.metadata.name, e)),
+    let converted = match (header.api_version.as_str(), header.kind.as_str()) {
+        ("v1", "Service") => {
+            let s: KubeService = from_text(format, doc)?;
+            convert::service(&s, DEFAULT_NAMESPACE)
+                .map(|c| SourceObject::Service(Arc::new(c)))
+                .map_err(|e| (s.metadata.name, e))
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            let s: EndpointSlice = from_text(format, doc)?;
+            convert::slice(&s, DEFAULT_NAMESPACE)
+                .map(|c| SourceObject::Slice(Arc::new(c)))
+                .map_err(|e| (s.metadata.name, e))
+        }
+        ("edgexds.io/v1alpha1", "HealthProbe") => {
+            let p: HealthProbe = from_text(format, doc)?;
             // The API server would refuse a probe that breaks the CRD's schema or rules,
             // so a manifest cannot hold one either.
-            Typed::Probe(p) => convert::probe(&p, DEFAULT_NAMESPACE)
+            convert::probe(&p, DEFAULT_NAMESPACE)
                 .and_then(|probe| match &probe.valid {
-                    Ok(_) => Ok(probe),
+                    Ok(_) => Ok(SourceObject::Probe(Arc::new(probe))),
                     Err(e) => Err(e.clone()),
                 })
-                .map(|p| SourceObject::Probe(Arc::new(p)))
-                .map_err(|e| describe("HealthProbe", &p.metadata.name, e)),
+                .map_err(|e| (p.metadata.name, e))
         }
-    }
+        _ => return Ok(()),
+    };
+    let object = converted.map_err(|(name, e)| {
+        let name = name.as_deref().map_or("<unnamed>".to_owned(), convert::shorten);
+        (1, format!("{} {name}: {e}", header.kind))
+    })?;
+    objects.push(object);
+    Ok(())
 }
 
 #[cfg(test)]
