@@ -143,9 +143,11 @@ pub fn rejudge(
 /// Active-check verdicts, when HDS is on.
 pub type VerdictReceiver = watch::Receiver<Arc<CheckVerdicts>>;
 
-/// The model of the last source state, and the verdicts its snapshot was translated with.
+/// The model of the last source state, its size, and the verdicts its snapshot was
+/// translated with.
 struct Judged {
     model: Arc<Model>,
+    sizes: (usize, usize),
     verdicts: Arc<CheckVerdicts>,
 }
 
@@ -186,43 +188,35 @@ pub async fn run(
         let previous = cache.current();
         let options = config.translate;
         let started = Instant::now();
-        let (mut snapshot, model, resolved) = match (last.take(), previous) {
-            (Some(cached), Some(previous)) if !source_changed => {
-                let verdicts = judged.clone();
-                let built = tokio::task::spawn_blocking(move || {
-                    let snapshot = rejudge(&cached.model, options, &previous, &cached.verdicts, &verdicts);
-                    (snapshot, cached.model)
-                })
-                .await;
-                let Ok((snapshot, model)) = built else {
-                    warn!("translation task failed; keeping the last snapshot");
-                    continue;
-                };
-                (snapshot, model, false)
+        let cached = last.take().filter(|_| !source_changed);
+        let verdicts_now = judged.clone();
+        let built = tokio::task::spawn_blocking(move || match (cached, previous) {
+            (Some(cached), Some(previous)) => {
+                let snapshot = rejudge(&cached.model, options, &previous, &cached.verdicts, &verdicts_now);
+                (snapshot, cached.model, Some(cached.sizes))
             }
             (_, previous) => {
-                let verdicts = judged.clone();
-                let built = tokio::task::spawn_blocking(move || {
-                    build_snapshot(&state, options, previous.as_deref(), &verdicts)
-                })
-                .await;
-                let Ok((snapshot, model)) = built else {
-                    warn!("translation task failed; keeping the last snapshot");
-                    continue;
-                };
-                (snapshot, Arc::new(model), true)
+                let (snapshot, model) = build_snapshot(&state, options, previous.as_deref(), &verdicts_now);
+                (snapshot, Arc::new(model), None)
             }
+        })
+        .await;
+        let Ok((mut snapshot, model, kept_sizes)) = built else {
+            warn!("translation task failed; keeping the last snapshot");
+            continue;
         };
         source_changed = false;
-        last = Some(Judged { model: model.clone(), verdicts: judged });
         histograms::observe(&metrics.translation, started.elapsed());
         snapshot.observed_at = Some(observed_at);
-        let sizes = (snapshot.len(ResourceType::Cluster), endpoint_count(&model));
+        // A re-judged snapshot has the model's size; only a resolved one is measured and reported.
+        let resolved = kept_sizes.is_none();
+        let sizes = kept_sizes.unwrap_or_else(|| (snapshot.len(ResourceType::Cluster), endpoint_count(&model)));
         if resolved {
             report_new_diagnostics(&model, &mut reported);
             metrics.snapshot_clusters.set(sizes.0 as i64);
             metrics.snapshot_endpoints.set(sizes.1 as i64);
         }
+        last = Some(Judged { model: model.clone(), sizes, verdicts: judged });
         let diff = cache.publish(snapshot);
         if resolved {
             models.send_replace(Some(model));
@@ -246,7 +240,8 @@ pub async fn run(
     }
 }
 
-async fn verdicts_changed(verdicts: &mut Option<VerdictReceiver>) -> Result<(), watch::error::RecvError> {
+/// Resolves when the verdicts change; never without a verdict source.
+pub async fn verdicts_changed(verdicts: &mut Option<VerdictReceiver>) -> Result<(), watch::error::RecvError> {
     match verdicts {
         Some(verdicts) => verdicts.changed().await,
         None => std::future::pending().await,

@@ -35,6 +35,16 @@ pub fn parse_version(version: &str) -> u64 {
 
 pub type Resources = BTreeMap<String, Arc<VersionedResource>>;
 
+/// `body` versioned, sharing `previous`'s allocation when its bytes did not change.
+fn versioned(previous: Option<&Snapshot>, ty: ResourceType, name: &str, body: Vec<u8>) -> Arc<VersionedResource> {
+    let fresh = VersionedResource::new(body);
+    previous
+        .and_then(|p| p.resources(ty).get(name))
+        .filter(|old| old.as_ref() == &fresh)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(fresh))
+}
+
 #[derive(Debug, Default)]
 pub struct Snapshot {
     by_type: [Resources; 2],
@@ -62,12 +72,7 @@ impl Snapshot {
     ) -> Self {
         let mut by_type: [Resources; 2] = Default::default();
         for (ty, name, body) in encoded {
-            let fresh = VersionedResource::new(body);
-            let resource = previous
-                .and_then(|p| p.resources(ty).get(&name))
-                .filter(|old| old.as_ref() == &fresh)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(fresh));
+            let resource = versioned(previous, ty, &name, body);
             by_type[ty.index()].insert(name, resource);
         }
         let versions = Self::type_versions(&by_type);
@@ -79,9 +84,8 @@ impl Snapshot {
     pub fn replacing(previous: &Snapshot, encoded: impl IntoIterator<Item = (ResourceType, String, Vec<u8>)>) -> Self {
         let mut by_type = previous.by_type.clone();
         for (ty, name, body) in encoded {
-            let fresh = VersionedResource::new(body);
-            let unchanged = previous.resources(ty).get(&name).filter(|old| old.as_ref() == &fresh).cloned();
-            by_type[ty.index()].insert(name, unchanged.unwrap_or_else(|| Arc::new(fresh)));
+            let resource = versioned(Some(previous), ty, &name, body);
+            by_type[ty.index()].insert(name, resource);
         }
         let versions = Self::type_versions(&by_type);
         Self { by_type, versions, observed_at: None, generation: 0, delta: None }

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use crate::kubernetes::crd::{HealthProbe, HealthProbeStatus};
 use crate::kubernetes::probe_conditions;
 use crate::model::{Model, ObjectKey};
-use crate::pipeline::VerdictReceiver;
+use crate::pipeline::{VerdictReceiver, verdicts_changed};
 use crate::shutdown::{self, Shutdown};
 
 pub const FIELD_MANAGER: &str = "edgexds";
@@ -65,13 +65,6 @@ pub async fn run(
                 }
             }
         }
-    }
-}
-
-async fn verdicts_changed(verdicts: &mut Option<VerdictReceiver>) -> Result<(), watch::error::RecvError> {
-    match verdicts {
-        Some(verdicts) => verdicts.changed().await,
-        None => std::future::pending().await,
     }
 }
 
