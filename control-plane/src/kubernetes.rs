@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod crd;
+pub mod metrics;
 pub mod probe_conditions;
 pub mod probe_spec;
 pub mod status_writer;

@@ -17,6 +17,7 @@ use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::hds::metrics::HdsMetrics;
 use crate::hds::{self, HdsConfig, HdsHub, HdsServer};
+use crate::kubernetes::metrics::KubeMetrics;
 use crate::kubernetes::status_writer;
 use crate::kubernetes::watch::KubernetesConfig;
 use crate::model::Model;
@@ -106,6 +107,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let xds_metrics = Arc::new(XdsMetrics::register(&mut registry));
     let hds_metrics = HdsMetrics::register(&mut registry);
     let source_metrics = SourceMetrics::register(&mut registry);
+    let kube_metrics = matches!(config.source, Source::Kubernetes { .. }).then(|| KubeMetrics::register(&mut registry));
     let pipeline_metrics = PipelineMetrics::register(&mut registry);
     let metrics = Arc::new(MetricsRegistry::new(registry));
     let proxies = Arc::new(ProxyRegistry::default());
@@ -126,11 +128,20 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
                 service_selector: service_selector.clone(),
             };
             let (statuses, statuses_rx) = watch::channel(Default::default());
-            tasks.spawn(crate::kubernetes::watch::run(kube, states, statuses, source_metrics, shutdown_rx.clone()));
+            let kube_metrics = kube_metrics.unwrap_or_default();
+            let watch_metrics = kube_metrics.clone();
+            tasks.spawn(crate::kubernetes::watch::run(
+                kube,
+                states,
+                statuses,
+                source_metrics,
+                watch_metrics,
+                shutdown_rx.clone(),
+            ));
             let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
             let verdicts = hds.as_ref().map(|hub| hub.verdicts());
             tasks.spawn(async move {
-                status_writer::run(client, models, verdicts, statuses_rx, shutdown).await;
+                status_writer::run(client, models, verdicts, statuses_rx, kube_metrics, shutdown).await;
                 Ok(())
             });
         }

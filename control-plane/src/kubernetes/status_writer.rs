@@ -4,10 +4,16 @@
 //! watch saw it); only differences are written. The content is a pure function
 //! of the model, so replicas write the same thing and server-side apply turns
 //! the repeat into a no-op: no flapping and no write loop.
+//!
+//! A write's echo comes back through the watch some time after the write. Until it
+//! does, the status just written is the baseline, not the older one the watch still
+//! shows: otherwise every model change in between (the echo of another probe's write is
+//! one) writes the same probe again. A real API server showed this: two replicas wrote
+//! two probes five times.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
@@ -16,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::kubernetes::crd::{HealthProbe, HealthProbeStatus};
+use crate::kubernetes::metrics::KubeMetrics;
 use crate::kubernetes::probe_conditions;
 use crate::model::{Model, ObjectKey};
 use crate::pipeline::{VerdictReceiver, verdicts_changed};
@@ -23,6 +30,8 @@ use crate::shutdown::{self, Shutdown};
 
 pub const FIELD_MANAGER: &str = "edgexds";
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a write's echo may take before the watch's view is trusted again.
+const ECHO_WAIT: Duration = Duration::from_secs(5);
 
 /// The statuses the API server holds, as the watch saw them, by probe.
 pub type ProbeStatuses = Arc<BTreeMap<ObjectKey, Arc<HealthProbeStatus>>>;
@@ -33,10 +42,12 @@ pub async fn run(
     mut models: watch::Receiver<Option<Arc<Model>>>,
     mut verdicts: Option<VerdictReceiver>,
     mut current: watch::Receiver<ProbeStatuses>,
+    metrics: KubeMetrics,
     mut shutdown: Shutdown,
 ) {
     let resource = ApiResource::erase::<HealthProbe>(&());
     let mut retry = false;
+    let mut awaiting_echo: BTreeMap<ObjectKey, (Arc<HealthProbeStatus>, Instant)> = BTreeMap::new();
     loop {
         tokio::select! {
             changed = models.changed() => if changed.is_err() { return },
@@ -53,13 +64,20 @@ pub async fn run(
         retry = false;
         let now = crate::timestamp::rfc3339(std::time::SystemTime::now());
         let held = current.borrow_and_update().clone();
+        awaiting_echo.retain(|key, (written, at)| at.elapsed() < ECHO_WAIT && held.get(key) != Some(written));
         for (key, probe) in &model.probes {
-            let Some(desired) = probe_conditions::desired(probe, held.get(key).map(|s| &**s), &now) else { continue };
+            let baseline = awaiting_echo.get(key).map(|(written, _)| written).or(held.get(key));
+            let Some(desired) = probe_conditions::desired(probe, baseline.map(|s| &**s), &now) else { continue };
             match write(&client, &resource, key, &desired).await {
-                Ok(()) => debug!(probe = %key, "status written"),
+                Ok(()) => {
+                    awaiting_echo.insert(key.clone(), (Arc::new(desired), Instant::now()));
+                    metrics.status_write("written");
+                    debug!(probe = %key, "status written");
+                }
                 // Deleted meanwhile: nothing to report on.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(error) => {
+                    metrics.status_write("failed");
                     warn!(probe = %key, %error, "cannot write status; will retry");
                     retry = true;
                 }

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::store::{Change, Item, KubeStore};
 use crate::kubernetes::convert::{self, SERVICE_NAME_LABEL};
 use crate::kubernetes::crd::HealthProbe;
+use crate::kubernetes::metrics::{KindLabel, KubeMetrics};
 use crate::kubernetes::status_writer::ProbeStatuses;
 use crate::model::ObjectKey;
 use crate::model::{FieldError, ObjectKind, SourceObject};
@@ -162,6 +163,18 @@ fn probe(object: &DynamicObject) -> Result<Item, FieldError> {
         .map(|(p, status)| Item { object: SourceObject::Probe(p.into()), status: status.map(Arc::new) })
 }
 
+/// Every watch asks for bookmarks (kube-rs's default, kept on purpose): a quiet kind's
+/// watch then resumes from a recent resourceVersion, not from its last change, after its
+/// timeout or a reconnect, instead of being told `410 Gone` and re-listing.
+fn watch_config(kind: ObjectKind, service_selector: Option<&str>) -> watcher::Config {
+    match (kind, service_selector) {
+        (ObjectKind::Service, Some(selector)) => watcher::Config::default().labels(selector),
+        // Only slices that belong to a Service.
+        (ObjectKind::EndpointSlice, _) => watcher::Config::default().labels(SERVICE_NAME_LABEL),
+        _ => watcher::Config::default(),
+    }
+}
+
 fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
@@ -170,12 +183,9 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
     let mut all = SelectAll::new();
     for namespace in namespaces {
         let ns = namespace.as_deref();
-        let mut services = watcher::Config::default();
-        if let Some(selector) = &config.service_selector {
-            services = services.labels(selector);
-        }
-        // Only slices that belong to a Service.
-        let slices = watcher::Config::default().labels(SERVICE_NAME_LABEL);
+        let selector = config.service_selector.as_deref();
+        let [services, slices, probes] = [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe]
+            .map(|k| watch_config(k, selector));
         let probes_api: Api<DynamicObject> = match ns {
             Some(ns) => Api::namespaced_with(config.client.clone(), ns, &probe_resource),
             None => Api::all_with(config.client.clone(), &probe_resource),
@@ -183,7 +193,7 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
         let index = scopes.len();
         all.push(tagged(index, ObjectKind::Service, api(&config.client, ns), services, service));
         all.push(tagged(index + 1, ObjectKind::EndpointSlice, api(&config.client, ns), slices, slice));
-        all.push(tagged(index + 2, ObjectKind::HealthProbe, probes_api, watcher::Config::default(), probe));
+        all.push(tagged(index + 2, ObjectKind::HealthProbe, probes_api, probes, probe));
         for kind in [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe] {
             scopes.push(Scope { kind, namespace: namespace.clone() });
         }
@@ -197,6 +207,7 @@ pub async fn run(
     states: StateSender,
     statuses: watch::Sender<ProbeStatuses>,
     metrics: SourceMetrics,
+    kube_metrics: KubeMetrics,
     mut shutdown: Shutdown,
 ) -> crate::Result<()> {
     let (scopes, mut events) = streams(&config);
@@ -208,18 +219,23 @@ pub async fn run(
             Some(next) = events.next() => next,
             () = shutdown::requested(&mut shutdown) => return Ok(()),
         };
+        let kind = match scopes[index].kind {
+            ObjectKind::Service => "service",
+            ObjectKind::EndpointSlice => "endpointslice",
+            ObjectKind::HealthProbe => "healthprobe",
+        };
         match event {
             Ok(change) => {
-                let kind = match scopes[index].kind {
-                    ObjectKind::Service => "service",
-                    ObjectKind::EndpointSlice => "endpointslice",
-                    ObjectKind::HealthProbe => "healthprobe",
-                };
-                if !matches!(change, Change::Init | Change::InitDone) {
-                    metrics.event(kind);
+                match change {
+                    Change::Init => {
+                        kube_metrics.lists.get_or_create(&KindLabel { kind }).inc();
+                    }
+                    Change::InitDone => {}
+                    _ => metrics.event(kind),
                 }
                 track_status(&statuses, scopes[index].kind, &change);
                 if std::mem::take(&mut failing[index]) {
+                    kube_metrics.watches_failing.dec();
                     info!(watch = %scopes[index].describe(), "watch recovered");
                 }
                 let was_synced = store.synced();
@@ -237,10 +253,30 @@ pub async fn run(
                 }
             }
             Err(error) if !failing[index] => {
+                kube_metrics.failure(kind, &error);
+                kube_metrics.watches_failing.inc();
                 failing[index] = true;
                 warn!(watch = %scopes[index].describe(), %error, "watch failed; retrying with backoff, last state still served");
             }
-            Err(error) => debug!(watch = %scopes[index].describe(), %error, "watch still failing"),
+            Err(error) => {
+                kube_metrics.failure(kind, &error);
+                debug!(watch = %scopes[index].describe(), %error, "watch still failing");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_watch_asks_for_bookmarks_and_slices_need_a_service() {
+        for kind in [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe] {
+            assert!(watch_config(kind, Some("expose=true")).bookmarks, "{kind:?}");
+        }
+        assert_eq!(watch_config(ObjectKind::EndpointSlice, None).label_selector.as_deref(), Some(SERVICE_NAME_LABEL));
+        assert_eq!(watch_config(ObjectKind::Service, Some("a=b")).label_selector.as_deref(), Some("a=b"));
+        assert_eq!(watch_config(ObjectKind::HealthProbe, Some("a=b")).label_selector, None);
     }
 }
