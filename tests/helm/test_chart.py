@@ -1,7 +1,11 @@
-"""The Helm chart, checked with the real Helm library (helm-sdkpy).
+"""The Helm chart, checked with the real Helm library (helm-sdkpy) against a real
+kube-apiserver and etcd (the suite's `kube-test-server`, built from their Go modules).
 
-Lint runs strictly (any warning fails); installs go to kmock's Kubernetes
-emulator, and the created objects are read back and checked.
+Lint runs strictly (any warning fails). Installs, upgrades and uninstalls go to the real
+server, whose own validation accepts or refuses every object, and the stored objects are
+read back with the real kubectl. The chart's RBAC is then proven by running edgexds with
+its ServiceAccount's token: with every rule it serves and writes status, and without any
+one rule it fails visibly.
 """
 
 import asyncio
@@ -9,21 +13,22 @@ import json
 import os
 import pathlib
 import shutil
+import socket
+import subprocess
+import time
 import tomllib
+import urllib.request
 
-# Helm keeps the release record in memory: the emulator cannot store protobuf-encoded Secrets.
-os.environ.setdefault("HELM_DRIVER", "memory")
-
-import aiohttp  # noqa: E402
-import helm_sdkpy as helm  # noqa: E402
-import kmock  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import helm_sdkpy as helm
+import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edgexds"
 ALL_ON = yaml.safe_load((ROOT / "tests" / "helm" / "values-all-on.yaml").read_text())
 RBAC_VERBS = sorted(tuple(v) for v in json.loads((ROOT / "tests" / "rbac-verbs.json").read_text()))
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+PATIENCE = 30  # seconds: an "eventually" bound for a loaded 2-core machine, not a performance target
 WARNING = 2  # Helm lint severities: 1 info, 2 warning, 3 error
 
 
@@ -92,39 +97,106 @@ def test_chart_app_version_is_the_crate_version():
     assert chart["apiVersion"] == "v2"
 
 
-async def _install(values: dict | None, namespace: str = "edge") -> dict:
-    """Installs the chart into a fresh emulated cluster; returns {(kind, namespace, name): object}."""
-    async with kmock.KubernetesEmulator() as k8s, kmock.Server(k8s) as server:
-        k8s.resources.load_bundled()
-        url = str(server.url).rstrip("/")
-        # kmock serves /api/v1 with groupVersion "/v1"; client-go needs "v1" to map core kinds.
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url + "/api/v1") as response:
-                core = await response.json()
-        core["groupVersion"] = "v1"
-        k8s["get /api/v1"] << core
-        kubeconfig = yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "test", "namespace": namespace}}],
-            "users": [{"name": "test", "user": {"token": "test"}}],
-        })
-        config = helm.Configuration(namespace=namespace, kubeconfig=kubeconfig)
-        release = await helm.Install(config).run("edgexds", str(CHART), values=values, wait=False, timeout=60)
-        assert release["info"]["status"] == "deployed"
-        return {(dict(obj)["kind"], ns, name): dict(obj) for (_, ns, name), obj in k8s.objects.items()}
+class Cluster:
+    """The real kube-apiserver of this test session, and kubectl for it."""
+
+    def __init__(self):
+        server = TARGET / "kube-test-server"
+        assert server.exists(), f"{server} is missing: tests/run builds it (cargo build -p edgexds-tests)"
+        self.process = subprocess.Popen([server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line, "kube-test-server exited before the API server was ready"
+        ready = json.loads(line)
+        self.url, self.kubeconfig, self.kubectl_binary = ready["url"], ready["kubeconfig"], ready["kubectl"]
+        self.ca = json.loads(pathlib.Path(self.kubeconfig).read_text())["clusters"][0]["cluster"]["certificate-authority"]
+
+    def kubectl(self, *args: str, kubeconfig: str | None = None, input: str | None = None, check: bool = True):
+        result = subprocess.run([self.kubectl_binary, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+                                input=input, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        result = self.kubectl(*args, check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def apply(self, *objects: dict):
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+
+    def ensure_namespace(self, *names: str):
+        self.apply(*({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names))
+
+    def token_kubeconfig(self, tmp_path: pathlib.Path, namespace: str, account: str) -> str:
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+        path = tmp_path / f"{account}.kubeconfig"
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "test", "cluster": {"server": self.url, "certificate-authority": self.ca}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+        }))
+        return str(path)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
-def install(values: dict | None = None) -> dict:
-    return asyncio.run(_install(values))
+@pytest.fixture(scope="session")
+def cluster():
+    started = Cluster()
+    yield started
+    started.close()
+
+
+async def _release(action, cluster: Cluster, release: str, namespace: str, values: dict | None, **options) -> dict:
+    config = helm.Configuration(namespace=namespace, kubeconfig=cluster.kubeconfig)
+    return await action(config).run(release, str(CHART), values=values, wait=False, timeout=60, **options)
+
+
+def install(cluster: Cluster, values: dict | None = None, release: str = "edgexds", namespace: str = "edge") -> dict:
+    """Installs the chart into the real server; returns {(kind, namespace, name): object as the server stored it}."""
+    result = asyncio.run(_release(helm.Install, cluster, release, namespace, values, create_namespace=True))
+    assert result["info"]["status"] == "deployed"
+    return stored_objects(cluster, result, namespace)
+
+
+def upgrade(cluster: Cluster, values: dict | None, release: str = "edgexds", namespace: str = "edge") -> dict:
+    result = asyncio.run(_release(helm.Upgrade, cluster, release, namespace, values))
+    assert result["info"]["status"] == "deployed"
+    return stored_objects(cluster, result, namespace)
+
+
+def uninstall(cluster: Cluster, objects: dict, release: str = "edgexds", namespace: str = "edge"):
+    config = helm.Configuration(namespace=namespace, kubeconfig=cluster.kubeconfig)
+    asyncio.run(helm.Uninstall(config).run(release, wait=False))
+    # Helm never deletes what it installs from crds/: the HealthProbes outlive a release.
+    left = [key for key in objects if key[0] != "CustomResourceDefinition" and cluster.get(key[0], key[2], key[1])]
+    assert left == [], f"left behind by uninstall: {left}"
+
+
+def stored_objects(cluster: Cluster, release: dict, namespace: str) -> dict:
+    objects = {}
+    rendered = [o for o in yaml.safe_load_all(release["manifest"]) if o]
+    crds = [yaml.safe_load(p.read_text()) for p in (CHART / "crds").glob("*.yaml")]
+    for obj in rendered + crds:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        scoped = None if kind.startswith("Cluster") or kind == "CustomResourceDefinition" else obj["metadata"].get("namespace", namespace)
+        stored = cluster.get(kind, name, scoped)
+        assert stored is not None, f"{kind} {scoped}/{name} was not stored by the API server"
+        objects[kind, scoped, name] = stored
+    return objects
 
 
 def rules(role: dict) -> list[tuple[str, str]]:
     return sorted((verb, resource) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"])
 
 
-def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_rbac():
-    objects = install()
+def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_rbac(cluster):
+    objects = install(cluster)
     kinds = sorted((kind, ns or "", name) for kind, ns, name in objects)
     print("\nrendered resources for default values:", *kinds, sep="\n  ")
     assert kinds == [
@@ -162,19 +234,30 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
     binding = objects["ClusterRoleBinding", None, "edgexds"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "edgexds", "namespace": "edge"}]
 
+    # An upgrade changes the Deployment in place; an uninstall removes everything but the CRD.
+    upgraded = upgrade(cluster, {"log": {"level": "debug"}})
+    args = upgraded["Deployment", "edge", "edgexds"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--log-level=debug" in args
+    assert upgraded["Deployment", "edge", "edgexds"]["metadata"]["generation"] == 2
+    uninstall(cluster, upgraded)
 
-def test_install_with_watch_namespaces_grants_only_namespaced_roles():
-    objects = install({"watchNamespaces": ["shop", "payments"]})
+
+def test_install_with_watch_namespaces_grants_only_namespaced_roles(cluster):
+    # Roles go into the watched namespaces, which must exist: the real server refuses otherwise.
+    cluster.ensure_namespace("shop", "payments")
+    objects = install(cluster, {"watchNamespaces": ["shop", "payments"]})
     assert not [k for k in objects if k[0].startswith("Cluster")]
     for namespace in ["shop", "payments"]:
         assert rules(objects["Role", namespace, "edgexds"]) == RBAC_VERBS
         assert objects["RoleBinding", namespace, "edgexds"]["subjects"][0]["namespace"] == "edge"
     args = objects["Deployment", "edge", "edgexds"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespaces=shop,payments" in args
+    uninstall(cluster, objects)
 
 
-def test_install_with_every_option_on():
-    objects = install(ALL_ON)
+def test_install_with_every_option_on(cluster):
+    cluster.ensure_namespace("shop", "payments")
+    objects = install(cluster, ALL_ON)
     name = "edgexds-full"
     pod = objects["Deployment", "edge", name]["spec"]["template"]["spec"]
     args = pod["containers"][0]["args"]
@@ -196,7 +279,8 @@ def test_install_with_every_option_on():
     envoy = checker_pod["containers"][0]
     assert envoy["image"] == "registry.example.com/envoyproxy/envoy:v1.40.0"
     assert '--config-yaml={"node":{"metadata":{"node_name":"$(NODE_NAME)"}}}' in envoy["args"]
-    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in envoy["env"]
+    # As the server stores it: it defaults fieldRef.apiVersion.
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}} in envoy["env"]
     assert envoy["securityContext"]["readOnlyRootFilesystem"] is True
     assert checker_pod["priorityClassName"] == "system-node-critical"
     assert checker_pod["automountServiceAccountToken"] is False
@@ -208,5 +292,174 @@ def test_install_with_every_option_on():
     service_selector = objects["Service", "edge", name]["spec"]["selector"]
     checker_labels = checkers["template"]["metadata"]["labels"]
     assert not all(checker_labels.get(k) == v for k, v in service_selector.items())
-    # The emulated cluster has no monitoring.coreos.com API: no ServiceMonitor is rendered.
+    # The real server has no monitoring.coreos.com API: no ServiceMonitor is rendered.
     assert not [k for k in objects if k[0] == "ServiceMonitor"]
+    uninstall(cluster, objects, release="edgexds")
+
+
+# RBAC, least privilege for real: edgexds runs with the chart's ServiceAccount token.
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shop(namespace: str) -> list[dict]:
+    """A Service, its EndpointSlice and a HealthProbe: every watch has something to list."""
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
+         "spec": {"ports": [{"name": "http", "port": 80}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "web-1", "namespace": namespace, "labels": {"kubernetes.io/service-name": "web"}},
+         "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+         "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}]},
+        {"apiVersion": "edgexds.io/v1alpha1", "kind": "HealthProbe", "metadata": {"name": "web", "namespace": namespace},
+         "spec": {"targetRef": {"name": "web"}, "http": {}}},
+    ]
+
+
+class Edgexds:
+    """The edgexds binary against the real server, with a kubeconfig of its own."""
+
+    def __init__(self, kubeconfig: str, *args: str):
+        binary = pathlib.Path(os.environ.get("EDGEXDS_BIN", TARGET / "edgexds"))
+        assert binary.exists(), f"{binary} is missing: tests/run builds it"
+        self.admin = f"http://127.0.0.1:{free_port()}"
+        self.log = open(os.devnull, "w")
+        self.process = subprocess.Popen(
+            [binary, "serve", f"--xds-addr=127.0.0.1:{free_port()}", f"--admin-addr={self.admin[7:]}", "--log-format=text", *args],
+            env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.admin + path, timeout=2) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, series: str) -> float:
+        _, text = self.get("/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if not line.startswith("#") and (line.split(" ")[0] == series or line.startswith(series + "{")))
+
+    def until(self, what: str, check):
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not within {PATIENCE} s; edgexds said:\n{self.stop()}")
+
+    def stop(self) -> str:
+        self.process.terminate()
+        output, _ = self.process.communicate(timeout=30)
+        return output
+
+
+@pytest.fixture
+def rbac_release(cluster):
+    """The chart installed with default values (cluster-wide RBAC) and a shop to watch."""
+    cluster.ensure_namespace("rbac-shop")
+    cluster.apply(*shop("rbac-shop"))
+    objects = install(cluster, release="edgexds", namespace="edge")
+    yield objects
+    uninstall(cluster, objects)
+
+
+def accepted(cluster: Cluster, namespace: str) -> bool:
+    probe = cluster.get("healthprobe", "web", namespace) or {}
+    conditions = probe.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Accepted" and c["status"] == "True" for c in conditions)
+
+
+def clear_status(cluster: Cluster, namespace: str):
+    """Leaves edgexds a status to write."""
+    cluster.kubectl("patch", "healthprobe", "web", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": None}))
+
+
+def serves_and_writes_status(cluster: Cluster, kubeconfig: str, namespace: str, *args: str):
+    clear_status(cluster, namespace)
+    edgexds = Edgexds(kubeconfig, *args)
+    edgexds.until("ready", lambda: edgexds.get("/readyz")[0] == 200)
+    edgexds.until("status written", lambda: accepted(cluster, namespace))
+    assert edgexds.metric("edgexds_kube_watch_failures_total") == 0
+    assert edgexds.metric('edgexds_kube_status_writes_total{result="failed"}') == 0
+    edgexds.stop()
+
+
+def without(cluster: Cluster, kind: str, name: str, namespace: str | None, verb: str, resource: str):
+    """Replaces the role's rules by the same rules less `verb` on `resource`, and waits until the
+    API server's authorizer has seen it."""
+    role = cluster.get(kind, name, namespace)
+    rules = []
+    for rule in role["rules"]:
+        for each in rule["resources"]:
+            verbs = [v for v in rule["verbs"] if (v, each) != (verb, resource)]
+            if verbs:
+                rules.append({**rule, "resources": [each], "verbs": verbs})
+    cluster.apply({"apiVersion": role["apiVersion"], "kind": kind,
+                   "metadata": {"name": name, **({"namespace": namespace} if namespace else {})}, "rules": rules})
+    plural, _, subresource = resource.partition("/")
+    group = {"services": "", "endpointslices": ".discovery.k8s.io", "healthprobes": ".edgexds.io"}[plural]
+    can_i = ["auth", "can-i", verb, plural + group, "--as=system:serviceaccount:edge:edgexds"]
+    can_i += [f"--subresource={subresource}"] if subresource else []
+    can_i += ["-n", namespace or "rbac-shop"]
+    deadline = time.monotonic() + PATIENCE
+    while cluster.kubectl(*can_i, check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"{verb} {resource} still allowed"
+        time.sleep(0.1)
+
+
+KIND_OF = {"services": "service", "endpointslices": "endpointslice", "healthprobes": "healthprobe"}
+
+
+def fails_visibly(cluster: Cluster, kubeconfig: str, namespace: str, verb: str, resource: str, *args: str):
+    clear_status(cluster, namespace)
+    edgexds = Edgexds(kubeconfig, *args)
+    if resource == "healthprobes/status":
+        edgexds.until("a failed status write", lambda: edgexds.metric('edgexds_kube_status_writes_total{result="failed"}') > 0)
+        said = edgexds.stop()
+        assert "cannot write status" in said and "forbidden" in said, said
+        return
+    kind = KIND_OF[resource]
+    edgexds.until(f"a refused {verb} of {resource}",
+                  lambda: edgexds.metric(f'edgexds_kube_watch_failures_total{{kind="{kind}",code="403"}}') > 0)
+    assert edgexds.metric("edgexds_kube_watches_failing") >= 1
+    if verb == "list":
+        assert edgexds.get("/readyz")[0] == 503, "not ready: it has nothing true to serve"
+    said = edgexds.stop()
+    assert "watch failed" in said and "forbidden" in said, said
+
+
+def test_the_charts_cluster_role_is_exactly_enough(cluster, rbac_release, tmp_path):
+    kubeconfig = cluster.token_kubeconfig(tmp_path, "edge", "edgexds")
+    serves_and_writes_status(cluster, kubeconfig, "rbac-shop")
+
+
+@pytest.mark.parametrize("verb,resource", [tuple(v) for v in json.loads((ROOT / "tests" / "rbac-verbs.json").read_text())],
+                         ids=lambda v: v)
+def test_without_any_one_cluster_role_rule_edgexds_fails_visibly(cluster, rbac_release, tmp_path, verb, resource):
+    without(cluster, "ClusterRole", "edgexds", None, verb, resource)
+    fails_visibly(cluster, cluster.token_kubeconfig(tmp_path, "edge", "edgexds"), "rbac-shop", verb, resource)
+
+
+def test_namespaced_roles_are_enough_and_each_rule_is_needed(cluster, tmp_path):
+    cluster.ensure_namespace("shop", "payments")
+    for namespace in ["shop", "payments"]:
+        cluster.apply(*shop(namespace))
+    objects = install(cluster, {"watchNamespaces": ["shop", "payments"]})
+    try:
+        kubeconfig = cluster.token_kubeconfig(tmp_path, "edge", "edgexds")
+        serves_and_writes_status(cluster, kubeconfig, "payments", "--namespaces=shop,payments")
+        for verb, resource in RBAC_VERBS:
+            role = objects["Role", "payments", "edgexds"]
+            without(cluster, "Role", "edgexds", "payments", verb, resource)
+            fails_visibly(cluster, kubeconfig, "payments", verb, resource, "--namespaces=shop,payments")
+            cluster.apply({"apiVersion": role["apiVersion"], "kind": "Role",
+                           "metadata": {"name": "edgexds", "namespace": "payments"}, "rules": role["rules"]})
+    finally:
+        uninstall(cluster, objects)

@@ -59,3 +59,20 @@ pub fn web_probe(namespace: &str, name: &str, service: &str, base_ms: u32, canar
         }),
     )
 }
+
+/// A slice of `service` holding one endpoint, `address`, as pod `pod`. A real API server
+/// refuses loopback endpoint addresses, so upstreams on one host address differ by port,
+/// and each port needs its own slice.
+pub fn endpoint_slice(namespace: &str, name: &str, service: &str, address: std::net::SocketAddr, pod: &str) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": if address.is_ipv4() { "IPv4" } else { "IPv6" },
+        "ports": [{"name": "http", "port": address.port(), "protocol": "TCP"}],
+        "endpoints": [{
+            "addresses": [address.ip().to_string()],
+            "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace}
+        }]
+    })
+}

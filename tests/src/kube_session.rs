@@ -1,27 +1,17 @@
-//! A session against the Kubernetes API test server: seed objects, subscribe like an
-//! Envoy, and read responses until one shows what is awaited. Shared by the Kubernetes
-//! tests and the slice-to-EDS latency bench.
+//! A session against edgexds's Kubernetes source: subscribe like an Envoy, and read
+//! responses until one shows what is awaited. Shared by the Kubernetes tests and the
+//! slice-to-EDS latency bench.
 
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
-use serde_json::json;
-
-use crate::kube_api::FakeApiServer;
-use crate::kube_objects::{service, slice, web_probe};
 use crate::xds::{CDS, DeltaClient, EDS};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 
 /// An "eventually" bound, not a performance assertion: generous for loaded 2-core CI machines.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub fn ips(list: &[&str]) -> Vec<std::net::IpAddr> {
     list.iter().map(|ip| ip.parse().unwrap()).collect()
-}
-
-pub fn seed(api: &FakeApiServer) {
-    api.apply(service("shop", "web", 80, json!({})));
-    api.apply(slice("shop", "web-1", "web", 8080, &ips(&["10.0.0.1", "10.0.0.2"])));
-    api.apply(web_probe("shop", "web", "web", 5000, 500));
 }
 
 /// Subscribes to all clusters and to the endpoints of `clusters`.

@@ -5,8 +5,8 @@ pub mod control_plane;
 pub mod envoy;
 pub mod hds_client;
 pub mod http;
-pub mod kube_api;
 pub mod kube_objects;
+pub mod kube_server;
 pub mod kube_session;
 pub mod upstream;
 pub mod xds;
@@ -41,4 +41,18 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The sum of every sample of `series` in `edgexds`'s `/metrics` text; `series` may carry labels,
+/// e.g. `edgexds_kube_lists_total{kind="service"}`.
+pub fn metric(running: &edgexds::serve::Running, series: &str) -> f64 {
+    running
+        .metrics
+        .encode()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(name, _)| *name == series || name.strip_prefix(series).is_some_and(|rest| rest.starts_with('{')))
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
 }

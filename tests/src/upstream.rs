@@ -45,6 +45,13 @@ impl Upstream {
         Ok(Self { addr, healthy, probes, task })
     }
 
+    /// Two upstreams on `ip`, on ports of their own.
+    pub async fn pair_on(ip: IpAddr, first: &str, second: &str) -> (Self, Self) {
+        let one = Self::start(first, ip, 0).await.unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        let two = Self::start(second, ip, 0).await.unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        (one, two)
+    }
+
     /// Two upstreams on the same port of 127.0.0.1 and 127.0.0.2, as two pods of one Service.
     pub async fn pair(first: &str, second: &str) -> (Self, Self) {
         for _ in 0..50 {

@@ -1,13 +1,15 @@
-//! A real Envoy driven from the Kubernetes API path: watch → model → delta ADS → Envoy.
+//! A real Envoy driven through a real kube-apiserver: objects created through the API
+//! reach Envoy with their metadata, and a probe edit made with kubectl reaches Envoy's
+//! config_dump within a second.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgexds_tests::control_plane::ControlPlane;
 use edgexds_tests::envoy::{Envoy, PROBE_HEADER, ROUTED_CLUSTER, lb_endpoints};
 use edgexds_tests::eventually;
-use edgexds_tests::kube_api::FakeApiServer;
-use edgexds_tests::kube_objects::{service, slice, web_probe};
+use edgexds_tests::kube_objects::{endpoint_slice, service, web_probe};
+use edgexds_tests::kube_server::{KubeServer, apply, delete, host_ip};
 use edgexds_tests::upstream::Upstream;
 use serde_json::json;
 
@@ -23,15 +25,29 @@ async fn answers(envoy: &Envoy) -> BTreeSet<(String, String)> {
     seen
 }
 
+/// The probe intervals Envoy holds: the cluster's health check, and each endpoint's from its
+/// metadata, in ascending order (endpoints are ordered by address, and the ports are random).
+async fn intervals(envoy: &Envoy) -> Option<(String, Vec<f64>)> {
+    let (cluster, endpoints) = envoy.cluster_and_endpoints(ROUTED_CLUSTER).await.ok().flatten()?;
+    let mut endpoint_intervals: Vec<f64> = lb_endpoints(&endpoints)
+        .iter()
+        .filter_map(|e| e["metadata"]["filter_metadata"]["edgexds"]["probe_interval_ms"].as_f64())
+        .collect();
+    endpoint_intervals.sort_by(f64::total_cmp);
+    Some((cluster["health_checks"][0]["interval"].as_str()?.to_owned(), endpoint_intervals))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_follows_services_slices_and_probes_from_the_api_server() {
-    let (one, two) = Upstream::pair("one", "two").await;
-    let api = FakeApiServer::start().await;
-    let port = one.addr.port();
-    api.apply(service("shop", "web", 80, json!({})));
-    api.apply(slice("shop", "web-1", "web", port, &[one.addr.ip(), two.addr.ip()]));
-    api.apply(web_probe("shop", "web", "web", 5000, 500));
-    let cp = ControlPlane::kubernetes(api.client(), &[], None).await.unwrap();
+async fn envoy_follows_services_slices_and_probes_from_a_real_api_server() {
+    let server = tokio::task::spawn_blocking(KubeServer::shared).await.unwrap();
+    let admin = server.admin_client().await.unwrap();
+    server.named_namespace(&admin, "shop").await.unwrap();
+    let (one, two) = Upstream::pair_on(host_ip(), "one", "two").await;
+    apply(&admin, &service("shop", "web", 80, json!({}))).await.unwrap();
+    apply(&admin, &endpoint_slice("shop", "web-1", "web", one.addr, "web-0")).await.unwrap();
+    apply(&admin, &endpoint_slice("shop", "web-2", "web", two.addr, "web-canary-1")).await.unwrap();
+    apply(&admin, &web_probe("shop", "web", "web", 5000, 500)).await.unwrap();
+    let cp = ControlPlane::kubernetes(admin.clone(), &[], None).await.unwrap();
     let envoy = Envoy::start("k8s-sidecar", cp.xds_addr).await.unwrap();
 
     let expected: BTreeSet<_> = [("one".into(), "5000".into()), ("two".into(), "500".into())].into();
@@ -40,19 +56,36 @@ async fn envoy_follows_services_slices_and_probes_from_the_api_server() {
     })
     .await;
 
-    api.apply(web_probe("shop", "web", "web", 2000, 400));
-    let (_, took) = eventually(Duration::from_secs(2), "probe edit in Envoy", || async {
-        let (cluster, endpoints) = envoy.cluster_and_endpoints(ROUTED_CLUSTER).await.ok().flatten()?;
-        let intervals: Vec<_> = lb_endpoints(&endpoints)
-            .iter()
-            .filter_map(|e| e["metadata"]["filter_metadata"]["edgexds"]["probe_interval_ms"].as_f64())
-            .collect();
-        (cluster["health_checks"][0]["interval"] == "2s" && intervals == [2000.0, 400.0]).then_some(())
-    })
-    .await;
-    println!("HealthProbe edit in the API server -> Envoy config_dump: {} ms", took.as_millis());
+    // Edits as an operator makes them, each timed from the moment kubectl returns.
+    let mut took = Vec::new();
+    for (index, (base, canary)) in [(2000, 400), (3000, 300), (4000, 600), (2000, 250), (5000, 500)].iter().enumerate()
+    {
+        let patch = json!({"spec": {"intervalMs": base, "overrides": [{"match": {"podName": "web-canary-*"},
+            "intervalMs": canary, "timeoutMs": canary / 2, "failureThreshold": 2}]}})
+        .to_string();
+        let kubectl = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let out = server.kubectl(&["patch", "hp", "web", "-n", "shop", "--type=merge", "-p", &patch]);
+            (out, started.elapsed())
+        });
+        let (out, kubectl_time) = kubectl.await.unwrap();
+        out.unwrap();
+        let expected = (format!("{}s", base / 1000), vec![*canary as f64, *base as f64]);
+        let (_, latency) = eventually(Duration::from_secs(1), &format!("probe edit {index} in Envoy"), || async {
+            (intervals(&envoy).await.as_ref() == Some(&expected)).then_some(())
+        })
+        .await;
+        took.push(latency);
+        println!("kubectl patch hp ({} ms) -> Envoy config_dump: {} ms", kubectl_time.as_millis(), latency.as_millis());
+    }
+    took.sort();
+    println!(
+        "probe edit -> Envoy config_dump through the real API server: median {} ms, max {} ms",
+        took[took.len() / 2].as_millis(),
+        took[took.len() - 1].as_millis()
+    );
 
-    api.apply(slice("shop", "web-1", "web", port, &[one.addr.ip()]));
+    delete(&admin, "EndpointSlice", "shop", "web-2").await.unwrap();
     eventually(Duration::from_secs(2), "traffic only to upstream one", || async {
         let seen = answers(&envoy).await;
         (seen.len() == 1 && seen.iter().all(|(body, _)| body == "one")).then_some(())
