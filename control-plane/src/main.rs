@@ -10,7 +10,7 @@ use edgexds::ops::cli::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::ProxyStatus { admin } => match edgexds::ops::proxy_status::fetch(&admin).await {
+        Command::ProxyStatus { debug_url } => match edgexds::ops::proxy_status::fetch(&debug_url).await {
             Ok(proxies) => {
                 print!("{}", edgexds::ops::proxy_status::render(&proxies));
                 let nacked = proxies.iter().any(|p| p.state == edgexds::xds::SyncState::Nacked);

@@ -54,7 +54,10 @@ impl std::fmt::Debug for Source {
 pub struct ServeConfig {
     pub source: Source,
     pub xds_addr: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics`: what kubelet and Prometheus reach.
     pub admin_addr: SocketAddr,
+    /// `/debug/*` and the log level: every proxy's state and the whole model, so loopback by default.
+    pub debug_addr: SocketAddr,
     pub pipeline: PipelineConfig,
     /// Used when `pipeline.translate.active_health_checks` is `hds` or `both`.
     pub hds: HdsConfig,
@@ -66,6 +69,7 @@ pub struct ServeConfig {
 pub struct Running {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub debug_addr: SocketAddr,
     pub cache: Arc<SnapshotCache>,
     /// Every subsystem's metrics, as `/metrics` serves them.
     pub metrics: Arc<MetricsRegistry>,
@@ -97,8 +101,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     };
     let xds_listener = bind("xDS gRPC server", config.xds_addr).await?;
     let admin_listener = bind("admin server", config.admin_addr).await?;
+    let debug_listener = bind("debug server", config.debug_addr).await?;
     let xds_addr = xds_listener.local_addr().map_err(Error::Admin)?;
     let admin_addr = admin_listener.local_addr().map_err(Error::Admin)?;
+    let debug_addr = debug_listener.local_addr().map_err(Error::Admin)?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let cache = Arc::new(SnapshotCache::default());
@@ -176,9 +182,22 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         models: models_rx.clone(),
         hds: hds.clone(),
     };
-    tasks.spawn(serve_admin(admin_listener, admin, shutdown_rx));
-    info!(%xds_addr, %admin_addr, source = ?config.source, "edgexds started");
-    Ok(Running { xds_addr, admin_addr, cache, metrics, xds_metrics, proxies, models: models_rx, hds, shutdown, tasks })
+    tasks.spawn(serve_http(debug_listener, crate::ops::admin::debug_router(admin.clone()), shutdown_rx.clone()));
+    tasks.spawn(serve_http(admin_listener, crate::ops::admin::router(admin), shutdown_rx));
+    info!(%xds_addr, %admin_addr, %debug_addr, source = ?config.source, "edgexds started");
+    Ok(Running {
+        xds_addr,
+        admin_addr,
+        debug_addr,
+        cache,
+        metrics,
+        xds_metrics,
+        proxies,
+        models: models_rx,
+        hds,
+        shutdown,
+        tasks,
+    })
 }
 
 impl Running {
@@ -246,8 +265,8 @@ async fn serve_xds(
     Ok(())
 }
 
-async fn serve_admin(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    axum::serve(listener, crate::ops::admin::router(state))
+async fn serve_http(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             crate::shutdown::requested(&mut shutdown).await;
         })

@@ -240,9 +240,9 @@ async fn connection_stream_nack_and_csds_limits_hold_through_the_binary() {
     assert!(status.message().contains("--max-streams-per-connection"), "{status}");
 
     server.wait_until("the NACKs are recorded", || {
-        http_get(server.admin, "/debug/proxies").is_some_and(|(_, body)| body.matches("NACKED").count() >= 2)
+        http_get(server.debug, "/debug/proxies").is_some_and(|(_, body)| body.matches("NACKED").count() >= 2)
     });
-    let (_, proxies) = http_get(server.admin, "/debug/proxies").unwrap();
+    let (_, proxies) = http_get(server.debug, "/debug/proxies").unwrap();
     assert!(proxies.contains("xxxxxxxxxxxxxxxx... [100000 bytes, cut]"), "{proxies}");
     assert!(proxies.len() < 10_000, "the kept messages are cut: {} bytes", proxies.len());
 

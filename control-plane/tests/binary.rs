@@ -29,6 +29,7 @@ impl Server {
             .env("EDGEXDS_MANIFESTS", manifests)
             .env("EDGEXDS_XDS_ADDR", "127.0.0.1:0")
             .env("EDGEXDS_ADMIN_ADDR", "127.0.0.1:0")
+            .env("EDGEXDS_DEBUG_ADDR", "127.0.0.1:0")
             .env("EDGEXDS_DEBOUNCE", "20ms")
             .env("EDGEXDS_LOG_FORMAT", "json")
             .env("EDGEXDS_LOG_LEVEL", "info")
@@ -168,8 +169,17 @@ fn serve_without_a_source_or_with_a_bad_flag_explains_itself() {
     let (code, stderr) = run(&["serve", "--manifests", ".", "--debounce", "5s"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("at most 1s"), "{stderr}");
-    let (code, stderr) =
-        run(&["serve", "--manifests", "/nonexistent/dir", "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
+    let (code, stderr) = run(&[
+        "serve",
+        "--manifests",
+        "/nonexistent/dir",
+        "--xds-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--debug-addr",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("/nonexistent/dir"), "{stderr}");
 }
@@ -198,9 +208,9 @@ async fn client(xds: SocketAddr, node: &str, nack: Option<&str>) -> tokio::sync:
     tx
 }
 
-fn proxy_status(admin: SocketAddr) -> (Option<i32>, String) {
+fn proxy_status(debug: SocketAddr) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_edgexds"))
-        .args(["proxy-status", "--admin", &format!("http://{admin}")])
+        .args(["proxy-status", "--debug-url", &format!("http://{debug}")])
         .output()
         .unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
@@ -208,10 +218,10 @@ fn proxy_status(admin: SocketAddr) -> (Option<i32>, String) {
 
 /// Runs proxy-status until its table shows what the test waits for (the ACK or NACK has
 /// reached the server), at most 10 s; returns that run.
-fn proxy_status_once(admin: SocketAddr, shows: impl Fn(&str) -> bool) -> (Option<i32>, String) {
+fn proxy_status_once(debug: SocketAddr, shows: impl Fn(&str) -> bool) -> (Option<i32>, String) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, table) = proxy_status(admin);
+        let (code, table) = proxy_status(debug);
         if shows(&table) || std::time::Instant::now() > deadline {
             return (code, table);
         }
@@ -224,22 +234,22 @@ fn proxy_status_lists_proxies_and_fails_when_one_nacked() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("web.yaml"), WEB).unwrap();
     let mut server = Server::start(dir.path());
-    let (xds, admin) = (server.addr("xds_addr"), server.addr("admin_addr"));
+    let (xds, debug) = (server.addr("xds_addr"), server.addr("debug_addr"));
     server.wait_log("snapshot published");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _good = runtime.block_on(client(xds, "good-sidecar", None));
-    let (code, table) = proxy_status_once(admin, |table| table.contains("good-sidecar") && table.contains("SYNCED"));
+    let (code, table) = proxy_status_once(debug, |table| table.contains("good-sidecar") && table.contains("SYNCED"));
     assert_eq!(code, Some(0), "{table}");
     assert!(table.contains("good-sidecar") && table.contains("SYNCED"), "{table}");
     let _bad = runtime.block_on(client(xds, "bad-sidecar", Some("bad cluster config")));
-    let (code, table) = proxy_status_once(admin, |table| table.contains("NACKED"));
+    let (code, table) = proxy_status_once(debug, |table| table.contains("NACKED"));
     assert_eq!(code, Some(1), "{table}");
     assert!(table.contains("NACKED") && table.contains("bad-sidecar rejected cds version"), "{table}");
     assert!(table.contains("bad cluster config"), "{table}");
     server.wait_log("Envoy rejected the update (NACK)");
-    // Unreachable admin: a distinct exit code and a clear message.
+    // Unreachable debug server: a distinct exit code and a clear message.
     let out = Command::new(env!("CARGO_BIN_EXE_edgexds"))
-        .args(["proxy-status", "--admin", "http://127.0.0.1:1"])
+        .args(["proxy-status", "--debug-url", "http://127.0.0.1:1"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -251,12 +261,13 @@ fn log_level_changes_at_runtime() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("web.yaml"), WEB).unwrap();
     let mut server = Server::start(dir.path());
-    let (xds, admin) = (server.addr("xds_addr"), server.addr("admin_addr"));
+    let (xds, admin, debug) = (server.addr("xds_addr"), server.addr("admin_addr"), server.addr("debug_addr"));
     server.wait_log("snapshot published");
-    assert_eq!(http_get(admin, "/debug/log-level"), (200, "info\n".into()));
-    assert_eq!(http(admin, "PUT", "/debug/log-level", "nonsense=[").0, 400);
-    assert_eq!(http(admin, "PUT", "/debug/log-level", "debug").0, 200);
-    assert_eq!(http_get(admin, "/debug/log-level"), (200, "debug\n".into()));
+    assert_eq!(http(admin, "PUT", "/debug/log-level", "debug").0, 404, "not on the admin port");
+    assert_eq!(http_get(debug, "/debug/log-level"), (200, "info\n".into()));
+    assert_eq!(http(debug, "PUT", "/debug/log-level", "nonsense=[").0, 400);
+    assert_eq!(http(debug, "PUT", "/debug/log-level", "debug").0, 200);
+    assert_eq!(http_get(debug, "/debug/log-level"), (200, "debug\n".into()));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _client = runtime.block_on(client(xds, "sidecar", None));
     let line = server.wait_log("sending");

@@ -39,7 +39,7 @@ async fn scrape(cp: &ControlPlane) -> BTreeMap<String, f64> {
 }
 
 async fn proxies(cp: &ControlPlane) -> Vec<ProxyReport> {
-    let reply = http::get(&format!("http://{}/debug/proxies", cp.running.admin_addr)).await.unwrap();
+    let reply = http::get(&format!("http://{}/debug/proxies", cp.running.debug_addr)).await.unwrap();
     serde_json::from_str(&reply.body).unwrap()
 }
 
@@ -146,8 +146,8 @@ async fn a_real_envoy_is_synced_in_proxies_proxy_status_and_csds() {
         Some(cp.running.cache.current().unwrap().version(edgexds::cache::ResourceType::Cluster))
     );
 
-    let admin = format!("http://{}", cp.running.admin_addr);
-    let table = edgexds::ops::proxy_status::render(&edgexds::ops::proxy_status::fetch(&admin).await.unwrap());
+    let debug = format!("http://{}", cp.running.debug_addr);
+    let table = edgexds::ops::proxy_status::render(&edgexds::ops::proxy_status::fetch(&debug).await.unwrap());
     println!("{table}");
     assert!(table.lines().nth(1).is_some_and(|l| l.contains("ops-sidecar") && l.contains("SYNCED")), "{table}");
 

@@ -1,4 +1,7 @@
-//! The admin HTTP server: health, readiness, metrics, and debug views.
+//! The two HTTP servers beside xDS: the admin port (health, readiness, metrics), which
+//! kubelet and Prometheus must reach, and the debug port (every proxy's state, the model,
+//! HDS, the log level), which only an operator should, so it listens on loopback unless
+//! told otherwise.
 
 mod debug;
 
@@ -26,11 +29,18 @@ pub struct AdminState {
     pub hds: Option<Arc<HdsHub>>,
 }
 
+/// The admin port: nothing on it reveals or changes more than health and metrics.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The debug port.
+pub fn debug_router(state: AdminState) -> Router {
+    Router::new()
         .route("/debug/proxies", get(debug::proxies))
         .route("/debug/resources", get(debug::resources))
         .route("/debug/model", get(debug::model))
@@ -88,7 +98,21 @@ mod tests {
 
     async fn status(state: &AdminState, path: &str) -> StatusCode {
         let request = Request::get(path).body(Body::empty()).unwrap();
-        router(state.clone()).oneshot(request).await.unwrap().status()
+        let router = if path.starts_with("/debug/") { debug_router(state.clone()) } else { router(state.clone()) };
+        router.oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_admin_port_serves_no_debug_view_and_the_debug_port_no_health() {
+        let state = state();
+        for path in ["/debug/proxies", "/debug/model", "/debug/resources?type=cds", "/debug/hds", "/debug/log-level"] {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            assert_eq!(router(state.clone()).oneshot(request).await.unwrap().status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        let request = Request::put("/debug/log-level").body(Body::from("debug")).unwrap();
+        assert_eq!(router(state.clone()).oneshot(request).await.unwrap().status(), StatusCode::NOT_FOUND);
+        let request = Request::get("/metrics").body(Body::empty()).unwrap();
+        assert_eq!(debug_router(state).oneshot(request).await.unwrap().status(), StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

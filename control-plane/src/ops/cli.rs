@@ -28,9 +28,10 @@ pub enum Command {
     Crd,
     /// Show every connected proxy and whether it is in sync; exits 1 if any proxy NACKed.
     ProxyStatus {
-        /// The admin server of an edgexds instance.
-        #[arg(long, env = "EDGEXDS_ADMIN_URL", default_value = "http://127.0.0.1:19000")]
-        admin: String,
+        /// The debug server of an edgexds instance (`--debug-addr`; from outside the pod,
+        /// through `kubectl port-forward`).
+        #[arg(long, alias = "admin", env = "EDGEXDS_DEBUG_URL", default_value = "http://127.0.0.1:19001")]
+        debug_url: String,
     },
 }
 
@@ -49,9 +50,13 @@ pub struct ServeArgs {
     /// Address of the xDS gRPC server.
     #[arg(long, env = "EDGEXDS_XDS_ADDR", default_value = "0.0.0.0:18000")]
     pub xds_addr: SocketAddr,
-    /// Address of the admin server (/healthz, /readyz).
+    /// Address of the admin server (/healthz, /readyz, /metrics).
     #[arg(long, env = "EDGEXDS_ADMIN_ADDR", default_value = "0.0.0.0:19000")]
     pub admin_addr: SocketAddr,
+    /// Address of the debug server (/debug/*: every proxy's state, the model, the log level).
+    /// Loopback by default: reach it with `kubectl port-forward`.
+    #[arg(long, env = "EDGEXDS_DEBUG_ADDR", default_value = "127.0.0.1:19001")]
+    pub debug_addr: SocketAddr,
     /// Quiet time after a source change before pushing (at most 1s), e.g. 100ms.
     #[arg(long, env = "EDGEXDS_DEBOUNCE", default_value = "100ms", value_parser = parse_debounce)]
     pub debounce: Duration,
@@ -171,6 +176,7 @@ impl ServeArgs {
             source,
             xds_addr: self.xds_addr,
             admin_addr: self.admin_addr,
+            debug_addr: self.debug_addr,
             pipeline: PipelineConfig {
                 debounce: self.debounce,
                 translate: TranslateOptions {

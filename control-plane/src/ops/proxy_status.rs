@@ -9,10 +9,10 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::xds::{ProxyReport, SyncState};
 
-/// Fetches `/debug/proxies` from the admin server.
-pub async fn fetch(admin: &str) -> Result<Vec<ProxyReport>, String> {
-    let url = format!("{}/debug/proxies", admin.trim_end_matches('/'));
-    let uri = url.parse().map_err(|e| format!("invalid admin URL {admin:?}: {e}"))?;
+/// Fetches `/debug/proxies` from the debug server.
+pub async fn fetch(debug_url: &str) -> Result<Vec<ProxyReport>, String> {
+    let url = format!("{}/debug/proxies", debug_url.trim_end_matches('/'));
+    let uri = url.parse().map_err(|e| format!("invalid debug URL {debug_url:?}: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let response = client.get(uri).await.map_err(|e| format!("cannot reach {url}: {e}"))?;
     if !response.status().is_success() {

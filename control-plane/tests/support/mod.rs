@@ -36,28 +36,28 @@ pub struct Server {
     pub child: Child,
     pub xds: SocketAddr,
     pub admin: SocketAddr,
+    pub debug: SocketAddr,
 }
 
 impl Server {
     /// Starts the binary on `dir` with `extra` flags; its log goes to `stderr`.
     pub fn start(dir: &Path, extra: &[&str], stderr: Stdio) -> Self {
-        let (xds, admin): (SocketAddr, SocketAddr) = (
-            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        );
+        let [xds, admin, debug]: [SocketAddr; 3] =
+            std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap());
         // EDGEXDS_BIN runs the same tests against another build, e.g. to measure "before".
         let binary = std::env::var("EDGEXDS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgexds").to_owned());
         let child = Command::new(binary)
             .args(["serve", "--manifests"])
             .arg(dir)
             .args(["--xds-addr", &xds.to_string(), "--admin-addr", &admin.to_string()])
+            .args(["--debug-addr", &debug.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("edgexds runs");
-        let server = Self { child, xds, admin };
+        let server = Self { child, xds, admin, debug };
         server.wait_until("ready", || http_get(admin, "/readyz").is_some_and(|(status, _)| status == 200));
         server
     }
