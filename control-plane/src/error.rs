@@ -15,6 +15,10 @@ pub enum Error {
     Admin(std::io::Error),
     #[error("no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
     KubeConfig(#[source] kube::Error),
+    #[error("xDS TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Config(String),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod translate;
 
 // The edges.
+pub mod auth;
 pub mod hds;
 pub mod kubernetes;
 pub mod manifests;

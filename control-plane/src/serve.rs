@@ -13,6 +13,8 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
+use crate::auth::metrics::AuthMetrics;
+use crate::auth::{AuthModes, Authenticator, Security, ServerTls, TlsSettings, TokenReviewer};
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::hds::metrics::HdsMetrics;
@@ -63,6 +65,32 @@ pub struct ServeConfig {
     pub hds: HdsConfig,
     /// What one client may cost on the xDS port.
     pub xds_limits: XdsLimits,
+    /// TLS and client authentication on the xDS port.
+    pub xds_security: XdsSecurity,
+}
+
+/// How the xDS port proves itself and who may use it.
+#[derive(Clone, Debug, Default)]
+pub struct XdsSecurity {
+    pub tls: Option<TlsSettings>,
+    pub auth: AuthModes,
+    /// The audiences a ServiceAccount token must be for (`token` auth).
+    pub token_audiences: Vec<String>,
+}
+
+impl XdsSecurity {
+    /// Refuses combinations that would not protect what they claim to.
+    fn check(&self) -> Result<()> {
+        if self.auth.any() && self.tls.is_none() {
+            return Err(Error::Config(
+                "--xds-auth mtls or token needs TLS (--xds-tls-cert and --xds-tls-key): a token sent in the clear can be replayed, and a certificate needs TLS to be presented".into(),
+            ));
+        }
+        if self.auth.mtls && self.tls.as_ref().is_some_and(|t| t.client_ca.is_none()) {
+            return Err(Error::Config("--xds-auth mtls needs --xds-client-ca".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A started control plane.
@@ -88,6 +116,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
 
 /// Binds both ports and starts every task; serving begins once the source's first state is translated.
 pub async fn start(config: ServeConfig) -> Result<Running> {
+    config.xds_security.check()?;
     let kube_client = match &config.source {
         Source::Manifests(dir) if !dir.is_dir() => {
             return Err(Error::ManifestDir {
@@ -115,6 +144,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let source_metrics = SourceMetrics::register(&mut registry);
     let kube_metrics = matches!(config.source, Source::Kubernetes { .. }).then(|| KubeMetrics::register(&mut registry));
     let pipeline_metrics = PipelineMetrics::register(&mut registry);
+    let secured = config.xds_security.auth.any() || config.xds_security.tls.is_some();
+    let auth_metrics = secured.then(|| AuthMetrics::register(&mut registry));
     let metrics = Arc::new(MetricsRegistry::new(registry));
     let proxies = Arc::new(ProxyRegistry::default());
     let (states, states_rx) = watch::channel(None);
@@ -126,7 +157,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         hub
     });
 
-    match (&config.source, kube_client) {
+    match (&config.source, kube_client.clone()) {
         (Source::Kubernetes { namespaces, service_selector, .. }, Some(client)) => {
             let kube = KubernetesConfig {
                 client: client.clone(),
@@ -167,12 +198,13 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         }
     });
     let checkers = hds.clone().map(|hub| HdsServer::new(hub, shutdown_rx.clone()).with_limits(config.xds_limits));
+    let security = security(&config.xds_security, kube_client.clone(), auth_metrics, shutdown_rx.clone()).await?;
     tasks.spawn(serve_xds(
         xds_listener,
         cache.clone(),
         (xds_metrics.clone(), proxies.clone()),
         checkers,
-        config.xds_limits,
+        (config.xds_limits, security),
         shutdown_rx.clone(),
     ));
     let admin = AdminState {
@@ -223,12 +255,37 @@ impl Running {
     }
 }
 
+/// TLS from its files (watched for rotation) and the authenticator; a token reviewer needs a
+/// Kubernetes client, which the manifests source otherwise does without.
+async fn security(
+    config: &XdsSecurity,
+    kube_client: Option<kube::Client>,
+    metrics: Option<AuthMetrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Security> {
+    let metrics = metrics.unwrap_or_default();
+    let tls = match &config.tls {
+        Some(settings) => Some(ServerTls::start(settings.clone(), metrics.clone(), shutdown).map_err(Error::Tls)?),
+        None => None,
+    };
+    let tokens = if config.auth.token {
+        let client = match kube_client {
+            Some(client) => client,
+            None => kube::Client::try_default().await.map_err(Error::KubeConfig)?,
+        };
+        Some(TokenReviewer::new(client, config.token_audiences.clone(), metrics.clone()))
+    } else {
+        None
+    };
+    Ok(Security { tls, auth: Authenticator::new(config.auth, tokens, metrics) })
+}
+
 async fn serve_xds(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
     (metrics, proxies): (Arc<XdsMetrics>, Arc<ProxyRegistry>),
     checkers: Option<HdsServer>,
-    limits: XdsLimits,
+    (limits, security): (XdsLimits, Security),
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let xds = XdsServer::new(cache.clone(), shutdown.clone(), metrics.clone(), proxies.clone(), limits);
@@ -261,7 +318,7 @@ async fn serve_xds(
         let peer = stream.peer_addr().ok().map(|a| a.ip());
         Some((stream, peer))
     });
-    crate::xds::listener::serve(Box::pin(incoming), router, shutdown, limits, metrics).await;
+    crate::xds::listener::serve(Box::pin(incoming), router, shutdown, limits, metrics, security).await;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use edgexds::hds::HdsConfig;
 use edgexds::pipeline::PipelineConfig;
-use edgexds::serve::{Running, ServeConfig, Source, start};
+use edgexds::serve::{Running, ServeConfig, Source, XdsSecurity, start};
 use edgexds::translate::{ActiveHealthChecks, TranslateOptions};
 use edgexds::xds::XdsLimits;
 
@@ -43,6 +43,29 @@ impl ControlPlane {
         Self::start_limited(manifests, translate, hds, XdsLimits::default()).await
     }
 
+    /// Serving `manifests` with TLS and authentication on the xDS port.
+    pub async fn start_secured(manifests: tempfile::TempDir, xds_security: XdsSecurity) -> Result<Self> {
+        let config = ServeConfig {
+            xds_security,
+            ..Self::config(&manifests, TranslateOptions::default(), HdsConfig::default())?
+        };
+        Ok(Self { running: start(config).await?, manifests })
+    }
+
+    /// Serving `manifests` on ephemeral loopback ports, with a 100 ms debounce.
+    fn config(manifests: &tempfile::TempDir, translate: TranslateOptions, hds: HdsConfig) -> Result<ServeConfig> {
+        Ok(ServeConfig {
+            source: Source::Manifests(manifests.path().to_owned()),
+            xds_addr: "127.0.0.1:0".parse()?,
+            admin_addr: "127.0.0.1:0".parse()?,
+            debug_addr: "127.0.0.1:0".parse()?,
+            pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
+            hds,
+            xds_limits: XdsLimits::default(),
+            xds_security: XdsSecurity::default(),
+        })
+    }
+
     /// Like [`ControlPlane::start_configured`], with other per-client limits.
     pub async fn start_limited(
         manifests: tempfile::TempDir,
@@ -50,17 +73,8 @@ impl ControlPlane {
         hds: HdsConfig,
         xds_limits: XdsLimits,
     ) -> Result<Self> {
-        let running = start(ServeConfig {
-            source: Source::Manifests(manifests.path().to_owned()),
-            xds_addr: "127.0.0.1:0".parse()?,
-            admin_addr: "127.0.0.1:0".parse()?,
-            debug_addr: "127.0.0.1:0".parse()?,
-            pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
-            hds,
-            xds_limits,
-        })
-        .await?;
-        Ok(Self { running, manifests })
+        let config = ServeConfig { xds_limits, ..Self::config(&manifests, translate, hds)? };
+        Ok(Self { running: start(config).await?, manifests })
     }
 
     /// A control plane watching the given API server, with the default 100ms debounce.
@@ -87,6 +101,7 @@ impl ControlPlane {
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
             hds,
             xds_limits: Default::default(),
+            xds_security: Default::default(),
         })
         .await?)
     }

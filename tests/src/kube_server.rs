@@ -140,36 +140,22 @@ struct Pki {
 
 impl Pki {
     fn generate(dir: &Path) -> Result<Self> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "edgexds-test-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-        let serving_key = KeyPair::generate()?;
-        let serving = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
-            .signed_by(&serving_key, &issuer)?;
-        let admin_key = KeyPair::generate()?;
-        let mut admin_params = CertificateParams::new(Vec::<String>::new())?;
-        admin_params.distinguished_name.push(DnType::CommonName, "edgexds-test-admin");
-        admin_params.distinguished_name.push(DnType::OrganizationName, "system:masters");
-        let admin = admin_params.signed_by(&admin_key, &issuer)?;
-        let service_account_key = KeyPair::generate()?;
-
+        let ca = crate::pki::TestCa::new("edgexds-test-ca")?;
+        let serving = ca.server(dir, "serving")?;
+        // The API server takes the certificate's organization as the group.
+        let admin = ca.client_in_group(dir, "edgexds-test-admin", "system:masters")?;
+        let service_account_key = rcgen::KeyPair::generate()?;
         let write = |name: &str, pem: String| -> Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, pem)?;
             Ok(path)
         };
         Ok(Self {
-            ca: write("ca.crt", ca_cert.pem())?,
-            serving_cert: write("serving.crt", serving.pem())?,
-            serving_key: write("serving.key", serving_key.serialize_pem())?,
-            admin_cert: write("admin.crt", admin.pem())?,
-            admin_key: write("admin.key", admin_key.serialize_pem())?,
+            ca: ca.write(&dir.join("ca.crt"))?,
+            serving_cert: serving.cert,
+            serving_key: serving.key,
+            admin_cert: admin.cert,
+            admin_key: admin.key,
             service_account_key: write("service-account.key", service_account_key.serialize_pem())?,
             service_account_public_key: write("service-account.pub", service_account_key.public_key_pem())?,
         })

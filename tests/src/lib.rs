@@ -8,6 +8,7 @@ pub mod http;
 pub mod kube_objects;
 pub mod kube_server;
 pub mod kube_session;
+pub mod pki;
 pub mod upstream;
 pub mod xds;
 

@@ -45,7 +45,14 @@ impl Harness {
         let xds = XdsServer::new(cache.clone(), shutdown_rx.clone(), metrics.clone(), proxies.clone(), limits);
         // The same router and HTTP/2 settings as the real server, over in-process pipes.
         let incoming = ReceiverStream::new(incoming).map(|io| (io, None));
-        tokio::spawn(edgexds::xds::listener::serve(incoming, xds.router(), shutdown_rx, limits, metrics.clone()));
+        tokio::spawn(edgexds::xds::listener::serve(
+            incoming,
+            xds.router(),
+            shutdown_rx,
+            limits,
+            metrics.clone(),
+            edgexds::auth::Security::open(),
+        ));
         Self { cache, shutdown, connections, metrics, proxies }
     }
 
@@ -107,6 +114,29 @@ impl DeltaClient {
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
         let channel = Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
         Self::ads(channel).await
+    }
+
+    /// A delta ADS stream over TLS to `addr`, trusting `ca` (PEM), presenting `client`
+    /// (certificate and key PEM) when given; an error when the handshake or the stream is refused.
+    pub async fn connect_tls(
+        addr: std::net::SocketAddr,
+        ca: &str,
+        client: Option<(&str, &str)>,
+    ) -> Result<Self, Status> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+        if let Some((cert, key)) = client {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(tls)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let channel = endpoint.connect().await.map_err(|e| Status::unavailable(format!("{e:?}")))?;
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        let (requests, rx) = mpsc::channel(16);
+        let responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Self { requests, responses, first: true })
     }
 
     async fn open<F, Fut>(call: F) -> Self

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::{AuthModes, ClientCerts, TlsSettings};
 use crate::hds::HdsConfig;
 use crate::ops::telemetry::LogFormat;
 use crate::pipeline::{MAX_DELAY, PipelineConfig};
-use crate::serve::{ServeConfig, Source};
+use crate::serve::{ServeConfig, Source, XdsSecurity};
 use crate::translate::{ActiveHealthChecks, TranslateOptions};
 use crate::xds::XdsLimits;
 
@@ -89,6 +90,22 @@ pub struct ServeArgs {
     #[arg(long, env = "EDGEXDS_MAX_STREAMS_PER_CONNECTION", default_value_t = XdsLimits::default().max_streams_per_connection,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_streams_per_connection: u32,
+    /// PEM certificate (chain) the xDS port serves TLS with; re-read when it changes.
+    #[arg(long, env = "EDGEXDS_XDS_TLS_CERT", value_name = "FILE", requires = "xds_tls_key")]
+    pub xds_tls_cert: Option<PathBuf>,
+    /// PEM private key of --xds-tls-cert; re-read when it changes.
+    #[arg(long, env = "EDGEXDS_XDS_TLS_KEY", value_name = "FILE", requires = "xds_tls_cert")]
+    pub xds_tls_key: Option<PathBuf>,
+    /// PEM CA bundle client certificates must chain to (--xds-auth mtls).
+    #[arg(long, env = "EDGEXDS_XDS_CLIENT_CA", value_name = "FILE")]
+    pub xds_client_ca: Option<PathBuf>,
+    /// How clients of the xDS port authenticate, comma-separated, any one sufficing:
+    /// none, mtls (a client certificate with a SPIFFE ID), token (a ServiceAccount token checked by TokenReview).
+    #[arg(long, env = "EDGEXDS_XDS_AUTH", value_delimiter = ',', default_value = "none", value_parser = ["none", "mtls", "token"])]
+    pub xds_auth: Vec<String>,
+    /// Audience a ServiceAccount token must be issued for (--xds-auth token).
+    #[arg(long, env = "EDGEXDS_XDS_TOKEN_AUDIENCE", default_value = "edgexds")]
+    pub xds_token_audience: String,
     /// Open xDS connections, in total.
     #[arg(long, env = "EDGEXDS_MAX_CONNECTIONS", default_value_t = XdsLimits::default().max_connections)]
     pub max_connections: usize,
@@ -190,7 +207,29 @@ impl ServeArgs {
                 report_interval: self.hds_report_interval,
             },
             xds_limits: self.xds_limits(),
+            xds_security: self.xds_security(),
         }
+    }
+
+    pub fn xds_security(&self) -> XdsSecurity {
+        let auth = AuthModes {
+            mtls: self.xds_auth.iter().any(|m| m == "mtls"),
+            token: self.xds_auth.iter().any(|m| m == "token"),
+        };
+        // Optional at the TLS layer even for mtls alone: a client without a certificate then
+        // gets UNAUTHENTICATED saying what is expected, not a bare handshake failure. A
+        // certificate that is presented must still chain to the client CA.
+        let client_certs = if auth.mtls { ClientCerts::Optional } else { ClientCerts::NotAsked };
+        let tls = match (&self.xds_tls_cert, &self.xds_tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.xds_client_ca.clone(),
+                client_certs,
+            }),
+            _ => None,
+        };
+        XdsSecurity { tls, auth, token_audiences: vec![self.xds_token_audience.clone()] }
     }
 }
 

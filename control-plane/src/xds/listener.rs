@@ -1,7 +1,8 @@
-//! Serves the gRPC router over HTTP/2 connections: small per-stream send buffers,
-//! keepalive pings that find vanished Envoys, a graceful stop, and the per-client
-//! connection limits (connections per peer and in total, streams per connection,
-//! and a deadline for a new connection's first request).
+//! Serves the gRPC router over HTTP/2 connections: TLS when configured, authentication of
+//! every request, small per-stream send buffers, keepalive pings that find vanished
+//! Envoys, a graceful stop, and the per-client connection limits (connections per peer and
+//! in total, streams per connection, and a deadline for a new connection's TLS handshake
+//! and first request).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -28,6 +29,7 @@ use tracing::debug;
 use super::grpc::status_response;
 use super::limits::XdsLimits;
 use super::metrics::XdsMetrics;
+use crate::auth::{Identity, Security, authenticator};
 use crate::shutdown::{self, Shutdown};
 
 /// Bytes HTTP/2 may queue per stream beyond what it can write now. hyper's default (400 kB)
@@ -128,6 +130,9 @@ struct ConnectionService {
     /// Set by the first request, so a silent connection can be closed.
     spoke: Arc<AtomicBool>,
     metrics: Arc<XdsMetrics>,
+    security: Security,
+    /// The identity in the client's verified certificate.
+    certificate: Option<Identity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
@@ -148,7 +153,17 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         }
         let open = StreamCount(self.streams.clone());
         let router = self.router.clone();
+        let (auth, certificate) = (self.security.auth.clone(), self.certificate.clone());
         Box::pin(async move {
+            let mut request = request;
+            if !authenticator::exempt(request.uri().path()) {
+                match auth.authenticate(certificate.as_ref(), request.headers()).await {
+                    // Services read who is calling from the request's extensions.
+                    Ok(Some(identity)) => drop(request.extensions_mut().insert(identity)),
+                    Ok(None) => {}
+                    Err(status) => return Ok(status_response(status)),
+                }
+            }
             let response = router.oneshot(request.map(Body::new)).await?;
             // The stream counts until its response body (the whole xDS stream) is dropped.
             Ok(response.map(|body| {
@@ -177,6 +192,7 @@ pub async fn serve<S, I>(
     mut stop: Shutdown,
     limits: XdsLimits,
     metrics: Arc<XdsMetrics>,
+    security: Security,
 ) where
     S: Stream<Item = (I, Option<IpAddr>)> + Unpin,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -211,16 +227,37 @@ pub async fn serve<S, I>(
                     }
                 };
                 let spoke = Arc::new(AtomicBool::new(false));
-                let service = ConnectionService {
+                let mut service = ConnectionService {
                     router,
                     streams: Arc::default(),
                     max_streams: limits.max_streams_per_connection,
                     spoke: spoke.clone(),
                     metrics: metrics.clone(),
+                    security: security.clone(),
+                    certificate: None,
                 };
-                let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
-                let connection = graceful.watch(connection);
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                let tls = security.tls.as_ref().map(|tls| tls.acceptor());
                 let handshake = limits.handshake_timeout;
+                let metrics_for_tls = metrics.clone();
+                // The TLS handshake runs in the connection's task, under the same deadline as
+                // the first request, so a client that stalls it holds up nobody else.
+                let connection = async move {
+                    match tls {
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(io), service).into_owned()).await,
+                        Some(acceptor) => match acceptor.accept(io).await {
+                            Ok(stream) => {
+                                service.certificate = crate::auth::tls::peer_identity(stream.get_ref().1);
+                                watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                            }
+                            Err(e) => {
+                                metrics_for_tls.limit_hit("tls_handshake");
+                                debug!(error = %e, "xDS TLS handshake failed");
+                                Ok(())
+                            }
+                        },
+                    }
+                };
                 let refusals = connections.clone();
                 let metrics_for_task = metrics.clone();
                 tokio::spawn(async move {

@@ -1,0 +1,182 @@
+//! TLS for the xDS port: the serving certificate and key (and the CA that client
+//! certificates must chain to) come from PEM files and are re-read when they change, as a
+//! rotated Secret or a cert-manager renewal rewrites them. Open connections keep the
+//! certificate they were accepted with; a new file that does not load is logged and the
+//! previous certificate kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use super::Identity;
+use super::metrics::AuthMetrics;
+use crate::shutdown::{self, Shutdown};
+
+/// Files change in bursts (a Secret update swaps a symlink, editors write twice): wait for quiet.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Whether clients must, may or need not present a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCerts {
+    NotAsked,
+    /// Asked for and verified when presented; a client may authenticate otherwise (a token).
+    Optional,
+    Required,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA client certificates must chain to; needed unless `client_certs` is `NotAsked`.
+    pub client_ca: Option<PathBuf>,
+    pub client_certs: ClientCerts,
+}
+
+/// The current TLS configuration of the xDS port; cheap to clone.
+#[derive(Clone)]
+pub struct ServerTls {
+    current: watch::Receiver<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Loads the files (an error if they do not load) and re-reads them on change until `shutdown`.
+    pub fn start(settings: TlsSettings, metrics: AuthMetrics, shutdown: Shutdown) -> Result<Self, String> {
+        let config = load(&settings)?;
+        let (sender, current) = watch::channel(config);
+        let (changed_tx, changed_rx) = mpsc::channel(1);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                // Full means a reload is pending already, which will read the newest files.
+                let _ = changed_tx.try_send(());
+            }
+        })
+        .map_err(|e| format!("cannot watch the TLS files: {e}"))?;
+        for dir in watched_dirs(&settings) {
+            watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        }
+        tokio::spawn(reload_on_change(settings, sender, changed_rx, (watcher, metrics), shutdown));
+        Ok(Self { current })
+    }
+
+    /// An acceptor with the certificate in force now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.borrow().clone())
+    }
+}
+
+/// The directories holding the files: a Kubernetes Secret volume replaces a symlinked
+/// directory, which a watch on the files themselves would not see.
+fn watched_dirs(settings: &TlsSettings) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = [Some(&settings.cert), Some(&settings.key), settings.client_ca.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|file| file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+async fn reload_on_change(
+    settings: TlsSettings,
+    sender: watch::Sender<Arc<ServerConfig>>,
+    mut changed: mpsc::Receiver<()>,
+    (_watcher, metrics): (notify::RecommendedWatcher, AuthMetrics),
+    mut shutdown: Shutdown,
+) {
+    let mut loaded = fingerprint(&settings);
+    loop {
+        tokio::select! {
+            Some(()) = changed.recv() => {}
+            () = shutdown::requested(&mut shutdown) => return,
+        }
+        tokio::time::sleep(SETTLE).await;
+        while changed.try_recv().is_ok() {}
+        let now = fingerprint(&settings);
+        if now == loaded {
+            continue;
+        }
+        match load(&settings) {
+            Ok(config) => {
+                sender.send_replace(config);
+                loaded = now;
+                metrics.tls_reload("loaded");
+                info!(cert = %settings.cert.display(), "xDS TLS files reloaded; new connections use them");
+            }
+            Err(error) => {
+                metrics.tls_reload("failed");
+                warn!(%error, "new xDS TLS files do not load; keeping the previous certificate");
+            }
+        }
+    }
+}
+
+/// The files' contents, to tell a real change from a touch.
+fn fingerprint(settings: &TlsSettings) -> Vec<Option<Vec<u8>>> {
+    [Some(&settings.cert), Some(&settings.key), settings.client_ca.as_ref()]
+        .into_iter()
+        .map(|file| file.and_then(|f| std::fs::read(f).ok()))
+        .collect()
+}
+
+fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", settings.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", settings.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| format!("{}: {e}", settings.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match settings.client_certs {
+        ClientCerts::NotAsked => builder.with_no_client_auth(),
+        ClientCerts::Optional | ClientCerts::Required => {
+            let ca = settings.client_ca.as_ref().ok_or("client certificates need a client CA (--xds-client-ca)")?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+                roots
+                    .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = match settings.client_certs {
+                ClientCerts::Optional => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("{}: {e}", ca.display()))?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{} and {}: {e}", settings.cert.display(), settings.key.display()))?;
+    // gRPC speaks HTTP/2 only.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The identity in a verified client certificate: its first SPIFFE URI SAN that names a
+/// namespace and ServiceAccount.
+pub fn peer_identity(connection: &rustls::ServerConnection) -> Option<Identity> {
+    let leaf = connection.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let names = cert.subject_alternative_name().ok()??;
+    names.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => Identity::from_spiffe(uri),
+        _ => None,
+    })
+}

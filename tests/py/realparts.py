@@ -1,0 +1,111 @@
+"""Real parts for the Python tests: the suite's kube-apiserver (through `kube-test-server`)
+with kubectl, and the edgexds binary with its admin port and metrics."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+PATIENCE = 30  # seconds: an "eventually" bound for a loaded 2-core machine, not a performance target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """The real kube-apiserver of this test session, and kubectl for it."""
+
+    def __init__(self):
+        server = TARGET / "kube-test-server"
+        assert server.exists(), f"{server} is missing: tests/run builds it (cargo build -p edgexds-tests)"
+        self.process = subprocess.Popen([server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line, "kube-test-server exited before the API server was ready"
+        ready = json.loads(line)
+        self.url, self.kubeconfig, self.kubectl_binary = ready["url"], ready["kubeconfig"], ready["kubectl"]
+        self.ca = json.loads(pathlib.Path(self.kubeconfig).read_text())["clusters"][0]["cluster"]["certificate-authority"]
+
+    def kubectl(self, *args: str, kubeconfig: str | None = None, input: str | None = None, check: bool = True):
+        result = subprocess.run([self.kubectl_binary, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+                                input=input, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        result = self.kubectl(*args, check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def apply(self, *objects: dict):
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+
+    def ensure_namespace(self, *names: str):
+        self.apply(*({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names))
+
+    def token_kubeconfig(self, tmp_path: pathlib.Path, namespace: str, account: str) -> str:
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+        path = tmp_path / f"{account}.kubeconfig"
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "test", "cluster": {"server": self.url, "certificate-authority": self.ca}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+        }))
+        return str(path)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+class Edgexds:
+    """The edgexds binary on free loopback ports; `kubeconfig` is the Kubernetes API it may use."""
+
+    def __init__(self, kubeconfig: str | None, *args: str):
+        binary = pathlib.Path(os.environ.get("EDGEXDS_BIN", TARGET / "edgexds"))
+        assert binary.exists(), f"{binary} is missing: tests/run builds it"
+        self.admin = f"http://127.0.0.1:{free_port()}"
+        self.xds = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {})}
+        self.process = subprocess.Popen(
+            [binary, "serve", f"--xds-addr={self.xds}", f"--admin-addr={self.admin[7:]}",
+             f"--debug-addr=127.0.0.1:{free_port()}", "--log-format=text", *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.admin + path, timeout=2) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, series: str) -> float:
+        _, text = self.get("/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if not line.startswith("#") and (line.split(" ")[0] == series or line.startswith(series + "{")))
+
+    def until(self, what: str, check):
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not within {PATIENCE} s; edgexds said:\n{self.stop()}")
+
+    def stop(self) -> str:
+        self.process.terminate()
+        output, _ = self.process.communicate(timeout=30)
+        return output
