@@ -13,6 +13,7 @@ mod service;
 mod specifier;
 mod targets;
 
+use crate::auth::Access;
 use std::time::Duration;
 
 pub use assign::{Assignment, Checker, CheckerId, assign};
@@ -23,16 +24,18 @@ pub use specifier::specifier_for;
 pub use targets::{EndpointKey, Group, Target, targets};
 
 /// How checkers are used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HdsConfig {
     /// How many checkers probe each endpoint (fewer when fewer are connected).
     pub checkers_per_endpoint: usize,
     /// How often checkers report; also how often staleness is re-evaluated.
     pub report_interval: Duration,
+    /// Who may open an HDS stream, when clients authenticate.
+    pub checkers: Access,
 }
 
 impl Default for HdsConfig {
     fn default() -> Self {
-        Self { checkers_per_endpoint: 2, report_interval: Duration::from_millis(500) }
+        Self { checkers_per_endpoint: 2, report_interval: Duration::from_millis(500), checkers: Access::default() }
     }
 }

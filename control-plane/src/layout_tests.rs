@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-const EDGES: [&str; 7] = ["kubernetes", "manifests", "xds", "hds", "ops", "serve", "pipeline"];
+const EDGES: [&str; 8] = ["kubernetes", "manifests", "xds", "hds", "ops", "serve", "pipeline", "auth"];
 const FOREIGN_TO_MODEL: [&str; 5] = ["kube::", "k8s_openapi", "prost", "envoy_types", "tonic"];
 
 /// The non-test source of a core module: its file and its folder, minus test files and blocks.

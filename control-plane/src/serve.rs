@@ -14,7 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 use crate::auth::metrics::AuthMetrics;
-use crate::auth::{AuthModes, Authenticator, Security, ServerTls, TlsSettings, TokenReviewer};
+use crate::auth::{Access, AuthModes, Authenticator, Security, ServerTls, TlsSettings, TokenReviewer};
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::hds::metrics::HdsMetrics;
@@ -70,12 +70,28 @@ pub struct ServeConfig {
 }
 
 /// How the xDS port proves itself and who may use it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct XdsSecurity {
+    /// The Kubernetes client TokenReviews go through when the source has none (manifests);
+    /// by default the in-cluster or KUBECONFIG one.
+    pub review_client: Option<kube::Client>,
     pub tls: Option<TlsSettings>,
     pub auth: AuthModes,
     /// The audiences a ServiceAccount token must be for (`token` auth).
     pub token_audiences: Vec<String>,
+    /// Who may read every proxy's state through CSDS, when clients authenticate.
+    pub admin_identities: Vec<String>,
+}
+
+impl std::fmt::Debug for XdsSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsSecurity")
+            .field("tls", &self.tls)
+            .field("auth", &self.auth)
+            .field("token_audiences", &self.token_audiences)
+            .field("admin_identities", &self.admin_identities)
+            .finish_non_exhaustive()
+    }
 }
 
 impl XdsSecurity {
@@ -151,6 +167,12 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let (states, states_rx) = watch::channel(None);
     let (models, models_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
+    if config.pipeline.translate.active_health_checks.uses_hds()
+        && config.hds.checkers.enforced
+        && config.hds.checkers.identities.is_empty()
+    {
+        warn!("clients authenticate but --hds-checker-identities is empty: no checker may connect, and HDS checks nothing");
+    }
     let hds = config.pipeline.translate.active_health_checks.uses_hds().then(|| {
         let hub = HdsHub::new(config.hds, hds_metrics);
         tasks.spawn(hds::run(hub.clone(), models_rx.clone(), shutdown_rx.clone()).map(Ok));
@@ -269,7 +291,7 @@ async fn security(
         None => None,
     };
     let tokens = if config.auth.token {
-        let client = match kube_client {
+        let client = match kube_client.or_else(|| config.review_client.clone()) {
             Some(client) => client,
             None => kube::Client::try_default().await.map_err(Error::KubeConfig)?,
         };
@@ -277,7 +299,11 @@ async fn security(
     } else {
         None
     };
-    Ok(Security { tls, auth: Authenticator::new(config.auth, tokens, metrics) })
+    Ok(Security {
+        tls,
+        auth: Authenticator::new(config.auth, tokens, metrics),
+        admin_identities: config.admin_identities.clone(),
+    })
 }
 
 async fn serve_xds(
@@ -289,7 +315,8 @@ async fn serve_xds(
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let xds = XdsServer::new(cache.clone(), shutdown.clone(), metrics.clone(), proxies.clone(), limits);
-    let csds = ClientStatus::new(proxies, cache.clone()).with_limits(&limits, metrics.clone());
+    let admins = Access::new(security.auth.enforced(), security.admin_identities.clone());
+    let csds = ClientStatus::new(proxies, cache.clone()).with_limits(&limits, metrics.clone()).with_access(admins);
     let (health, health_service) = tonic_health::server::health_reporter();
     // gRPC health turns SERVING with readiness, like /readyz.
     let mut ready = crate::cache::SnapshotSource::subscribe(&*cache);

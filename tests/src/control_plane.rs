@@ -52,6 +52,17 @@ impl ControlPlane {
         Ok(Self { running: start(config).await?, manifests })
     }
 
+    /// Every part configured: translation, HDS and the xDS port's security.
+    pub async fn start_full(
+        manifests: tempfile::TempDir,
+        translate: TranslateOptions,
+        hds: HdsConfig,
+        xds_security: XdsSecurity,
+    ) -> Result<Self> {
+        let config = ServeConfig { xds_security, ..Self::config(&manifests, translate, hds)? };
+        Ok(Self { running: start(config).await?, manifests })
+    }
+
     /// Serving `manifests` on ephemeral loopback ports, with a 100 ms debounce.
     fn config(manifests: &tempfile::TempDir, translate: TranslateOptions, hds: HdsConfig) -> Result<ServeConfig> {
         Ok(ServeConfig {

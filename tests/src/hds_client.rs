@@ -24,10 +24,24 @@ pub struct HdsClient {
 
 impl HdsClient {
     pub async fn connect(xds: SocketAddr, node_id: &str) -> Result<Self> {
-        let mut client = HealthDiscoveryServiceClient::connect(format!("http://{xds}")).await?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?.connect().await?;
+        Self::open(channel, Node { id: node_id.to_owned(), ..Default::default() }, None).await
+    }
+
+    /// A checker announcing `node` on `channel`, with `token` as its bearer token when given.
+    pub async fn open(channel: tonic::transport::Channel, node: Node, token: Option<&str>) -> Result<Self> {
+        let authorization: Option<tonic::metadata::MetadataValue<_>> =
+            token.map(|t| format!("Bearer {t}").parse()).transpose()?;
+        let mut client =
+            HealthDiscoveryServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+                if let Some(value) = &authorization {
+                    request.metadata_mut().insert("authorization", value.clone());
+                }
+                Ok(request)
+            });
         let (requests, outbound) = mpsc::channel(4);
         let announce = HealthCheckRequest {
-            node: Some(Node { id: node_id.to_owned(), ..Default::default() }),
+            node: Some(node),
             capability: Some(Capability { health_check_protocols: vec![Protocol::Http as i32, Protocol::Tcp as i32] }),
         };
         requests

@@ -97,6 +97,25 @@ impl Harness {
     }
 }
 
+/// A TLS channel to `addr`, trusting `ca` (PEM) for the name localhost, presenting `client`
+/// (certificate and key PEM) when given.
+pub async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    client: Option<(&str, &str)>,
+) -> Result<Channel, Status> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .tls_config(tls)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    endpoint.connect().await.map_err(|e| Status::unavailable(format!("{e:?}")))
+}
+
 pub struct DeltaClient {
     requests: mpsc::Sender<DeltaDiscoveryRequest>,
     responses: Streaming<DeltaDiscoveryResponse>,
@@ -123,16 +142,7 @@ impl DeltaClient {
         ca: &str,
         client: Option<(&str, &str)>,
     ) -> Result<Self, Status> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
-        if let Some((cert, key)) = client {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
-            .expect("uri")
-            .tls_config(tls)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let channel = endpoint.connect().await.map_err(|e| Status::unavailable(format!("{e:?}")))?;
+        let channel = tls_channel(addr, ca, client).await?;
         let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (requests, rx) = mpsc::channel(16);
         let responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();

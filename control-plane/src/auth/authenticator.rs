@@ -51,6 +51,11 @@ impl Authenticator {
         Arc::new(Self { modes, tokens, metrics })
     }
 
+    /// Whether clients must authenticate, and so whether identities are checked.
+    pub fn enforced(&self) -> bool {
+        self.modes.any()
+    }
+
     /// Lets everyone in; a certificate's identity still counts when one is presented.
     pub fn open() -> Arc<Self> {
         Self::new(AuthModes::default(), None, AuthMetrics::default())

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::HdsConfig;
 use super::assign::{Assignment, Checker, CheckerId, assign};
-use super::metrics::{HdsMetrics, VerdictLabel};
+use super::metrics::{HdsMetrics, IgnoredLabel, VerdictLabel};
 use super::reports::{ReportBook, Verdict};
 use super::specifier::specifier_for;
 use super::targets::{EndpointKey, Group, Target, targets};
@@ -85,6 +85,11 @@ impl HdsHub {
     }
 
     /// The endpoints judged unhealthy; changes whenever a verdict flips.
+    /// Who may open an HDS stream.
+    pub fn access(&self) -> &crate::auth::Access {
+        &self.config.checkers
+    }
+
     pub fn verdicts(&self) -> watch::Receiver<Arc<CheckVerdicts>> {
         self.verdicts.subscribe()
     }
@@ -146,10 +151,17 @@ impl HdsHub {
             for reported in cluster.locality_endpoints_health.iter().flat_map(|l| &l.endpoints_health) {
                 let (Some(address), Some(healthy)) = (address_of(reported), healthy(reported)) else { continue };
                 let key = EndpointKey { cluster: group.cluster.clone(), address };
-                // Only results for endpoints this checker has had long enough to have checked.
-                if slot.since.get(&key).is_some_and(|since| now >= *since + warm_up) {
-                    book.record(&key, id, healthy, now, period);
-                }
+                // Only results for endpoints this checker has had long enough to have checked:
+                // a checker cannot vote on endpoints it was not given.
+                let ignored = match slot.since.get(&key) {
+                    Some(since) if now >= *since + warm_up => {
+                        book.record(&key, id, healthy, now, period);
+                        continue;
+                    }
+                    Some(_) => "warm_up",
+                    None => "unassigned",
+                };
+                self.metrics.reports_ignored.get_or_create(&IgnoredLabel { reason: ignored }).inc();
             }
         }
         if revived {
@@ -252,7 +264,7 @@ impl HdsHub {
 }
 
 /// The Kubernetes node a checker runs on: node metadata `node_name` (or `NODE_NAME`).
-fn node_name(node: &Node) -> Option<String> {
+pub(crate) fn node_name(node: &Node) -> Option<String> {
     use envoy_types::pb::google::protobuf::value::Kind;
     let fields = &node.metadata.as_ref()?.fields;
     ["node_name", "NODE_NAME"].iter().find_map(|key| match fields.get(*key)?.kind.as_ref()? {

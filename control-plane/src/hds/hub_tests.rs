@@ -33,7 +33,10 @@ fn model() -> Model {
 }
 
 fn hub(per_endpoint: usize) -> Arc<HdsHub> {
-    HdsHub::new(HdsConfig { checkers_per_endpoint: per_endpoint, report_interval: REPORT }, Default::default())
+    HdsHub::new(
+        HdsConfig { checkers_per_endpoint: per_endpoint, report_interval: REPORT, ..Default::default() },
+        Default::default(),
+    )
 }
 
 fn node(id: &str) -> Node {
@@ -161,6 +164,9 @@ fn reports_for_endpoints_not_assigned_to_the_checker_are_ignored() {
     let (_, _rx_b) = hub.connect(&node("b"), true, true, start);
     hub.record(a, &report(&full, &["10.0.0.1", "10.0.0.2"]), start + Duration::from_secs(1));
     assert_eq!(failing(&hub), 1, "only the endpoint a still holds counts");
+    let ignored =
+        hub.metrics.reports_ignored.get_or_create(&crate::hds::metrics::IgnoredLabel { reason: "unassigned" }).get();
+    assert_eq!(ignored, 1, "and the other is counted as ignored");
 }
 
 #[test]

@@ -12,8 +12,15 @@ pub struct VerdictLabel {
     pub to: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IgnoredLabel {
+    /// unassigned: the endpoint was never given to that checker; warm_up: too soon after it was.
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct HdsMetrics {
+    pub reports_ignored: Family<IgnoredLabel, Counter>,
     pub checkers: Gauge,
     pub reports: Counter,
     pub schedules_sent: Counter,
@@ -28,6 +35,11 @@ impl HdsMetrics {
         let hds = root.sub_registry_with_prefix("hds");
         hds.register("checkers", "Connected HDS checker streams", metrics.checkers.clone());
         hds.register("reports", "Endpoint health reports received from checkers", metrics.reports.clone());
+        hds.register(
+            "reports_ignored",
+            "Endpoint results in checker reports that were not counted, by reason",
+            metrics.reports_ignored.clone(),
+        );
         hds.register("schedules_sent", "HealthCheckSpecifiers sent to checkers", metrics.schedules_sent.clone());
         hds.register("verdict_flips", "Endpoints whose active-check verdict flipped", metrics.verdict_flips.clone());
         hds.register(

@@ -15,11 +15,13 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, debug};
+use tracing::{Instrument, debug, info};
 
 use super::hub::HdsHub;
+use crate::auth::Identity;
 use crate::shutdown::{self, Shutdown};
 use crate::xds::XdsLimits;
+use envoy_types::pb::envoy::config::core::v3::Node;
 
 type SpecifierStream = ReceiverStream<Result<HealthCheckSpecifier, Status>>;
 
@@ -53,11 +55,17 @@ impl HealthDiscoveryService for HdsServer {
         &self,
         request: Request<Streaming<HealthCheckRequestOrEndpointHealthResponse>>,
     ) -> Result<Response<SpecifierStream>, Status> {
+        let identity = request.extensions().get::<Identity>().cloned();
+        self.hub.access().check(
+            identity.as_ref(),
+            "open an HDS stream (check endpoints)",
+            "--hds-checker-identities",
+        )?;
         // One slot: a checker that reads slowly only ever gets the latest schedule.
         let (tx, rx) = mpsc::channel(1);
         let span = tracing::info_span!("hds_stream", node = tracing::field::Empty);
-        let checker =
-            run_checker(self.hub.clone(), request.into_inner(), tx, self.shutdown.clone(), self.limits.max_node_bytes);
+        let limits = (self.limits.max_node_bytes, identity);
+        let checker = run_checker(self.hub.clone(), request.into_inner(), tx, self.shutdown.clone(), limits);
         tokio::spawn(checker.instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -87,7 +95,7 @@ pub async fn run_checker<S>(
     mut inbound: S,
     outbound: mpsc::Sender<Result<HealthCheckSpecifier, Status>>,
     mut shutdown: Shutdown,
-    max_node_bytes: usize,
+    (max_node_bytes, identity): (usize, Option<Identity>),
 ) where
     S: Stream<Item = Result<HealthCheckRequestOrEndpointHealthResponse, Status>> + Unpin,
 {
@@ -107,6 +115,13 @@ pub async fn run_checker<S>(
         Ok(node) => node,
         Err(refusal) => {
             let _ = outbound.send(Err(refusal.status)).await;
+            return;
+        }
+    };
+    let node = match bind_node(node, identity.as_ref(), hub.access().enforced) {
+        Ok(node) => node,
+        Err(status) => {
+            let _ = outbound.send(Err(status)).await;
             return;
         }
     };
@@ -150,6 +165,30 @@ pub async fn run_checker<S>(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// A checker's claimed node must be the one its identity is bound to (a bound token names
+/// it), since a false claim would win it the endpoints of another node. An identity that
+/// names no node (a certificate) gets no node preference at all.
+fn bind_node(mut node: Node, identity: Option<&Identity>, enforced: bool) -> Result<Node, Status> {
+    let Some(identity) = identity.filter(|_| enforced) else { return Ok(node) };
+    let claimed = super::hub::node_name(&node);
+    match (&identity.node, claimed) {
+        (Some(bound), Some(claimed)) if *bound != claimed => Err(Status::permission_denied(format!(
+            "{identity} claims node_name {claimed}, but its token is bound to node {bound}"
+        ))),
+        (Some(_), _) => Ok(node),
+        (None, claimed) => {
+            if let Some(metadata) = node.metadata.as_mut() {
+                metadata.fields.remove("node_name");
+                metadata.fields.remove("NODE_NAME");
+            }
+            if let Some(claimed) = claimed {
+                info!(%identity, %claimed, "HDS checker's identity names no node; its node_name is ignored and it gets no node preference");
+            }
+            Ok(node)
         }
     }
 }

@@ -21,7 +21,7 @@ fn open() -> Checker {
     let (outbound, responses) = mpsc::channel(1);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let max_node_bytes = crate::xds::XdsLimits::default().max_node_bytes;
-    tokio::spawn(run_checker(hub.clone(), ReceiverStream::new(inbound), outbound, shutdown_rx, max_node_bytes));
+    tokio::spawn(run_checker(hub.clone(), ReceiverStream::new(inbound), outbound, shutdown_rx, (max_node_bytes, None)));
     Checker { requests, responses, shutdown, hub }
 }
 
@@ -83,4 +83,44 @@ async fn a_message_with_neither_field_is_rejected_and_shutdown_says_unavailable(
     next(&mut checker).await.unwrap();
     checker.shutdown.send_replace(true);
     assert_eq!(next(&mut checker).await.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+fn claiming(node_name: &str) -> Node {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let value = Value { kind: Some(Kind::StringValue(node_name.to_owned())) };
+    Node {
+        id: "checker".into(),
+        metadata: Some(Struct { fields: [("node_name".to_owned(), value)].into() }),
+        ..Default::default()
+    }
+}
+
+fn bound_to(node: Option<&str>) -> Identity {
+    Identity {
+        namespace: "edge".into(),
+        service_account: "checker".into(),
+        pod: node.map(|_| "checker-x".into()),
+        node: node.map(str::to_owned),
+        trust_domain: None,
+    }
+}
+
+#[test]
+fn a_checker_claiming_another_node_than_its_token_is_bound_to_is_refused() {
+    let refused = bind_node(claiming("node-1"), Some(&bound_to(Some("node-2"))), true).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        refused.message(),
+        "edge/checker (pod checker-x on node-2) claims node_name node-1, but its token is bound to node node-2"
+    );
+    let kept = bind_node(claiming("node-2"), Some(&bound_to(Some("node-2"))), true).unwrap();
+    assert_eq!(crate::hds::hub::node_name(&kept).as_deref(), Some("node-2"));
+}
+
+#[test]
+fn a_checker_whose_identity_names_no_node_gets_no_node_preference() {
+    let stripped = bind_node(claiming("node-1"), Some(&bound_to(None)), true).unwrap();
+    assert_eq!(crate::hds::hub::node_name(&stripped), None);
+    let unchecked = bind_node(claiming("node-1"), None, false).unwrap();
+    assert_eq!(crate::hds::hub::node_name(&unchecked).as_deref(), Some("node-1"), "without authentication, as before");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{AuthModes, ClientCerts, TlsSettings};
+use crate::auth::{Access, AuthModes, ClientCerts, TlsSettings};
 use crate::hds::HdsConfig;
 use crate::ops::telemetry::LogFormat;
 use crate::pipeline::{MAX_DELAY, PipelineConfig};
@@ -103,6 +103,14 @@ pub struct ServeArgs {
     /// none, mtls (a client certificate with a SPIFFE ID), token (a ServiceAccount token checked by TokenReview).
     #[arg(long, env = "EDGEXDS_XDS_AUTH", value_delimiter = ',', default_value = "none", value_parser = ["none", "mtls", "token"])]
     pub xds_auth: Vec<String>,
+    /// Identities (namespace/serviceaccount, comma-separated) that may open an HDS stream
+    /// when clients authenticate; nobody else may check endpoints.
+    #[arg(long, env = "EDGEXDS_HDS_CHECKER_IDENTITIES", value_delimiter = ',')]
+    pub hds_checker_identities: Vec<String>,
+    /// Identities (namespace/serviceaccount, comma-separated) that may read every proxy's
+    /// state through CSDS when clients authenticate.
+    #[arg(long, env = "EDGEXDS_ADMIN_IDENTITIES", value_delimiter = ',')]
+    pub admin_identities: Vec<String>,
     /// Audience a ServiceAccount token must be issued for (--xds-auth token).
     #[arg(long, env = "EDGEXDS_XDS_TOKEN_AUDIENCE", default_value = "edgexds")]
     pub xds_token_audience: String,
@@ -205,6 +213,7 @@ impl ServeArgs {
             hds: HdsConfig {
                 checkers_per_endpoint: usize::from(self.hds_checkers_per_endpoint),
                 report_interval: self.hds_report_interval,
+                checkers: Access::new(self.xds_security().auth.any(), listed(&self.hds_checker_identities)),
             },
             xds_limits: self.xds_limits(),
             xds_security: self.xds_security(),
@@ -229,8 +238,19 @@ impl ServeArgs {
             }),
             _ => None,
         };
-        XdsSecurity { tls, auth, token_audiences: vec![self.xds_token_audience.clone()] }
+        XdsSecurity {
+            review_client: None,
+            tls,
+            auth,
+            token_audiences: vec![self.xds_token_audience.clone()],
+            admin_identities: listed(&self.admin_identities),
+        }
     }
+}
+
+/// A comma-separated flag's entries, without the empty ones an empty variable yields.
+fn listed(values: &[String]) -> Vec<String> {
+    values.iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect()
 }
 
 #[cfg(test)]

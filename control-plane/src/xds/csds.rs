@@ -1,5 +1,6 @@
 //! Client Status Discovery Service: what each connected proxy holds, and whether it took it.
 
+use crate::auth::{Access, Identity};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::admin::v3::UpdateFailureState;
@@ -39,6 +40,8 @@ pub struct ClientStatus {
     max_response_bytes: usize,
     max_request_bytes: usize,
     metrics: Arc<XdsMetrics>,
+    /// Every proxy's state is for administrators only.
+    access: Access,
 }
 
 impl ClientStatus {
@@ -50,7 +53,18 @@ impl ClientStatus {
             max_response_bytes: XdsLimits::default().max_csds_response_bytes,
             max_request_bytes: XdsLimits::default().max_request_bytes,
             metrics: Arc::default(),
+            access: Access::default(),
         }
+    }
+
+    /// Only `access` may read every proxy's state.
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
+    }
+
+    fn allowed<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let identity = request.extensions().get::<Identity>();
+        self.access.check(identity, "read every proxy's state (CSDS)", "--admin-identities")
     }
 
     pub fn with_limits(self, limits: &XdsLimits, metrics: Arc<XdsMetrics>) -> Self {
@@ -183,6 +197,7 @@ impl ClientStatusDiscoveryService for ClientStatus {
         &self,
         request: Request<Streaming<ClientStatusRequest>>,
     ) -> Result<Response<Self::StreamClientStatusStream>, Status> {
+        self.allowed(&request)?;
         let this = self.clone();
         let answers = request.into_inner().map(move |request| request.and_then(|r| this.answer(&r)));
         Ok(Response::new(answers.boxed()))
@@ -192,6 +207,7 @@ impl ClientStatusDiscoveryService for ClientStatus {
         &self,
         request: Request<ClientStatusRequest>,
     ) -> Result<Response<ClientStatusResponse>, Status> {
+        self.allowed(&request)?;
         self.answer(request.get_ref()).map(Response::new)
     }
 }
