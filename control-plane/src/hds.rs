@@ -32,10 +32,19 @@ pub struct HdsConfig {
     pub report_interval: Duration,
     /// Who may open an HDS stream, when clients authenticate.
     pub checkers: Access,
+    /// Checkers alone never take more than this share of a cluster's ready endpoints out:
+    /// beyond it, HDS verdicts for that cluster are ignored (fail open), like Envoy's
+    /// panic threshold, so that a bad or compromised checker cannot empty a service.
+    pub max_unhealthy_percent: u8,
 }
 
 impl Default for HdsConfig {
     fn default() -> Self {
-        Self { checkers_per_endpoint: 2, report_interval: Duration::from_millis(500), checkers: Access::default() }
+        Self {
+            checkers_per_endpoint: 2,
+            report_interval: Duration::from_millis(500),
+            checkers: Access::default(),
+            max_unhealthy_percent: 50,
+        }
     }
 }

@@ -171,7 +171,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         && config.hds.checkers.enforced
         && config.hds.checkers.identities.is_empty()
     {
-        warn!("clients authenticate but --hds-checker-identities is empty: no checker may connect, and HDS checks nothing");
+        warn!(
+            "clients authenticate but --hds-checker-identities is empty: no checker may connect, and HDS checks nothing"
+        );
     }
     let hds = config.pipeline.translate.active_health_checks.uses_hds().then(|| {
         let hub = HdsHub::new(config.hds, hds_metrics);

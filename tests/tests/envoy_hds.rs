@@ -275,3 +275,34 @@ async fn hds_probes_each_endpoint_from_two_checkers_instead_of_from_every_sideca
     assert!(per_sidecar > 150.0, "every sidecar probes every endpoint: {per_sidecar}");
     assert!(hds < 60.0 && hds > 25.0, "two checkers per endpoint: {hds}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkers_alone_take_out_at_most_half_of_a_cluster_and_beyond_it_everything_keeps_serving() {
+    let s = setup(ActiveHealthChecks::Hds, 1).await;
+    let _checker = checker(&s.cp, "checker-1", "node-9").await;
+    checked_and_healthy(&s.cp, &s).await;
+
+    // Every endpoint fails its probe: more than the default 50 % limit.
+    s.base.set_healthy(false);
+    s.canary.set_healthy(false);
+    eventually(SETTLE, "the cluster failed open", || async {
+        (view(&s.cp).failed_open_clusters == [ROUTED_CLUSTER]).then_some(())
+    })
+    .await;
+    for upstream in [&s.base, &s.canary] {
+        assert_eq!(s.sidecar.endpoint_health(ROUTED_CLUSTER, upstream.addr).await.unwrap().as_deref(), Some("HEALTHY"));
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let reply = s.sidecar.request("/").await.unwrap();
+        assert_eq!(reply.status, 200);
+        answered.insert(reply.body);
+    }
+    assert_eq!(answered.len(), 2, "both upstreams keep serving: {answered:?}");
+
+    // Half is within the limit: the canary alone is taken out.
+    s.base.set_healthy(true);
+    sidecar_sees(&s.sidecar, s.canary.addr, "UNHEALTHY", SETTLE).await;
+    assert!(view(&s.cp).failed_open_clusters.is_empty());
+    assert!(only_base_answers(&s.sidecar).await);
+}

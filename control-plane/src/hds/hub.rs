@@ -4,7 +4,7 @@
 //! passing) goes through one lock, recomputes what it affects and publishes:
 //! schedules to each checker's watch channel, verdicts to the pipeline's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,8 @@ struct HubState {
     book: ReportBook,
     verdicts: HashMap<EndpointKey, Verdict>,
     warned_unchecked: bool,
+    /// Clusters whose HDS verdicts are ignored: checkers judged too many of them unhealthy.
+    failed_open: BTreeSet<String>,
 }
 
 pub struct HdsHub {
@@ -245,6 +247,9 @@ impl HdsHub {
             current.insert(target.endpoint.clone(), verdict);
         }
         state.verdicts = current;
+        let ready = targets_by_cluster(&state.targets);
+        let verdicts = self.limit_damage(state, ready, verdicts);
+        let targets = &state.targets;
         let unchecked = targets.iter().filter(|t| !state.assignment.contains_key(&t.endpoint)).count();
         self.metrics.unchecked_endpoints.set(unchecked as i64);
         self.metrics.unhealthy_endpoints.set(verdicts.len() as i64);
@@ -261,6 +266,52 @@ impl HdsHub {
             changed
         });
     }
+}
+
+impl HdsHub {
+    /// Drops the verdicts of every cluster where checkers judged more than
+    /// `max_unhealthy_percent` of its ready endpoints unhealthy, and says so once per episode.
+    fn limit_damage(
+        &self,
+        state: &mut HubState,
+        ready: BTreeMap<String, usize>,
+        verdicts: CheckVerdicts,
+    ) -> CheckVerdicts {
+        let limit = usize::from(self.config.max_unhealthy_percent);
+        let mut kept = CheckVerdicts::default();
+        let mut failed_open = BTreeSet::new();
+        for (cluster, failing) in verdicts.clusters() {
+            let total = ready.get(cluster).copied().unwrap_or(0);
+            if failing.len() * 100 > limit * total {
+                if !state.failed_open.contains(cluster) {
+                    warn!(
+                        %cluster, unhealthy = failing.len(), ready = total, limit_percent = limit,
+                        "HDS checkers judge too many endpoints unhealthy; ignoring them for this cluster (fail open: Kubernetes readiness decides)"
+                    );
+                }
+                failed_open.insert(cluster.to_owned());
+                continue;
+            }
+            for address in failing {
+                kept.insert(cluster, *address);
+            }
+        }
+        for cluster in state.failed_open.difference(&failed_open) {
+            info!(%cluster, "HDS verdicts count again for this cluster");
+        }
+        self.metrics.failed_open_clusters.set(failed_open.len() as i64);
+        state.failed_open = failed_open;
+        kept
+    }
+}
+
+/// Ready endpoints per cluster: HDS targets only those.
+fn targets_by_cluster(targets: &[Target]) -> BTreeMap<String, usize> {
+    let mut ready = BTreeMap::new();
+    for target in targets {
+        *ready.entry(target.endpoint.cluster.to_string()).or_default() += 1;
+    }
+    ready
 }
 
 /// The Kubernetes node a checker runs on: node metadata `node_name` (or `NODE_NAME`).

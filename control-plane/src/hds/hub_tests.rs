@@ -184,3 +184,21 @@ fn a_checker_that_stops_reporting_loses_its_endpoints_until_it_reports_again() {
     hub.record(a, &report(&schedule(&rx_a), &[]), start + REPORT * 5);
     assert_eq!((scheduled(&rx_a), scheduled(&rx_b)), (1, 1), "reporting again earns its share back");
 }
+
+#[test]
+fn checkers_never_take_out_more_than_the_limit_beyond_it_the_cluster_fails_open() {
+    let (hub, start) = (hub(1), Instant::now());
+    hub.set_model(&model(), start);
+    let (a, rx_a) = hub.connect(&node("a"), true, true, start);
+    let later = start + Duration::from_secs(1);
+    // Every ready endpoint of web.shop:80 judged unhealthy: more than 50 %.
+    hub.record(a, &report(&schedule(&rx_a), &["10.0.0.1", "10.0.0.2"]), later);
+    assert_eq!(failing(&hub), 0, "fail open: Kubernetes readiness decides");
+    assert_eq!(hub.metrics.failed_open_clusters.get(), 1);
+    assert_eq!(hub.view(later).failed_open_clusters, ["web.shop:80"]);
+    // Half is within the limit: the verdict counts again.
+    hub.record(a, &report(&schedule(&rx_a), &["10.0.0.1"]), later);
+    assert_eq!(failing(&hub), 1);
+    assert_eq!(hub.metrics.failed_open_clusters.get(), 0);
+    assert!(hub.view(later).failed_open_clusters.is_empty());
+}

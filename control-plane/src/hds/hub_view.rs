@@ -14,6 +14,8 @@ impl HdsHub {
         let node_of = |id: &CheckerId| state.checkers.get(id).map(|s| s.node_id.clone());
         let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
         HubView {
+            max_unhealthy_percent: self.config.max_unhealthy_percent,
+            failed_open_clusters: state.failed_open.iter().cloned().collect(),
             checkers_per_endpoint: self.config.checkers_per_endpoint,
             report_interval_ms: self.config.report_interval.as_millis() as u64,
             checkers: state
@@ -67,6 +69,10 @@ impl HdsHub {
 /// The whole HDS state, for `/debug/hds`.
 #[derive(Debug, Serialize)]
 pub struct HubView {
+    /// Clusters whose HDS verdicts are ignored: checkers judged more than
+    /// `max_unhealthy_percent` of their ready endpoints unhealthy.
+    pub failed_open_clusters: Vec<String>,
+    pub max_unhealthy_percent: u8,
     pub checkers_per_endpoint: usize,
     pub report_interval_ms: u64,
     pub checkers: Vec<CheckerView>,

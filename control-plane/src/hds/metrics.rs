@@ -21,6 +21,7 @@ pub struct IgnoredLabel {
 #[derive(Clone, Default)]
 pub struct HdsMetrics {
     pub reports_ignored: Family<IgnoredLabel, Counter>,
+    pub failed_open_clusters: Gauge,
     pub checkers: Gauge,
     pub reports: Counter,
     pub schedules_sent: Counter,
@@ -35,6 +36,11 @@ impl HdsMetrics {
         let hds = root.sub_registry_with_prefix("hds");
         hds.register("checkers", "Connected HDS checker streams", metrics.checkers.clone());
         hds.register("reports", "Endpoint health reports received from checkers", metrics.reports.clone());
+        hds.register(
+            "failed_open_clusters",
+            "Clusters whose HDS verdicts are ignored because checkers judged more than --hds-max-unhealthy-percent unhealthy",
+            metrics.failed_open_clusters.clone(),
+        );
         hds.register(
             "reports_ignored",
             "Endpoint results in checker reports that were not counted, by reason",

@@ -23,6 +23,11 @@ impl CheckVerdicts {
         self.failing.get(cluster).is_some_and(|set| set.contains(&address))
     }
 
+    /// Each cluster with the addresses failing in it.
+    pub fn clusters(&self) -> impl Iterator<Item = (&str, &BTreeSet<SocketAddr>)> {
+        self.failing.iter().map(|(cluster, failing)| (cluster.as_str(), failing))
+    }
+
     pub fn len(&self) -> usize {
         self.failing.values().map(BTreeSet::len).sum()
     }

@@ -103,6 +103,11 @@ pub struct ServeArgs {
     /// none, mtls (a client certificate with a SPIFFE ID), token (a ServiceAccount token checked by TokenReview).
     #[arg(long, env = "EDGEXDS_XDS_AUTH", value_delimiter = ',', default_value = "none", value_parser = ["none", "mtls", "token"])]
     pub xds_auth: Vec<String>,
+    /// Most of a cluster's ready endpoints that HDS checkers alone may take out, in percent;
+    /// beyond it their verdicts for that cluster are ignored (fail open).
+    #[arg(long, env = "EDGEXDS_HDS_MAX_UNHEALTHY_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub hds_max_unhealthy_percent: u8,
     /// Identities (namespace/serviceaccount, comma-separated) that may open an HDS stream
     /// when clients authenticate; nobody else may check endpoints.
     #[arg(long, env = "EDGEXDS_HDS_CHECKER_IDENTITIES", value_delimiter = ',')]
@@ -214,6 +219,7 @@ impl ServeArgs {
                 checkers_per_endpoint: usize::from(self.hds_checkers_per_endpoint),
                 report_interval: self.hds_report_interval,
                 checkers: Access::new(self.xds_security().auth.any(), listed(&self.hds_checker_identities)),
+                max_unhealthy_percent: self.hds_max_unhealthy_percent,
             },
             xds_limits: self.xds_limits(),
             xds_security: self.xds_security(),
