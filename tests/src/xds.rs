@@ -120,6 +120,7 @@ pub struct DeltaClient {
     requests: mpsc::Sender<DeltaDiscoveryRequest>,
     responses: Streaming<DeltaDiscoveryResponse>,
     first: bool,
+    node: Option<Node>,
 }
 
 impl DeltaClient {
@@ -146,7 +147,7 @@ impl DeltaClient {
         let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (requests, rx) = mpsc::channel(16);
         let responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
-        Ok(Self { requests, responses, first: true })
+        Ok(Self { requests, responses, first: true, node: None })
     }
 
     async fn open<F, Fut>(call: F) -> Self
@@ -156,12 +157,20 @@ impl DeltaClient {
     {
         let (requests, rx) = mpsc::channel(16);
         let responses = call(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
-        Self { requests, responses, first: true }
+        Self { requests, responses, first: true, node: None }
+    }
+
+    /// Announces `node` in the first request instead of the default test node.
+    pub fn announcing(mut self, node: Node) -> Self {
+        self.node = Some(node);
+        self
     }
 
     pub async fn send(&mut self, mut request: DeltaDiscoveryRequest) {
         if self.first {
-            request.node = Some(Node { id: "test-node".into(), cluster: "test".into(), ..Default::default() });
+            let node = self.node.take();
+            request.node =
+                Some(node.unwrap_or(Node { id: "test-node".into(), cluster: "test".into(), ..Default::default() }));
             self.first = false;
         }
         self.requests.send(request).await.expect("stream is open");

@@ -94,6 +94,24 @@ async fn with_mtls_only_a_certificate_from_the_client_ca_with_a_spiffe_id_gets_i
     let foreign = read(&stranger.client(pki.path(), "foreign", Some("spiffe://cluster.local/ns/shop/sa/web")).unwrap());
     assert!(DeltaClient::connect_tls(addr, ca.pem(), Some((&foreign.0, &foreign.1))).await.is_err(), "another CA");
 
+    // A node that says it is in another namespace than its certificate.
+    let other_namespace = {
+        use envoy_types::pb::envoy::config::core::v3::Node;
+        use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+        let namespace = Value { kind: Some(Kind::StringValue("payments".into())) };
+        Node {
+            id: "sidecar-1".into(),
+            metadata: Some(Struct { fields: [("NAMESPACE".into(), namespace)].into() }),
+            ..Default::default()
+        }
+    };
+    let client = DeltaClient::connect_tls(addr, ca.pem(), Some((&sidecar.0, &sidecar.1))).await.unwrap();
+    let mut liar = client.announcing(other_namespace);
+    liar.subscribe(CDS, &[]).await;
+    let refused = liar.next_result().await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+    assert_eq!(refused.message(), "node sidecar-1 says namespace payments, but the client is shop/web");
+
     let anonymous = read(&ca.client(pki.path(), "anonymous", None).unwrap());
     let refused = DeltaClient::connect_tls(addr, ca.pem(), Some((&anonymous.0, &anonymous.1))).await.err().unwrap();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");

@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::value::Kind;
+use tonic::Status;
+
 /// Who a verified client is. Only what a verifier vouched for is here: a namespace and
 /// ServiceAccount always, a pod and node only when a bound token carries them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +44,38 @@ impl Identity {
     /// `<namespace>/<serviceaccount>`: how flags such as `--hds-checker-identities` name it.
     pub fn name(&self) -> String {
         format!("{}/{}", self.namespace, self.service_account)
+    }
+}
+
+impl Identity {
+    /// `PERMISSION_DENIED` when the node a client announces contradicts its identity: a
+    /// namespace in its metadata (`NAMESPACE` as Istio sets it, or `namespace`) other than
+    /// its identity's, or a pod name other than the one its bound token names.
+    pub fn agrees_with(&self, node: &Node) -> Result<(), Status> {
+        let field = |keys: &[&str]| {
+            let fields = &node.metadata.as_ref()?.fields;
+            keys.iter().find_map(|key| match fields.get(*key)?.kind.as_ref()? {
+                Kind::StringValue(value) if !value.is_empty() => Some(value.clone()),
+                _ => None,
+            })
+        };
+        if let Some(namespace) = field(&["NAMESPACE", "namespace"])
+            && namespace != self.namespace
+        {
+            return Err(Status::permission_denied(format!(
+                "node {} says namespace {namespace}, but the client is {self}",
+                node.id
+            )));
+        }
+        if let (Some(pod), Some(bound)) = (field(&["POD_NAME", "pod_name"]), &self.pod)
+            && pod != *bound
+        {
+            return Err(Status::permission_denied(format!(
+                "node {} says pod {pod}, but the client is {self}",
+                node.id
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -81,5 +117,27 @@ mod tests {
         ] {
             assert_eq!(Identity::from_spiffe(bad), None, "{bad}");
         }
+    }
+
+    fn node(fields: &[(&str, &str)]) -> Node {
+        use envoy_types::pb::google::protobuf::{Struct, Value};
+        let fields = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value { kind: Some(Kind::StringValue(v.to_string())) }))
+            .collect();
+        Node { id: "sidecar-1".into(), metadata: Some(Struct { fields }), ..Default::default() }
+    }
+
+    #[test]
+    fn a_node_that_names_another_namespace_or_pod_than_its_identity_is_refused() {
+        let mut id = Identity::from_spiffe("spiffe://td/ns/shop/sa/web").unwrap();
+        assert!(id.agrees_with(&node(&[])).is_ok(), "a node that says nothing contradicts nothing");
+        assert!(id.agrees_with(&node(&[("NAMESPACE", "shop")])).is_ok());
+        let refused = id.agrees_with(&node(&[("namespace", "payments")])).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(refused.message(), "node sidecar-1 says namespace payments, but the client is shop/web");
+        id.pod = Some("web-1".into());
+        assert!(id.agrees_with(&node(&[("POD_NAME", "web-1")])).is_ok());
+        assert!(id.agrees_with(&node(&[("POD_NAME", "web-2")])).is_err());
     }
 }

@@ -46,7 +46,7 @@ impl XdsServer {
         limits: XdsLimits,
     ) -> Self {
         let pending_requests = Arc::new(RequestBudget::new(&limits, metrics.clone()));
-        let env = StreamEnv { metrics, proxies, budget: Arc::default(), limits: limits.stream() };
+        let env = StreamEnv { metrics, proxies, budget: Arc::default(), limits: limits.stream(), identity: None };
         Self { cache, shutdown, env, pending_requests }
     }
 
@@ -61,8 +61,10 @@ impl XdsServer {
 
     fn open(&self, kind: StreamKind, request: Request) -> Response<Body> {
         let (tx, rx) = mpsc::channel(OUTBOUND_SLOTS);
+        let env =
+            StreamEnv { identity: request.extensions().get::<crate::auth::Identity>().cloned(), ..self.env.clone() };
         let inbound = decode_requests::<DeltaDiscoveryRequest>(request.into_body(), self.pending_requests.clone());
-        tokio::spawn(run_stream(kind, inbound, tx, self.cache.subscribe(), self.shutdown.clone(), self.env.clone()));
+        tokio::spawn(run_stream(kind, inbound, tx, self.cache.subscribe(), self.shutdown.clone(), env));
         streaming_response(rx)
     }
 

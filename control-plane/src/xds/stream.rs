@@ -34,6 +34,8 @@ pub struct StreamEnv {
     pub proxies: Arc<ProxyRegistry>,
     pub budget: Arc<SendBudget>,
     pub limits: StreamLimits,
+    /// Who the client authenticated as, when it did.
+    pub identity: Option<crate::auth::Identity>,
 }
 
 /// Runs a stream until the client goes away, breaks protocol, or shutdown is requested.
@@ -47,7 +49,7 @@ pub async fn run_stream<S>(
 ) where
     S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
 {
-    let state = Arc::new(Mutex::new(StreamState::with_limits(kind, env.limits)));
+    let state = Arc::new(Mutex::new(StreamState::with_limits(kind, env.limits).with_identity(env.identity.clone())));
     let _registration = env.proxies.register(state.clone());
     let gauge = env.metrics.streams_of(kind);
     gauge.inc();

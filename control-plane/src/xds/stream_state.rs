@@ -3,6 +3,7 @@
 //! Synchronous and free of I/O; the stream task drives it and the proxy
 //! registry reads it (behind a mutex never held across an await).
 
+use crate::auth::Identity;
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -80,6 +81,8 @@ pub struct StreamState {
     types: [Option<TypeState>; 2],
     nonce: u64,
     limits: StreamLimits,
+    /// Who the client authenticated as; its node must agree.
+    identity: Option<Identity>,
 }
 
 /// A response to send, and what it carries, for the caller to count.
@@ -114,7 +117,20 @@ impl StreamState {
     }
 
     pub fn with_limits(kind: StreamKind, limits: StreamLimits) -> Self {
-        Self { kind, node: None, connected_at: SystemTime::now(), types: Default::default(), nonce: 0, limits }
+        Self {
+            kind,
+            node: None,
+            connected_at: SystemTime::now(),
+            types: Default::default(),
+            nonce: 0,
+            limits,
+            identity: None,
+        }
+    }
+
+    /// A stream whose client authenticated as `identity`.
+    pub fn with_identity(self, identity: Option<Identity>) -> Self {
+        Self { identity, ..self }
     }
 
     pub fn kind(&self) -> StreamKind {
@@ -154,6 +170,9 @@ impl StreamState {
     pub fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<Answer, Refusal> {
         if self.node.is_none() {
             let node = kept_node(request.node.take().unwrap_or_default(), self.limits.max_node_bytes)?;
+            if let Some(identity) = &self.identity {
+                identity.agrees_with(&node)?;
+            }
             self.node = Some(node);
         }
         let ty = self.resource_type(&request.type_url)?;
