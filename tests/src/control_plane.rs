@@ -63,6 +63,17 @@ impl ControlPlane {
         Ok(Self { running: start(config).await?, manifests })
     }
 
+    /// Serving `manifests` with the xDS port at `xds_addr` (a restart on the same port).
+    pub async fn start_full_at(
+        manifests: tempfile::TempDir,
+        xds_addr: SocketAddr,
+        xds_security: XdsSecurity,
+    ) -> Result<Self> {
+        let config = Self::config(&manifests, TranslateOptions::default(), HdsConfig::default())?;
+        let config = ServeConfig { xds_addr, xds_security, ..config };
+        Ok(Self { running: start(config).await?, manifests })
+    }
+
     /// Serving `manifests` on ephemeral loopback ports, with a 100 ms debounce.
     fn config(manifests: &tempfile::TempDir, translate: TranslateOptions, hds: HdsConfig) -> Result<ServeConfig> {
         Ok(ServeConfig {

@@ -102,6 +102,55 @@ pub fn bootstrap(node_id: &str, xds: SocketAddr) -> Value {
     })
 }
 
+/// How an Envoy reaches a TLS xDS port: the CA it trusts, and either a client certificate
+/// (and key) or a file holding a ServiceAccount token.
+pub struct XdsCredentials {
+    pub ca: std::path::PathBuf,
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// [`bootstrap`] over TLS. With a token file, through Envoy's Google gRPC client and its
+/// `file_based_metadata` call credentials, which read the file for every new stream, so a
+/// rotated projected token is sent on the next reconnect; with a client certificate, through
+/// Envoy's own gRPC client and an upstream TLS context.
+pub fn secured_bootstrap(node_id: &str, xds: SocketAddr, credentials: &XdsCredentials) -> Value {
+    let mut config = bootstrap(node_id, xds);
+    let ca = credentials.ca.display().to_string();
+    if let Some(token) = &credentials.token_file {
+        config["dynamic_resources"]["ads_config"]["grpc_services"] = json!([{"google_grpc": {
+            "target_uri": format!("localhost:{}", xds.port()),
+            "stat_prefix": "edgexds",
+            "channel_credentials": {"ssl_credentials": {"root_certs": {"filename": ca}}},
+            "call_credentials": [{"from_plugin": {
+                "name": "envoy.grpc_credentials.file_based_metadata",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig",
+                    "secret_data": {"filename": token.display().to_string()},
+                    "header_key": "authorization",
+                    "header_prefix": "Bearer "
+                }
+            }}],
+            "credentials_factory_name": "envoy.grpc_credentials.file_based_metadata"
+        }}]);
+    } else {
+        let mut context = json!({"validation_context": {"trusted_ca": {"filename": ca}}, "alpn_protocols": ["h2"]});
+        if let Some((cert, key)) = &credentials.client {
+            context["tls_certificates"] = json!([{"certificate_chain": {"filename": cert.display().to_string()},
+                                                  "private_key": {"filename": key.display().to_string()}}]);
+        }
+        config["static_resources"]["clusters"][0]["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": "localhost",
+                "common_tls_context": context
+            }
+        });
+    }
+    config
+}
+
 /// An HDS checker: no xDS subscriptions, a gRPC HDS stream to `xds`, and the Kubernetes node it
 /// runs on in its node metadata, as the Helm chart's checker DaemonSet sets it.
 pub fn checker_bootstrap(node_id: &str, node_name: &str, xds: SocketAddr) -> Value {
