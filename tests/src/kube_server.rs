@@ -414,6 +414,22 @@ impl KubeServer {
         Ok(path)
     }
 
+    /// A ServiceAccount token signed with the server's own signing key, carrying `claims`:
+    /// for tokens the TokenRequest API will not issue, such as expired ones.
+    pub fn forge_token(&self, claims: &Value) -> Result<String> {
+        use base64::Engine;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let pem = std::fs::read_to_string(self.dir.join("service-account.key"))?;
+        let der = rcgen::KeyPair::from_pem(&pem)?.serialize_der();
+        let rng = ring::rand::SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
+            .map_err(|e| anyhow::anyhow!("service-account key: {e}"))?;
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let signed = format!("{}.{}", encode(br#"{"alg":"ES256","typ":"JWT"}"#), encode(claims.to_string().as_bytes()));
+        let signature = key.sign(&rng, signed.as_bytes()).map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+        Ok(format!("{signed}.{}", encode(signature.as_ref())))
+    }
+
     /// A client for ServiceAccount `namespace/name`, with a token from the TokenRequest API.
     pub async fn service_account_client(
         &self,

@@ -109,6 +109,23 @@ async fn hds_and_csds_admit_only_the_identities_allowed_and_checkers_only_for_th
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(refused.message().contains("may not open an HDS stream"), "{refused}");
 
+    // An expired token for the checker, signed with the API server's own key: refused.
+    let uid = Api::<ServiceAccount>::namespaced(admin.clone(), &ns).get("checker").await.unwrap().metadata.uid.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expired = server
+        .forge_token(&json!({
+            "aud": ["edgexds"], "iss": "https://kubernetes.default.svc",
+            "iat": now - 3600, "nbf": now - 3600, "exp": now - 60,
+            "sub": format!("system:serviceaccount:{ns}:checker"),
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": "checker", "uid": uid}}
+        }))
+        .unwrap();
+    let refused =
+        HdsClient::open(channel().await.unwrap(), checker_node("node-2"), Some(&expired)).await.err().unwrap();
+    let refused = refused.downcast::<tonic::Status>().unwrap();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    assert!(refused.message().contains("expired"), "{refused}");
+
     // CSDS: every proxy's state, for administrators only.
     let csds = |token: String| {
         let channel = channel();
