@@ -208,3 +208,20 @@ def test_tokens_are_verified_by_token_review_cached_and_kept_while_the_api_serve
     finally:
         server.stop()
 
+
+
+def test_with_mtls_and_token_either_credential_gets_in_and_neither_is_refused(cluster, pki, manifests):
+    cluster.ensure_namespace("either")
+    cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sidecar", "namespace": "either"}})
+    token = cluster.kubectl("create", "token", "sidecar", "-n", "either", "--audience=edgexds").stdout.strip()
+    server = started(Edgexds(cluster.kubeconfig, f"--manifests={manifests}", "--active-health-checks=hds", *tls_args(pki),
+                             f"--xds-client-ca={pki / 'ca.crt'}", "--xds-auth=mtls,token"))
+    try:
+        for name, (code, details) in every_service(channel(server, pki)).items():
+            assert code == grpc.StatusCode.UNAUTHENTICATED, f"{name}: {code} {details}"
+            assert "a client certificate with a SPIFFE ID, or a ServiceAccount token" in details, details
+        for client, bearer in [("sidecar", None), (None, token)]:
+            for name, (code, details) in every_service(channel(server, pki, client), bearer).items():
+                assert code != grpc.StatusCode.UNAUTHENTICATED, f"{client or 'token'} on {name}: {details}"
+    finally:
+        server.stop()
