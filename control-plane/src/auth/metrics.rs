@@ -15,7 +15,7 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReviewLabel {
+pub struct ResultLabel {
     /// cached, accepted, refused, unreachable, busy; for TLS reloads: loaded, failed.
     pub result: &'static str,
 }
@@ -23,9 +23,9 @@ pub struct ReviewLabel {
 #[derive(Clone, Default)]
 pub struct AuthMetrics {
     pub requests: Family<OutcomeLabel, Counter>,
-    pub token_reviews: Family<ReviewLabel, Counter>,
+    pub token_reviews: Family<ResultLabel, Counter>,
     pub cached_tokens: Gauge,
-    pub tls_reloads: Family<ReviewLabel, Counter>,
+    pub tls_reloads: Family<ResultLabel, Counter>,
 }
 
 impl AuthMetrics {
@@ -52,10 +52,10 @@ impl AuthMetrics {
     }
 
     pub fn tls_reload(&self, result: &'static str) {
-        self.tls_reloads.get_or_create(&ReviewLabel { result }).inc();
+        self.tls_reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn token_review(&self, result: &'static str) {
-        self.token_reviews.get_or_create(&ReviewLabel { result }).inc();
+        self.token_reviews.get_or_create(&ResultLabel { result }).inc();
     }
 }
