@@ -16,7 +16,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use tokio::sync::Semaphore;
 use tonic::Status;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Identity;
 use super::metrics::AuthMetrics;
@@ -72,6 +72,14 @@ impl TokenReviewer {
         let review = tokio::time::timeout(REVIEW_TIMEOUT, self.review(token)).await;
         let outcome = match review {
             Ok(Ok(outcome)) => outcome,
+            Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
+                // Not an outage but a deployment error: say so where an operator looks.
+                self.metrics.token_review("forbidden");
+                warn!(message = %status.message, "cannot verify tokens: edgexds may not create tokenreviews (RBAC)");
+                return Err(Status::unavailable(
+                    "cannot verify the token: edgexds is not allowed to create TokenReviews (RBAC)",
+                ));
+            }
             Ok(Err(error)) => {
                 self.metrics.token_review("unreachable");
                 debug!(%error, "TokenReview failed");

@@ -110,6 +110,7 @@ mod tests {
             locality: "zone-a".into(),
             user_agent: "envoy 1.40.0".into(),
             method: "ads".into(),
+            identity: None,
             connected_since: "2026-01-01T00:00:00Z".into(),
             state,
             types: BTreeMap::from([("cds".to_owned(), cds)]),

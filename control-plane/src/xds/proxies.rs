@@ -71,6 +71,9 @@ pub struct ProxyReport {
     pub locality: String,
     pub user_agent: String,
     pub method: String,
+    /// Who the client authenticated as, when the xDS port asks (`--xds-auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     pub connected_since: String,
     pub state: SyncState,
     pub types: BTreeMap<String, TypeReport>,
@@ -158,6 +161,7 @@ fn report(stream: &StreamState) -> ProxyReport {
         locality,
         user_agent: format!("{} {}", node.user_agent_name, build).trim().to_owned(),
         method: stream.kind().method().to_owned(),
+        identity: stream.identity().map(ToString::to_string),
         connected_since: crate::timestamp::rfc3339(stream.connected_at()),
         state: sync_state(stream),
         types,

@@ -133,6 +133,10 @@ impl StreamState {
         Self { identity, ..self }
     }
 
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
     pub fn kind(&self) -> StreamKind {
         self.kind
     }
