@@ -17,7 +17,7 @@ import threading
 
 import grpc
 import pytest
-from realparts import TARGET, Edgexds
+from realparts import TARGET, Edgexds, outcome
 
 SERVICE = """apiVersion: v1
 kind: Service
@@ -60,22 +60,6 @@ def channel(server: Edgexds, pki: pathlib.Path, client: str | None = None, ca: s
     cert = (pki / f"{client}.crt").read_bytes() if client else None
     credentials = grpc.ssl_channel_credentials((pki / ca).read_bytes(), key, cert)
     return grpc.secure_channel(server.xds, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
-
-
-def outcome(chan: grpc.Channel, path: str, streaming: bool, token: str | None = None) -> tuple[grpc.StatusCode, str]:
-    """The status a call ends with; OK when the server answered or kept the stream open."""
-    metadata = [("authorization", f"Bearer {token}")] if token else None
-    try:
-        if streaming:
-            call = chan.stream_stream(path)(iter([b""]), timeout=2, metadata=metadata)
-            next(call, None)
-        else:
-            chan.unary_unary(path)(b"", timeout=2, metadata=metadata)
-        return grpc.StatusCode.OK, ""
-    except grpc.RpcError as error:
-        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return grpc.StatusCode.OK, "stream kept open"
-        return error.code(), error.details() or ""
 
 
 def every_service(chan: grpc.Channel, token: str | None = None) -> dict[str, tuple[grpc.StatusCode, str]]:

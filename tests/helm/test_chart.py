@@ -8,46 +8,25 @@ its ServiceAccount's token: with every rule it serves and writes status, and wit
 one rule it fails visibly.
 """
 
-import asyncio
+import base64
 import json
 import pathlib
-import shutil
+import subprocess
+import tempfile
 import time
 import tomllib
 
 import helm_sdkpy as helm
 import pytest
 import yaml
-from realparts import PATIENCE, Cluster, Edgexds  # tests/py, put on the path by conftest.py
+from charts import CHART, chart_with_values, install, lint, merged, uninstall, upgrade  # tests/py, on the path by conftest.py
+from realparts import PATIENCE, Cluster, Edgexds
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "edgexds"
 ALL_ON = yaml.safe_load((ROOT / "tests" / "helm" / "values-all-on.yaml").read_text())
 RBAC_VERBS = sorted(tuple(v) for v in json.loads((ROOT / "tests" / "rbac-verbs.json").read_text()))
 
 WARNING = 2  # Helm lint severities: 1 info, 2 warning, 3 error
-
-
-def lint(chart: pathlib.Path) -> list[dict]:
-    result = asyncio.run(helm.Lint(helm.Configuration()).run(str(chart)))
-    return result.get("Messages") or []
-
-
-def chart_with_values(tmp_path: pathlib.Path, values: dict) -> pathlib.Path:
-    copy = tmp_path / "edgexds"
-    shutil.copytree(CHART, copy)
-    (copy / "values.yaml").write_text(yaml.safe_dump(values))
-    return copy
-
-
-def merged(overrides: dict) -> dict:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}
-        else:
-            values[key] = value
-    return values
 
 
 def test_lint_is_clean_with_default_values():
@@ -73,13 +52,35 @@ def test_lint_is_clean_with_every_option_on(tmp_path):
         {"activeHealthChecks": {"mode": "sidecars"}},
         {"activeHealthChecks": {"checkersPerEndpoint": 0}},
         {"hdsCheckers": {"enabled": True}},
+        {"xds": {"tls": {"source": "self-signed"}}},
+        {"xds": {"auth": {"modes": []}}},
+        {"xds": {"adminIdentities": ["ops"]}},
     ],
     ids=["negative-replicas", "unknown-log-format", "bad-debounce", "port-out-of-range", "bad-pull-policy", "bad-namespace", "unknown-key",
-         "unknown-health-check-mode", "no-checkers-per-endpoint", "checkers-without-hds"],
+         "unknown-health-check-mode", "no-checkers-per-endpoint", "checkers-without-hds", "unknown-tls-source", "no-auth-mode",
+         "identity-without-namespace"],
 )
 def test_values_schema_rejects_bad_values(tmp_path, bad):
     messages = lint(chart_with_values(tmp_path, merged(bad)))
     assert any(m["Severity"] > WARNING for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    "values,says",
+    [
+        ({"xds": {"tls": {"source": "none"}}}, "mtls and token need TLS"),
+        ({"xds": {"auth": {"modes": ["mtls"]}}}, "needs xds.auth.clientCASecret"),
+        ({"xds": {"auth": {"modes": ["none", "token"]}}}, "none cannot be combined"),
+        ({"xds": {"tls": {"source": "secret"}}}, "needs xds.tls.secretName"),
+        ({"activeHealthChecks": {"mode": "hds"}, "hdsCheckers": {"enabled": True},
+          "xds": {"auth": {"modes": ["mtls"], "clientCASecret": "mesh-ca"}}}, "add token to xds.auth.modes"),
+    ],
+    ids=["token-auth-without-tls", "mtls-without-client-ca", "none-with-token", "secret-without-name", "checkers-without-token-auth"],
+)
+def test_security_settings_that_would_leave_the_port_open_or_unusable_are_refused_with_what_to_do(cluster, values, says):
+    # Helm's lint only logs a template's fail(); an install renders for real and stops.
+    with pytest.raises(helm.InstallError, match=says):
+        install(cluster, values, release="refused", namespace="refused")
 
 
 def test_chart_crd_is_the_generated_crd_byte_for_byte():
@@ -93,45 +94,6 @@ def test_chart_app_version_is_the_crate_version():
     assert chart["apiVersion"] == "v2"
 
 
-async def _release(action, cluster: Cluster, release: str, namespace: str, values: dict | None, **options) -> dict:
-    config = helm.Configuration(namespace=namespace, kubeconfig=cluster.kubeconfig)
-    return await action(config).run(release, str(CHART), values=values, wait=False, timeout=60, **options)
-
-
-def install(cluster: Cluster, values: dict | None = None, release: str = "edgexds", namespace: str = "edge") -> dict:
-    """Installs the chart into the real server; returns {(kind, namespace, name): object as the server stored it}."""
-    result = asyncio.run(_release(helm.Install, cluster, release, namespace, values, create_namespace=True))
-    assert result["info"]["status"] == "deployed"
-    return stored_objects(cluster, result, namespace)
-
-
-def upgrade(cluster: Cluster, values: dict | None, release: str = "edgexds", namespace: str = "edge") -> dict:
-    result = asyncio.run(_release(helm.Upgrade, cluster, release, namespace, values))
-    assert result["info"]["status"] == "deployed"
-    return stored_objects(cluster, result, namespace)
-
-
-def uninstall(cluster: Cluster, objects: dict, release: str = "edgexds", namespace: str = "edge"):
-    config = helm.Configuration(namespace=namespace, kubeconfig=cluster.kubeconfig)
-    asyncio.run(helm.Uninstall(config).run(release, wait=False))
-    # Helm never deletes what it installs from crds/: the HealthProbes outlive a release.
-    left = [key for key in objects if key[0] != "CustomResourceDefinition" and cluster.get(key[0], key[2], key[1])]
-    assert left == [], f"left behind by uninstall: {left}"
-
-
-def stored_objects(cluster: Cluster, release: dict, namespace: str) -> dict:
-    objects = {}
-    rendered = [o for o in yaml.safe_load_all(release["manifest"]) if o]
-    crds = [yaml.safe_load(p.read_text()) for p in (CHART / "crds").glob("*.yaml")]
-    for obj in rendered + crds:
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        scoped = None if kind.startswith("Cluster") or kind == "CustomResourceDefinition" else obj["metadata"].get("namespace", namespace)
-        stored = cluster.get(kind, name, scoped)
-        assert stored is not None, f"{kind} {scoped}/{name} was not stored by the API server"
-        objects[kind, scoped, name] = stored
-    return objects
-
-
 def rules(role: dict) -> list[tuple[str, str]]:
     return sorted((verb, resource) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"])
 
@@ -142,13 +104,17 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
     print("\nrendered resources for default values:", *kinds, sep="\n  ")
     assert kinds == [
         ("ClusterRole", "", "edgexds"),
+        ("ClusterRole", "", "edgexds-tokenreview"),
         ("ClusterRoleBinding", "", "edgexds"),
+        ("ClusterRoleBinding", "", "edgexds-tokenreview"),
         ("CustomResourceDefinition", "", "healthprobes.edgexds.io"),
         ("Deployment", "edge", "edgexds"),
+        ("Secret", "edge", "edgexds-xds-tls"),
         ("Service", "edge", "edgexds"),
         ("ServiceAccount", "edge", "edgexds"),
     ]
     assert rules(objects["ClusterRole", None, "edgexds"]) == RBAC_VERBS
+    assert rules(objects["ClusterRole", None, "edgexds-tokenreview"]) == [("create", "tokenreviews")]
     deployment = objects["Deployment", "edge", "edgexds"]
     assert deployment["spec"]["replicas"] == 1
     pod = deployment["spec"]["template"]["spec"]
@@ -160,6 +126,15 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
     ]
     assert "--active-health-checks=cds" in container["args"]
     assert not [a for a in container["args"] if a.startswith("--hds-")]
+    # Secure by default: TLS from a generated CA, clients admitted by ServiceAccount token.
+    for flag in ["--xds-tls-cert=/var/run/edgexds/tls/tls.crt", "--xds-tls-key=/var/run/edgexds/tls/tls.key",
+                 "--xds-auth=token", "--xds-token-audience=edgexds"]:
+        assert flag in container["args"]
+    assert container["volumeMounts"] == [{"name": "xds-tls", "mountPath": "/var/run/edgexds/tls", "readOnly": True}]
+    assert pod["volumes"][0]["secret"]["secretName"] == "edgexds-xds-tls"
+    secret = objects["Secret", "edge", "edgexds-xds-tls"]
+    assert secret["type"] == "kubernetes.io/tls"
+    assert_certificate_is_for_the_service(secret, "edgexds", "edge")
     assert container["resources"] == {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
@@ -180,19 +155,35 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
     args = upgraded["Deployment", "edge", "edgexds"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--log-level=debug" in args
     assert upgraded["Deployment", "edge", "edgexds"]["metadata"]["generation"] == 2
+    # The generated CA outlives upgrades: a new one would cut off every client that trusts it.
+    assert upgraded["Secret", "edge", "edgexds-xds-tls"]["data"] == secret["data"]
     uninstall(cluster, upgraded)
+
+
+def assert_certificate_is_for_the_service(secret: dict, name: str, namespace: str):
+    """The Secret's certificate chains to its ca.crt and names every way clients reach the Service."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for key in ["tls.crt", "ca.crt"]:
+            pathlib.Path(scratch, key).write_bytes(base64.b64decode(secret["data"][key]))
+        for host in [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]:
+            verified = subprocess.run(["openssl", "verify", "-CAfile", f"{scratch}/ca.crt", "-verify_hostname", host,
+                                       f"{scratch}/tls.crt"], capture_output=True, text=True)
+            assert verified.returncode == 0, f"{host}: {verified.stdout}{verified.stderr}"
 
 
 def test_install_with_watch_namespaces_grants_only_namespaced_roles(cluster):
     # Roles go into the watched namespaces, which must exist: the real server refuses otherwise.
     cluster.ensure_namespace("shop", "payments")
     objects = install(cluster, {"watchNamespaces": ["shop", "payments"]})
-    assert not [k for k in objects if k[0].startswith("Cluster")]
     for namespace in ["shop", "payments"]:
         assert rules(objects["Role", namespace, "edgexds"]) == RBAC_VERBS
         assert objects["RoleBinding", namespace, "edgexds"]["subjects"][0]["namespace"] == "edge"
     args = objects["Deployment", "edge", "edgexds"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespaces=shop,payments" in args
+    # TokenReview is cluster-scoped: the one cluster-wide grant left, and all it allows.
+    assert [k for k in objects if k[0].startswith("Cluster")] == [
+        ("ClusterRole", None, "edgexds-tokenreview"), ("ClusterRoleBinding", None, "edgexds-tokenreview")]
+    assert rules(objects["ClusterRole", None, "edgexds-tokenreview"]) == [("create", "tokenreviews")]
     uninstall(cluster, objects)
 
 
@@ -212,23 +203,38 @@ def test_install_with_every_option_on(cluster):
     assert objects["PodDisruptionBudget", "edge", name]["spec"]["minAvailable"] == 2
     policy = objects["NetworkPolicy", "edge", name]["spec"]
     assert [rule["ports"][0]["port"] for rule in policy["ingress"]] == ["grpc-xds", "http-admin"]
-    for flag in ["--active-health-checks=hds", "--hds-checkers-per-endpoint=3", "--hds-report-interval=250ms"]:
+    for flag in ["--active-health-checks=hds", "--hds-checkers-per-endpoint=3", "--hds-report-interval=250ms",
+                 "--hds-checker-identities=edge/edgexds-full-checker,shop/web", "--admin-identities=monitoring/ops",
+                 "--xds-auth=mtls,token", "--xds-token-audience=edgexds-edge",
+                 "--xds-client-ca=/var/run/edgexds/client-ca/ca.crt"]:
         assert flag in args
+    assert [v["secret"]["secretName"] for v in pod["volumes"]] == ["mesh-xds-tls", "mesh-client-ca"]
+    # An existing Secret: the chart generates none and asks cert-manager for nothing.
+    assert not [k for k in objects if k[0] in ("Secret", "Certificate", "Issuer")]
     # HDS checkers: one Envoy per node, reaching edgexds through its Service, told its node name.
     checkers = objects["DaemonSet", "edge", name + "-checker"]["spec"]
     checker_pod = checkers["template"]["spec"]
     envoy = checker_pod["containers"][0]
     assert envoy["image"] == "registry.example.com/envoyproxy/envoy:v1.40.0"
-    assert '--config-yaml={"node":{"metadata":{"node_name":"$(NODE_NAME)"}}}' in envoy["args"]
+    config_yaml = envoy["args"].index("--config-yaml")
+    assert envoy["args"][config_yaml + 1] == '{"node":{"metadata":{"node_name":"$(NODE_NAME)"}}}'
     # As the server stores it: it defaults fieldRef.apiVersion.
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}} in envoy["env"]
     assert envoy["securityContext"]["readOnlyRootFilesystem"] is True
     assert checker_pod["priorityClassName"] == "system-node-critical"
+    # The checkers' only credential: a token for edgexds alone, bound to the pod, and the CA.
     assert checker_pod["automountServiceAccountToken"] is False
+    assert checker_pod["serviceAccountName"] == name + "-checker"
+    assert objects["ServiceAccount", "edge", name + "-checker"]["automountServiceAccountToken"] is False
+    sources = checker_pod["volumes"][1]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"] == {"audience": "edgexds-edge", "expirationSeconds": 3600, "path": "token"}
+    assert sources[1]["secret"] == {"name": "mesh-xds-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
     bootstrap = yaml.safe_load(objects["ConfigMap", "edge", name + "-checker"]["data"]["bootstrap.yaml"])
     assert bootstrap["hds_config"]["api_type"] == "GRPC"
-    address = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    assert address["endpoint"]["address"]["socket_address"] == {"address": name + ".edge.svc", "port_value": 18000}
+    service = bootstrap["hds_config"]["grpc_services"][0]["google_grpc"]
+    assert service["target_uri"] == name + ".edge.svc:18000"
+    assert service["channel_credentials"]["ssl_credentials"]["root_certs"] == {"filename": "/var/run/edgexds/ca.crt"}
+    assert service["call_credentials"][0]["from_plugin"]["typed_config"]["secret_data"] == {"filename": "/var/run/edgexds/token"}
     # The control plane's Service and Deployment must never select checker pods.
     service_selector = objects["Service", "edge", name]["spec"]["selector"]
     checker_labels = checkers["template"]["metadata"]["labels"]
@@ -236,6 +242,45 @@ def test_install_with_every_option_on(cluster):
     # The real server has no monitoring.coreos.com API: no ServiceMonitor is rendered.
     assert not [k for k in objects if k[0] == "ServiceMonitor"]
     uninstall(cluster, objects, release="edgexds")
+
+
+# cert-manager, where its API exists: the chart asks it for the certificate instead.
+
+@pytest.fixture
+def cert_manager_crds(cluster):
+    crds = sorted((cluster.bin_dir / "cert-manager-crds").glob("*.yaml"))
+    assert crds, f"tests/k8s/build puts cert-manager's CRDs in {cluster.bin_dir}/cert-manager-crds"
+    for crd in crds:
+        cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io", "crd/clusterissuers.cert-manager.io")
+    yield
+    for crd in crds:
+        cluster.kubectl("delete", "--wait=true", "-f", str(crd))
+
+
+def test_with_cert_manager_the_chart_asks_it_for_a_ca_and_a_renewable_serving_certificate(cluster, cert_manager_crds):
+    objects = install(cluster, release="edgexds", namespace="cm")
+    kinds = sorted((kind, name) for kind, ns, name in objects if kind in ("Secret", "Certificate", "Issuer"))
+    assert kinds == [("Certificate", "edgexds-xds"), ("Certificate", "edgexds-xds-ca"),
+                     ("Issuer", "edgexds-selfsigned"), ("Issuer", "edgexds-xds-ca")]
+    serving = objects["Certificate", "cm", "edgexds-xds"]["spec"]
+    assert serving["secretName"] == "edgexds-xds-tls"
+    assert serving["dnsNames"] == ["edgexds", "edgexds.cm", "edgexds.cm.svc", "edgexds.cm.svc.cluster.local"]
+    assert serving["issuerRef"] == {"name": "edgexds-xds-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    assert objects["Certificate", "cm", "edgexds-xds-ca"]["spec"]["isCA"] is True
+    pod = objects["Deployment", "cm", "edgexds"]["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["secret"]["secretName"] == "edgexds-xds-tls"
+    uninstall(cluster, objects, namespace="cm")
+
+    # With an issuer of the platform's own, the chart creates no CA of its own.
+    objects = install(cluster, {"xds": {"tls": {"issuerRef": {"kind": "ClusterIssuer", "name": "mesh-ca"}}}},
+                      release="edgexds", namespace="cm")
+    kinds = sorted((kind, name) for kind, ns, name in objects if kind in ("Secret", "Certificate", "Issuer"))
+    assert kinds == [("Certificate", "edgexds-xds")]
+    assert objects["Certificate", "cm", "edgexds-xds"]["spec"]["issuerRef"] == {
+        "name": "mesh-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    uninstall(cluster, objects, namespace="cm")
 
 
 # RBAC, least privilege for real: edgexds runs with the chart's ServiceAccount token.

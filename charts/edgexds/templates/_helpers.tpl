@@ -67,3 +67,49 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/name: {{ include "edgexds.name" . }}-hds-checker
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+
+{{/* Where the xDS serving certificate comes from, with auto resolved against the cluster's APIs. */}}
+{{- define "edgexds.tlsSource" -}}
+{{- $source := .Values.xds.tls.source }}
+{{- if eq $source "auto" }}
+{{- if .Capabilities.APIVersions.Has "cert-manager.io/v1" }}certManager{{ else }}generated{{ end }}
+{{- else }}{{ $source }}{{ end }}
+{{- end }}
+
+{{/* The Secret holding the xDS serving certificate (tls.crt, tls.key) and its CA (ca.crt). */}}
+{{- define "edgexds.tlsSecretName" -}}
+{{- if eq .Values.xds.tls.source "secret" }}{{ .Values.xds.tls.secretName }}{{ else }}{{ include "edgexds.fullname" . }}-xds-tls{{ end }}
+{{- end }}
+
+{{/* The names clients reach the xDS Service by, which its certificate must carry. */}}
+{{- define "edgexds.xdsDnsNames" -}}
+{{- $name := include "edgexds.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) | toJson }}
+{{- end }}
+
+{{/* The chart's HDS checker ServiceAccount. */}}
+{{- define "edgexds.checkerServiceAccountName" -}}
+{{- include "edgexds.fullname" . }}-checker
+{{- end }}
+
+{{/* Refuses settings that would leave the xDS port open or unusable, with what to do instead. */}}
+{{- define "edgexds.checkSecurity" -}}
+{{- $modes := .Values.xds.auth.modes }}
+{{- $tls := include "edgexds.tlsSource" . }}
+{{- if and (has "none" $modes) (gt (len $modes) 1) }}
+{{- fail "xds.auth.modes: none cannot be combined with mtls or token" }}
+{{- end }}
+{{- if and (eq $tls "none") (not (has "none" $modes)) }}
+{{- fail "xds.auth.modes mtls and token need TLS: set xds.tls.source (auto, certManager, generated or secret), or accept an open port with xds.auth.modes [none]" }}
+{{- end }}
+{{- if and (eq $tls "secret") (not .Values.xds.tls.secretName) }}
+{{- fail "xds.tls.source secret needs xds.tls.secretName: a Secret with tls.crt, tls.key and ca.crt" }}
+{{- end }}
+{{- if and (has "mtls" $modes) (not .Values.xds.auth.clientCASecret) }}
+{{- fail "xds.auth.modes mtls needs xds.auth.clientCASecret: a Secret whose ca.crt client certificates chain to" }}
+{{- end }}
+{{- if and .Values.hdsCheckers.enabled (has "mtls" $modes) (not (has "token" $modes)) }}
+{{- fail "hdsCheckers authenticate with a projected ServiceAccount token: add token to xds.auth.modes" }}
+{{- end }}
+{{- end }}
