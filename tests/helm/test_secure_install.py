@@ -155,6 +155,9 @@ def test_a_sidecar_from_the_example_syncs_over_tls_with_its_token_and_routes_tra
 def test_a_checker_from_the_charts_bootstrap_checks_endpoints_as_its_bound_node(release, tmp_path):
     config_map = release.objects["ConfigMap", NAMESPACE, "edgexds-checker"]
     bootstrap = yaml.safe_load(config_map["data"]["bootstrap.yaml"])
+    example = (ROOT / "examples" / "kubernetes" / "envoy-checker.yaml").read_text()
+    assert yaml.safe_load(example.replace("edgexds.edgexds.svc", SERVICE_NAME)) == bootstrap, \
+        "examples/kubernetes/envoy-checker.yaml is the chart's checker bootstrap"
     # The DaemonSet's pod, as a kubelet would have it: bound to a node, so its token names that node.
     pod_name, node_name = "edgexds-checker-x7k2p", "edge-node-1"
     release.cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name, "namespace": NAMESPACE},
