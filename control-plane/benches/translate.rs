@@ -27,6 +27,7 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
             port: 80,
             protocol: PortProtocol::Tcp,
             target_port: TargetPort::Number(8080),
+            app_protocol: Default::default(),
         };
         state
             .services
@@ -77,7 +78,7 @@ fn eds_translate_encode(c: &mut Criterion) {
             let model = resolve(&state(services, endpoints, probes));
             let options = TranslateOptions::default();
             let bytes: usize =
-                load_assignments(&model, options, &CheckVerdicts::default()).map(|c| c.encode_to_vec().len()).sum();
+                load_assignments(&model, &options, &CheckVerdicts::default()).map(|c| c.encode_to_vec().len()).sum();
             let total = u64::from(services * endpoints);
             eprintln!(
                 "eds {services}x{endpoints} metadata={probes}: {bytes} bytes, {:.1} bytes/endpoint",
@@ -90,7 +91,7 @@ fn eds_translate_encode(c: &mut Criterion) {
             );
             group.bench_with_input(id, &model, |b, model| {
                 b.iter(|| {
-                    load_assignments(black_box(model), options, &CheckVerdicts::default())
+                    load_assignments(black_box(model), &options, &CheckVerdicts::default())
                         .map(|c| c.encode_to_vec().len())
                         .sum::<usize>()
                 })
@@ -106,7 +107,7 @@ fn full_pipeline(c: &mut Criterion) {
     for (services, endpoints) in [(1000, 10), (100, 100)] {
         let input = state(services, endpoints, true);
         group.bench_function(format!("{services}x{endpoints}_with_probes"), |b| {
-            b.iter(|| build_snapshot(black_box(&input), TranslateOptions::default(), None, &CheckVerdicts::default()))
+            b.iter(|| build_snapshot(black_box(&input), &TranslateOptions::default(), None, &CheckVerdicts::default()))
         });
         // The resolve step alone, to see what the rest of the pipeline costs.
         group.bench_function(format!("{services}x{endpoints}_resolve_only"), |b| b.iter(|| resolve(black_box(&input))));
@@ -125,15 +126,15 @@ fn verdict_flip(c: &mut Criterion) {
     let mut failing = CheckVerdicts::default();
     failing
         .insert("svc-500.ns-0:80", std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 500_000)), 8080));
-    let (previous, model) = build_snapshot(&input, options, None, &healthy);
+    let (previous, model) = build_snapshot(&input, &options, None, &healthy);
     group.bench_function("full_rebuild", |b| {
-        b.iter(|| build_snapshot(black_box(&input), options, Some(&previous), &failing))
+        b.iter(|| build_snapshot(black_box(&input), &options, Some(&previous), &failing))
     });
     group.bench_function("rejudge", |b| {
-        b.iter(|| edgexds::pipeline::rejudge(black_box(&model), options, &previous, &healthy, &failing))
+        b.iter(|| edgexds::pipeline::rejudge(black_box(&model), &options, &previous, &healthy, &failing))
     });
-    let rejudged = edgexds::pipeline::rejudge(&model, options, &previous, &healthy, &failing);
-    let (rebuilt, _) = build_snapshot(&input, options, Some(&previous), &failing);
+    let rejudged = edgexds::pipeline::rejudge(&model, &options, &previous, &healthy, &failing);
+    let (rebuilt, _) = build_snapshot(&input, &options, Some(&previous), &failing);
     assert!(rejudged == rebuilt, "the overlay gives exactly the full rebuild's snapshot");
     group.finish();
 }

@@ -8,7 +8,7 @@ mod resource_type;
 mod snapshot;
 
 pub use resource_type::ResourceType;
-pub use snapshot::{Resources, Snapshot, SnapshotDiff, VersionedResource, format_version, parse_version};
+pub use snapshot::{Encoded, Resources, Snapshot, SnapshotDiff, VersionedResource, format_version, parse_version};
 
 use std::sync::Arc;
 

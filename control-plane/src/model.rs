@@ -15,8 +15,8 @@ mod verdicts;
 pub(crate) mod fixtures;
 
 pub use object::{
-    AddressType, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint, SlicePort,
-    TargetPort,
+    AddressType, AppProtocol, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint,
+    SlicePort, TargetPort,
 };
 pub use probe::{
     CheckKind, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_MS, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT_MS,

@@ -14,7 +14,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::cache::{ResourceType, Snapshot, SnapshotCache};
+use crate::cache::{Encoded, ResourceType, Snapshot, SnapshotCache};
 use crate::histograms;
 use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve};
 use crate::translate::{self, TranslateOptions};
@@ -98,7 +98,7 @@ pub type StateReceiver = watch::Receiver<Option<Arc<SourceState>>>;
 /// However busy the source, a change is published at most this long after it was seen.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// Quiet time to wait for after a change, so a burst becomes one push.
     pub debounce: Duration,
@@ -109,16 +109,24 @@ pub struct PipelineConfig {
 /// resolved without `verdicts`; translation takes them as an overlay.
 pub fn build_snapshot(
     state: &SourceState,
-    options: TranslateOptions,
+    options: &TranslateOptions,
     previous: Option<&Snapshot>,
     verdicts: &CheckVerdicts,
 ) -> (Snapshot, Model) {
     let model = resolve(state);
-    let clusters =
-        translate::clusters(&model, options).map(|c| (ResourceType::Cluster, c.name.clone(), c.encode_to_vec()));
+    let clusters = translate::clusters(&model, options)
+        .map(|c| Encoded::from((ResourceType::Cluster, c.name.clone(), c.encode_to_vec())));
     let assignments = translate::load_assignments(&model, options, verdicts)
-        .map(|a| (ResourceType::ClusterLoadAssignment, a.cluster_name.clone(), a.encode_to_vec()));
-    let snapshot = Snapshot::new(previous, clusters.chain(assignments));
+        .map(|a| Encoded::from((ResourceType::ClusterLoadAssignment, a.cluster_name.clone(), a.encode_to_vec())));
+    let listeners = translate::listeners(&model, options).map(|l| Encoded {
+        ty: ResourceType::Listener,
+        body: l.listener.encode_to_vec(),
+        name: l.listener.name,
+        named_only: l.named_only,
+    });
+    let routes = translate::route_configurations(&model, options)
+        .map(|r| Encoded::from((ResourceType::RouteConfiguration, r.name.clone(), r.encode_to_vec())));
+    let snapshot = Snapshot::new(previous, clusters.chain(assignments).chain(listeners).chain(routes));
     (snapshot, model)
 }
 
@@ -127,7 +135,7 @@ pub fn build_snapshot(
 /// `previous`, shared. No resolve, and no other resource encoded or hashed again.
 pub fn rejudge(
     model: &Model,
-    options: TranslateOptions,
+    options: &TranslateOptions,
     previous: &Snapshot,
     before: &CheckVerdicts,
     after: &CheckVerdicts,
@@ -186,17 +194,17 @@ pub async fn run(
         let Some(state) = states.borrow_and_update().clone() else { continue };
         let judged = verdicts.as_mut().map(|v| v.borrow_and_update().clone()).unwrap_or_default();
         let previous = cache.current();
-        let options = config.translate;
+        let options = config.translate.clone();
         let started = Instant::now();
         let cached = last.take().filter(|_| !source_changed);
         let verdicts_now = judged.clone();
         let built = tokio::task::spawn_blocking(move || match (cached, previous) {
             (Some(cached), Some(previous)) => {
-                let snapshot = rejudge(&cached.model, options, &previous, &cached.verdicts, &verdicts_now);
+                let snapshot = rejudge(&cached.model, &options, &previous, &cached.verdicts, &verdicts_now);
                 (snapshot, cached.model, Some(cached.sizes))
             }
             (_, previous) => {
-                let (snapshot, model) = build_snapshot(&state, options, previous.as_deref(), &verdicts_now);
+                let (snapshot, model) = build_snapshot(&state, &options, previous.as_deref(), &verdicts_now);
                 (snapshot, Arc::new(model), None)
             }
         })
@@ -330,13 +338,14 @@ mod tests {
                 port: 80,
                 protocol: crate::model::PortProtocol::Tcp,
                 target_port: crate::model::TargetPort::Number(80),
+                app_protocol: Default::default(),
             }],
             external_name: false,
         };
         state.services.insert(service.key.clone(), Arc::new(service));
         let options = TranslateOptions::default();
-        let (first, _) = build_snapshot(&state, options, None, &CheckVerdicts::default());
-        let (second, _) = build_snapshot(&state, options, Some(&first), &CheckVerdicts::default());
+        let (first, _) = build_snapshot(&state, &options, None, &CheckVerdicts::default());
+        let (second, _) = build_snapshot(&state, &options, Some(&first), &CheckVerdicts::default());
         assert_eq!(first, second);
         let name = "web.shop:80";
         let (a, b) = (&first.resources(ResourceType::Cluster)[name], &second.resources(ResourceType::Cluster)[name]);
@@ -364,9 +373,9 @@ mod tests {
         let healthy = CheckVerdicts::default();
         let mut failing = CheckVerdicts::default();
         failing.insert("web.shop:80", "10.0.0.2:8080".parse().unwrap());
-        let (before, model) = build_snapshot(&input, options, None, &healthy);
-        let rejudged = rejudge(&model, options, &before, &healthy, &failing);
-        let (rebuilt, _) = build_snapshot(&input, options, Some(&before), &failing);
+        let (before, model) = build_snapshot(&input, &options, None, &healthy);
+        let rejudged = rejudge(&model, &options, &before, &healthy, &failing);
+        let (rebuilt, _) = build_snapshot(&input, &options, Some(&before), &failing);
         assert_eq!(rejudged, rebuilt);
         assert_ne!(rejudged, before, "the flip is in the snapshot");
         let api = "api.shop:81";

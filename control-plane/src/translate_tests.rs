@@ -23,6 +23,7 @@ fn state(probe: Option<HealthProbeSpec>) -> SourceState {
             port: 80,
             protocol: PortProtocol::Tcp,
             target_port: TargetPort::Number(8080),
+            app_protocol: Default::default(),
         }],
         external_name: false,
     };
@@ -79,7 +80,7 @@ fn probe() -> HealthProbeSpec {
 /// Decodes our bytes with envoy-types: what Envoy itself will see.
 fn envoy_cla(state: &SourceState, options: TranslateOptions) -> envoy_endpoint::ClusterLoadAssignment {
     let model = resolve(state);
-    let bytes = load_assignments(&model, options, &CheckVerdicts::default()).next().unwrap().encode_to_vec();
+    let bytes = load_assignments(&model, &options, &CheckVerdicts::default()).next().unwrap().encode_to_vec();
     envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap()
 }
 
@@ -183,9 +184,9 @@ fn encoding_is_deterministic() {
     let model = resolve(&state(Some(probe())));
     let options = TranslateOptions { typed_metadata: true, ..Default::default() };
     let once: Vec<_> =
-        load_assignments(&model, options, &CheckVerdicts::default()).map(|c| c.encode_to_vec()).collect();
+        load_assignments(&model, &options, &CheckVerdicts::default()).map(|c| c.encode_to_vec()).collect();
     for _ in 0..20 {
-        let again: Vec<_> = load_assignments(&resolve(&state(Some(probe()))), options, &CheckVerdicts::default())
+        let again: Vec<_> = load_assignments(&resolve(&state(Some(probe()))), &options, &CheckVerdicts::default())
             .map(|c| c.encode_to_vec())
             .collect();
         assert_eq!(once, again);
@@ -199,7 +200,7 @@ fn only_cluster(state: &SourceState) -> Cluster {
 fn cluster_in_mode(state: &SourceState, mode: ActiveHealthChecks) -> Cluster {
     let model = resolve(state);
     let options = TranslateOptions { active_health_checks: mode, ..Default::default() };
-    let cluster = clusters(&model, options).next().unwrap();
+    let cluster = clusters(&model, &options).next().unwrap();
     Cluster::decode(cluster.encode_to_vec().as_slice()).unwrap()
 }
 
@@ -259,7 +260,7 @@ fn a_failing_verdict_makes_a_ready_endpoint_unhealthy_and_never_revives_a_not_re
     verdicts.insert("web.shop:80", "10.0.0.1:8080".parse().unwrap());
     verdicts.insert("web.shop:80", "10.0.0.3:8080".parse().unwrap());
     model.apply_verdicts(&verdicts);
-    let bytes = load_assignments(&model, TranslateOptions::default(), &CheckVerdicts::default())
+    let bytes = load_assignments(&model, &TranslateOptions::default(), &CheckVerdicts::default())
         .next()
         .unwrap()
         .encode_to_vec();

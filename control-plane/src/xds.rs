@@ -1,4 +1,4 @@
-//! Delta xDS over gRPC: the per-stream protocol state machine, the streams and their
+//! xDS over gRPC, delta and state of the world: the per-stream protocol state machine, the streams and their
 //! framing, the send budget and per-client limits, CSDS, and the view of connected
 //! proxies. It reads snapshots through `cache::SnapshotSource` and imports nothing
 //! from the other edges.
@@ -19,12 +19,12 @@ mod subscription;
 
 pub use budget::{SEND_BUDGET_BYTES, SendBudget};
 pub use csds::ClientStatus;
-pub use kind::StreamKind;
+pub use kind::{Flavour, StreamKind};
 pub use limits::XdsLimits;
 pub use metrics::XdsMetrics;
 pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use response_wire::EncodedResponse;
 pub use service::XdsServer;
-pub use stream::{StreamEnv, run_stream};
-pub use stream_state::{MAX_RESPONSE_BYTES, Outgoing, StreamState, kept_node};
+pub use stream::{StreamEnv, XdsRequest, run_stream};
+pub use stream_state::{Answer, MAX_RESPONSE_BYTES, Outgoing, StreamState, kept_node};
 pub use subscription::{Changes, Subscription, SubscriptionRequest};

@@ -75,11 +75,11 @@ class Cluster:
 class Edgexds:
     """The edgexds binary on free loopback ports; `kubeconfig` is the Kubernetes API it may use."""
 
-    def __init__(self, kubeconfig: str | None, *args: str):
+    def __init__(self, kubeconfig: str | None, *args: str, xds: str | None = None):
         binary = pathlib.Path(os.environ.get("EDGEXDS_BIN", TARGET / "edgexds"))
         assert binary.exists(), f"{binary} is missing: tests/run builds it"
         self.admin = f"http://127.0.0.1:{free_port()}"
-        self.xds = f"127.0.0.1:{free_port()}"
+        self.xds = xds or f"127.0.0.1:{free_port()}"
         self.debug = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {})}
         self.process = subprocess.Popen(

@@ -9,6 +9,7 @@ pub mod kube_objects;
 pub mod kube_server;
 pub mod kube_session;
 pub mod pki;
+pub mod sotw;
 pub mod upstream;
 pub mod xds;
 

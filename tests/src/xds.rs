@@ -1,15 +1,18 @@
-//! An in-process xDS server over `tokio::io::duplex`, and a delta client that speaks to it like Envoy.
+//! An in-process xDS server over `tokio::io::duplex`, and a delta client that speaks to it like Envoy
+//! (the state-of-the-world client is in [`crate::sotw`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgexds::cache::{ResourceType, Snapshot, SnapshotCache};
+use edgexds::cache::{Encoded, ResourceType, Snapshot, SnapshotCache};
 use edgexds::xds::{ProxyRegistry, XdsMetrics, XdsServer};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::route::v3::route_discovery_service_client::RouteDiscoveryServiceClient;
 use envoy_types::pb::google::rpc;
 use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
@@ -21,6 +24,8 @@ use tonic::{Status, Streaming};
 
 pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// How long a test waits for something that must happen.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -83,6 +88,16 @@ impl Harness {
         DeltaClient::open(|requests| async move { client.delta_endpoints(requests).await }).await
     }
 
+    pub async fn lds(&self) -> DeltaClient {
+        let mut client = ListenerDiscoveryServiceClient::new(self.channel().await);
+        DeltaClient::open(|requests| async move { client.delta_listeners(requests).await }).await
+    }
+
+    pub async fn rds(&self) -> DeltaClient {
+        let mut client = RouteDiscoveryServiceClient::new(self.channel().await);
+        DeltaClient::open(|requests| async move { client.delta_routes(requests).await }).await
+    }
+
     /// Publishes clusters and endpoints given as (name, body) pairs.
     pub fn publish(&self, clusters: &[(&str, &str)], endpoints: &[(&str, &str)]) {
         let current = self.cache.current();
@@ -90,6 +105,24 @@ impl Harness {
             endpoints.iter().map(|(n, b)| (ResourceType::ClusterLoadAssignment, n.to_string(), b.as_bytes().to_vec())),
         );
         self.cache.publish(Snapshot::new(current.as_deref(), items));
+    }
+
+    /// Publishes resources of any type as (type, name, body); `named_only` ones reach only
+    /// clients that name them, as gRPC listeners do.
+    pub fn publish_all(&self, resources: &[(ResourceType, &str, &str)], named_only: &[&str]) {
+        let current = self.cache.current();
+        let items = resources.iter().map(|(ty, n, b)| Encoded {
+            ty: *ty,
+            name: n.to_string(),
+            body: b.as_bytes().to_vec(),
+            named_only: named_only.contains(n),
+        });
+        self.cache.publish(Snapshot::new(current.as_deref(), items));
+    }
+
+    /// A state-of-the-world ADS stream.
+    pub async fn sotw_ads(&self) -> crate::sotw::SotwClient {
+        crate::sotw::SotwClient::ads(self.channel().await).await
     }
 
     pub fn version(&self, ty: ResourceType, name: &str) -> String {
@@ -211,19 +244,30 @@ impl DeltaClient {
     }
 
     pub async fn next_within(&mut self, limit: Duration) -> Result<DeltaDiscoveryResponse, Status> {
-        match tokio::time::timeout(limit, self.responses.message()).await {
-            Err(_) => panic!("no response within {limit:?}"),
-            Ok(Ok(Some(response))) => Ok(response),
-            Ok(Ok(None)) => Err(Status::ok("stream ended")),
-            Ok(Err(status)) => Err(status),
-        }
+        next_message(&mut self.responses, limit).await
     }
 
     /// Asserts that nothing arrives for a while.
     pub async fn assert_quiet(&mut self) {
-        if let Ok(message) = tokio::time::timeout(QUIET, self.responses.message()).await {
-            panic!("expected no response, got {message:?}");
-        }
+        assert_quiet(&mut self.responses).await;
+    }
+}
+
+/// The next message of `responses` within `limit` (a panic past it); the stream's end is
+/// an error with code OK.
+pub async fn next_message<T>(responses: &mut Streaming<T>, limit: Duration) -> Result<T, Status> {
+    match tokio::time::timeout(limit, responses.message()).await {
+        Err(_) => panic!("no response within {limit:?}"),
+        Ok(Ok(Some(response))) => Ok(response),
+        Ok(Ok(None)) => Err(Status::ok("stream ended")),
+        Ok(Err(status)) => Err(status),
+    }
+}
+
+/// Asserts that nothing arrives on `responses` for a while.
+pub async fn assert_quiet<T: std::fmt::Debug>(responses: &mut Streaming<T>) {
+    if let Ok(message) = tokio::time::timeout(QUIET, responses.message()).await {
+        panic!("expected no response, got {message:?}");
     }
 }
 

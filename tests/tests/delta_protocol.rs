@@ -242,7 +242,7 @@ async fn unknown_type_url_gets_invalid_argument_and_server_stays_healthy() {
     let h = Harness::start();
     h.publish(&[("a", "1")], &[]);
     let mut bad = h.ads().await;
-    bad.subscribe("type.googleapis.com/envoy.config.listener.v3.Listener", &[]).await;
+    bad.subscribe("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", &[]).await;
     let status = bad.next_result().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("unsupported type_url"), "{}", status.message());
@@ -337,13 +337,96 @@ async fn shutdown_closes_streams_with_unavailable() {
 }
 
 #[tokio::test]
-async fn state_of_the_world_is_refused_with_a_hint() {
-    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+async fn rest_style_fetch_is_refused_with_a_hint() {
+    use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
     let h = Harness::start();
-    let mut client = AggregatedDiscoveryServiceClient::new(h.channel().await);
-    let status = client.stream_aggregated_resources(tokio_stream::empty()).await.unwrap_err();
+    let mut client = ClusterDiscoveryServiceClient::new(h.channel().await);
+    let request = envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest::default();
+    let status = client.fetch_clusters(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("DELTA_GRPC"));
+    assert!(status.message().contains("streams only"));
+}
+
+#[tokio::test]
+async fn on_ads_clusters_endpoints_listeners_and_routes_go_in_that_order() {
+    use ResourceType::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
+    let h = Harness::start();
+    let everything = |v: &str| {
+        [(Cluster, "a", v), (ClusterLoadAssignment, "a", v), (Listener, "l", v), (RouteConfiguration, "l", v)]
+            .map(|(t, n, v)| (t, n, v.to_owned()))
+    };
+    let publish = |v: &str| {
+        let items = everything(v);
+        let refs: Vec<_> = items.iter().map(|(t, n, b)| (*t, *n, b.as_str())).collect();
+        h.publish_all(&refs, &[]);
+    };
+    publish("1");
+    let mut ads = h.ads().await;
+    ads.subscribe(RDS, &["l"]).await;
+    ads.subscribe(LDS, &[]).await;
+    ads.subscribe(EDS, &["a"]).await;
+    ads.subscribe(CDS, &[]).await;
+    for _ in 0..4 {
+        let response = ads.next().await;
+        ads.ack(&response).await;
+    }
+    // All four change in one snapshot: they go out clusters first, routes last.
+    publish("2");
+    let mut order = Vec::new();
+    while order.len() < 4 {
+        let response = ads.next().await;
+        ads.ack(&response).await;
+        if !order.contains(&response.type_url) {
+            order.push(response.type_url.clone());
+        }
+    }
+    assert_eq!(order, [CDS, EDS, LDS, RDS]);
+}
+
+#[tokio::test]
+async fn a_changed_listener_gets_its_routes_resent_right_after() {
+    use ResourceType::{Listener, RouteConfiguration};
+    let h = Harness::start();
+    h.publish_all(&[(Listener, "outbound", "L1"), (RouteConfiguration, "outbound", "R")], &[]);
+    let mut ads = h.ads().await;
+    ads.subscribe(LDS, &[]).await;
+    let lds = ads.next().await;
+    ads.ack(&lds).await;
+    ads.subscribe(RDS, &["outbound"]).await;
+    let rds = ads.next().await;
+    ads.ack(&rds).await;
+    h.publish_all(&[(Listener, "outbound", "L2"), (RouteConfiguration, "outbound", "R")], &[]);
+    let listener = ads.next().await;
+    assert_eq!((listener.type_url.as_str(), names(&listener)), (LDS, vec!["outbound"]));
+    let routes = ads.next().await;
+    assert_eq!((routes.type_url.as_str(), names(&routes)), (RDS, vec!["outbound"]));
+    assert_eq!(routes.resources[0].version, rds.resources[0].version);
+}
+
+#[tokio::test]
+async fn wildcard_listeners_leave_out_named_only_grpc_listeners_which_are_served_by_name() {
+    use ResourceType::Listener;
+    let h = Harness::start();
+    h.publish_all(&[(Listener, "outbound", "OUT"), (Listener, "web.shop:80", "GRPC")], &["web.shop:80"]);
+    let mut envoy = h.ads().await;
+    envoy.subscribe(LDS, &[]).await;
+    assert_eq!(names(&envoy.next().await), ["outbound"]);
+    let mut client = h.ads().await;
+    client.subscribe(LDS, &["web.shop:80"]).await;
+    assert_eq!(names(&client.next().await), ["web.shop:80"]);
+}
+
+#[tokio::test]
+async fn delta_listeners_and_routes_work_on_their_own_streams() {
+    use ResourceType::{Listener, RouteConfiguration};
+    let h = Harness::start();
+    h.publish_all(&[(Listener, "outbound", "L"), (RouteConfiguration, "outbound", "R")], &[]);
+    let mut lds = h.lds().await;
+    lds.subscribe("", &[]).await;
+    assert_eq!(names(&lds.next().await), ["outbound"]);
+    let mut rds = h.rds().await;
+    rds.subscribe("", &["outbound"]).await;
+    assert_eq!(names(&rds.next().await), ["outbound"]);
 }
 
 #[tokio::test]

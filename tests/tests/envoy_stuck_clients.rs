@@ -78,7 +78,7 @@ async fn a_real_envoy_follows_edits_within_a_second_with_500_stuck_clients_conne
             AggregatedDiscoveryServiceClient::new(channel).delta_aggregated_resources(ReceiverStream::new(rx)).await;
         stuck.push((tx, call));
     }
-    let streams = cp.running.xds_metrics.streams_of(StreamKind::Aggregated);
+    let streams = cp.running.xds_metrics.streams_of(StreamKind::Aggregated, edgexds::xds::Flavour::Delta);
     eventually(Duration::from_secs(30), "every stuck stream is open", || async {
         (streams.get() > STUCK as i64).then_some(())
     })

@@ -70,7 +70,7 @@ async fn metrics_count_a_scripted_session_exactly() {
         after = scrape(&cp).await;
     }
     let series = |name: &str| after.get(name).copied().unwrap_or(0.0);
-    assert_eq!(series("edgexds_xds_streams{method=\"ads\"}"), 1.0);
+    assert_eq!(series("edgexds_xds_streams{method=\"ads\",flavour=\"delta\"}"), 1.0);
     assert_eq!(series("edgexds_xds_responses_total{type=\"cds\"}"), 1.0);
     assert_eq!(series("edgexds_xds_responses_total{type=\"eds\"}"), 2.0);
     assert_eq!(series("edgexds_xds_resources_sent_total{type=\"cds\"}"), 1.0);
@@ -91,7 +91,7 @@ async fn metrics_count_a_scripted_session_exactly() {
 
     drop(client);
     eventually(Duration::from_secs(5), "stream gauge back to zero", || async {
-        (scrape(&cp).await.get("edgexds_xds_streams{method=\"ads\"}") == Some(&0.0)).then_some(())
+        (scrape(&cp).await.get("edgexds_xds_streams{method=\"ads\",flavour=\"delta\"}") == Some(&0.0)).then_some(())
     })
     .await;
 }

@@ -6,16 +6,40 @@ use std::fmt;
 pub enum ResourceType {
     Cluster,
     ClusterLoadAssignment,
+    Listener,
+    RouteConfiguration,
 }
 
 impl ResourceType {
-    /// In the order Envoy needs them on ADS: clusters before their endpoints.
-    pub const ALL: [ResourceType; 2] = [ResourceType::Cluster, ResourceType::ClusterLoadAssignment];
+    pub const COUNT: usize = 4;
+
+    /// In the order Envoy needs them on ADS: clusters before their endpoints, and both
+    /// before the listeners and routes that point at them.
+    pub const ALL: [ResourceType; Self::COUNT] =
+        [Self::Cluster, Self::ClusterLoadAssignment, Self::Listener, Self::RouteConfiguration];
 
     pub const fn type_url(self) -> &'static str {
         match self {
             Self::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             Self::ClusterLoadAssignment => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            Self::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            Self::RouteConfiguration => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// State-of-the-world responses of this type carry every subscribed resource, so a
+    /// name left out is gone; for the others a response carries only what it updates.
+    pub const fn full_state(self) -> bool {
+        matches!(self, Self::Cluster | Self::Listener)
+    }
+
+    /// The type whose resources follow a changed resource of this one: a cluster's
+    /// endpoints and a listener's routes, under the same name.
+    pub const fn dependent(self) -> Option<Self> {
+        match self {
+            Self::Cluster => Some(Self::ClusterLoadAssignment),
+            Self::Listener => Some(Self::RouteConfiguration),
+            _ => None,
         }
     }
 
@@ -32,6 +56,8 @@ impl ResourceType {
         match self {
             Self::Cluster => "cds",
             Self::ClusterLoadAssignment => "eds",
+            Self::Listener => "lds",
+            Self::RouteConfiguration => "rds",
         }
     }
 }

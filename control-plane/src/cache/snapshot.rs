@@ -15,12 +15,30 @@ pub struct VersionedResource {
     pub version: String,
     pub hash: u64,
     pub body: Vec<u8>,
+    /// Sent only to clients that name it, never through a wildcard subscription: a gRPC
+    /// client's api_listener, which an Envoy asking for every listener cannot take.
+    pub named_only: bool,
 }
 
 impl VersionedResource {
     pub fn new(body: Vec<u8>) -> Self {
         let hash = xxh3_64(&body);
-        Self { version: format_version(hash), hash, body }
+        Self { version: format_version(hash), hash, body, named_only: false }
+    }
+}
+
+/// One encoded resource on its way into a snapshot.
+#[derive(Debug)]
+pub struct Encoded {
+    pub ty: ResourceType,
+    pub name: String,
+    pub body: Vec<u8>,
+    pub named_only: bool,
+}
+
+impl From<(ResourceType, String, Vec<u8>)> for Encoded {
+    fn from((ty, name, body): (ResourceType, String, Vec<u8>)) -> Self {
+        Self { ty, name, body, named_only: false }
     }
 }
 
@@ -36,8 +54,12 @@ pub fn parse_version(version: &str) -> u64 {
 pub type Resources = BTreeMap<String, Arc<VersionedResource>>;
 
 /// `body` versioned, sharing `previous`'s allocation when its bytes did not change.
-fn versioned(previous: Option<&Snapshot>, ty: ResourceType, name: &str, body: Vec<u8>) -> Arc<VersionedResource> {
-    let fresh = VersionedResource::new(body);
+fn versioned(previous: Option<&Snapshot>, encoded: &mut Encoded) -> Arc<VersionedResource> {
+    let (ty, name) = (encoded.ty, &encoded.name);
+    let fresh = VersionedResource {
+        named_only: encoded.named_only,
+        ..VersionedResource::new(std::mem::take(&mut encoded.body))
+    };
     previous
         .and_then(|p| p.resources(ty).get(name))
         .filter(|old| old.as_ref() == &fresh)
@@ -47,9 +69,9 @@ fn versioned(previous: Option<&Snapshot>, ty: ResourceType, name: &str, body: Ve
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    by_type: [Resources; 2],
+    by_type: [Resources; ResourceType::COUNT],
     /// Per type, a hash of every name and version: what "version" a client is at.
-    versions: [String; 2],
+    versions: [String; ResourceType::COUNT],
     /// When the source change this snapshot carries was first seen, for push-latency metrics.
     pub observed_at: Option<std::time::Instant>,
     /// Set by the cache: this snapshot's number, and what changed since the one before it.
@@ -66,14 +88,12 @@ impl PartialEq for Snapshot {
 impl Snapshot {
     /// Builds a snapshot from encoded resources. Entries whose bytes did not
     /// change since `previous` share its allocation.
-    pub fn new(
-        previous: Option<&Snapshot>,
-        encoded: impl IntoIterator<Item = (ResourceType, String, Vec<u8>)>,
-    ) -> Self {
-        let mut by_type: [Resources; 2] = Default::default();
-        for (ty, name, body) in encoded {
-            let resource = versioned(previous, ty, &name, body);
-            by_type[ty.index()].insert(name, resource);
+    pub fn new(previous: Option<&Snapshot>, encoded: impl IntoIterator<Item = impl Into<Encoded>>) -> Self {
+        let mut by_type: [Resources; ResourceType::COUNT] = Default::default();
+        for encoded in encoded {
+            let mut encoded = encoded.into();
+            let resource = versioned(previous, &mut encoded);
+            by_type[encoded.ty.index()].insert(encoded.name, resource);
         }
         let versions = Self::type_versions(&by_type);
         Self { by_type, versions, observed_at: None, generation: 0, delta: None }
@@ -81,17 +101,18 @@ impl Snapshot {
 
     /// `previous` with some resources replaced (same names): only those are hashed
     /// again; the rest are shared with `previous`.
-    pub fn replacing(previous: &Snapshot, encoded: impl IntoIterator<Item = (ResourceType, String, Vec<u8>)>) -> Self {
+    pub fn replacing(previous: &Snapshot, encoded: impl IntoIterator<Item = impl Into<Encoded>>) -> Self {
         let mut by_type = previous.by_type.clone();
-        for (ty, name, body) in encoded {
-            let resource = versioned(Some(previous), ty, &name, body);
-            by_type[ty.index()].insert(name, resource);
+        for encoded in encoded {
+            let mut encoded = encoded.into();
+            let resource = versioned(Some(previous), &mut encoded);
+            by_type[encoded.ty.index()].insert(encoded.name, resource);
         }
         let versions = Self::type_versions(&by_type);
         Self { by_type, versions, observed_at: None, generation: 0, delta: None }
     }
 
-    fn type_versions(by_type: &[Resources; 2]) -> [String; 2] {
+    fn type_versions(by_type: &[Resources; ResourceType::COUNT]) -> [String; ResourceType::COUNT] {
         ResourceType::ALL.map(|ty| {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             for (name, resource) in &by_type[ty.index()] {
@@ -129,8 +150,8 @@ impl Snapshot {
 /// Names whose version changed, appeared or vanished between two snapshots, per type.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SnapshotDiff {
-    pub changed: [Vec<String>; 2],
-    pub removed: [Vec<String>; 2],
+    pub changed: [Vec<String>; ResourceType::COUNT],
+    pub removed: [Vec<String>; ResourceType::COUNT],
 }
 
 impl SnapshotDiff {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use crate::kubernetes::crd::{HealthProbe, HealthProbeSpec, HealthProbeStatus};
 use crate::kubernetes::probe_spec;
 use crate::model::{
-    AddressType, EndpointConditions, FieldError, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
-    SliceEndpoint, SlicePort, TargetPort,
+    AddressType, AppProtocol, EndpointConditions, FieldError, ObjectKey, PortProtocol, Probe, Service, ServicePort,
+    Slice, SliceEndpoint, SlicePort, TargetPort,
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -122,6 +122,7 @@ pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service,
                 port,
                 protocol: protocol(&field("protocol"), p.protocol.as_deref())?,
                 target_port,
+                app_protocol: AppProtocol::parse(p.app_protocol.as_deref()),
             })
         })
         .collect::<Result<_, FieldError>>()?;

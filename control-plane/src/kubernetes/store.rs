@@ -131,6 +131,7 @@ mod tests {
                 port,
                 protocol: PortProtocol::Tcp,
                 target_port: TargetPort::Number(port),
+                app_protocol: Default::default(),
             }],
             external_name: false,
         }));

@@ -20,6 +20,7 @@ pub(crate) fn service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Service {
                 port: *p,
                 protocol: PortProtocol::Tcp,
                 target_port: TargetPort::Number(p + 8000),
+                app_protocol: Default::default(),
             })
             .collect(),
         external_name: false,

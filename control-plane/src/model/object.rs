@@ -55,6 +55,34 @@ pub struct ServicePort {
     pub port: u16,
     pub protocol: PortProtocol,
     pub target_port: TargetPort,
+    pub app_protocol: AppProtocol,
+}
+
+/// What a port's `appProtocol` says about the upstream, as far as routing cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AppProtocol {
+    /// Unset or anything else: HTTP/1.1 upstream.
+    #[default]
+    Other,
+    /// `grpc`: HTTP/2.
+    Grpc,
+    /// `h2c` or `kubernetes.io/h2c`: HTTP/2 without TLS.
+    H2c,
+}
+
+impl AppProtocol {
+    pub fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("grpc") => Self::Grpc,
+            Some("h2c" | "kubernetes.io/h2c") => Self::H2c,
+            _ => Self::Other,
+        }
+    }
+
+    /// The upstream speaks HTTP/2, so its cluster must too.
+    pub fn is_http2(self) -> bool {
+        self != Self::Other
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

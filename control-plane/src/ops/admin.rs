@@ -136,7 +136,7 @@ mod tests {
     async fn debug_resources_rejects_unknown_types_and_names() {
         let state = state();
         state.cache.publish(Snapshot::default());
-        assert_eq!(status(&state, "/debug/resources?type=lds").await, StatusCode::BAD_REQUEST);
+        assert_eq!(status(&state, "/debug/resources?type=sds").await, StatusCode::BAD_REQUEST);
         assert_eq!(status(&state, "/debug/resources?type=cds&name=nope").await, StatusCode::NOT_FOUND);
         assert_eq!(status(&state, "/debug/resources?type=eds").await, StatusCode::OK);
     }

@@ -90,6 +90,12 @@ pub struct ServeArgs {
     #[arg(long, env = "EDGEXDS_MAX_STREAMS_PER_CONNECTION", default_value_t = XdsLimits::default().max_streams_per_connection,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_streams_per_connection: u32,
+    /// Where sidecars' outbound HTTP listener (LDS `outbound`) listens, e.g. 127.0.0.1:15001.
+    #[arg(long, env = "EDGEXDS_OUTBOUND_LISTENER", default_value = "127.0.0.1:15001")]
+    pub outbound_listener: SocketAddr,
+    /// The cluster's DNS domain: Services answer to svc.ns.svc.<domain> in routes and gRPC targets.
+    #[arg(long, env = "EDGEXDS_CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = parse_cluster_domain)]
+    pub cluster_domain: String,
     /// PEM certificate (chain) the xDS port serves TLS with; re-read when it changes.
     #[arg(long, env = "EDGEXDS_XDS_TLS_CERT", value_name = "FILE", requires = "xds_tls_key")]
     pub xds_tls_cert: Option<PathBuf>,
@@ -213,6 +219,8 @@ impl ServeArgs {
                     active_health_checks: self.active_health_checks,
                     send_unhealthy_endpoints: self.send_unhealthy_endpoints,
                     typed_metadata: self.typed_metadata,
+                    outbound_listener: self.outbound_listener,
+                    cluster_domain: self.cluster_domain.as_str().into(),
                 },
             },
             hds: HdsConfig {
@@ -257,6 +265,22 @@ impl ServeArgs {
 /// A comma-separated flag's entries, without the empty ones an empty variable yields.
 fn listed(values: &[String]) -> Vec<String> {
     values.iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect()
+}
+
+/// A DNS name of lowercase labels, as Kubernetes' `--cluster-domain` is.
+fn parse_cluster_domain(value: &str) -> Result<String, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if value.len() <= 253 && value.split('.').all(label_ok) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("{value:?} is not a DNS domain such as cluster.local"))
+    }
 }
 
 #[cfg(test)]

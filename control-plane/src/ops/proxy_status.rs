@@ -29,7 +29,8 @@ fn short(version: Option<&String>) -> String {
 /// The table, then one line per NACK with Envoy's own message.
 pub fn render(proxies: &[ProxyReport]) -> String {
     let mut rows = vec![
-        ["NODE", "CLUSTER", "LOCALITY", "METHOD", "CDS", "EDS", "STATE", "CONNECTED", "VERSION"].map(String::from),
+        ["NODE", "CLUSTER", "LOCALITY", "METHOD", "CDS", "EDS", "LDS", "RDS", "STATE", "CONNECTED", "CLIENT"]
+            .map(String::from),
     ];
     for p in proxies {
         let column = |ty: &str| {
@@ -51,12 +52,14 @@ pub fn render(proxies: &[ProxyReport]) -> String {
             p.node_id.clone(),
             p.cluster.clone(),
             p.locality.clone(),
-            p.method.clone(),
+            format!("{}/{}", p.method, p.flavour),
             column("cds"),
             column("eds"),
+            column("lds"),
+            column("rds"),
             state.to_owned(),
             p.connected_since.clone(),
-            p.user_agent.clone(),
+            if p.client.is_empty() { p.user_agent.clone() } else { p.client.clone() },
         ]);
     }
     let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
@@ -110,6 +113,8 @@ mod tests {
             locality: "zone-a".into(),
             user_agent: "envoy 1.40.0".into(),
             method: "ads".into(),
+            flavour: "delta".into(),
+            client: "envoy 1.40.0".into(),
             identity: None,
             connected_since: "2026-01-01T00:00:00Z".into(),
             state,

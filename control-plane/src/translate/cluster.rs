@@ -45,6 +45,9 @@ pub fn cluster(port: &ResolvedPort, mode: ActiveHealthChecks) -> Cluster {
         ignore_health_on_host_removal: true,
         ..Default::default()
     };
+    if port.port.app_protocol.is_http2() {
+        cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_owned(), http2_options());
+    }
     if let Some(coverage) = &port.probe {
         let probe = &coverage.probe;
         if mode == ActiveHealthChecks::Hds && hds_can_check(&probe.check) {
@@ -52,7 +55,7 @@ pub fn cluster(port: &ResolvedPort, mode: ActiveHealthChecks) -> Cluster {
             return cluster;
         }
         cluster.health_checks = vec![health_check(&probe.check, &probe.base)];
-        if matches!(probe.check, CheckKind::Grpc { .. }) {
+        if matches!(probe.check, CheckKind::Grpc { .. }) && !port.port.app_protocol.is_http2() {
             // gRPC health checks need an HTTP/2 upstream.
             cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_owned(), http2_options());
         }

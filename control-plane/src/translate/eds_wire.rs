@@ -23,6 +23,15 @@ pub struct LocalityLbEndpoints {
     pub locality: Option<Locality>,
     #[prost(message, repeated, tag = "2")]
     pub lb_endpoints: Vec<LbEndpoint>,
+    /// gRPC clients skip a locality without a weight; Envoy reads it only with locality-weighted LB.
+    #[prost(message, optional, tag = "3")]
+    pub load_balancing_weight: Option<UInt32Value>,
+}
+
+#[derive(Clone, Copy, PartialEq, prost::Message, serde::Serialize)]
+pub struct UInt32Value {
+    #[prost(uint32, tag = "1")]
+    pub value: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]

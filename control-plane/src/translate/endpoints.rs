@@ -10,7 +10,7 @@ use prost::bytes::Bytes;
 use super::TranslateOptions;
 use super::eds_wire::{
     Address, Any, ClusterLoadAssignment, Endpoint, Kind, LbEndpoint, Locality, LocalityLbEndpoints, Metadata,
-    SocketAddress, Struct, Value,
+    SocketAddress, Struct, UInt32Value, Value,
 };
 use crate::api::v1alpha1::EndpointExtension;
 use crate::model::{CheckVerdicts, EndpointHealth, ObjectKey, ProbePolicy, ResolvedEndpoint, ResolvedPort};
@@ -23,7 +23,7 @@ const EXTENSION_TYPE_URL: &str = "type.googleapis.com/edgexds.v1alpha1.EndpointE
 /// re-translates only the load assignments it touches.
 pub fn load_assignment(
     port: &ResolvedPort,
-    options: TranslateOptions,
+    options: &TranslateOptions,
     verdicts: &CheckVerdicts,
 ) -> ClusterLoadAssignment {
     let probe_key = port.probe.as_ref().map(|c| &c.probe.key);
@@ -61,7 +61,13 @@ pub fn load_assignment(
         endpoints: by_zone
             .into_iter()
             .map(|(zone, lb_endpoints)| LocalityLbEndpoints {
-                locality: zone.map(|zone| Locality { region: String::new(), zone: zone.to_owned() }),
+                // Always present, if empty: gRPC refuses a locality without one.
+                locality: Some(Locality { region: String::new(), zone: zone.unwrap_or_default().to_owned() }),
+                // As many shares as endpoints, so a gRPC client that picks a locality first
+                // still spreads calls evenly over endpoints.
+                load_balancing_weight: Some(UInt32Value {
+                    value: u32::try_from(lb_endpoints.len()).unwrap_or(u32::MAX),
+                }),
                 lb_endpoints,
             })
             .collect(),

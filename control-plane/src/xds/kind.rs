@@ -1,4 +1,4 @@
-//! Which gRPC method opened a delta xDS stream.
+//! Which gRPC method opened an xDS stream: the resource types it carries, and its flavour.
 
 use crate::cache::ResourceType;
 
@@ -16,6 +16,26 @@ impl StreamKind {
         match self {
             StreamKind::Aggregated => "ads",
             StreamKind::Single(ty) => ty.short_name(),
+        }
+    }
+}
+
+/// Which variant of the protocol a stream speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Flavour {
+    /// Incremental xDS: `Delta*` methods, resources by name with removals.
+    #[default]
+    Delta,
+    /// State of the world: `Stream*` methods, the whole subscribed set per response (for
+    /// listeners and clusters), what proxyless gRPC clients speak.
+    Sotw,
+}
+
+impl Flavour {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Delta => "delta",
+            Flavour::Sotw => "sotw",
         }
     }
 }

@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::kind::StreamKind;
+use super::kind::{Flavour, StreamKind};
 use crate::cache::ResourceType;
 use crate::histograms;
 
@@ -19,8 +19,10 @@ pub struct TypeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
-    /// ads, cds or eds: which delta method the stream uses.
+    /// ads, cds, eds, lds or rds: which method the stream uses.
     pub method: &'static str,
+    /// delta or sotw.
+    pub flavour: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,7 +44,7 @@ pub struct TypeSeries {
 }
 
 pub struct XdsMetrics {
-    per_type: [TypeSeries; 2],
+    per_type: [TypeSeries; ResourceType::COUNT],
     pub streams: Family<MethodLabel, Gauge>,
     pub push_latency: Histogram,
     limit_hits: Family<LimitLabel, Counter>,
@@ -98,11 +100,11 @@ impl XdsMetrics {
             metrics.limit_hits.clone(),
         );
         let xds = root.sub_registry_with_prefix("xds");
-        xds.register("streams", "Connected delta xDS streams", metrics.streams.clone());
-        xds.register("responses", "Delta xDS responses sent", responses);
-        xds.register("resources_sent", "Resources sent in delta xDS responses", resources_sent);
+        xds.register("streams", "Connected xDS streams", metrics.streams.clone());
+        xds.register("responses", "xDS responses sent", responses);
+        xds.register("resources_sent", "Resources sent in xDS responses", resources_sent);
         xds.register("resources_removed", "Names sent in removed_resources", resources_removed);
-        xds.register_with_unit("sent", "Encoded delta xDS response bytes", Unit::Bytes, bytes_sent);
+        xds.register_with_unit("sent", "Encoded xDS response bytes", Unit::Bytes, bytes_sent);
         xds.register("acks", "Responses acknowledged by clients", acks);
         xds.register("nacks", "Responses rejected by clients", nacks);
         xds.register("connections", "Open connections on the xDS port", metrics.connections.clone());
@@ -120,8 +122,8 @@ impl XdsMetrics {
     }
 
     /// The gauge of open streams of `kind`.
-    pub fn streams_of(&self, kind: StreamKind) -> Gauge {
-        self.streams.get_or_create(&MethodLabel { method: kind.method() }).clone()
+    pub fn streams_of(&self, kind: StreamKind, flavour: Flavour) -> Gauge {
+        self.streams.get_or_create(&MethodLabel { method: kind.method(), flavour: flavour.name() }).clone()
     }
 
     /// Counts one input refused or cut by `limit`.

@@ -70,7 +70,14 @@ pub struct ProxyReport {
     pub cluster: String,
     pub locality: String,
     pub user_agent: String,
+    /// What kind of client: `envoy 1.40.0`, or gRPC with its language and version, e.g.
+    /// `gRPC Python 1.85.3` (proxyless).
+    #[serde(default)]
+    pub client: String,
     pub method: String,
+    /// delta or sotw.
+    #[serde(default)]
+    pub flavour: String,
     /// Who the client authenticated as, when the xDS port asks (`--xds-auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
@@ -160,10 +167,23 @@ fn report(stream: &StreamState) -> ProxyReport {
         cluster: node.cluster.clone(),
         locality,
         user_agent: format!("{} {}", node.user_agent_name, build).trim().to_owned(),
+        client: client_kind(&node.user_agent_name, &build),
         method: stream.kind().method().to_owned(),
+        flavour: stream.flavour().name().to_owned(),
         identity: stream.identity().map(ToString::to_string),
         connected_since: crate::timestamp::rfc3339(stream.connected_at()),
         state: sync_state(stream),
         types,
+    }
+}
+/// The client as an operator names it. gRPC's C-core wrappers announce themselves as
+/// `gRPC C-core <platform> <language>` with version `C-core <n> <language> <version>`: the
+/// language and its own version are the last words of each.
+fn client_kind(name: &str, version: &str) -> String {
+    let last = |text: &str| text.split_whitespace().last().unwrap_or_default().to_owned();
+    if name.starts_with("gRPC") {
+        format!("gRPC {} {}", last(name), last(version)).trim().to_owned()
+    } else {
+        format!("{name} {version}").trim().to_owned()
     }
 }

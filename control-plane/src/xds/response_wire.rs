@@ -1,4 +1,4 @@
-//! Encodes a `DeltaDiscoveryResponse` gRPC frame straight from the snapshot's bytes.
+//! Encodes `DeltaDiscoveryResponse` and `DiscoveryResponse` gRPC frames straight from the snapshot's bytes.
 //!
 //! Building the envoy-types message first would allocate a name, a version and
 //! a type URL per resource and copy every body, then copy it all again into the
@@ -104,9 +104,39 @@ pub fn encode_response(
     EncodedResponse { frame: buf, resources: updated.len() }
 }
 
+// DiscoveryResponse (state of the world)
+const SOTW_VERSION_INFO: u32 = 1;
+const SOTW_RESOURCES: u32 = 2;
+const SOTW_TYPE_URL: u32 = 4;
+const SOTW_NONCE: u32 = 5;
+
+/// A state-of-the-world `DiscoveryResponse` frame: `version_info`, each resource as an
+/// `Any`, the type URL and the nonce.
+pub fn encode_sotw_response(
+    type_url: &str,
+    version_info: &str,
+    nonce: &str,
+    resources: &[(String, Arc<VersionedResource>)],
+) -> EncodedResponse {
+    let len = field_len(SOTW_VERSION_INFO, version_info.len())
+        + resources.iter().map(|(_, r)| message_field_len(SOTW_RESOURCES, any_len(type_url, &r.body))).sum::<usize>()
+        + field_len(SOTW_TYPE_URL, type_url.len())
+        + field_len(SOTW_NONCE, nonce.len());
+    let mut buf = frame_with_capacity(len);
+    put_bytes(&mut buf, SOTW_VERSION_INFO, version_info.as_bytes());
+    for (_, resource) in resources {
+        put_header(&mut buf, SOTW_RESOURCES, any_len(type_url, &resource.body));
+        put_bytes(&mut buf, ANY_TYPE_URL, type_url.as_bytes());
+        put_bytes(&mut buf, ANY_VALUE, &resource.body);
+    }
+    put_bytes(&mut buf, SOTW_TYPE_URL, type_url.as_bytes());
+    put_bytes(&mut buf, SOTW_NONCE, nonce.as_bytes());
+    EncodedResponse { frame: buf, resources: resources.len() }
+}
+
 #[cfg(test)]
 mod tests {
-    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
+    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse, Resource};
     use envoy_types::pb::google::protobuf::Any;
     use prost::Message;
 
@@ -148,5 +178,27 @@ mod tests {
             &DeltaDiscoveryResponse { type_url: type_url.into(), nonce: "1".into(), ..Default::default() }
                 .encode_to_vec()[..]
         );
+    }
+
+    #[test]
+    fn the_state_of_the_world_frame_holds_exactly_the_bytes_prost_would_write() {
+        let type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+        let resources: Vec<(String, Arc<VersionedResource>)> = vec![
+            ("web.shop:80".into(), Arc::new(VersionedResource::new(vec![10, 3, 97, 98, 99]))),
+            ("empty.shop:80".into(), Arc::new(VersionedResource::new(Vec::new()))),
+        ];
+        let ours = encode_sotw_response(type_url, "00ff", "7", &resources);
+        let theirs = DiscoveryResponse {
+            version_info: "00ff".into(),
+            resources: resources
+                .iter()
+                .map(|(_, r)| Any { type_url: type_url.into(), value: r.body.clone() })
+                .collect(),
+            type_url: type_url.into(),
+            nonce: "7".into(),
+            ..Default::default()
+        };
+        assert_eq!(&ours.frame[5..], &theirs.encode_to_vec()[..]);
+        assert_eq!(ours.resources, 2);
     }
 }

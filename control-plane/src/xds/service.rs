@@ -1,4 +1,4 @@
-//! The delta xDS routes: ADS, CDS and EDS, delta methods only, framed by [`super::grpc`].
+//! The xDS routes: ADS, CDS, EDS, LDS and RDS, delta and state of the world, framed by [`super::grpc`].
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::Response;
 use axum::routing::post;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
@@ -16,7 +16,7 @@ use super::grpc::{RequestBudget, decode_requests, status_response, streaming_res
 use super::limits::XdsLimits;
 use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
-use super::stream::{StreamEnv, run_stream};
+use super::stream::{StreamEnv, XdsRequest, run_stream};
 use crate::cache::{ResourceType, SnapshotSource};
 
 /// Responses waiting to be written per stream; the stream builds the next one only when a slot frees.
@@ -25,8 +25,10 @@ const OUTBOUND_SLOTS: usize = 1;
 const ADS: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const CDS: &str = "envoy.service.cluster.v3.ClusterDiscoveryService";
 const EDS: &str = "envoy.service.endpoint.v3.EndpointDiscoveryService";
+const LDS: &str = "envoy.service.listener.v3.ListenerDiscoveryService";
+const RDS: &str = "envoy.service.route.v3.RouteDiscoveryService";
 
-/// Serves delta xDS from a snapshot source.
+/// Serves delta and state-of-the-world xDS from a snapshot source.
 #[derive(Clone)]
 pub struct XdsServer {
     cache: Arc<dyn SnapshotSource>,
@@ -50,47 +52,55 @@ impl XdsServer {
         Self { cache, shutdown, env, pending_requests }
     }
 
-    /// The gRPC routes of the three discovery services; other gRPC services can be merged in.
+    /// The gRPC routes of the discovery services; other gRPC services can be merged in.
     pub fn router(&self) -> Router {
         Router::new()
             .route(&format!("/{ADS}/{{method}}"), post(aggregated))
-            .route(&format!("/{CDS}/{{method}}"), post(clusters))
-            .route(&format!("/{EDS}/{{method}}"), post(endpoints))
+            .route(&format!("/{CDS}/{{method}}"), post(single::<0>))
+            .route(&format!("/{EDS}/{{method}}"), post(single::<1>))
+            .route(&format!("/{LDS}/{{method}}"), post(single::<2>))
+            .route(&format!("/{RDS}/{{method}}"), post(single::<3>))
             .with_state(self.clone())
     }
 
-    fn open(&self, kind: StreamKind, request: Request) -> Response<Body> {
+    fn open<R: XdsRequest>(&self, kind: StreamKind, request: Request) -> Response<Body> {
         let (tx, rx) = mpsc::channel(OUTBOUND_SLOTS);
         let env =
             StreamEnv { identity: request.extensions().get::<crate::auth::Identity>().cloned(), ..self.env.clone() };
-        let inbound = decode_requests::<DeltaDiscoveryRequest>(request.into_body(), self.pending_requests.clone());
+        let inbound = decode_requests::<R>(request.into_body(), self.pending_requests.clone());
         tokio::spawn(run_stream(kind, inbound, tx, self.cache.subscribe(), self.shutdown.clone(), env));
         streaming_response(rx)
     }
 
-    fn dispatch(&self, method: &str, delta: (&str, StreamKind), others: &[&str], request: Request) -> Response<Body> {
-        if method == delta.0 {
-            self.open(delta.1, request)
-        } else if others.contains(&method) {
-            status_response(Status::unimplemented(
-                "edgexds serves incremental xDS only: set api_type: DELTA_GRPC in the Envoy bootstrap's ads_config",
-            ))
-        } else {
-            status_response(Status::unimplemented(format!("unknown method {method}")))
+    /// `Delta<name>` and `Stream<name>` open a stream of their flavour; `Fetch<name>` is refused.
+    fn dispatch(&self, method: &str, name: &str, kind: StreamKind, request: Request) -> Response<Body> {
+        match method.strip_suffix(name) {
+            Some("Delta") => self.open::<DeltaDiscoveryRequest>(kind, request),
+            Some("Stream") => self.open::<DiscoveryRequest>(kind, request),
+            Some("Fetch") => status_response(Status::unimplemented(
+                "edgexds serves xDS over streams only (REST-style Fetch is not served): use a Stream or Delta method",
+            )),
+            _ => status_response(Status::unimplemented(format!("unknown method {method}"))),
         }
     }
 }
 
 async fn aggregated(State(xds): State<XdsServer>, Path(method): Path<String>, request: Request) -> Response<Body> {
-    xds.dispatch(&method, ("DeltaAggregatedResources", StreamKind::Aggregated), &["StreamAggregatedResources"], request)
+    xds.dispatch(&method, "AggregatedResources", StreamKind::Aggregated, request)
 }
 
-async fn clusters(State(xds): State<XdsServer>, Path(method): Path<String>, request: Request) -> Response<Body> {
-    let kind = StreamKind::Single(ResourceType::Cluster);
-    xds.dispatch(&method, ("DeltaClusters", kind), &["StreamClusters", "FetchClusters"], request)
-}
-
-async fn endpoints(State(xds): State<XdsServer>, Path(method): Path<String>, request: Request) -> Response<Body> {
-    let kind = StreamKind::Single(ResourceType::ClusterLoadAssignment);
-    xds.dispatch(&method, ("DeltaEndpoints", kind), &["StreamEndpoints", "FetchEndpoints"], request)
+/// The per-type services, by [`ResourceType::index`].
+async fn single<const INDEX: usize>(
+    State(xds): State<XdsServer>,
+    Path(method): Path<String>,
+    request: Request,
+) -> Response<Body> {
+    let ty = ResourceType::ALL[INDEX];
+    let name = match ty {
+        ResourceType::Cluster => "Clusters",
+        ResourceType::ClusterLoadAssignment => "Endpoints",
+        ResourceType::Listener => "Listeners",
+        ResourceType::RouteConfiguration => "Routes",
+    };
+    xds.dispatch(&method, name, StreamKind::Single(ty), request)
 }

@@ -1,4 +1,5 @@
-//! One delta xDS stream: requests in, responses out, driven by the latest snapshot.
+//! One xDS stream, delta or state of the world: requests in, responses out, driven by
+//! the latest snapshot.
 //!
 //! A response is built only when the client's outbound slot is free, from the
 //! snapshot current at that moment: a slow Envoy gets fewer, newer responses
@@ -8,20 +9,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::future::OptionFuture;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{Instrument, debug, info, warn};
 
-use super::StreamKind;
 use super::budget::{Credit, InFlight, STALL, SendBudget, StreamSlot};
 use super::grpc::Outbound;
+use super::limits::Refusal;
 use super::limits::StreamLimits;
 use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
 use super::stream_state::{Answer, Outgoing, StreamState, log_nack};
+use super::{Flavour, StreamKind};
 use crate::cache::SnapshotReceiver;
 use crate::histograms;
 use crate::lock::lock;
@@ -38,8 +40,31 @@ pub struct StreamEnv {
     pub identity: Option<crate::auth::Identity>,
 }
 
+/// A request of either flavour, and how it changes a stream's state.
+pub trait XdsRequest: prost::Message + Default + Send + 'static {
+    const FLAVOUR: Flavour;
+
+    fn apply(self, state: &mut StreamState) -> Result<Answer, Refusal>;
+}
+
+impl XdsRequest for DeltaDiscoveryRequest {
+    const FLAVOUR: Flavour = Flavour::Delta;
+
+    fn apply(self, state: &mut StreamState) -> Result<Answer, Refusal> {
+        state.handle_request(self)
+    }
+}
+
+impl XdsRequest for DiscoveryRequest {
+    const FLAVOUR: Flavour = Flavour::Sotw;
+
+    fn apply(self, state: &mut StreamState) -> Result<Answer, Refusal> {
+        state.handle_sotw_request(self)
+    }
+}
+
 /// Runs a stream until the client goes away, breaks protocol, or shutdown is requested.
-pub async fn run_stream<S>(
+pub async fn run_stream<R, S>(
     kind: StreamKind,
     inbound: S,
     outbound: mpsc::Sender<Outbound>,
@@ -47,13 +72,19 @@ pub async fn run_stream<S>(
     shutdown: Shutdown,
     env: StreamEnv,
 ) where
-    S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
+    R: XdsRequest,
+    S: Stream<Item = Result<R, Status>> + Unpin,
 {
-    let state = Arc::new(Mutex::new(StreamState::with_limits(kind, env.limits).with_identity(env.identity.clone())));
+    let mut state = StreamState::with_limits(kind, env.limits).with_identity(env.identity.clone());
+    if R::FLAVOUR == Flavour::Sotw {
+        state = state.sotw();
+    }
+    let state = Arc::new(Mutex::new(state));
     let _registration = env.proxies.register(state.clone());
-    let gauge = env.metrics.streams_of(kind);
+    let gauge = env.metrics.streams_of(kind, R::FLAVOUR);
     gauge.inc();
-    let span = tracing::info_span!("xds_stream", kind = ?kind, node = tracing::field::Empty);
+    let span =
+        tracing::info_span!("xds_stream", kind = ?kind, flavour = R::FLAVOUR.name(), node = tracing::field::Empty);
     let io = Io { outbound, budget: &env.budget };
     serve(state, inbound, io, snapshots, shutdown, &env).instrument(span).await;
     gauge.dec();
@@ -65,7 +96,7 @@ struct Io<'a> {
     budget: &'a SendBudget,
 }
 
-async fn serve<S>(
+async fn serve<R, S>(
     state: Arc<Mutex<StreamState>>,
     mut inbound: S,
     io: Io<'_>,
@@ -73,7 +104,8 @@ async fn serve<S>(
     mut shutdown: Shutdown,
     env: &StreamEnv,
 ) where
-    S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
+    R: XdsRequest,
+    S: Stream<Item = Result<R, Status>> + Unpin,
 {
     let Io { outbound, budget } = io;
     let slot = StreamSlot::default();
@@ -206,10 +238,10 @@ fn count_response(metrics: &XdsMetrics, outgoing: &Outgoing) {
     }
 }
 
-fn handle(state: &Mutex<StreamState>, request: DeltaDiscoveryRequest, env: &StreamEnv) -> Result<bool, Status> {
+fn handle<R: XdsRequest>(state: &Mutex<StreamState>, request: R, env: &StreamEnv) -> Result<bool, Status> {
     let mut state = lock(state);
     let first = state.node().is_none();
-    let answer = state.handle_request(request).map_err(|refusal| {
+    let answer = request.apply(&mut state).map_err(|refusal| {
         if let Some(limit) = refusal.limit {
             env.metrics.limit_hit(limit);
         }

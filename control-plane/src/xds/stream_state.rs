@@ -1,4 +1,5 @@
-//! The protocol state of one delta xDS stream: subscriptions, nonces, ACKs and NACKs.
+//! The protocol state of one xDS stream, delta or state of the world: subscriptions,
+//! nonces, ACKs and NACKs.
 //!
 //! Synchronous and free of I/O; the stream task drives it and the proxy
 //! registry reads it (behind a mutex never held across an await).
@@ -7,15 +8,15 @@ use crate::auth::Identity;
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use prost::Message;
 use tonic::Status;
 use tracing::{debug, warn};
 
-use super::StreamKind;
 use super::limits::{Refusal, StreamLimits, truncate};
-use super::response_wire::{EncodedResponse, encode_response};
+use super::response_wire::{EncodedResponse, encode_response, encode_sotw_response};
 use super::subscription::{Changes, Subscription, SubscriptionRequest};
+use super::{Flavour, StreamKind};
 use crate::cache::{ResourceType, Snapshot};
 
 /// Resource bytes per response, at most (a single larger resource still goes alone).
@@ -76,9 +77,10 @@ impl TypeState {
 #[derive(Debug)]
 pub struct StreamState {
     kind: StreamKind,
+    flavour: Flavour,
     node: Option<Node>,
     connected_at: SystemTime,
-    types: [Option<TypeState>; 2],
+    types: [Option<TypeState>; ResourceType::COUNT],
     nonce: u64,
     limits: StreamLimits,
     /// Who the client authenticated as; its node must agree.
@@ -119,6 +121,7 @@ impl StreamState {
     pub fn with_limits(kind: StreamKind, limits: StreamLimits) -> Self {
         Self {
             kind,
+            flavour: Flavour::Delta,
             node: None,
             connected_at: SystemTime::now(),
             types: Default::default(),
@@ -131,6 +134,15 @@ impl StreamState {
     /// A stream whose client authenticated as `identity`.
     pub fn with_identity(self, identity: Option<Identity>) -> Self {
         Self { identity, ..self }
+    }
+
+    /// A state-of-the-world stream.
+    pub fn sotw(self) -> Self {
+        Self { flavour: Flavour::Sotw, ..self }
+    }
+
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
     }
 
     pub fn identity(&self) -> Option<&Identity> {
@@ -171,41 +183,91 @@ impl StreamState {
         }
     }
 
-    pub fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<Answer, Refusal> {
+    /// Keeps the node of a stream's first request, once it agrees with the client's identity.
+    fn first_node(&mut self, node: Option<Node>) -> Result<(), Refusal> {
         if self.node.is_none() {
-            let node = kept_node(request.node.take().unwrap_or_default(), self.limits.max_node_bytes)?;
+            let node = kept_node(node.unwrap_or_default(), self.limits.max_node_bytes)?;
             if let Some(identity) = &self.identity {
                 identity.agrees_with(&node)?;
             }
             self.node = Some(node);
         }
-        let ty = self.resource_type(&request.type_url)?;
-        let max_names = self.limits.max_subscription_names;
+        Ok(())
+    }
+
+    /// What `response_nonce` and `error_detail` say about the response they answer: an
+    /// ACK, a NACK, or (`None`) nothing current, as with a stale nonce.
+    fn answer(
+        &mut self,
+        ty: ResourceType,
+        response_nonce: &str,
+        error: Option<&envoy_types::pb::google::rpc::Status>,
+    ) -> Option<Answer> {
+        let max_message = self.limits.max_nack_message_bytes;
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
-        let mut answer = Answer::SubscriptionOnly;
-        if !request.response_nonce.is_empty() {
-            match &state.sent {
-                Some(sent) if sent.nonce == request.response_nonce => match &request.error_detail {
-                    Some(error) => {
-                        let (message, cut) = truncate(&error.message, self.limits.max_nack_message_bytes);
-                        let nack = Nack {
-                            nonce: sent.nonce.clone(),
-                            version: sent.version.clone(),
-                            message,
-                            wall: SystemTime::now(),
-                        };
-                        state.last_nack = Some(nack.clone());
-                        answer = Answer::Nack { ty, nack, cut };
-                    }
-                    None => {
-                        answer = Answer::Ack { ty, latency: sent.at.elapsed() };
-                        state.acked = Some(sent.clone());
-                    }
-                },
-                // Stale: an answer to a superseded response. Its subscription changes still count.
-                _ => debug!(type_url = %ty, nonce = %request.response_nonce, "stale nonce"),
+        if response_nonce.is_empty() {
+            return Some(Answer::SubscriptionOnly);
+        }
+        match &state.sent {
+            Some(sent) if sent.nonce == response_nonce => Some(match error {
+                Some(error) => {
+                    let (message, cut) = truncate(&error.message, max_message);
+                    let nack = Nack {
+                        nonce: sent.nonce.clone(),
+                        version: sent.version.clone(),
+                        message,
+                        wall: SystemTime::now(),
+                    };
+                    state.last_nack = Some(nack.clone());
+                    Answer::Nack { ty, nack, cut }
+                }
+                None => {
+                    let answer = Answer::Ack { ty, latency: sent.at.elapsed() };
+                    state.acked = Some(sent.clone());
+                    answer
+                }
+            }),
+            _ => {
+                debug!(type_url = %ty, nonce = %response_nonce, "stale nonce");
+                None
             }
         }
+    }
+
+    /// A state-of-the-world request. One with a stale nonce is ignored whole, as
+    /// go-control-plane does: a newer response is already on its way.
+    pub fn handle_sotw_request(&mut self, mut request: DiscoveryRequest) -> Result<Answer, Refusal> {
+        self.first_node(request.node.take())?;
+        let ty = self.resource_type(&request.type_url)?;
+        let Some(answer) = self.answer(ty, &request.response_nonce, request.error_detail.as_ref()) else {
+            return Ok(Answer::SubscriptionOnly);
+        };
+        let max_names = self.limits.max_subscription_names;
+        if request.resource_names.len() > max_names {
+            return Err(Refusal::limit(
+                "subscription_names",
+                "max-subscription-names",
+                format!("a subscription of more than {max_names} names of {ty}"),
+            ));
+        }
+        // Listeners and clusters named by nobody means all of them; endpoints and routes never do.
+        let wildcard = ty.full_state() && request.resource_names.is_empty();
+        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
+        if state.subscription.replace(&request.resource_names, wildcard) {
+            state.synced = None;
+            state.dirty = true;
+        }
+        Ok(answer)
+    }
+
+    pub fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<Answer, Refusal> {
+        self.first_node(request.node.take())?;
+        let ty = self.resource_type(&request.type_url)?;
+        let max_names = self.limits.max_subscription_names;
+        // Stale: an answer to a superseded response. Its subscription changes still count.
+        let answer =
+            self.answer(ty, &request.response_nonce, request.error_detail.as_ref()).unwrap_or(Answer::SubscriptionOnly);
+        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         let offered = request.resource_names_subscribe.len().max(request.initial_resource_versions.len());
         if offered > max_names || state.subscription.name_count() + request.resource_names_subscribe.len() > max_names {
             return Err(Refusal::limit(
@@ -233,9 +295,9 @@ impl StreamState {
         let supported = || ResourceType::ALL.iter().map(|t| t.type_url()).collect::<Vec<_>>().join(", ");
         match (self.kind, type_url) {
             (StreamKind::Single(ty), "") => Ok(ty),
-            (StreamKind::Aggregated, "") => Err(Status::invalid_argument(
-                "DeltaDiscoveryRequest.type_url is empty: on ADS every request must name its resource type",
-            )),
+            (StreamKind::Aggregated, "") => {
+                Err(Status::invalid_argument("type_url is empty: on ADS every request must name its resource type"))
+            }
             (kind, url) => match (ResourceType::from_type_url(url), kind) {
                 (None, _) => Err(Status::invalid_argument(format!(
                     "unsupported type_url {url:?}: edgexds serves {}",
@@ -250,7 +312,7 @@ impl StreamState {
         }
     }
 
-    /// The next response, clusters before endpoints, or `None` when the client is up to date.
+    /// The next response, in [`ResourceType::ALL`] order, or `None` when the client is up to date.
     pub fn next_response(&mut self, snapshot: &Snapshot) -> Option<Outgoing> {
         for ty in ResourceType::ALL {
             let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
@@ -267,7 +329,9 @@ impl StreamState {
             state.dirty = false;
             state.synced = Some(snapshot.generation());
             state.recheck.clear();
-            let (changes, rest) = split_at_limit(changes);
+            // A full-state response cannot be split: what it leaves out, the client deletes.
+            let whole = self.flavour == Flavour::Sotw && ty.full_state();
+            let (changes, rest) = if whole { (changes, Vec::new()) } else { split_at_limit(changes) };
             if !rest.is_empty() {
                 // The rest goes in the next response; only those names are looked at again.
                 state.dirty = true;
@@ -281,32 +345,41 @@ impl StreamState {
             self.nonce += 1;
             let nonce = self.nonce.to_string();
             let now = Instant::now();
-            state.sent = Some(Sent {
-                nonce: nonce.clone(),
-                version: snapshot.version(ty).to_owned(),
-                at: now,
-                wall: SystemTime::now(),
-            });
+            let version = match self.flavour {
+                Flavour::Delta => snapshot.version(ty).to_owned(),
+                // The client's whole state of this type, so equal states get equal versions on every replica.
+                Flavour::Sotw => state.subscription.held_version(),
+            };
+            state.sent =
+                Some(Sent { nonce: nonce.clone(), version: version.clone(), at: now, wall: SystemTime::now() });
             let push_latency = state.push_started.take().map(|started| now - started);
-            if ty == ResourceType::Cluster {
-                self.resend_endpoints_of(&changes);
-            }
             let (updated, removed) = (changes.updated.len(), changes.removed.len());
             debug!(type_url = %ty, nonce, updated, removed, "sending");
-            let response = encode_response(ty.type_url(), &nonce, &changes.updated, &changes.removed);
+            let response = match self.flavour {
+                Flavour::Delta => encode_response(ty.type_url(), &nonce, &changes.updated, &changes.removed),
+                Flavour::Sotw if whole => {
+                    let held = state.subscription.held_resources(resources);
+                    encode_sotw_response(ty.type_url(), &version, &nonce, &held)
+                }
+                Flavour::Sotw => encode_sotw_response(ty.type_url(), &version, &nonce, &changes.updated),
+            };
+            if let Some(dependent) = ty.dependent() {
+                self.resend_dependents(dependent, &changes);
+            }
             return Some(Outgoing { response, ty, updated, removed, push_latency });
         }
         None
     }
 
-    /// Envoy keeps an updated cluster warming until its endpoints arrive again;
-    /// resending them at once avoids waiting for the initial-fetch timeout.
-    fn resend_endpoints_of(&mut self, clusters: &Changes) {
-        if let Some(eds) = self.types[ResourceType::ClusterLoadAssignment.index()].as_mut() {
-            for (name, _) in &clusters.updated {
-                if eds.subscription.resend(name) {
-                    eds.dirty = true;
-                    eds.recheck.push(name.clone());
+    /// Envoy keeps an updated cluster warming until its endpoints arrive again, and an
+    /// updated listener until its routes do; resending them at once (they share the
+    /// name) avoids waiting for the initial-fetch timeout.
+    fn resend_dependents(&mut self, dependent: ResourceType, updated: &Changes) {
+        if let Some(state) = self.types[dependent.index()].as_mut() {
+            for (name, _) in &updated.updated {
+                if state.subscription.resend(name) {
+                    state.dirty = true;
+                    state.recheck.push(name.clone());
                 }
             }
         }

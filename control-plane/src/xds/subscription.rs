@@ -1,4 +1,4 @@
-//! What one delta xDS client asked for of one resource type, and what it already has.
+//! What one xDS client asked for of one resource type, and what it already has.
 //!
 //! Pure state: requests go in, the set of resources to send comes out. The
 //! rules follow Envoy's incremental xDS protocol; each has a named test.
@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::cache::{Resources, VersionedResource, parse_version};
+use crate::cache::{Resources, VersionedResource, format_version, parse_version};
 
 const WILDCARD: &str = "*";
 
@@ -81,8 +81,13 @@ impl Subscription {
         })
     }
 
-    fn in_scope(&self, name: &str) -> bool {
-        self.wildcard || self.entries.get(name).is_some_and(|e| e.subscribed)
+    fn subscribed(&self, name: &str) -> bool {
+        self.entries.get(name).is_some_and(|e| e.subscribed)
+    }
+
+    /// Whether the client asked for `name`, by name or, unless `resource` is named-only, by wildcard.
+    fn in_scope(&self, name: &str, resource: Option<&VersionedResource>) -> bool {
+        (self.wildcard && !resource.is_some_and(|r| r.named_only)) || self.subscribed(name)
     }
 
     fn known(&self, name: &str) -> Known {
@@ -138,6 +143,63 @@ impl Subscription {
         }
     }
 
+    /// A state-of-the-world request: its names are the whole subscription (`wildcard`: a
+    /// listener or cluster request naming nothing, or `*`). A name dropped is forgotten, as
+    /// the client forgets it; a name added is sent even if the client had it before.
+    /// Says whether the subscription changed, which a response must answer.
+    pub fn replace(&mut self, names: &[String], wildcard: bool) -> bool {
+        let wanted: BTreeSet<&str> = names.iter().map(String::as_str).filter(|n| *n != WILDCARD).collect();
+        let wildcard = wildcard || names.iter().any(|n| n == WILDCARD);
+        let mut changed = !self.started || wildcard != self.wildcard;
+        self.started = true;
+        self.wildcard = wildcard;
+        self.entries.retain(|name, entry| {
+            if wanted.contains(&**name) || !entry.subscribed {
+                return true;
+            }
+            changed = true;
+            entry.subscribed = false;
+            // Still in scope through the wildcard: keep what the client holds.
+            wildcard && matches!(entry.known, Known::Held(_))
+        });
+        if !wildcard {
+            self.entries.retain(|_, e| e.subscribed);
+        }
+        for name in wanted {
+            let entry = self.entry(name);
+            if !entry.subscribed {
+                changed = true;
+                *entry = Entry { subscribed: true, known: Known::Nothing };
+            }
+        }
+        self.owes_response |= changed;
+        changed
+    }
+
+    /// What the client holds, from `resources`, in name order: a full-state response.
+    pub fn held_resources(&self, resources: &Resources) -> Vec<(String, Arc<VersionedResource>)> {
+        let mut held: Vec<_> = self
+            .held()
+            .filter_map(|(name, _)| resources.get_key_value(name))
+            .map(|(name, r)| (name.clone(), r.clone()))
+            .collect();
+        held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        held
+    }
+
+    /// A version for everything the client holds: a hash of each name and version, so two
+    /// replicas serving the same resources give the same version.
+    pub fn held_version(&self) -> String {
+        let mut held: Vec<(&str, u64)> = self.held().collect();
+        held.sort_unstable();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for (name, hash) in held {
+            hasher.update(name.as_bytes());
+            hasher.update(&hash.to_le_bytes());
+        }
+        format_version(hasher.digest())
+    }
+
     fn stale(&self, name: &str, resource: &VersionedResource) -> bool {
         self.known(name) != Known::Held(resource.hash)
     }
@@ -148,7 +210,7 @@ impl Subscription {
         if self.wildcard {
             changes.updated = resources
                 .iter()
-                .filter(|(name, r)| self.stale(name, r))
+                .filter(|(name, r)| (!r.named_only || self.subscribed(name)) && self.stale(name, r))
                 .map(|(name, r)| (name.clone(), r.clone()))
                 .collect();
         } else {
@@ -180,7 +242,8 @@ impl Subscription {
     /// changed since the client was last in sync. Much cheaper than a full diff.
     pub fn changes_among<'a>(&self, resources: &Resources, candidates: impl IntoIterator<Item = &'a str>) -> Changes {
         let mut changes = Changes::default();
-        let unique: BTreeSet<&str> = candidates.into_iter().filter(|n| self.in_scope(n)).collect();
+        let unique: BTreeSet<&str> =
+            candidates.into_iter().filter(|n| self.in_scope(n, resources.get(*n).map(|r| &**r))).collect();
         for name in unique {
             match (resources.get_key_value(name), self.known(name)) {
                 (Some((_, resource)), Known::Held(version)) if version == resource.hash => {}
@@ -217,7 +280,7 @@ impl Subscription {
 
     /// Makes the next response carry `name` again if the client holds it; says whether it did.
     pub fn resend(&mut self, name: &str) -> bool {
-        if !self.in_scope(name) {
+        if !self.wildcard && !self.subscribed(name) {
             return false;
         }
         match self.entries.get_mut(name) {

@@ -4,7 +4,11 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
 use envoy_types::pb::google::protobuf::Duration;
 use prost::Message;
 use serde::Deserialize;
@@ -32,7 +36,9 @@ pub async fn resources(State(state): State<AdminState>, Query(query): Query<Reso
     let ty = match query.r#type.as_str() {
         "cds" | "clusters" => ResourceType::Cluster,
         "eds" | "endpoints" => ResourceType::ClusterLoadAssignment,
-        other => return Err((StatusCode::BAD_REQUEST, format!("unknown type {other:?}: use cds or eds\n"))),
+        "lds" | "listeners" => ResourceType::Listener,
+        "rds" | "routes" => ResourceType::RouteConfiguration,
+        other => return Err((StatusCode::BAD_REQUEST, format!("unknown type {other:?}: use cds, eds, lds or rds\n"))),
     };
     let snapshot = state.cache.current().ok_or((StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet\n".into()))?;
     let resources = snapshot.resources(ty);
@@ -46,9 +52,48 @@ pub async fn resources(State(state): State<AdminState>, Query(query): Query<Reso
         ResourceType::ClusterLoadAssignment => {
             ClusterLoadAssignment::decode(resource.body.as_slice()).map(|c| serde_json::to_value(c).unwrap_or_default())
         }
+        ResourceType::Listener => Listener::decode(resource.body.as_slice()).map(|l| listener_json(&l)),
+        ResourceType::RouteConfiguration => {
+            RouteConfiguration::decode(resource.body.as_slice()).map(|r| routes_json(&r))
+        }
     }
     .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot decode {name}: {e}\n")))?;
     Ok(Json(json!({"type": ty.type_url(), "name": name, "version": resource.version, "resource": body})))
+}
+
+/// The fields edgexds sets on a Listener.
+fn listener_json(listener: &Listener) -> Value {
+    let address = listener.address.as_ref().and_then(|a| match &a.address {
+        Some(address::Address::SocketAddress(s)) => Some(match s.port_specifier {
+            Some(PortSpecifier::PortValue(port)) => format!("{}:{port}", s.address),
+            _ => s.address.clone(),
+        }),
+        _ => None,
+    });
+    json!({"name": listener.name, "address": address, "api_listener": listener.api_listener.is_some()})
+}
+
+/// Each virtual host's domains and the cluster it routes to.
+fn routes_json(routes: &RouteConfiguration) -> Value {
+    let hosts: Vec<Value> = routes
+        .virtual_hosts
+        .iter()
+        .map(|host| {
+            let clusters: Vec<&str> = host
+                .routes
+                .iter()
+                .filter_map(|r| match &r.action {
+                    Some(route::Action::Route(action)) => match &action.cluster_specifier {
+                        Some(route_action::ClusterSpecifier::Cluster(cluster)) => Some(cluster.as_str()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            json!({"name": host.name, "domains": host.domains, "clusters": clusters})
+        })
+        .collect();
+    json!({"name": routes.name, "virtual_hosts": hosts})
 }
 
 fn millis(duration: &Option<Duration>) -> Value {

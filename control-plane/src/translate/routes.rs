@@ -1,0 +1,97 @@
+//! RouteConfigurations: the sidecar's outbound routes (one virtual host per Service port,
+//! under every name Kubernetes DNS gives it), and one per gRPC listener name.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost};
+use envoy_types::pb::google::protobuf::Duration;
+
+use super::listeners::OUTBOUND;
+use crate::model::{Model, ObjectKey, PortProtocol, ResolvedPort};
+
+/// The names a port answers to, for the outbound route's domains: `svc`, `svc.ns`,
+/// `svc.ns.svc` and `svc.ns.svc.<domain>`, each with `:port`, and bare for port 80 only, so
+/// two ports of a Service never claim one domain. `svc` alone is ambiguous across
+/// namespaces: it is given only to a Service whose name no other namespace uses.
+fn domains(service: &ObjectKey, port: u16, cluster_domain: &str, unique_name: bool) -> Vec<String> {
+    let (name, ns) = (&service.name, &service.namespace);
+    let mut hosts =
+        vec![format!("{name}.{ns}"), format!("{name}.{ns}.svc"), format!("{name}.{ns}.svc.{cluster_domain}")];
+    if unique_name {
+        hosts.insert(0, name.clone());
+    }
+    let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{port}")).collect();
+    if port == 80 {
+        domains.extend(hosts);
+    }
+    domains
+}
+
+/// The HTTP ports of the model with their Service, in model order. UDP and SCTP carry no HTTP.
+pub fn http_ports(model: &Model) -> impl Iterator<Item = (&ObjectKey, &ResolvedPort)> {
+    model
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter().map(move |p| (&s.key, p)))
+        .filter(|(_, p)| p.port.protocol == PortProtocol::Tcp)
+}
+
+/// The sidecar's outbound RouteConfiguration, [`OUTBOUND`].
+pub fn outbound_routes(model: &Model, cluster_domain: &str) -> RouteConfiguration {
+    let mut namespaces_of: HashMap<&str, usize> = HashMap::new();
+    for service in &model.services {
+        *namespaces_of.entry(service.key.name.as_str()).or_default() += 1;
+    }
+    let virtual_hosts = http_ports(model)
+        .map(|(service, port)| {
+            let unique = namespaces_of.get(service.name.as_str()) == Some(&1);
+            VirtualHost {
+                name: port.cluster_name.clone(),
+                domains: domains(service, port.port.port, cluster_domain, unique),
+                routes: vec![route_to(&port.cluster_name, "/")],
+                ..Default::default()
+            }
+        })
+        .collect();
+    RouteConfiguration { name: OUTBOUND.to_owned(), virtual_hosts, ..Default::default() }
+}
+
+/// The names a gRPC client dials a port by, `svc.ns:port` and `svc.ns.svc.<domain>:port`:
+/// each is a Listener and a RouteConfiguration of that name.
+pub fn grpc_names(service: &ObjectKey, port: u16, cluster_domain: &str) -> [String; 2] {
+    let (name, ns) = (&service.name, &service.namespace);
+    [format!("{name}.{ns}:{port}"), format!("{name}.{ns}.svc.{cluster_domain}:{port}")]
+}
+
+/// The routes of gRPC listener `name`: one virtual host matching exactly that name.
+pub fn grpc_routes(name: &str, cluster: &str) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.to_owned(),
+        virtual_hosts: vec![VirtualHost {
+            name: name.to_owned(),
+            domains: vec![name.to_owned()],
+            routes: vec![route_to(cluster, "")],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn route_to(cluster: &str, prefix: &str) -> Route {
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix(prefix.to_owned())),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_owned())),
+            // A mesh route carries long-lived streams (gRPC, SSE): no route timeout.
+            timeout: Some(Duration { seconds: 0, nanos: 0 }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}

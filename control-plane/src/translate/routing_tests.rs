@@ -1,0 +1,171 @@
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3 as envoy_endpoint;
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as FilterConfig;
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use prost::Message;
+
+use super::*;
+use crate::model::fixtures::{endpoint, service, slice, state};
+use crate::model::{AppProtocol, PortProtocol, resolve};
+
+fn model(services: Vec<crate::model::Service>) -> Model {
+    resolve(&state(services, vec![], vec![]))
+}
+
+fn manager(any: &envoy_types::pb::google::protobuf::Any) -> HttpConnectionManager {
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    );
+    HttpConnectionManager::decode(any.value.as_slice()).unwrap()
+}
+
+fn rds_name(manager: &HttpConnectionManager) -> &str {
+    match &manager.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => &rds.route_config_name,
+        other => panic!("not RDS: {other:?}"),
+    }
+}
+
+fn cluster_of(route: &envoy_types::pb::envoy::config::route::v3::Route) -> &str {
+    match &route.action {
+        Some(Action::Route(action)) => match &action.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(cluster)) => cluster,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_port_answers_to_its_dns_names_with_the_port_and_bare_only_on_port_80() {
+    let options = TranslateOptions { cluster_domain: "edge.local".into(), ..Default::default() };
+    let routes = outbound_routes(
+        &model(vec![service("shop", "web", &[("http", 80), ("admin", 9000)])]),
+        &options.cluster_domain,
+    );
+    assert_eq!(routes.name, "outbound");
+    let hosts: Vec<(&str, Vec<&str>, &str)> = routes
+        .virtual_hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.domains.iter().map(String::as_str).collect(), cluster_of(&h.routes[0])))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            (
+                "web.shop:80",
+                vec![
+                    "web:80",
+                    "web.shop:80",
+                    "web.shop.svc:80",
+                    "web.shop.svc.edge.local:80",
+                    "web",
+                    "web.shop",
+                    "web.shop.svc",
+                    "web.shop.svc.edge.local",
+                ],
+                "web.shop:80"
+            ),
+            (
+                "web.shop:9000",
+                vec!["web:9000", "web.shop:9000", "web.shop.svc:9000", "web.shop.svc.edge.local:9000"],
+                "web.shop:9000"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_service_name_used_in_two_namespaces_gets_no_bare_name_so_no_domain_is_claimed_twice() {
+    let routes = outbound_routes(
+        &model(vec![service("shop", "web", &[("http", 80)]), service("blog", "web", &[("http", 80)])]),
+        "cluster.local",
+    );
+    let mut all: Vec<&str> = routes.virtual_hosts.iter().flat_map(|h| h.domains.iter().map(String::as_str)).collect();
+    assert!(!all.contains(&"web") && !all.contains(&"web:80"));
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "Envoy refuses a route whose virtual hosts share a domain");
+}
+
+#[test]
+fn the_outbound_listener_takes_its_routes_over_rds_and_names_an_unknown_host_in_its_404() {
+    let options = TranslateOptions { outbound_listener: "127.0.0.1:15006".parse().unwrap(), ..Default::default() };
+    let all: Vec<_> = listeners(&model(vec![]), &options).collect();
+    assert_eq!(all.len(), 1);
+    let outbound = &all[0];
+    assert!(!outbound.named_only, "a wildcard LDS request gets it");
+    assert_eq!(outbound.listener.name, "outbound");
+    let address = format!("{:?}", outbound.listener.address);
+    assert!(address.contains("127.0.0.1") && address.contains("15006"), "{address}");
+    let Some(FilterConfig::TypedConfig(any)) = &outbound.listener.filter_chains[0].filters[0].config_type else {
+        panic!("no connection manager")
+    };
+    let hcm = manager(any);
+    assert_eq!(rds_name(&hcm), "outbound");
+    let mapper = &hcm.local_reply_config.as_ref().unwrap().mappers[0];
+    assert!(format!("{mapper:?}").contains("%REQ(:AUTHORITY)%"));
+}
+
+#[test]
+fn each_http_port_gets_two_named_only_grpc_listeners_with_rds_and_the_router_last() {
+    let options = TranslateOptions::default();
+    let mut udp = service("shop", "dns", &[("dns", 53)]);
+    udp.ports[0].protocol = PortProtocol::Udp;
+    let model = model(vec![service("shop", "web", &[("grpc", 50051)]), udp]);
+    let grpc: Vec<_> = listeners(&model, &options).filter(|l| l.named_only).collect();
+    let names: Vec<&str> = grpc.iter().map(|l| l.listener.name.as_str()).collect();
+    assert_eq!(names, ["web.shop:50051", "web.shop.svc.cluster.local:50051"], "none for UDP");
+    for listener in &grpc {
+        let hcm = manager(listener.listener.api_listener.as_ref().unwrap().api_listener.as_ref().unwrap());
+        assert_eq!(rds_name(&hcm), listener.listener.name);
+        assert_eq!(hcm.http_filters.last().unwrap().name, "envoy.filters.http.router");
+    }
+    let routes: Vec<_> = route_configurations(&model, &options).filter(|r| r.name != "outbound").collect();
+    for (routes, name) in routes.iter().zip(names) {
+        assert_eq!(routes.name, name);
+        assert_eq!(routes.virtual_hosts[0].domains, [name]);
+        assert_eq!(cluster_of(&routes.virtual_hosts[0].routes[0]), "web.shop:50051");
+    }
+}
+
+#[test]
+fn grpc_and_h2c_ports_get_an_http2_upstream() {
+    let mut web = service("shop", "web", &[("grpc", 50051), ("h2c", 8080), ("http", 80)]);
+    web.ports[0].app_protocol = AppProtocol::parse(Some("grpc"));
+    web.ports[1].app_protocol = AppProtocol::parse(Some("kubernetes.io/h2c"));
+    let model = model(vec![web]);
+    let http2: Vec<bool> = clusters(&model, &TranslateOptions::default())
+        .map(|c: Cluster| {
+            c.typed_extension_protocol_options.contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        })
+        .collect();
+    assert_eq!(http2, [true, true, false]);
+}
+
+#[test]
+fn every_locality_has_a_weight_of_its_endpoint_count_for_grpc_clients() {
+    let state = state(
+        vec![service("shop", "web", &[("http", 80)])],
+        vec![slice(
+            "shop",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            vec![endpoint("10.0.0.1", true, "a"), endpoint("10.0.0.2", true, "a"), endpoint("10.0.0.3", true, "b")],
+        )],
+        vec![],
+    );
+    let model = resolve(&state);
+    let options = TranslateOptions::default();
+    let bytes = load_assignments(&model, &options, &Default::default()).next().unwrap().encode_to_vec();
+    let decoded = envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap();
+    let weights: Vec<(u32, u32)> =
+        decoded.endpoints.iter().map(|l| (l.load_balancing_weight.unwrap().value, l.priority)).collect();
+    assert_eq!(weights, [(2, 0), (1, 0)], "weighted by endpoints, all at priority 0");
+}

@@ -1,0 +1,96 @@
+//! A state-of-the-world xDS client, as Envoy with `api_type: GRPC` and gRPC's own xDS
+//! clients speak it: each request names the whole subscription, and answers a response by
+//! its nonce, with `error_detail` for a NACK.
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::rpc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+use crate::xds::{PATIENCE, assert_quiet, next_message};
+
+pub struct SotwClient {
+    requests: mpsc::Sender<DiscoveryRequest>,
+    responses: Streaming<DiscoveryResponse>,
+    first: bool,
+}
+
+impl SotwClient {
+    pub async fn ads(channel: Channel) -> Self {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        let (requests, rx) = mpsc::channel(16);
+        let responses =
+            client.stream_aggregated_resources(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
+        Self { requests, responses, first: true }
+    }
+
+    /// A `StreamClusters` stream: clusters only.
+    pub async fn cds(channel: Channel) -> Self {
+        let mut client = ClusterDiscoveryServiceClient::new(channel);
+        let (requests, rx) = mpsc::channel(16);
+        let responses = client.stream_clusters(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
+        Self { requests, responses, first: true }
+    }
+
+    pub async fn send(&mut self, mut request: DiscoveryRequest) {
+        if self.first {
+            request.node = Some(Node { id: "sotw-node".into(), cluster: "test".into(), ..Default::default() });
+            self.first = false;
+        }
+        self.requests.send(request).await.expect("stream is open");
+    }
+
+    /// Asks for `names` of `type_url`, as the whole subscription, with no response answered.
+    pub async fn subscribe(&mut self, type_url: &str, names: &[&str]) {
+        self.send(request(type_url, names, None)).await;
+    }
+
+    /// ACKs `response`, keeping `names` as the subscription.
+    pub async fn ack(&mut self, response: &DiscoveryResponse, names: &[&str]) {
+        self.send(request(&response.type_url, names, Some(response))).await;
+    }
+
+    /// NACKs `response`, staying at `kept_version`.
+    pub async fn nack(&mut self, response: &DiscoveryResponse, names: &[&str], kept_version: &str) {
+        let mut nack = request(&response.type_url, names, Some(response));
+        nack.version_info = kept_version.into();
+        nack.error_detail = Some(rpc::Status { code: 3, message: "rejected by the test".into(), details: vec![] });
+        self.send(nack).await;
+    }
+
+    pub async fn next(&mut self) -> DiscoveryResponse {
+        match self.next_result().await {
+            Ok(response) => response,
+            Err(status) => panic!("stream failed: {status}"),
+        }
+    }
+
+    pub async fn next_result(&mut self) -> Result<DiscoveryResponse, Status> {
+        next_message(&mut self.responses, PATIENCE).await
+    }
+
+    pub async fn assert_quiet(&mut self) {
+        assert_quiet(&mut self.responses).await;
+    }
+}
+
+/// A request for `names`, answering `response` when given (an ACK, unless an error is added).
+pub fn request(type_url: &str, names: &[&str], response: Option<&DiscoveryResponse>) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        version_info: response.map(|r| r.version_info.clone()).unwrap_or_default(),
+        response_nonce: response.map(|r| r.nonce.clone()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The bodies a response carries, as text: the tests publish text bodies.
+pub fn bodies(response: &DiscoveryResponse) -> Vec<String> {
+    response.resources.iter().map(|any| String::from_utf8_lossy(&any.value).into_owned()).collect()
+}

@@ -1,0 +1,128 @@
+//! A real Envoy with the generic bootstrap (`examples/envoy-sidecar.yaml`: ADS only, no
+//! static listener, no Service named) takes its outbound listener and routes from edgexds,
+//! on delta ADS and on state-of-the-world ADS, and reaches Services by every DNS name
+//! through it as an HTTP proxy (`curl -x`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edgexds::translate::TranslateOptions;
+use edgexds_tests::control_plane::{ControlPlane, web_service, web_slice};
+use edgexds_tests::envoy::Envoy;
+use edgexds_tests::eventually;
+use edgexds_tests::upstream::Upstream;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Envoy start-up and first syncs are slow on a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The example bootstrap as it is, pointed at the test's edgexds, on `api_type`.
+fn example_bootstrap(xds: SocketAddr, api_type: &str) -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/envoy-sidecar.yaml");
+    let text = std::fs::read_to_string(path).expect("the example bootstrap");
+    let mut config: Value = serde_norway::from_str(&text).expect("the example is YAML");
+    config["dynamic_resources"]["ads_config"]["api_type"] = json!(api_type);
+    config["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+    config["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"] = json!({"address": xds.ip().to_string(), "port_value": xds.port()});
+    config
+}
+
+/// `curl -x proxy url`: an absolute-form HTTP/1.1 request; the status and body.
+async fn through_proxy(proxy: SocketAddr, url: &str) -> Option<(u16, String)> {
+    let host = url.strip_prefix("http://")?.split('/').next()?;
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.ok()?;
+    let request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.ok()?.ok()?;
+    let reply = String::from_utf8_lossy(&reply);
+    let status = reply.split(' ').nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn service_yaml(name: &str, port: u16, upstream: &Upstream) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: {name}, namespace: shop }}
+spec:
+  ports: [{{ name: http, port: {port}, targetPort: http }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: {name}-1, namespace: shop, labels: {{ kubernetes.io/service-name: {name} }} }}
+addressType: IPv4
+ports: [{{ name: http, port: {}, protocol: TCP }}]
+endpoints: [{{ addresses: [\"{}\"], conditions: {{ ready: true }} }}]
+",
+        upstream.addr.port(),
+        upstream.addr.ip()
+    )
+}
+
+async fn setup(api_type: &str) -> (ControlPlane, SocketAddr, Upstream, Upstream, Envoy) {
+    let outbound: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let options = TranslateOptions { outbound_listener: outbound, ..Default::default() };
+    let (one, two) = Upstream::pair("one", "two").await;
+    let cp = ControlPlane::start(options).await.expect("control plane starts");
+    cp.write("web.yaml", &web_service());
+    cp.write("web-slice.yaml", &web_slice(&[&one, &two]));
+    let envoy = Envoy::start_with(example_bootstrap(cp.xds_addr(), api_type)).await.expect("envoy starts");
+    (cp, outbound, one, two, envoy)
+}
+
+async fn answers(proxy: SocketAddr, url: &str, status: u16) -> String {
+    let (body, _) = eventually(SETTLE, &format!("{url} answers {status}"), || async {
+        through_proxy(proxy, url).await.filter(|(s, _)| *s == status).map(|(_, body)| body)
+    })
+    .await;
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_outbound_listener_every_dns_name_reaches_its_service_and_a_new_service_too() {
+    let (cp, proxy, _one, _two, _envoy) = setup("DELTA_GRPC").await;
+    for url in ["http://web.shop/", "http://web.shop.svc.cluster.local:80/", "http://web/", "http://web.shop.svc/x"] {
+        let body = answers(proxy, url, 200).await;
+        assert!(body == "one" || body == "two", "{url}: {body}");
+    }
+    // A Service added while Envoy runs: no bootstrap edited.
+    let api = Upstream::start("api", [127, 0, 0, 1].into(), 0).await.unwrap();
+    cp.write("api.yaml", &service_yaml("api", 8080, &api));
+    assert_eq!(answers(proxy, "http://api.shop:8080/", 200).await, "api");
+    let unknown = answers(proxy, "http://nope.shop/", 404).await;
+    assert!(unknown.contains("nope.shop"), "the 404 names the host: {unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_on_state_of_the_world_ads_syncs_routes_and_follows_edits() {
+    let (cp, proxy, one, _two, envoy) = setup("GRPC").await;
+    let (seen, _) = eventually(SETTLE, "both upstreams answer", || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            if let Some((200, body)) = through_proxy(proxy, "http://web.shop/").await {
+                seen.insert(body);
+            }
+        }
+        (seen.len() == 2).then_some(seen)
+    })
+    .await;
+    assert_eq!(seen, ["one".to_owned(), "two".to_owned()].into());
+    // An edit: two leaves the Service. Envoy follows, on SotW as on delta.
+    cp.write("web-slice.yaml", &web_slice(&[&one]));
+    eventually(SETTLE, "only one answers", || async {
+        let mut bodies = Vec::new();
+        for _ in 0..10 {
+            bodies.push(through_proxy(proxy, "http://web.shop/").await?.1);
+        }
+        bodies.iter().all(|b| b == "one").then_some(())
+    })
+    .await;
+    let ads = envoy.stat("cluster_manager.cds.update_success").await.unwrap_or_default();
+    assert!(ads.unwrap_or(0) >= 1, "CDS was accepted over SotW");
+    let rejected = envoy.stat("listener_manager.lds.update_rejected").await.unwrap_or_default();
+    assert_eq!(rejected.unwrap_or(0), 0, "{}", envoy.log());
+}
