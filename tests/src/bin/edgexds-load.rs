@@ -1,4 +1,5 @@
-//! edgexds-load: a fleet of Envoy-like delta ADS clients against any xDS server.
+//! edgexds-load: a fleet of Envoy-like ADS clients against any xDS server, delta or (with
+//! --sotw) state of the world.
 //!
 //! Each client subscribes to every cluster (wildcard CDS) and to the endpoints of every
 //! cluster it learns, ACKing like Envoy. The tool drives churn by rewriting one
@@ -9,6 +10,7 @@
 //!
 //!   edgexds-load --server target/release/edgexds --clients 1000 --services 1000 --endpoints 10
 //!   edgexds-load --xds 127.0.0.1:18000 --server-pid 1234 --manifests /srv/manifests --clients 100
+//!   edgexds-load --sotw ...      state-of-the-world ADS (no initial versions: a reconnect resends all)
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -19,9 +21,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use edgexds_tests::control_plane::write_atomically;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use prost::Message;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -43,6 +49,7 @@ struct Options {
     changes: usize,
     interval: Duration,
     json: Option<PathBuf>,
+    sotw: bool,
 }
 
 fn options() -> Result<Options> {
@@ -76,6 +83,7 @@ fn options() -> Result<Options> {
         changes: num("--changes", 20)?,
         interval: Duration::from_millis(num("--interval-ms", 300)? as u64),
         json: get("--json").map(PathBuf::from),
+        sotw: args.iter().any(|a| a == "--sotw"),
     })
 }
 
@@ -172,6 +180,81 @@ async fn run_client(
     Ok(())
 }
 
+/// A state-of-the-world client, as Envoy with `api_type: GRPC`: wildcard CDS, then EDS for
+/// every cluster, each request naming the whole set. Responses carry no names or per-resource
+/// versions, so resources are decoded for their names and a hash of the bytes stands in for
+/// a version.
+async fn run_sotw_client(channel: Channel, id: usize, held: Shared) -> Result<()> {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel(16);
+    let node = Some(Node { id: format!("load-sotw-{id}"), cluster: "load".into(), ..Default::default() });
+    tx.send(DiscoveryRequest { node, type_url: CDS.into(), ..Default::default() }).await?;
+    let mut responses = client.stream_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+    let mut clusters: Vec<String> = Vec::new();
+    let mut eds: (String, String) = Default::default();
+    while let Some(response) = responses.message().await? {
+        let now = Instant::now();
+        let is_cds = response.type_url == CDS;
+        let names = record_sotw(&held, &response, now);
+        let mut ack = DiscoveryRequest {
+            type_url: response.type_url.clone(),
+            version_info: response.version_info.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        };
+        if is_cds {
+            tx.send(ack).await?;
+            if names != clusters {
+                clusters = names;
+                tx.send(DiscoveryRequest {
+                    type_url: EDS.into(),
+                    resource_names: clusters.clone(),
+                    version_info: eds.0.clone(),
+                    response_nonce: eds.1.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            }
+        } else {
+            eds = (response.version_info.clone(), response.nonce.clone());
+            ack.resource_names = clusters.clone();
+            tx.send(ack).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies a state-of-the-world response; returns the names it carried, sorted.
+fn record_sotw(held: &Shared, response: &DiscoveryResponse, now: Instant) -> Vec<String> {
+    use std::hash::{Hash, Hasher};
+    let mut held = lock(held);
+    let index = usize::from(response.type_url == EDS);
+    held.responses += 1;
+    held.resources += response.resources.len();
+    held.bytes += response.encoded_len();
+    let mut names = Vec::new();
+    for any in &response.resources {
+        let name = if index == 0 {
+            Cluster::decode(any.value.as_slice()).map(|c| c.name)
+        } else {
+            ClusterLoadAssignment::decode(any.value.as_slice()).map(|c| c.cluster_name)
+        };
+        let Ok(name) = name else { continue };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        any.value.hash(&mut hasher);
+        let version = format!("{:016x}", hasher.finish());
+        held.versions[index].insert(name.clone(), version.clone());
+        held.received.insert((name.clone(), version), now);
+        names.push(name);
+    }
+    if index == 0 {
+        // A cluster response is the whole set: what it leaves out is gone.
+        held.versions[0].retain(|name, _| names.contains(name));
+    }
+    names.sort();
+    names
+}
+
 /// Applies a response to what the client holds; for CDS, returns clusters added and removed.
 fn record(held: &Shared, response: &DeltaDiscoveryResponse, now: Instant) -> (Vec<String>, Vec<String>) {
     let mut held = lock(held);
@@ -246,7 +329,7 @@ async fn main() -> Result<()> {
     if o.manifests.is_none() || o.server.is_some() {
         generate(&manifests, o.services, o.endpoints)?;
     }
-    let (_server, xds, pid) = match (&o.server, o.xds) {
+    let (_server, xds, pid, admin) = match (&o.server, o.xds) {
         (Some(binary), _) => {
             let port = free_port()?;
             let admin = free_port()?;
@@ -272,9 +355,9 @@ async fn main() -> Result<()> {
             if !ok {
                 bail!("server did not become ready");
             }
-            (Some(server), SocketAddr::from(([127, 0, 0, 1], port)), Some(pid))
+            (Some(server), SocketAddr::from(([127, 0, 0, 1], port)), Some(pid), Some(admin))
         }
-        (None, Some(xds)) => (None, xds, o.server_pid),
+        (None, Some(xds)) => (None, xds, o.server_pid, None),
         (None, None) => bail!("give --server BINARY (started here) or --xds ADDR (already running)"),
     };
     let before = pid.and_then(proc_stats);
@@ -285,7 +368,14 @@ async fn main() -> Result<()> {
     let mut tasks: Vec<_> = helds
         .iter()
         .enumerate()
-        .map(|(i, held)| tokio::spawn(run_client(channels[i % channels.len()].clone(), i, held.clone(), None)))
+        .map(|(i, held)| {
+            let channel = channels[i % channels.len()].clone();
+            if o.sotw {
+                tokio::spawn(run_sotw_client(channel, i, held.clone()))
+            } else {
+                tokio::spawn(run_client(channel, i, held.clone(), None))
+            }
+        })
         .collect();
     let expected = o.services;
     let synced = |helds: &[Shared]| {
@@ -332,6 +422,20 @@ async fn main() -> Result<()> {
     for task in &tasks {
         task.abort();
     }
+    // The old connections go first: with them the storm would exceed the per-peer limit.
+    drop(channels);
+    if let Some(admin) = admin {
+        let metrics = format!("http://127.0.0.1:{admin}/metrics");
+        for _ in 0..500 {
+            let open = edgexds_tests::http::get(&metrics).await.ok().and_then(|reply| {
+                reply.body.lines().find_map(|l| l.strip_prefix("edgexds_xds_connections ")?.trim().parse::<f64>().ok())
+            });
+            if open == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let holdings: Vec<[BTreeMap<String, String>; 2]> = helds.iter().map(|h| lock(h).versions.clone()).collect();
     let storm_helds: Vec<Shared> = (0..o.clients).map(|_| Shared::default()).collect();
     let storm_started = Instant::now();
@@ -341,12 +445,34 @@ async fn main() -> Result<()> {
         .zip(holdings)
         .enumerate()
         .map(|(i, (held, initial))| {
-            tokio::spawn(run_client(channels[i % channels.len()].clone(), i, held.clone(), Some(initial)))
+            let channel = channels[i % channels.len()].clone();
+            let (held, sotw) = (held.clone(), o.sotw);
+            // The server may still count some of the dropped connections against the per-peer
+            // limit and refuse a new one for a moment: a refused client tries again, as Envoy does.
+            tokio::spawn(async move {
+                for _ in 0..1500 {
+                    let outcome = if sotw {
+                        run_sotw_client(channel.clone(), i, held.clone()).await
+                    } else {
+                        run_client(channel.clone(), i, held.clone(), Some(initial.clone())).await
+                    };
+                    if outcome.is_ok() || lock(&held).responses > 0 {
+                        return outcome;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                bail!("client {i} was refused for 30 s")
+            })
         })
         .collect();
     // Served: every client has its CDS and EDS answers (two responses), whatever they carry.
-    wait_until(Duration::from_secs(120), "reconnect storm", || storm_helds.iter().all(|h| lock(h).responses >= 2))
-        .await?;
+    let served =
+        wait_until(Duration::from_secs(60), "reconnect storm", || storm_helds.iter().all(|h| lock(h).responses >= 2))
+            .await;
+    if let Err(error) = served {
+        let short: Vec<usize> = storm_helds.iter().map(|h| lock(h).responses).filter(|r| *r < 2).collect();
+        bail!("{error}: {} clients short of their two responses: {short:?}", short.len());
+    }
     // From dropping every client, through reconnecting, to the last one served.
     let storm = storm_started.elapsed();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -362,6 +488,7 @@ async fn main() -> Result<()> {
     let rss = after.map(|a| a.1);
     let rss_now = after.map(|a| a.2);
     let report = json!({
+        "flavour": if o.sotw { "sotw" } else { "delta" },
         "clients": o.clients, "connections": o.connections, "services": o.services,
         "endpoints_per_service": o.endpoints, "changes": o.changes,
         "initial_sync_ms": ms(initial_sync),
@@ -374,8 +501,12 @@ async fn main() -> Result<()> {
         "server_rss_after_kib": rss_now,
     });
     println!(
-        "edgexds-load: {} clients over {} connections, {} services x {} endpoints",
-        o.clients, o.connections, o.services, o.endpoints
+        "edgexds-load: {} {} clients over {} connections, {} services x {} endpoints",
+        o.clients,
+        if o.sotw { "state-of-the-world" } else { "delta" },
+        o.connections,
+        o.services,
+        o.endpoints
     );
     println!("  initial sync (all clients, CDS+EDS)   {:>10.1} ms", ms(initial_sync));
     println!(
@@ -401,7 +532,8 @@ async fn main() -> Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
         println!("  report: {}", path.display());
     }
-    if resent != 0 {
+    // State of the world has no initial versions: a reconnect resends everything by design.
+    if resent != 0 && !o.sotw {
         bail!("{resent} resources were resent in a reconnect storm where nothing had changed");
     }
     Ok(())
