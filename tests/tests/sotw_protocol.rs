@@ -240,3 +240,18 @@ async fn a_stuck_state_of_the_world_client_does_not_delay_other_streams_or_the_p
     }
     assert!(responses <= 3, "{responses} responses: a backlog was queued");
 }
+
+#[tokio::test]
+async fn after_naming_clusters_an_empty_list_unsubscribes_instead_of_asking_for_all() {
+    let h = Harness::start();
+    h.publish_all(&[(Cluster, "a", "A"), (Cluster, "b", "B")], &[]);
+    let mut client = h.sotw_ads().await;
+    client.subscribe(CDS, &["a"]).await;
+    let named = client.next().await;
+    assert_eq!(bodies(&named), ["A"]);
+    client.ack(&named, &["a"]).await;
+    // A gRPC client that no longer needs any cluster says so with an empty list.
+    client.ack(&named, &[]).await;
+    let none = client.next().await;
+    assert!(none.resources.is_empty(), "not every cluster: {:?}", bodies(&none));
+}

@@ -250,9 +250,12 @@ impl StreamState {
                 format!("a subscription of more than {max_names} names of {ty}"),
             ));
         }
-        // Listeners and clusters named by nobody means all of them; endpoints and routes never do.
-        let wildcard = ty.full_state() && request.resource_names.is_empty();
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
+        // Listeners and clusters named by nobody means all of them (legacy wildcard), unless the
+        // client named some before: then it unsubscribes from everything. Endpoints and routes
+        // never mean all.
+        let legacy = !state.subscription.is_started() || state.subscription.is_wildcard();
+        let wildcard = ty.full_state() && request.resource_names.is_empty() && legacy;
         if state.subscription.replace(&request.resource_names, wildcard) {
             state.synced = None;
             state.dirty = true;

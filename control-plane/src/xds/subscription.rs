@@ -65,6 +65,11 @@ impl Subscription {
         self.wildcard
     }
 
+    /// Whether the client has asked for this type at all yet.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().filter(|(_, e)| e.subscribed).map(|(n, _)| &**n)
     }
