@@ -132,6 +132,16 @@ struct Held {
     bytes: usize,
 }
 
+impl Held {
+    /// Counts one response of `type_url`; returns the index of its type in `versions`.
+    fn count(&mut self, type_url: &str, resources: usize, bytes: usize) -> usize {
+        self.responses += 1;
+        self.resources += resources;
+        self.bytes += bytes;
+        usize::from(type_url == EDS)
+    }
+}
+
 type Shared = Arc<Mutex<Held>>;
 
 fn lock(held: &Shared) -> std::sync::MutexGuard<'_, Held> {
@@ -232,10 +242,7 @@ async fn run_sotw_client(channel: Channel, id: usize, held: Shared) -> Result<()
 fn record_sotw(held: &Shared, response: &DiscoveryResponse, now: Instant) -> Vec<String> {
     use std::hash::{Hash, Hasher};
     let mut held = lock(held);
-    let index = usize::from(response.type_url == EDS);
-    held.responses += 1;
-    held.resources += response.resources.len();
-    held.bytes += response.encoded_len();
+    let index = held.count(&response.type_url, response.resources.len(), response.encoded_len());
     let mut names = Vec::new();
     for any in &response.resources {
         let name = if index == 0 {
@@ -253,7 +260,8 @@ fn record_sotw(held: &Shared, response: &DiscoveryResponse, now: Instant) -> Vec
     }
     if index == 0 {
         // A cluster response is the whole set: what it leaves out is gone.
-        held.versions[0].retain(|name, _| names.contains(name));
+        let present: std::collections::HashSet<&String> = names.iter().collect();
+        held.versions[0].retain(|name, _| present.contains(name));
     }
     names.sort();
     names
@@ -262,10 +270,7 @@ fn record_sotw(held: &Shared, response: &DiscoveryResponse, now: Instant) -> Vec
 /// Applies a response to what the client holds; for CDS, returns clusters added and removed.
 fn record(held: &Shared, response: &DeltaDiscoveryResponse, now: Instant) -> (Vec<String>, Vec<String>) {
     let mut held = lock(held);
-    let index = usize::from(response.type_url == EDS);
-    held.responses += 1;
-    held.resources += response.resources.len();
-    held.bytes += response.encoded_len();
+    let index = held.count(&response.type_url, response.resources.len(), response.encoded_len());
     let mut added = Vec::new();
     for resource in &response.resources {
         if held.versions[index].insert(resource.name.clone(), resource.version.clone()).is_none() {
