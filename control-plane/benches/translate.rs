@@ -1,5 +1,6 @@
 //! Translate + encode ClusterLoadAssignments over a grid of services × endpoints,
-//! with and without probe metadata; and version hashing + snapshot diff at 10,000 endpoints.
+//! with and without probe metadata; one change through the incremental pipeline at up to
+//! 50,000 Services; and version hashing + snapshot diff at 10,000 endpoints.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,7 +13,7 @@ use edgexds::model::{
     AddressType, CheckVerdicts, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
     SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
 };
-use edgexds::pipeline::build_snapshot;
+use edgexds::pipeline::{SnapshotBuilder, build_snapshot};
 use edgexds::translate::{TranslateOptions, load_assignments};
 use prost::Message;
 
@@ -34,7 +35,7 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
             .insert(key.clone(), Arc::new(Service { key: key.clone(), ports: vec![port], external_name: false }));
         let slice = Slice {
             key: ObjectKey::new(&key.namespace, format!("{}-1", key.name)),
-            service_name: Some(key.name.clone()),
+            service_name: Some(key.name.to_string()),
             address_type: AddressType::Ipv4,
             ports: vec![SlicePort { name: "http".into(), port: 8080, protocol: PortProtocol::Tcp }],
             endpoints: (0..endpoints)
@@ -51,7 +52,7 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
         state.slices.insert(slice.key.clone(), Arc::new(slice));
         if probes {
             let spec = HealthProbeSpec {
-                target_ref: TargetRef { kind: "Service".into(), name: key.name.clone() },
+                target_ref: TargetRef { kind: "Service".into(), name: key.name.to_string() },
                 overrides: vec![ProbeOverride {
                     matches: edgexds::kubernetes::crd::EndpointMatch {
                         node_name: Some("node-0".into()),
@@ -116,26 +117,68 @@ fn full_pipeline(c: &mut Criterion) {
 }
 
 /// One endpoint's HDS verdict flips at 1,000 Services x 10 endpoints. "full_rebuild" is
-/// what a verdict change cost before verdicts became an overlay (resolve with the
-/// verdicts folded in, translate and encode everything); "rejudge" is what it costs now.
+/// what a verdict change cost before verdicts became an overlay (resolve, translate and
+/// encode everything); "incremental" is what it costs now: the flipped cluster's load
+/// assignment, translated again.
 fn verdict_flip(c: &mut Criterion) {
     let mut group = c.benchmark_group("verdict_flip_1000x10");
     let input = state(1000, 10, true);
     let options = TranslateOptions::default();
-    let healthy = CheckVerdicts::default();
+    let healthy = Arc::new(CheckVerdicts::default());
     let mut failing = CheckVerdicts::default();
     failing
         .insert("svc-500.ns-0:80", std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 500_000)), 8080));
-    let (previous, model) = build_snapshot(&input, &options, None, &healthy);
+    let failing = Arc::new(failing);
+    let (previous, _) = build_snapshot(&input, &options, None, &healthy);
     group.bench_function("full_rebuild", |b| {
         b.iter(|| build_snapshot(black_box(&input), &options, Some(&previous), &failing))
     });
-    group.bench_function("rejudge", |b| {
-        b.iter(|| edgexds::pipeline::rejudge(black_box(&model), &options, &previous, &healthy, &failing))
+    let mut builder = SnapshotBuilder::new(options.clone());
+    builder.update(&input, &healthy);
+    let mut flip = false;
+    group.bench_function("incremental", |b| {
+        b.iter(|| {
+            flip = !flip;
+            builder.update(black_box(&input), if flip { &failing } else { &healthy }).diff
+        })
     });
-    let rejudged = edgexds::pipeline::rejudge(&model, &options, &previous, &healthy, &failing);
-    let (rebuilt, _) = build_snapshot(&input, &options, Some(&previous), &failing);
-    assert!(rejudged == rebuilt, "the overlay gives exactly the full rebuild's snapshot");
+    group.finish();
+}
+
+/// One EndpointSlice change (one endpoint's address moves) at 1,000, 10,000 and 50,000
+/// Services x 10 endpoints, probes on: the source's edit of its state, then resolve,
+/// translate, encode and diff. Flat across sizes is the point; `full_rebuild` at 1,000 is
+/// what every change cost before the pipeline was incremental.
+fn one_slice_change(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_slice_change");
+    group.sample_size(30);
+    let options = TranslateOptions::default();
+    let verdicts = Arc::new(CheckVerdicts::default());
+    for services in [1000u32, 10_000, 50_000] {
+        let mut input = state(services, 10, true);
+        let key = ObjectKey::new("ns-3", "svc-13-1");
+        let original = input.slices[&key].clone();
+        let mut moved = Slice::clone(&original);
+        moved.endpoints[0].address = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1));
+        let versions = [original, Arc::new(moved)];
+        let mut builder = SnapshotBuilder::new(options.clone());
+        builder.update(&input, &verdicts);
+        let mut turn = 0;
+        group.bench_function(BenchmarkId::new("incremental", services), |b| {
+            b.iter(|| {
+                turn += 1;
+                input.slices.insert(key.clone(), versions[turn % 2].clone());
+                let update = builder.update(black_box(&input), &verdicts);
+                assert_eq!(update.diff.count(ResourceType::ClusterLoadAssignment), (1, 0));
+                update.diff
+            })
+        });
+        if services == 1000 {
+            group.bench_function(BenchmarkId::new("full_rebuild", services), |b| {
+                b.iter(|| build_snapshot(black_box(&input), &options, None, &verdicts))
+            });
+        }
+    }
     group.finish();
 }
 
@@ -158,5 +201,5 @@ fn versions_and_diff(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, eds_translate_encode, full_pipeline, verdict_flip, versions_and_diff);
+criterion_group!(benches, eds_translate_encode, full_pipeline, verdict_flip, one_slice_change, versions_and_diff);
 criterion_main!(benches);

@@ -4,9 +4,11 @@
 //! their own deltas, so a slow stream skips intermediate snapshots instead of
 //! queueing them, and publishing never waits for any stream.
 
+mod names;
 mod resource_type;
 mod snapshot;
 
+pub use names::intern;
 pub use resource_type::ResourceType;
 pub use snapshot::{Encoded, Resources, Snapshot, SnapshotDiff, VersionedResource, format_version, parse_version};
 
@@ -41,20 +43,27 @@ impl Default for SnapshotCache {
 
 impl SnapshotCache {
     /// Replaces the snapshot and says what changed; streams are woken only if something did.
-    pub fn publish(&self, mut snapshot: Snapshot) -> SnapshotDiff {
-        let mut diff = SnapshotDiff::default();
+    pub fn publish(&self, snapshot: Snapshot) -> SnapshotDiff {
+        let diff = SnapshotDiff::between(self.current().as_deref(), &snapshot);
+        self.publish_diffed(snapshot, diff.clone());
+        diff
+    }
+
+    /// Replaces the snapshot with one whose changes since the current one are `diff`, as
+    /// the pipeline records them while building it; streams are woken only if something
+    /// changed. Whoever calls this must be the only publisher.
+    pub fn publish_diffed(&self, mut snapshot: Snapshot, diff: SnapshotDiff) {
         self.current.send_if_modified(|current| {
-            diff = SnapshotDiff::between(current.as_deref(), &snapshot);
             let first = current.is_none();
             if first || !diff.is_empty() {
                 // Streams in sync with the previous generation only look at what changed.
                 snapshot.generation = current.as_ref().map_or(1, |c| c.generation + 1);
-                snapshot.delta = current.is_some().then(|| Arc::new(diff.clone()));
+                snapshot.delta = current.is_some().then(|| Arc::new(diff));
                 *current = Some(Arc::new(snapshot));
+                return true;
             }
-            first || !diff.is_empty()
+            false
         });
-        diff
     }
 
     pub fn current(&self) -> Option<Arc<Snapshot>> {

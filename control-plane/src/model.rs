@@ -4,6 +4,7 @@
 //! their objects into [`SourceState`], [`resolve`] turns it into a [`Model`],
 //! and `translate` turns that into Envoy resources.
 
+mod incremental;
 pub mod limits;
 mod object;
 mod probe;
@@ -14,6 +15,7 @@ mod verdicts;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
+pub use incremental::ModelIndex;
 pub use object::{
     AddressType, AppProtocol, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint,
     SlicePort, TargetPort,
@@ -29,13 +31,17 @@ pub use resolve::{
 pub use source_object::{ObjectKind, SourceObject};
 pub use verdicts::CheckVerdicts;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Objects of one kind by namespace/name. A persistent map: a copy costs nothing and
+/// shares every node an edit did not touch, so a source publishes its state per change in
+/// O(log n), and the pipeline finds what changed by skipping what is shared.
+pub type ObjectMap<T> = imbl::OrdMap<ObjectKey, Arc<T>>;
 
 /// Everything a source currently knows, keyed by namespace/name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourceState {
-    pub services: BTreeMap<ObjectKey, Arc<Service>>,
-    pub slices: BTreeMap<ObjectKey, Arc<Slice>>,
-    pub probes: BTreeMap<ObjectKey, Arc<Probe>>,
+    pub services: ObjectMap<Service>,
+    pub slices: ObjectMap<Slice>,
+    pub probes: ObjectMap<Probe>,
 }

@@ -1,6 +1,9 @@
 //! Turns source states into published snapshots: debounce, resolve, translate, encode, publish.
 
-use std::collections::BTreeSet;
+mod incremental;
+
+pub use incremental::{SnapshotBuilder, Update, service_resources};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{Encoded, ResourceType, Snapshot, SnapshotCache};
 use crate::histograms;
-use crate::model::{CheckVerdicts, Diagnostic, Model, SourceState, resolve};
+use crate::model::{CheckVerdicts, Model, SourceState, resolve};
 use crate::translate::{self, TranslateOptions};
 
 /// The pipeline's own metrics.
@@ -130,38 +133,12 @@ pub fn build_snapshot(
     (snapshot, model)
 }
 
-/// The snapshot after a verdict-only change: the load assignments of the clusters whose
-/// verdicts changed are translated again from the cached model; everything else is
-/// `previous`, shared. No resolve, and no other resource encoded or hashed again.
-pub fn rejudge(
-    model: &Model,
-    options: &TranslateOptions,
-    previous: &Snapshot,
-    before: &CheckVerdicts,
-    after: &CheckVerdicts,
-) -> Snapshot {
-    let touched = before.clusters_differing(after);
-    let assignments = model.ports().filter(|port| touched.contains(port.cluster_name.as_str())).map(|port| {
-        let assignment = translate::load_assignment(port, options, after);
-        (ResourceType::ClusterLoadAssignment, assignment.cluster_name.clone(), assignment.encode_to_vec())
-    });
-    Snapshot::replacing(previous, assignments)
-}
-
 /// Active-check verdicts, when HDS is on.
 pub type VerdictReceiver = watch::Receiver<Arc<CheckVerdicts>>;
 
-/// The model of the last source state, its size, and the verdicts its snapshot was
-/// translated with.
-struct Judged {
-    model: Arc<Model>,
-    sizes: (usize, usize),
-    verdicts: Arc<CheckVerdicts>,
-}
-
 /// Runs until the source closes or `shutdown` fires; `models` receives each resolved model
 /// (once per source change: verdicts are not in it). A change of `verdicts` alone is
-/// debounced like a source change but re-translates only what it touches.
+/// debounced like a source change and re-translates only the clusters it flips.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: PipelineConfig,
@@ -172,71 +149,59 @@ pub async fn run(
     metrics: PipelineMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
+    let mut reported = Model::default();
     // A state may already be waiting; otherwise wait for the first one.
     let mut pending = states.borrow_and_update().is_some();
-    let mut source_changed = pending;
-    let mut last: Option<Judged> = None;
+    let mut builder = Some(SnapshotBuilder::new(config.translate.clone()));
     loop {
         if !pending {
             tokio::select! {
-                changed = states.changed() => {
-                    if changed.is_err() { return }
-                    source_changed = true;
-                }
+                changed = states.changed() => if changed.is_err() { return },
                 changed = verdicts_changed(&mut verdicts) => if changed.is_err() { verdicts = None },
                 () = crate::shutdown::requested(&mut shutdown) => return,
             }
         }
         pending = false;
         let observed_at = Instant::now();
-        source_changed |= debounce(config.debounce, &mut states).await;
+        debounce(config.debounce, &mut states).await;
         let Some(state) = states.borrow_and_update().clone() else { continue };
         let judged = verdicts.as_mut().map(|v| v.borrow_and_update().clone()).unwrap_or_default();
-        let previous = cache.current();
-        let options = config.translate.clone();
+        // After a failed update nothing built before can be trusted: start again from nothing.
+        let mut working = builder.take().unwrap_or_else(|| SnapshotBuilder::new(config.translate.clone()));
         let started = Instant::now();
-        let cached = last.take().filter(|_| !source_changed);
-        let verdicts_now = judged.clone();
-        let built = tokio::task::spawn_blocking(move || match (cached, previous) {
-            (Some(cached), Some(previous)) => {
-                let snapshot = rejudge(&cached.model, &options, &previous, &cached.verdicts, &verdicts_now);
-                (snapshot, cached.model, Some(cached.sizes))
-            }
-            (_, previous) => {
-                let (snapshot, model) = build_snapshot(&state, &options, previous.as_deref(), &verdicts_now);
-                (snapshot, Arc::new(model), None)
-            }
+        let built = tokio::task::spawn_blocking(move || {
+            let update = working.update(&state, &judged);
+            (working, update)
         })
         .await;
-        let Ok((mut snapshot, model, kept_sizes)) = built else {
-            warn!("translation task failed; keeping the last snapshot");
+        let Ok((working, update)) = built else {
+            warn!("translation task failed; keeping the last snapshot and rebuilding from scratch next time");
             continue;
         };
-        source_changed = false;
         histograms::observe(&metrics.translation, started.elapsed());
+        let mut snapshot = working.snapshot().clone();
         snapshot.observed_at = Some(observed_at);
-        // A re-judged snapshot has the model's size; only a resolved one is measured and reported.
-        let resolved = kept_sizes.is_none();
-        let sizes = kept_sizes.unwrap_or_else(|| (snapshot.len(ResourceType::Cluster), endpoint_count(&model)));
-        if resolved {
-            report_new_diagnostics(&model, &mut reported);
-            metrics.snapshot_clusters.set(sizes.0 as i64);
-            metrics.snapshot_endpoints.set(sizes.1 as i64);
-        }
-        last = Some(Judged { model: model.clone(), sizes, verdicts: judged });
-        let diff = cache.publish(snapshot);
-        if resolved {
-            models.send_replace(Some(model));
-        }
+        let (clusters, endpoints) = (snapshot.len(ResourceType::Cluster), working.endpoints());
+        metrics.snapshot_clusters.set(clusters as i64);
+        metrics.snapshot_endpoints.set(endpoints as i64);
+        let model = update.model_changed.then(|| working.model().clone());
+        let diff = update.diff;
         let ((cds_changed, cds_removed), (eds_changed, eds_removed)) =
             (diff.count(ResourceType::Cluster), diff.count(ResourceType::ClusterLoadAssignment));
-        if diff.is_empty() {
+        let unchanged = diff.is_empty();
+        cache.publish_diffed(snapshot, diff);
+        builder = Some(working);
+        if let Some(model) = model {
+            report_new_diagnostics(&reported, &model);
+            reported = model.clone();
+            models.send_replace(Some(Arc::new(model)));
+        }
+        if unchanged {
             debug!(elapsed = ?started.elapsed(), "source changed, resources did not");
         } else {
             info!(
-                clusters = sizes.0,
-                endpoints = sizes.1,
+                clusters,
+                endpoints,
                 cds_changed,
                 cds_removed,
                 eds_changed,
@@ -273,22 +238,26 @@ async fn debounce(quiet: Duration, states: &mut StateReceiver) -> bool {
     }
 }
 
-fn endpoint_count(model: &Model) -> usize {
-    model.ports().map(|p| p.endpoints.len()).sum()
-}
-
-/// Logs each ignored object once, and again only if its reason changes after it was fixed.
-/// Conflicting probes are among them: without the Kubernetes status they would show nowhere else.
-fn report_new_diagnostics(model: &Model, reported: &mut BTreeSet<Diagnostic>) {
-    let conflicts = model.probes.iter().filter_map(|(key, status)| {
-        let message = status.conflicted.as_ref()?;
-        Some(Diagnostic { object: format!("HealthProbe {key}"), message: format!("probe ignored: {message}") })
-    });
-    let current: BTreeSet<Diagnostic> = model.diagnostics.iter().cloned().chain(conflicts).collect();
-    for diagnostic in current.difference(reported) {
-        warn!(object = %diagnostic.object, "{}", diagnostic.message);
+/// Logs each object newly ignored since `before`, and again only if its reason changes
+/// after it was fixed. Conflicting probes are among them: without the Kubernetes status they
+/// would show nowhere else. Both maps are persistent, so this costs what changed.
+fn report_new_diagnostics(before: &Model, now: &Model) {
+    for item in before.diagnostics.diff(&now.diagnostics) {
+        if let imbl::ordset::DiffItem::Add(diagnostic) = item {
+            warn!(object = %diagnostic.object, "{}", diagnostic.message);
+        }
     }
-    *reported = current;
+    for item in before.probes.diff(&now.probes) {
+        let (was, (key, status)) = match item {
+            imbl::ordmap::DiffItem::Add(key, status) => (None, (key, status)),
+            imbl::ordmap::DiffItem::Update { old: (_, was), new } => (Some(was), new),
+            imbl::ordmap::DiffItem::Remove(..) => continue,
+        };
+        let Some(message) = status.conflicted.as_ref() else { continue };
+        if was.and_then(|w| w.conflicted.as_ref()) != Some(message) {
+            warn!(object = %format!("HealthProbe {key}"), "probe ignored: {message}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -353,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn a_verdict_change_rejudges_to_exactly_what_a_full_rebuild_gives() {
+    fn a_verdict_change_retranslates_only_the_flipped_clusters_load_assignment() {
         use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice, state};
         let input = state(
             vec![service("shop", "web", &[("http", 80)]), service("shop", "api", &[("http", 81)])],
@@ -370,18 +339,20 @@ mod tests {
             vec![probe("shop", "web", "2024-01-01T00:00:00Z", probe_spec("web", None))],
         );
         let options = TranslateOptions::default();
-        let healthy = CheckVerdicts::default();
         let mut failing = CheckVerdicts::default();
         failing.insert("web.shop:80", "10.0.0.2:8080".parse().unwrap());
-        let (before, model) = build_snapshot(&input, &options, None, &healthy);
-        let rejudged = rejudge(&model, &options, &before, &healthy, &failing);
-        let (rebuilt, _) = build_snapshot(&input, &options, Some(&before), &failing);
-        assert_eq!(rejudged, rebuilt);
-        assert_ne!(rejudged, before, "the flip is in the snapshot");
+        let mut builder = SnapshotBuilder::new(options.clone());
+        builder.update(&input, &Arc::default());
+        let before = builder.snapshot().clone();
+        let update = builder.update(&input, &Arc::new(failing.clone()));
+        assert!(!update.model_changed, "verdicts are an overlay, not part of the model");
+        assert_eq!(update.diff.count(ResourceType::ClusterLoadAssignment), (1, 0));
+        let (rebuilt, _) = build_snapshot(&input, &options, None, &failing);
+        assert_eq!(builder.snapshot(), &rebuilt);
         let api = "api.shop:81";
         let (kept, shared) = (
             &before.resources(ResourceType::ClusterLoadAssignment)[api],
-            &rejudged.resources(ResourceType::ClusterLoadAssignment)[api],
+            &builder.snapshot().resources(ResourceType::ClusterLoadAssignment)[api],
         );
         assert!(Arc::ptr_eq(kept, shared), "untouched load assignments are not translated again");
     }

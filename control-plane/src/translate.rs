@@ -10,12 +10,12 @@ pub use cluster::{cluster, hds_can_check, health_check};
 pub use eds_wire::ClusterLoadAssignment;
 pub use endpoints::{METADATA_FILTER, load_assignment};
 pub use listeners::{OUTBOUND, grpc_listener, outbound_listener};
-pub use routes::{grpc_names, grpc_routes, outbound_routes};
+pub use routes::{grpc_names, grpc_routes, outbound_routes, virtual_hosts};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use crate::model::{CheckVerdicts, Model};
+use crate::model::{CheckVerdicts, Model, ResolvedService};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -80,11 +80,27 @@ pub struct TranslatedListener {
 /// The sidecar's outbound listener, then two gRPC listeners per HTTP port.
 pub fn listeners<'a>(model: &'a Model, options: &'a TranslateOptions) -> impl Iterator<Item = TranslatedListener> + 'a {
     let outbound = TranslatedListener { listener: outbound_listener(options.outbound_listener), named_only: false };
-    let grpc = routes::http_ports(model).flat_map(move |(service, port)| {
-        grpc_names(service, port.port.port, &options.cluster_domain)
-            .map(|name| TranslatedListener { listener: grpc_listener(&name), named_only: true })
-    });
-    std::iter::once(outbound).chain(grpc)
+    std::iter::once(outbound).chain(model.services.values().flat_map(move |s| grpc_listeners(s, options)))
+}
+
+/// The two gRPC listeners of each HTTP port of one Service.
+pub fn grpc_listeners<'a>(
+    service: &'a ResolvedService,
+    options: &'a TranslateOptions,
+) -> impl Iterator<Item = TranslatedListener> + 'a {
+    grpc_targets(service, options)
+        .map(|(name, _)| TranslatedListener { listener: grpc_listener(&name), named_only: true })
+}
+
+/// Each name a gRPC client dials one Service by, with the cluster it leads to.
+fn grpc_targets<'a>(
+    service: &'a ResolvedService,
+    options: &'a TranslateOptions,
+) -> impl Iterator<Item = (String, &'a str)> + 'a {
+    routes::http_ports_of(service).flat_map(move |port| {
+        grpc_names(&service.key, port.port.port, &options.cluster_domain)
+            .map(move |name| (name, port.cluster_name.as_str()))
+    })
 }
 
 /// The outbound routes, then the routes of each gRPC listener, under the listener's name.
@@ -93,10 +109,15 @@ pub fn route_configurations<'a>(
     options: &'a TranslateOptions,
 ) -> impl Iterator<Item = RouteConfiguration> + 'a {
     let outbound = outbound_routes(model, &options.cluster_domain);
-    let grpc = routes::http_ports(model).flat_map(move |(service, port)| {
-        grpc_names(service, port.port.port, &options.cluster_domain).map(|name| grpc_routes(&name, &port.cluster_name))
-    });
-    std::iter::once(outbound).chain(grpc)
+    std::iter::once(outbound).chain(model.services.values().flat_map(move |s| grpc_route_configurations(s, options)))
+}
+
+/// The routes of each gRPC listener of one Service.
+pub fn grpc_route_configurations<'a>(
+    service: &'a ResolvedService,
+    options: &'a TranslateOptions,
+) -> impl Iterator<Item = RouteConfiguration> + 'a {
+    grpc_targets(service, options).map(|(name, cluster)| grpc_routes(&name, cluster))
 }
 
 /// One ClusterLoadAssignment per Service port, in model order; Kubernetes-ready endpoints

@@ -1,9 +1,10 @@
 //! An immutable set of encoded resources with content-derived versions.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use xxhash_rust::xxh3::xxh3_64;
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::ResourceType;
 
@@ -51,26 +52,33 @@ pub fn parse_version(version: &str) -> u64 {
     u64::from_str_radix(version, 16).ok().filter(|_| version.len() == 16).unwrap_or(u64::MAX)
 }
 
-pub type Resources = BTreeMap<String, Arc<VersionedResource>>;
+/// One type's resources by name. Persistent, so a snapshot derived from another shares
+/// every entry it did not replace, and two such snapshots compare in O(change). Names are
+/// shared strings because every edit copies the keys of the nodes on its path.
+pub type Resources = OrdMap<Arc<str>, Arc<VersionedResource>>;
 
 /// `body` versioned, sharing `previous`'s allocation when its bytes did not change.
-fn versioned(previous: Option<&Snapshot>, encoded: &mut Encoded) -> Arc<VersionedResource> {
-    let (ty, name) = (encoded.ty, &encoded.name);
+fn versioned(previous: Option<&Arc<VersionedResource>>, encoded: &mut Encoded) -> Arc<VersionedResource> {
     let fresh = VersionedResource {
         named_only: encoded.named_only,
         ..VersionedResource::new(std::mem::take(&mut encoded.body))
     };
-    previous
-        .and_then(|p| p.resources(ty).get(name))
-        .filter(|old| old.as_ref() == &fresh)
-        .cloned()
-        .unwrap_or_else(|| Arc::new(fresh))
+    previous.filter(|old| old.as_ref() == &fresh).cloned().unwrap_or_else(|| Arc::new(fresh))
 }
 
-#[derive(Debug, Default)]
+/// What one entry adds to its type's version: the type version is the wrapping sum over
+/// entries, so it follows each insert and removal without visiting the others, and is
+/// equal across replicas given the same resources, whatever order they came in.
+fn entry_weight(name: &str, resource: &VersionedResource) -> u64 {
+    xxh3_64_with_seed(name.as_bytes(), resource.hash)
+}
+
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     by_type: [Resources; ResourceType::COUNT],
-    /// Per type, a hash of every name and version: what "version" a client is at.
+    /// Per type, the sum of [`entry_weight`]s, and that as 16 hex digits: what "version" a
+    /// client holding the whole type is at.
+    sums: [u64; ResourceType::COUNT],
     versions: [String; ResourceType::COUNT],
     /// When the source change this snapshot carries was first seen, for push-latency metrics.
     pub observed_at: Option<std::time::Instant>,
@@ -89,38 +97,48 @@ impl Snapshot {
     /// Builds a snapshot from encoded resources. Entries whose bytes did not
     /// change since `previous` share its allocation.
     pub fn new(previous: Option<&Snapshot>, encoded: impl IntoIterator<Item = impl Into<Encoded>>) -> Self {
-        let mut by_type: [Resources; ResourceType::COUNT] = Default::default();
+        let mut snapshot = Self::default();
         for encoded in encoded {
             let mut encoded = encoded.into();
-            let resource = versioned(previous, &mut encoded);
-            by_type[encoded.ty.index()].insert(encoded.name, resource);
+            let old = previous.and_then(|p| p.resources(encoded.ty).get(encoded.name.as_str()));
+            let resource = versioned(old, &mut encoded);
+            snapshot.insert(encoded.ty, encoded.name, resource);
         }
-        let versions = Self::type_versions(&by_type);
-        Self { by_type, versions, observed_at: None, generation: 0, delta: None }
+        snapshot.seal();
+        snapshot
     }
 
-    /// `previous` with some resources replaced (same names): only those are hashed
-    /// again; the rest are shared with `previous`.
-    pub fn replacing(previous: &Snapshot, encoded: impl IntoIterator<Item = impl Into<Encoded>>) -> Self {
-        let mut by_type = previous.by_type.clone();
-        for encoded in encoded {
-            let mut encoded = encoded.into();
-            let resource = versioned(Some(previous), &mut encoded);
-            by_type[encoded.ty.index()].insert(encoded.name, resource);
+    /// Puts one resource in, or leaves the one there if its bytes are the same; says
+    /// whether the resource under that name changed (or is new). Call [`Snapshot::seal`]
+    /// after the last edit.
+    pub fn put(&mut self, mut encoded: Encoded) -> bool {
+        let old = self.by_type[encoded.ty.index()].get(encoded.name.as_str()).cloned();
+        let resource = versioned(old.as_ref(), &mut encoded);
+        if old.as_ref().is_some_and(|old| Arc::ptr_eq(old, &resource)) {
+            return false;
         }
-        let versions = Self::type_versions(&by_type);
-        Self { by_type, versions, observed_at: None, generation: 0, delta: None }
+        self.insert(encoded.ty, encoded.name, resource);
+        true
     }
 
-    fn type_versions(by_type: &[Resources; ResourceType::COUNT]) -> [String; ResourceType::COUNT] {
-        ResourceType::ALL.map(|ty| {
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            for (name, resource) in &by_type[ty.index()] {
-                hasher.update(name.as_bytes());
-                hasher.update(resource.version.as_bytes());
-            }
-            format!("{:016x}", hasher.digest())
-        })
+    /// Takes one resource out; says whether there was one.
+    pub fn remove(&mut self, ty: ResourceType, name: &str) -> bool {
+        let Some(old) = self.by_type[ty.index()].remove(name) else { return false };
+        self.sums[ty.index()] = self.sums[ty.index()].wrapping_sub(entry_weight(name, &old));
+        true
+    }
+
+    fn insert(&mut self, ty: ResourceType, name: String, resource: Arc<VersionedResource>) {
+        let sum = &mut self.sums[ty.index()];
+        *sum = sum.wrapping_add(entry_weight(&name, &resource));
+        if let Some(old) = self.by_type[ty.index()].insert(super::intern(&name), resource) {
+            *sum = sum.wrapping_sub(entry_weight(&name, &old));
+        }
+    }
+
+    /// Brings the type versions up to date after edits.
+    pub fn seal(&mut self) {
+        self.versions = self.sums.map(format_version);
     }
 
     pub fn generation(&self) -> u64 {
@@ -155,20 +173,39 @@ pub struct SnapshotDiff {
 }
 
 impl SnapshotDiff {
+    /// Compares two snapshots, skipping what they share: O(change) when `new` was made by
+    /// editing `old`, O(size) when it was built afresh.
     pub fn between(old: Option<&Snapshot>, new: &Snapshot) -> Self {
         let mut diff = Self::default();
+        let empty = Resources::default();
         for ty in ResourceType::ALL {
-            let before = old.map(|o| o.resources(ty));
-            let after = new.resources(ty);
-            diff.changed[ty.index()] = after
-                .iter()
-                .filter(|(name, r)| before.and_then(|b| b.get(*name)).is_none_or(|o| o.version != r.version))
-                .map(|(name, _)| name.clone())
-                .collect();
-            diff.removed[ty.index()] =
-                before.into_iter().flat_map(|b| b.keys()).filter(|name| !after.contains_key(*name)).cloned().collect();
+            let before = old.map_or(&empty, |o| o.resources(ty));
+            for item in before.diff(new.resources(ty)) {
+                match item {
+                    DiffItem::Add(name, _) => diff.changed[ty.index()].push(name.to_string()),
+                    DiffItem::Update { old: (_, was), new: (name, now) } if was.hash != now.hash => {
+                        diff.changed[ty.index()].push(name.to_string())
+                    }
+                    DiffItem::Update { .. } => {}
+                    DiffItem::Remove(name, _) => diff.removed[ty.index()].push(name.to_string()),
+                }
+            }
         }
         diff
+    }
+
+    /// Records that `name` of `ty` changed (or appeared), or vanished.
+    pub fn record(&mut self, ty: ResourceType, name: &str, removed: bool) {
+        let list = if removed { &mut self.removed[ty.index()] } else { &mut self.changed[ty.index()] };
+        list.push(name.to_owned());
+    }
+
+    /// Sorted and without repeats, as [`SnapshotDiff::between`] gives it.
+    pub fn normalize(&mut self) {
+        for list in self.changed.iter_mut().chain(self.removed.iter_mut()) {
+            list.sort_unstable();
+            list.dedup();
+        }
     }
 
     pub fn is_empty(&self) -> bool {

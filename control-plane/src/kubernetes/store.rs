@@ -139,7 +139,7 @@ mod tests {
     }
 
     fn names(store: &KubeStore) -> Vec<String> {
-        store.state().services.keys().map(|k| k.name.clone()).collect()
+        store.state().services.keys().map(|k| k.name.to_string()).collect()
     }
 
     #[test]

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use imbl::{OrdMap, OrdSet};
+
 use super::SourceState;
 use super::object::{AddressType, ObjectKey, PortProtocol, Service, ServicePort, Slice};
-use super::probe::{EndpointFacts, ProbePolicy, ValidProbe};
+use super::probe::{EndpointFacts, Probe, ProbePolicy, ValidProbe};
 
 /// What Envoy should think of an endpoint, from Kubernetes conditions alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,12 +37,12 @@ pub struct ResolvedEndpoint {
 }
 
 /// Which probe covers a Service port.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProbeCoverage {
     pub probe: Arc<ValidProbe>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedPort {
     pub cluster_name: String,
     pub port: ServicePort,
@@ -49,7 +51,7 @@ pub struct ResolvedPort {
     pub endpoints: Vec<ResolvedEndpoint>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedService {
     pub key: ObjectKey,
     pub ports: Vec<ResolvedPort>,
@@ -87,37 +89,54 @@ pub struct Diagnostic {
     pub message: String,
 }
 
-#[derive(Clone, Debug, Default)]
+/// The resolved model. Persistent maps, so a copy is free and an incremental update
+/// ([`super::ModelIndex`]) shares everything it did not touch.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Model {
-    pub services: Vec<ResolvedService>,
-    pub probes: BTreeMap<ObjectKey, ProbeStatus>,
-    pub diagnostics: Vec<Diagnostic>,
+    /// Services that have endpoints to offer (not ExternalName), by key.
+    pub services: OrdMap<ObjectKey, Arc<ResolvedService>>,
+    pub probes: OrdMap<ObjectKey, ProbeStatus>,
+    pub diagnostics: OrdSet<Diagnostic>,
 }
 
 impl Model {
     pub fn ports(&self) -> impl Iterator<Item = &ResolvedPort> {
-        self.services.iter().flat_map(|s| s.ports.iter())
+        self.services.values().flat_map(|s| s.ports.iter())
     }
 
     /// Each probe's healthy and unhealthy endpoints, from readiness and any failing checks marked.
     pub(super) fn count_health(&mut self) {
-        for status in self.probes.values_mut() {
-            (status.healthy_endpoints, status.unhealthy_endpoints) = (0, 0);
-        }
-        for service in &self.services {
-            for port in &service.ports {
-                let Some(status) = port.probe.as_ref().and_then(|c| self.probes.get_mut(&c.probe.key)) else {
-                    continue;
-                };
-                for endpoint in &port.endpoints {
-                    match (endpoint.health, endpoint.failing_check) {
-                        (EndpointHealth::Ready, false) => status.healthy_endpoints += 1,
-                        (EndpointHealth::NotReady, _) | (_, true) => status.unhealthy_endpoints += 1,
-                        (EndpointHealth::Draining, false) => {}
-                    }
+        self.probes = self
+            .probes
+            .iter()
+            .map(|(key, status)| {
+                (key.clone(), ProbeStatus { healthy_endpoints: 0, unhealthy_endpoints: 0, ..status.clone() })
+            })
+            .collect();
+        for service in self.services.values() {
+            count_health_of(service, |key, healthy, unhealthy| {
+                if let Some(status) = self.probes.get_mut(key) {
+                    status.healthy_endpoints += healthy;
+                    status.unhealthy_endpoints += unhealthy;
                 }
+            });
+        }
+    }
+}
+
+/// The healthy and unhealthy endpoints of each probe-covered port of `service`, by probe.
+fn count_health_of(service: &ResolvedService, mut add: impl FnMut(&ObjectKey, usize, usize)) {
+    for port in &service.ports {
+        let Some(coverage) = &port.probe else { continue };
+        let (mut healthy, mut unhealthy) = (0, 0);
+        for endpoint in &port.endpoints {
+            match (endpoint.health, endpoint.failing_check) {
+                (EndpointHealth::Ready, false) => healthy += 1,
+                (EndpointHealth::NotReady, _) | (_, true) => unhealthy += 1,
+                (EndpointHealth::Draining, false) => {}
             }
         }
+        add(&coverage.probe.key, healthy, unhealthy);
     }
 }
 
@@ -131,101 +150,132 @@ pub fn cluster_name(service: &ObjectKey, port: &ServicePort) -> String {
 
 /// Resolves a source state. Kubernetes conditions alone decide health here: active-check
 /// verdicts are an overlay that translation (and [`Model::apply_verdicts`]) take separately.
+///
+/// Everything is resolved per Service key, from that Service, its slices and the probes
+/// that target it: [`super::ModelIndex`] re-resolves one key the same way.
 pub fn resolve(state: &SourceState) -> Model {
-    let mut diagnostics = Vec::new();
-    let mut statuses = BTreeMap::new();
-    let probes = validate_probes(state, &mut statuses, &mut diagnostics);
-    // By target Service, keeping age order: each port then looks only at its own Service's probes.
-    let mut by_target: BTreeMap<ObjectKey, Vec<Arc<ValidProbe>>> = BTreeMap::new();
-    for probe in &probes {
-        by_target.entry(ObjectKey::new(&probe.key.namespace, &probe.service)).or_default().push(probe.clone());
-    }
-    let slices_by_service = group_slices(state, &mut diagnostics);
-
-    let mut services = Vec::with_capacity(state.services.len());
+    let mut model = Model::default();
+    let mut slices_of: BTreeMap<ObjectKey, Vec<&Slice>> = BTreeMap::new();
+    let mut probes_of: BTreeMap<ObjectKey, Vec<&Probe>> = BTreeMap::new();
     for service in state.services.values() {
-        if service.external_name {
-            diagnostics.push(Diagnostic {
-                object: format!("Service {}", service.key),
-                message: "ExternalName Services have no endpoints; ignored".into(),
-            });
-            continue;
+        model.diagnostics.extend(service_diagnostic(service));
+    }
+    for slice in state.slices.values() {
+        match slice_target(slice) {
+            Ok(target) => slices_of.entry(target).or_default().push(slice),
+            Err(diagnostic) => {
+                model.diagnostics.insert(diagnostic);
+            }
         }
-        let slices = slices_by_service.get(&service.key).map_or(&[][..], Vec::as_slice);
+    }
+    for probe in state.probes.values() {
+        match probe_target(probe) {
+            Some(target) => probes_of.entry(target).or_default().push(probe),
+            None => {
+                model.probes.insert(probe.key.clone(), invalid_status(probe));
+                model.diagnostics.extend(probe_diagnostic(probe));
+            }
+        }
+    }
+    let targets: BTreeSet<&ObjectKey> = state.services.keys().chain(probes_of.keys()).collect();
+    for key in targets {
+        let slices = slices_of.get(key).map_or(&[][..], Vec::as_slice);
+        let mut probes = probes_of.get(key).cloned().unwrap_or_default();
+        probes.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
+        let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), slices, &probes);
+        if let Some(resolved) = resolved {
+            model.services.insert(key.clone(), Arc::new(resolved));
+        }
+        model.probes.extend(statuses);
+    }
+    model
+}
+
+/// Older probes win a contested port: creation time first, then name.
+pub(super) fn age_order(probe: &Probe) -> (Option<&str>, &ObjectKey) {
+    (probe.created.as_deref(), &probe.key)
+}
+
+/// The Service a valid probe targets; `None` for an invalid one.
+pub(super) fn probe_target(probe: &Probe) -> Option<ObjectKey> {
+    probe.valid.as_ref().ok().map(|v| ObjectKey::new(&probe.key.namespace, &v.service))
+}
+
+/// The Service a slice belongs to, or why it is ignored.
+pub(super) fn slice_target(slice: &Slice) -> Result<ObjectKey, Diagnostic> {
+    let problem =
+        |message: &str| Diagnostic { object: format!("EndpointSlice {}", slice.key), message: message.into() };
+    if slice.address_type == AddressType::Fqdn {
+        return Err(problem("FQDN address type is not supported; ignored"));
+    }
+    match &slice.service_name {
+        Some(service) => Ok(ObjectKey::new(&slice.key.namespace, service)),
+        None => Err(problem("no kubernetes.io/service-name label; ignored")),
+    }
+}
+
+pub(super) fn service_diagnostic(service: &Service) -> Option<Diagnostic> {
+    service.external_name.then(|| Diagnostic {
+        object: format!("Service {}", service.key),
+        message: "ExternalName Services have no endpoints; ignored".into(),
+    })
+}
+
+pub(super) fn probe_diagnostic(probe: &Probe) -> Option<Diagnostic> {
+    let err = probe.valid.as_ref().err()?;
+    Some(Diagnostic { object: format!("HealthProbe {}", probe.key), message: format!("invalid, ignored: {err}") })
+}
+
+pub(super) fn invalid_status(probe: &Probe) -> ProbeStatus {
+    ProbeStatus { accepted: probe.valid.as_ref().map(|_| ()).map_err(ToString::to_string), ..base_status(probe) }
+}
+
+fn base_status(probe: &Probe) -> ProbeStatus {
+    ProbeStatus {
+        generation: probe.generation,
+        accepted: Ok(()),
+        resolved_refs: None,
+        conflicted: None,
+        matched_endpoints: 0,
+        healthy_endpoints: 0,
+        unhealthy_endpoints: 0,
+    }
+}
+
+/// Resolves one Service key: the Service itself (nothing when it is absent or ExternalName)
+/// with its `slices`, and the status of each valid probe targeting it (`probes`, oldest first).
+pub(super) fn resolve_target(
+    key: &ObjectKey,
+    service: Option<&Service>,
+    slices: &[&Slice],
+    probes: &[&Probe],
+) -> (Option<ResolvedService>, BTreeMap<ObjectKey, ProbeStatus>) {
+    let valid: Vec<Arc<ValidProbe>> = probes.iter().filter_map(|p| p.valid.as_ref().ok().cloned()).collect();
+    let mut statuses: BTreeMap<ObjectKey, ProbeStatus> =
+        probes.iter().map(|probe| (probe.key.clone(), base_status(probe))).collect();
+    for probe in &valid {
+        if let Some(status) = statuses.get_mut(&probe.key) {
+            status.resolved_refs = Some(resolve_ref(key, service, probe));
+        }
+    }
+    let resolved = service.filter(|s| !s.external_name).map(|service| {
         let ports = service
             .ports
             .iter()
             .filter(|port| port.protocol != PortProtocol::Sctp)
-            .map(|port| {
-                let probes = by_target.get(&service.key).map_or(&[][..], Vec::as_slice);
-                resolve_port(service, port, slices, probes, &mut statuses)
-            })
+            .map(|port| resolve_port(service, port, slices, &valid, &mut statuses))
             .collect();
-        services.push(ResolvedService { key: service.key.clone(), ports });
-    }
-    resolve_refs(state, &probes, &mut statuses);
-    diagnostics.sort();
-    diagnostics.dedup();
-    let mut model = Model { services, probes: statuses, diagnostics };
-    model.count_health();
-    model
-}
-
-fn validate_probes(
-    state: &SourceState,
-    statuses: &mut BTreeMap<ObjectKey, ProbeStatus>,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<Arc<ValidProbe>> {
-    let mut ordered: Vec<_> = state.probes.values().collect();
-    // Older probes win a contested port: creation time first, then name.
-    ordered.sort_by(|a, b| (&a.created, &a.key).cmp(&(&b.created, &b.key)));
-    let mut valid = Vec::new();
-    for probe in ordered {
-        let accepted = match &probe.valid {
-            Ok(v) => {
-                valid.push(v.clone());
-                Ok(())
+        ResolvedService { key: key.clone(), ports }
+    });
+    if let Some(resolved) = &resolved {
+        count_health_of(resolved, |key, healthy, unhealthy| {
+            if let Some(status) = statuses.get_mut(key) {
+                status.healthy_endpoints += healthy;
+                status.unhealthy_endpoints += unhealthy;
             }
-            Err(err) => {
-                diagnostics.push(Diagnostic {
-                    object: format!("HealthProbe {}", probe.key),
-                    message: format!("invalid, ignored: {err}"),
-                });
-                Err(err.to_string())
-            }
-        };
-        statuses.insert(
-            probe.key.clone(),
-            ProbeStatus {
-                generation: probe.generation,
-                accepted,
-                resolved_refs: None,
-                conflicted: None,
-                matched_endpoints: 0,
-                healthy_endpoints: 0,
-                unhealthy_endpoints: 0,
-            },
-        );
+        });
     }
-    valid
-}
-
-fn group_slices<'a>(state: &'a SourceState, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<ObjectKey, Vec<&'a Slice>> {
-    let mut by_service: BTreeMap<ObjectKey, Vec<&Slice>> = BTreeMap::new();
-    for slice in state.slices.values() {
-        let object = || format!("EndpointSlice {}", slice.key);
-        if slice.address_type == AddressType::Fqdn {
-            diagnostics
-                .push(Diagnostic { object: object(), message: "FQDN address type is not supported; ignored".into() });
-            continue;
-        }
-        match &slice.service_name {
-            Some(service) => by_service.entry(ObjectKey::new(&slice.key.namespace, service)).or_default().push(slice),
-            None => diagnostics
-                .push(Diagnostic { object: object(), message: "no kubernetes.io/service-name label; ignored".into() }),
-        }
-    }
-    by_service
+    (resolved, statuses)
 }
 
 /// `probes`: the valid probes targeting this Service, oldest first.
@@ -310,26 +360,20 @@ fn merge_endpoints(port: &ServicePort, slices: &[&Slice]) -> Vec<ResolvedEndpoin
     merged.into_values().collect()
 }
 
-fn resolve_refs(state: &SourceState, probes: &[Arc<ValidProbe>], statuses: &mut BTreeMap<ObjectKey, ProbeStatus>) {
-    for probe in probes {
-        let target = ObjectKey::new(&probe.key.namespace, &probe.service);
-        let problem = |reason, message| Err(RefProblem { reason, message });
-        let resolved = match state.services.get(&target) {
-            None => problem("ServiceNotFound", format!("Service {target} not found")),
-            Some(service) if service.external_name => {
-                problem("ExternalNameService", format!("Service {target} is of type ExternalName and has no endpoints"))
-            }
-            Some(service) => match probe.port {
-                Some(port) if !service.ports.iter().any(|p| p.port == port) => {
-                    let ports: BTreeSet<u16> = service.ports.iter().map(|p| p.port).collect();
-                    problem("PortNotFound", format!("Service {target} has no port {port} (ports: {ports:?})"))
-                }
-                _ => Ok(()),
-            },
-        };
-        if let Some(status) = statuses.get_mut(&probe.key) {
-            status.resolved_refs = Some(resolved);
+fn resolve_ref(target: &ObjectKey, service: Option<&Service>, probe: &ValidProbe) -> Result<(), RefProblem> {
+    let problem = |reason, message| Err(RefProblem { reason, message });
+    match service {
+        None => problem("ServiceNotFound", format!("Service {target} not found")),
+        Some(service) if service.external_name => {
+            problem("ExternalNameService", format!("Service {target} is of type ExternalName and has no endpoints"))
         }
+        Some(service) => match probe.port {
+            Some(port) if !service.ports.iter().any(|p| p.port == port) => {
+                let ports: BTreeSet<u16> = service.ports.iter().map(|p| p.port).collect();
+                problem("PortNotFound", format!("Service {target} has no port {port} (ports: {ports:?})"))
+            }
+            _ => Ok(()),
+        },
     }
 }
 

@@ -3,6 +3,10 @@ use crate::kubernetes::crd::ProbeOverride;
 use crate::model::EndpointConditions;
 use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice, state};
 
+fn first(model: &Model) -> &ResolvedService {
+    model.services.values().next().expect("a resolved Service")
+}
+
 fn addresses(port: &ResolvedPort) -> Vec<String> {
     port.endpoints.iter().map(|e| format!("{}:{}", e.address, e.port)).collect()
 }
@@ -33,7 +37,7 @@ fn endpoints_in_several_slices_are_merged_not_duplicated() {
         ),
     ];
     let model = resolve(&state(vec![service("shop", "web", &[("http", 80)])], slices, vec![]));
-    let port = &model.services[0].ports[0];
+    let port = &first(&model).ports[0];
     assert_eq!(addresses(port), ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
     assert_eq!(port.endpoints[0].health, EndpointHealth::Ready, "ready in any slice wins");
 }
@@ -49,7 +53,7 @@ fn endpoint_port_comes_from_the_slice_port_of_the_same_name() {
     )];
     let svc = service("shop", "web", &[("http", 80), ("metrics", 9100), ("other", 7)]);
     let model = resolve(&state(vec![svc], slices, vec![]));
-    let ports = &model.services[0].ports;
+    let ports = &first(&model).ports;
     assert_eq!(addresses(&ports[0]), ["10.0.0.1:8080"]);
     assert_eq!(addresses(&ports[1]), ["10.0.0.1:9100"]);
     assert!(ports[2].endpoints.is_empty(), "a port no slice carries has no endpoints");
@@ -69,7 +73,7 @@ fn health_maps_ready_draining_and_not_ready() {
         vec![endpoint("10.0.0.1", true, "z1"), draining, unknown, endpoint("10.0.0.4", false, "z1")],
     )];
     let model = resolve(&state(vec![service("shop", "web", &[("http", 80)])], slices, vec![]));
-    let health: Vec<_> = model.services[0].ports[0].endpoints.iter().map(|e| e.health).collect();
+    let health: Vec<_> = first(&model).ports[0].endpoints.iter().map(|e| e.health).collect();
     assert_eq!(
         health,
         [EndpointHealth::Ready, EndpointHealth::Draining, EndpointHealth::Ready, EndpointHealth::NotReady],
@@ -84,7 +88,7 @@ fn slices_of_other_namespaces_or_services_do_not_leak() {
         slice("shop", "s2", "api", &[("http", 8080)], vec![endpoint("10.0.0.2", true, "z")]),
     ];
     let model = resolve(&state(vec![service("shop", "web", &[("http", 80)])], slices, vec![]));
-    assert!(model.services[0].ports[0].endpoints.is_empty());
+    assert!(first(&model).ports[0].endpoints.is_empty());
 }
 
 #[test]
@@ -120,7 +124,7 @@ fn probe_covers_all_ports_or_the_one_it_names_with_effective_values() {
         slices,
         vec![probe("shop", "p", "2024-01-01T00:00:00Z", spec)],
     ));
-    let ports = &model.services[0].ports;
+    let ports = &first(&model).ports;
     let intervals: Vec<_> = ports[0].endpoints.iter().map(|e| e.probe.map(|p| p.interval_ms)).collect();
     assert_eq!(intervals, [Some(5000), Some(500)]);
     assert!(ports[1].probe.is_none() && ports[1].endpoints.iter().all(|e| e.probe.is_none()));
@@ -137,9 +141,9 @@ fn older_probe_wins_a_port_and_the_other_is_conflicted() {
         probe("shop", "also-old", "2024-01-01T00:00:00Z", probe_spec("web", Some(81))),
     ];
     let model = resolve(&state(vec![service("shop", "web", &[("http", 80), ("b", 81)])], vec![], probes));
-    let ports = &model.services[0].ports;
-    assert_eq!(ports[0].probe.as_ref().unwrap().probe.key.name, "old");
-    assert_eq!(ports[1].probe.as_ref().unwrap().probe.key.name, "also-old", "same time: name decides");
+    let ports = &first(&model).ports;
+    assert_eq!(&*ports[0].probe.as_ref().unwrap().probe.key.name, "old");
+    assert_eq!(&*ports[1].probe.as_ref().unwrap().probe.key.name, "also-old", "same time: name decides");
     let young = &model.probes[&ObjectKey::new("shop", "young")];
     assert_eq!(young.conflicted.as_deref(), Some("HealthProbe shop/also-old already covers Service port web:81"));
     assert_eq!(model.probes[&ObjectKey::new("shop", "old")].conflicted, None);
@@ -159,7 +163,7 @@ fn invalid_probe_is_ignored_with_its_error_and_never_fatal() {
     assert_eq!(status.accepted, Err("spec.intervalMs: 10 is out of range 100..=3600000".into()));
     assert_eq!(status.resolved_refs, None);
     assert_eq!(
-        model.services[0].ports[0].probe.as_ref().unwrap().probe.key.name,
+        &*first(&model).ports[0].probe.as_ref().unwrap().probe.key.name,
         "good",
         "older but invalid: no conflict"
     );
@@ -198,5 +202,5 @@ fn probes_in_other_namespaces_do_not_apply() {
         vec![],
         vec![probe("other", "p", "t", probe_spec("web", None))],
     ));
-    assert!(model.services[0].ports[0].probe.is_none());
+    assert!(first(&model).ports[0].probe.is_none());
 }

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use super::resolve::{EndpointHealth, Model};
+use std::sync::Arc;
+
+use super::resolve::{EndpointHealth, Model, ResolvedService};
 
 /// The endpoints judged unhealthy, by cluster name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,7 +51,9 @@ impl Model {
     /// pipeline never calls this: translation takes verdicts as an overlay. It serves the
     /// probe status counts and the debug view.
     pub fn apply_verdicts(&mut self, verdicts: &CheckVerdicts) {
-        for service in &mut self.services {
+        let services = self.services.clone();
+        for (key, service) in &services {
+            let mut service = ResolvedService::clone(service);
             for port in &mut service.ports {
                 for endpoint in &mut port.endpoints {
                     let address = SocketAddr::new(endpoint.address, endpoint.port);
@@ -57,6 +61,7 @@ impl Model {
                         endpoint.health == EndpointHealth::Ready && verdicts.is_failing(&port.cluster_name, address);
                 }
             }
+            self.services.insert(key.clone(), Arc::new(service));
         }
         self.count_health();
     }

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::route::v3::{Route, RouteAction, RouteConfigu
 use envoy_types::pb::google::protobuf::Duration;
 
 use super::listeners::OUTBOUND;
-use crate::model::{Model, ObjectKey, PortProtocol, ResolvedPort};
+use crate::model::{Model, ObjectKey, PortProtocol, ResolvedPort, ResolvedService};
 
 /// The names a port answers to, for the outbound route's domains: `svc`, `svc.ns`,
 /// `svc.ns.svc` and `svc.ns.svc.<domain>`, each with `:port`, and bare for port 80 only, so
@@ -21,7 +21,7 @@ fn domains(service: &ObjectKey, port: u16, cluster_domain: &str, unique_name: bo
     let mut hosts =
         vec![format!("{name}.{ns}"), format!("{name}.{ns}.svc"), format!("{name}.{ns}.svc.{cluster_domain}")];
     if unique_name {
-        hosts.insert(0, name.clone());
+        hosts.insert(0, name.to_string());
     }
     let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{port}")).collect();
     if port == 80 {
@@ -30,33 +30,39 @@ fn domains(service: &ObjectKey, port: u16, cluster_domain: &str, unique_name: bo
     domains
 }
 
-/// The HTTP ports of the model with their Service, in model order. UDP and SCTP carry no HTTP.
-pub fn http_ports(model: &Model) -> impl Iterator<Item = (&ObjectKey, &ResolvedPort)> {
-    model
-        .services
-        .iter()
-        .flat_map(|s| s.ports.iter().map(move |p| (&s.key, p)))
-        .filter(|(_, p)| p.port.protocol == PortProtocol::Tcp)
+/// The HTTP ports of one Service. UDP and SCTP carry no HTTP.
+pub fn http_ports_of(service: &ResolvedService) -> impl Iterator<Item = &ResolvedPort> {
+    service.ports.iter().filter(|p| p.port.protocol == PortProtocol::Tcp)
 }
 
 /// The sidecar's outbound RouteConfiguration, [`OUTBOUND`].
 pub fn outbound_routes(model: &Model, cluster_domain: &str) -> RouteConfiguration {
     let mut namespaces_of: HashMap<&str, usize> = HashMap::new();
-    for service in &model.services {
-        *namespaces_of.entry(service.key.name.as_str()).or_default() += 1;
+    for key in model.services.keys() {
+        *namespaces_of.entry(&*key.name).or_default() += 1;
     }
-    let virtual_hosts = http_ports(model)
-        .map(|(service, port)| {
-            let unique = namespaces_of.get(service.name.as_str()) == Some(&1);
-            VirtualHost {
-                name: port.cluster_name.clone(),
-                domains: domains(service, port.port.port, cluster_domain, unique),
-                routes: vec![route_to(&port.cluster_name, "/")],
-                ..Default::default()
-            }
+    let virtual_hosts = model
+        .services
+        .values()
+        .flat_map(|service| {
+            let unique = namespaces_of.get(&*service.key.name) == Some(&1);
+            virtual_hosts(service, cluster_domain, unique)
         })
         .collect();
     RouteConfiguration { name: OUTBOUND.to_owned(), virtual_hosts, ..Default::default() }
+}
+
+/// The outbound route's virtual hosts for one Service, one per HTTP port. `unique_name`:
+/// no other namespace has a Service of this name, so `svc` alone may name it.
+pub fn virtual_hosts(service: &ResolvedService, cluster_domain: &str, unique_name: bool) -> Vec<VirtualHost> {
+    http_ports_of(service)
+        .map(|port| VirtualHost {
+            name: port.cluster_name.clone(),
+            domains: domains(&service.key, port.port.port, cluster_domain, unique_name),
+            routes: vec![route_to(&port.cluster_name, "/")],
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The names a gRPC client dials a port by, `svc.ns:port` and `svc.ns.svc.<domain>:port`:

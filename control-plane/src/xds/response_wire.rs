@@ -74,7 +74,7 @@ fn resource_len(type_url: &str, name: &str, resource: &VersionedResource) -> usi
 pub fn encode_response(
     type_url: &str,
     nonce: &str,
-    updated: &[(String, Arc<VersionedResource>)],
+    updated: &[(Arc<str>, Arc<VersionedResource>)],
     removed: &[String],
 ) -> EncodedResponse {
     let len =
@@ -116,7 +116,7 @@ pub fn encode_sotw_response(
     type_url: &str,
     version_info: &str,
     nonce: &str,
-    resources: &[(String, Arc<VersionedResource>)],
+    resources: &[(Arc<str>, Arc<VersionedResource>)],
 ) -> EncodedResponse {
     let len = field_len(SOTW_VERSION_INFO, version_info.len())
         + resources.iter().map(|(_, r)| message_field_len(SOTW_RESOURCES, any_len(type_url, &r.body))).sum::<usize>()
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn the_frame_holds_exactly_the_bytes_prost_would_write() {
         let type_url = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-        let updated: Vec<(String, Arc<VersionedResource>)> = vec![
+        let updated: Vec<(Arc<str>, Arc<VersionedResource>)> = vec![
             ("web.shop:80".into(), Arc::new(VersionedResource::new(vec![10, 3, 97, 98, 99]))),
             ("big.shop:80".into(), Arc::new(VersionedResource::new(vec![7; 300]))),
             ("empty.shop:80".into(), Arc::new(VersionedResource::new(Vec::new()))),
@@ -158,7 +158,7 @@ mod tests {
             resources: updated
                 .iter()
                 .map(|(name, r)| Resource {
-                    name: name.clone(),
+                    name: name.to_string(),
                     version: r.version.clone(),
                     resource: Some(Any { type_url: type_url.into(), value: r.body.clone() }),
                     ..Default::default()
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn the_state_of_the_world_frame_holds_exactly_the_bytes_prost_would_write() {
         let type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-        let resources: Vec<(String, Arc<VersionedResource>)> = vec![
+        let resources: Vec<(Arc<str>, Arc<VersionedResource>)> = vec![
             ("web.shop:80".into(), Arc::new(VersionedResource::new(vec![10, 3, 97, 98, 99]))),
             ("empty.shop:80".into(), Arc::new(VersionedResource::new(Vec::new()))),
         ];

@@ -5,6 +5,7 @@
 //! registry reads it (behind a mutex never held across an await).
 
 use crate::auth::Identity;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -53,7 +54,7 @@ pub struct TypeState {
     /// `None` after a subscription change, which needs a full diff.
     synced: Option<u64>,
     /// Names to look at again besides the snapshot's changes (clusters' endpoints to resend).
-    recheck: Vec<String>,
+    recheck: Vec<Arc<str>>,
     /// Set when a new snapshot arrives; cleared by the response that carries it.
     push_started: Option<Instant>,
 }
@@ -322,10 +323,10 @@ impl StreamState {
             let resources = snapshot.resources(ty);
             let changes = match state.synced.and_then(|g| snapshot.changed_since(g, ty)) {
                 Some(changed) => {
-                    state.subscription.changes_among(resources, changed.chain(state.recheck.iter().map(String::as_str)))
+                    state.subscription.changes_among(resources, changed.chain(state.recheck.iter().map(|n| &**n)))
                 }
                 None if state.synced == Some(snapshot.generation()) => {
-                    state.subscription.changes_among(resources, state.recheck.iter().map(String::as_str))
+                    state.subscription.changes_among(resources, state.recheck.iter().map(|n| &**n))
                 }
                 None => state.subscription.changes(resources),
             };
@@ -335,16 +336,24 @@ impl StreamState {
             // A full-state response cannot be split: what it leaves out, the client deletes.
             let whole = self.flavour == Flavour::Sotw && ty.full_state();
             let (changes, rest) = if whole { (changes, Vec::new()) } else { split_at_limit(changes) };
-            if !rest.is_empty() {
+            let complete = rest.is_empty();
+            if !complete {
                 // The rest goes in the next response; only those names are looked at again.
                 state.dirty = true;
                 state.recheck = rest;
             }
             if changes.is_empty() && !state.subscription.owes_response() {
                 state.push_started = None;
+                if complete {
+                    state.subscription.rebase(resources);
+                }
                 continue;
             }
             state.subscription.record_sent(&changes);
+            if complete {
+                // Everything due is in this response: the client is in sync with this snapshot.
+                state.subscription.rebase(resources);
+            }
             self.nonce += 1;
             let nonce = self.nonce.to_string();
             let now = Instant::now();
@@ -404,7 +413,7 @@ pub fn kept_node(mut node: Node, max: usize) -> Result<Node, Refusal> {
 }
 
 /// Keeps the first resources up to [`MAX_RESPONSE_BYTES`]; returns the names left out.
-fn split_at_limit(mut changes: Changes) -> (Changes, Vec<String>) {
+fn split_at_limit(mut changes: Changes) -> (Changes, Vec<Arc<str>>) {
     let mut total = 0;
     let keep = changes
         .updated

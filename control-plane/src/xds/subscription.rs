@@ -2,13 +2,13 @@
 //!
 //! Pure state: requests go in, the set of resources to send comes out. The
 //! rules follow Envoy's incremental xDS protocol; each has a named test.
-//! One map entry per name the client subscribed to or holds, kept small: a
-//! proxy can hold thousands of resources and edge nodes run many proxies.
+//! A proxy can hold thousands of resources and edge nodes run many proxies, so what is
+//! held is kept as a shared baseline plus exceptions, not an entry per resource.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::cache::{Resources, VersionedResource, format_version, parse_version};
+use crate::cache::{Resources, VersionedResource, format_version, intern, parse_version};
 
 const WILDCARD: &str = "*";
 
@@ -23,7 +23,7 @@ pub struct SubscriptionRequest<'a> {
 /// What the client should be sent next.
 #[derive(Debug, Default, PartialEq)]
 pub struct Changes {
-    pub updated: Vec<(String, Arc<VersionedResource>)>,
+    pub updated: Vec<(Arc<str>, Arc<VersionedResource>)>,
     pub removed: Vec<String>,
 }
 
@@ -33,11 +33,10 @@ impl Changes {
     }
 }
 
-/// What the client holds of one name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What the client holds of one name, where that differs from what the baseline implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Known {
     /// Nothing, as far as we know: send it if it exists.
-    #[default]
     Nothing,
     /// Told it does not exist.
     Absent,
@@ -45,18 +44,20 @@ enum Known {
     Held(u64),
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Entry {
-    /// Named in resource_names_subscribe (not merely held through the wildcard).
-    subscribed: bool,
-    known: Known,
-}
-
+/// A client's subscription to one type, and what it holds, in space that follows what
+/// differs rather than what is held: a client in sync holds exactly the `baseline`
+/// resources in its scope (the snapshot's own persistent map, shared, not copied), and
+/// `exceptions` says where it differs: names it was sent since, told are absent, or must be
+/// sent again. A client fully subscribed to thousands of resources costs a few pointers
+/// once in sync. Names are [`intern`]ed, so each one is a pointer, not a copy.
 #[derive(Debug, Default)]
 pub struct Subscription {
     started: bool,
     wildcard: bool,
-    entries: HashMap<Box<str>, Entry>,
+    /// Named in resource_names_subscribe (not merely held through the wildcard).
+    subscribed: HashSet<Arc<str>>,
+    baseline: Resources,
+    exceptions: HashMap<Arc<str>, Known>,
     owes_response: bool,
 }
 
@@ -71,23 +72,29 @@ impl Subscription {
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().filter(|(_, e)| e.subscribed).map(|(n, _)| &**n)
+        self.subscribed.iter().map(|n| &**n)
     }
 
     pub fn name_count(&self) -> usize {
-        self.names().count()
+        self.subscribed.len()
     }
 
     /// The names the client holds, with the version hash of each.
     pub fn held(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.entries.iter().filter_map(|(n, e)| match e.known {
-            Known::Held(v) => Some((&**n, v)),
+        let derived = self
+            .baseline
+            .iter()
+            .filter(|(name, r)| !self.exceptions.contains_key(&***name) && self.in_scope(name, Some(r)))
+            .map(|(name, r)| (&**name, r.hash));
+        let sent = self.exceptions.iter().filter_map(|(name, known)| match known {
+            Known::Held(hash) => Some((&**name, *hash)),
             _ => None,
-        })
+        });
+        derived.chain(sent)
     }
 
     fn subscribed(&self, name: &str) -> bool {
-        self.entries.get(name).is_some_and(|e| e.subscribed)
+        self.subscribed.contains(name)
     }
 
     /// Whether the client asked for `name`, by name or, unless `resource` is named-only, by wildcard.
@@ -96,14 +103,49 @@ impl Subscription {
     }
 
     fn known(&self, name: &str) -> Known {
-        self.entries.get(name).map_or(Known::Nothing, |e| e.known)
+        if let Some(known) = self.exceptions.get(name) {
+            return *known;
+        }
+        match self.baseline.get(name) {
+            Some(resource) if self.in_scope(name, Some(resource)) => Known::Held(resource.hash),
+            _ => Known::Nothing,
+        }
     }
 
-    fn entry(&mut self, name: &str) -> &mut Entry {
-        if !self.entries.contains_key(name) {
-            self.entries.insert(name.into(), Entry::default());
+    fn set_known(&mut self, name: &str, known: Known) {
+        match self.exceptions.get_mut(name) {
+            Some(existing) => *existing = known,
+            None => {
+                self.exceptions.insert(intern(name), known);
+            }
         }
-        self.entries.get_mut(name).unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// Before the scope widens to every resource, what the baseline implies must become
+    /// explicit: resources outside the old scope were never sent, and are not held.
+    fn widen_to_wildcard(&mut self) {
+        if self.wildcard {
+            return;
+        }
+        let held: Vec<(Arc<str>, u64)> = self
+            .baseline
+            .iter()
+            .filter(|(name, _)| self.subscribed(name) && !self.exceptions.contains_key(&***name))
+            .map(|(name, r)| (name.clone(), r.hash))
+            .collect();
+        self.exceptions.extend(held.into_iter().map(|(name, hash)| (name, Known::Held(hash))));
+        self.baseline = Resources::default();
+        self.wildcard = true;
+    }
+
+    /// Drops `name` from the names asked for while the wildcard still covers it: what the
+    /// client holds stays as it is, made explicit since the naming that implied it is gone.
+    fn unname_keeping_what_is_held(&mut self, name: &str) {
+        let known = self.known(name);
+        self.subscribed.remove(name);
+        if self.known(name) != known {
+            self.set_known(name, known);
+        }
     }
 
     pub fn apply(&mut self, request: SubscriptionRequest<'_>) {
@@ -115,35 +157,36 @@ impl Subscription {
             // Envoy answers the first request of every type before it finishes initialising.
             self.owes_response = true;
             for (name, version) in request.initial_resource_versions.into_iter().flatten() {
-                self.entry(name).known = Known::Held(parse_version(version));
+                self.set_known(name, Known::Held(parse_version(version)));
             }
         }
         for name in request.subscribe {
             self.owes_response = true;
             if name == WILDCARD {
-                self.wildcard = true;
+                self.widen_to_wildcard();
                 continue;
             }
-            let entry = self.entry(name);
-            entry.subscribed = true;
+            if !self.subscribed(name) {
+                self.subscribed.insert(intern(name));
+            }
             // A (re-)subscription is answered even when the client already has the current version;
             // on a new stream, initial_resource_versions says what it has instead.
             if !first {
-                entry.known = Known::Nothing;
+                self.set_known(name, Known::Nothing);
             }
         }
         for name in request.unsubscribe {
             if name == WILDCARD {
                 self.wildcard = false;
-                self.entries.retain(|_, e| e.subscribed);
+                let subscribed = &self.subscribed;
+                self.exceptions.retain(|name, _| subscribed.contains(name));
                 continue;
             }
             if self.wildcard {
-                if let Some(entry) = self.entries.get_mut(name.as_str()) {
-                    entry.subscribed = false;
-                }
+                self.unname_keeping_what_is_held(name);
             } else {
-                self.entries.remove(name.as_str());
+                self.subscribed.remove(name.as_str());
+                self.exceptions.remove(name.as_str());
             }
         }
     }
@@ -157,24 +200,29 @@ impl Subscription {
         let wildcard = wildcard || names.iter().any(|n| n == WILDCARD);
         let mut changed = !self.started || wildcard != self.wildcard;
         self.started = true;
-        self.wildcard = wildcard;
-        self.entries.retain(|name, entry| {
-            if wanted.contains(&**name) || !entry.subscribed {
-                return true;
-            }
+        if wildcard {
+            self.widen_to_wildcard();
+        }
+        let dropped: Vec<Arc<str>> = self.subscribed.iter().filter(|n| !wanted.contains(&***n)).cloned().collect();
+        for name in dropped {
             changed = true;
-            entry.subscribed = false;
-            // Still in scope through the wildcard: keep what the client holds.
-            wildcard && matches!(entry.known, Known::Held(_))
-        });
+            if wildcard {
+                self.unname_keeping_what_is_held(&name);
+            } else {
+                self.subscribed.remove(&name);
+                self.exceptions.remove(&name);
+            }
+        }
         if !wildcard {
-            self.entries.retain(|_, e| e.subscribed);
+            self.wildcard = false;
+            let subscribed = &self.subscribed;
+            self.exceptions.retain(|name, _| subscribed.contains(name));
         }
         for name in wanted {
-            let entry = self.entry(name);
-            if !entry.subscribed {
+            if !self.subscribed(name) {
                 changed = true;
-                *entry = Entry { subscribed: true, known: Known::Nothing };
+                self.subscribed.insert(intern(name));
+                self.set_known(name, Known::Nothing);
             }
         }
         self.owes_response |= changed;
@@ -182,7 +230,7 @@ impl Subscription {
     }
 
     /// What the client holds, from `resources`, in name order: a full-state response.
-    pub fn held_resources(&self, resources: &Resources) -> Vec<(String, Arc<VersionedResource>)> {
+    pub fn held_resources(&self, resources: &Resources) -> Vec<(Arc<str>, Arc<VersionedResource>)> {
         let mut held: Vec<_> = self
             .held()
             .filter_map(|(name, _)| resources.get_key_value(name))
@@ -229,16 +277,10 @@ impl Subscription {
             changes.updated.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         // Vanished resources the client holds, and subscribed names it was never told are absent.
-        let removed: BTreeSet<&str> = self
-            .entries
-            .iter()
-            .filter(|(name, e)| match e.known {
-                Known::Held(_) => !resources.contains_key(&***name),
-                Known::Nothing => e.subscribed && !resources.contains_key(&***name),
-                Known::Absent => false,
-            })
-            .map(|(name, _)| &**name)
-            .collect();
+        let held_gone = self.held().map(|(name, _)| name).filter(|name| !resources.contains_key(*name));
+        let never_told =
+            self.names().filter(|name| self.known(name) == Known::Nothing && !resources.contains_key(*name));
+        let removed: BTreeSet<&str> = held_gone.chain(never_told).collect();
         changes.removed = removed.into_iter().map(str::to_owned).collect();
         changes
     }
@@ -254,9 +296,7 @@ impl Subscription {
                 (Some((_, resource)), Known::Held(version)) if version == resource.hash => {}
                 (Some((key, resource)), _) => changes.updated.push((key.clone(), resource.clone())),
                 (None, Known::Held(_)) => changes.removed.push(name.to_owned()),
-                (None, Known::Nothing) if self.entries.get(name).is_some_and(|e| e.subscribed) => {
-                    changes.removed.push(name.to_owned())
-                }
+                (None, Known::Nothing) if self.subscribed(name) => changes.removed.push(name.to_owned()),
                 (None, _) => {}
             }
         }
@@ -270,17 +310,44 @@ impl Subscription {
 
     pub fn record_sent(&mut self, changes: &Changes) {
         for (name, resource) in &changes.updated {
-            self.entry(name).known = Known::Held(resource.hash);
-        }
-        for name in &changes.removed {
-            match self.entries.get_mut(name.as_str()) {
-                Some(entry) if entry.subscribed => entry.known = Known::Absent,
-                _ => {
-                    self.entries.remove(name.as_str());
+            match self.exceptions.get_mut(&**name) {
+                Some(known) => *known = Known::Held(resource.hash),
+                None => {
+                    self.exceptions.insert(name.clone(), Known::Held(resource.hash));
                 }
             }
         }
+        for name in &changes.removed {
+            if self.subscribed(name) {
+                self.set_known(name, Known::Absent);
+            } else if self.baseline.contains_key(name.as_str()) {
+                // The baseline would still say it is held.
+                self.set_known(name, Known::Nothing);
+            } else {
+                self.exceptions.remove(name.as_str());
+            }
+        }
         self.owes_response = false;
+    }
+
+    /// The client now holds exactly the resources of `resources` in its scope (everything
+    /// it was due has been sent): take them as the baseline and keep only the exceptions
+    /// that still differ from it. The cost follows the exceptions, not what is held.
+    /// Whether a resource is named-only must be a property of its name, as it is of a gRPC
+    /// listener's, or a client holding one could lose track of it here.
+    pub fn rebase(&mut self, resources: &Resources) {
+        self.baseline = resources.clone();
+        let exceptions = std::mem::take(&mut self.exceptions);
+        self.exceptions = exceptions
+            .into_iter()
+            .filter(|(name, known)| {
+                let derived = match resources.get(&**name) {
+                    Some(resource) if self.in_scope(name, Some(resource)) => Known::Held(resource.hash),
+                    _ => Known::Nothing,
+                };
+                *known != derived
+            })
+            .collect();
     }
 
     /// Makes the next response carry `name` again if the client holds it; says whether it did.
@@ -288,9 +355,9 @@ impl Subscription {
         if !self.wildcard && !self.subscribed(name) {
             return false;
         }
-        match self.entries.get_mut(name) {
-            Some(entry) if matches!(entry.known, Known::Held(_)) => {
-                entry.known = Known::Nothing;
+        match self.known(name) {
+            Known::Held(_) => {
+                self.set_known(name, Known::Nothing);
                 true
             }
             _ => false,

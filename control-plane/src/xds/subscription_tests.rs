@@ -16,7 +16,7 @@ fn subscribe(sub: &mut Subscription, list: &[&str]) {
 }
 
 fn updated(changes: &Changes) -> Vec<&str> {
-    changes.updated.iter().map(|(n, _)| n.as_str()).collect()
+    changes.updated.iter().map(|(n, _)| &**n).collect()
 }
 
 fn send(sub: &mut Subscription, res: &Resources) -> Changes {
@@ -132,7 +132,7 @@ fn initial_resource_versions_skip_unchanged_and_remove_vanished() {
 #[test]
 fn wildcard_initial_resource_versions_skip_everything_unchanged() {
     let res = resources(&[("a", "1"), ("b", "2")]);
-    let initial: HashMap<String, String> = res.iter().map(|(n, r)| (n.clone(), r.version.clone())).collect();
+    let initial: HashMap<String, String> = res.iter().map(|(n, r)| (n.to_string(), r.version.clone())).collect();
     let mut sub = Subscription::default();
     sub.apply(SubscriptionRequest { initial_resource_versions: Some(&initial), ..Default::default() });
     assert!(sub.changes(&res).is_empty());
@@ -170,4 +170,106 @@ fn a_name_is_never_both_updated_and_removed() {
     let changes = sub.changes(&resources(&[("b", "1")]));
     assert_eq!(updated(&changes), ["b"]);
     assert_eq!(changes.removed, ["a"]);
+}
+
+mod rebase_equivalence {
+    //! Taking what a client holds as a baseline plus exceptions changes nothing it is sent:
+    //! a subscription that rebases whenever it is in sync answers every request exactly as
+    //! one that never rebases and keeps an exception per name.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 5] = ["a", "b", "c", "d", "*"];
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Subscribe(Vec<usize>),
+        Unsubscribe(Vec<usize>),
+        Replace(Vec<usize>, bool),
+        Resources(Vec<(usize, u8)>),
+        Send,
+        Resend(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let names = || prop::collection::vec(0..NAMES.len(), 0..3);
+        prop_oneof![
+            2 => names().prop_map(Step::Subscribe),
+            1 => names().prop_map(Step::Unsubscribe),
+            1 => (names(), any::<bool>()).prop_map(|(n, w)| Step::Replace(n, w)),
+            2 => prop::collection::vec((0..4usize, 0..3u8), 0..4).prop_map(Step::Resources),
+            4 => Just(Step::Send),
+            1 => (0..4usize).prop_map(Step::Resend),
+        ]
+    }
+
+    /// "d" is named-only, as a gRPC listener is: a property of the name, never of a version.
+    fn build(items: &[(usize, u8)]) -> Resources {
+        items
+            .iter()
+            .map(|(name, body)| {
+                let resource =
+                    VersionedResource { named_only: NAMES[*name] == "d", ..VersionedResource::new(vec![*body]) };
+                (intern(NAMES[*name]), Arc::new(resource))
+            })
+            .collect()
+    }
+
+    fn held(sub: &Subscription) -> Vec<(String, u64)> {
+        let mut held: Vec<_> = sub.held().map(|(n, h)| (n.to_owned(), h)).collect();
+        held.sort();
+        held
+    }
+
+    proptest! {
+        #[test]
+        fn a_rebased_subscription_sends_exactly_what_an_unrebased_one_sends(
+            first in prop::collection::vec(0..NAMES.len(), 0..3),
+            initial in prop::collection::vec((0..4usize, 0..3u8), 0..3),
+            steps in prop::collection::vec(step(), 1..30),
+        ) {
+            let (mut plain, mut rebased) = (Subscription::default(), Subscription::default());
+            let initial: HashMap<String, String> = initial
+                .iter()
+                .map(|(n, b)| (NAMES[*n].to_owned(), VersionedResource::new(vec![*b]).version))
+                .collect();
+            let subscribe: Vec<String> = first.iter().map(|n| NAMES[*n].to_owned()).collect();
+            for sub in [&mut plain, &mut rebased] {
+                sub.apply(SubscriptionRequest { subscribe: &subscribe, initial_resource_versions: Some(&initial), ..Default::default() });
+            }
+            let mut resources = Resources::default();
+            for step in steps {
+                match step {
+                    Step::Subscribe(n) => {
+                        let list: Vec<String> = n.iter().map(|i| NAMES[*i].to_owned()).collect();
+                        plain.apply(SubscriptionRequest { subscribe: &list, ..Default::default() });
+                        rebased.apply(SubscriptionRequest { subscribe: &list, ..Default::default() });
+                    }
+                    Step::Unsubscribe(n) => {
+                        let list: Vec<String> = n.iter().map(|i| NAMES[*i].to_owned()).collect();
+                        plain.apply(SubscriptionRequest { unsubscribe: &list, ..Default::default() });
+                        rebased.apply(SubscriptionRequest { unsubscribe: &list, ..Default::default() });
+                    }
+                    Step::Replace(n, wildcard) => {
+                        let list: Vec<String> = n.iter().map(|i| NAMES[*i].to_owned()).collect();
+                        prop_assert_eq!(plain.replace(&list, wildcard), rebased.replace(&list, wildcard));
+                    }
+                    Step::Resources(items) => resources = build(&items),
+                    Step::Send => {
+                        let (a, b) = (plain.changes(&resources), rebased.changes(&resources));
+                        prop_assert_eq!(&a, &b);
+                        plain.record_sent(&a);
+                        rebased.record_sent(&b);
+                        rebased.rebase(&resources);
+                    }
+                    Step::Resend(n) => prop_assert_eq!(plain.resend(NAMES[n]), rebased.resend(NAMES[n])),
+                }
+                prop_assert_eq!(held(&plain), held(&rebased));
+                prop_assert_eq!(plain.is_wildcard(), rebased.is_wildcard());
+                prop_assert_eq!(plain.name_count(), rebased.name_count());
+                prop_assert_eq!(plain.changes(&resources), rebased.changes(&resources));
+            }
+        }
+    }
 }

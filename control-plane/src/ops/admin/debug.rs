@@ -43,10 +43,11 @@ pub async fn resources(State(state): State<AdminState>, Query(query): Query<Reso
     let snapshot = state.cache.current().ok_or((StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet\n".into()))?;
     let resources = snapshot.resources(ty);
     let Some(name) = query.name else {
-        let list: Vec<Value> = resources.iter().map(|(n, r)| json!({"name": n, "version": r.version})).collect();
+        let list: Vec<Value> = resources.iter().map(|(n, r)| json!({"name": &**n, "version": r.version})).collect();
         return Ok(Json(json!({"type": ty.type_url(), "version": snapshot.version(ty), "resources": list})));
     };
-    let resource = resources.get(&name).ok_or((StatusCode::NOT_FOUND, format!("no {ty} resource {name:?}\n")))?;
+    let resource =
+        resources.get(name.as_str()).ok_or((StatusCode::NOT_FOUND, format!("no {ty} resource {name:?}\n")))?;
     let body = match ty {
         ResourceType::Cluster => Cluster::decode(resource.body.as_slice()).map(|c| cluster_json(&c)),
         ResourceType::ClusterLoadAssignment => {
@@ -169,7 +170,7 @@ pub async fn model(State(state): State<AdminState>) -> Reply {
     let model = state.models.borrow().clone().ok_or((StatusCode::SERVICE_UNAVAILABLE, "no model yet\n".into()))?;
     let services: Vec<Value> = model
         .services
-        .iter()
+        .values()
         .map(|s| json!({"service": s.key.to_string(), "ports": s.ports.iter().map(port_json).collect::<Vec<_>>()}))
         .collect();
     let probes: Vec<Value> = model

@@ -1,0 +1,54 @@
+//! One shared copy of each resource name, process-wide: snapshots, subscriptions and
+//! pending resends all hold the same allocation, so a name a thousand clients subscribe
+//! to costs a pointer per client.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use crate::lock::lock;
+
+/// Names nobody else holds are dropped whenever the table has doubled since the last sweep,
+/// so its size follows the names in use, never the names ever seen.
+struct Table {
+    names: HashSet<Arc<str>>,
+    sweep_at: usize,
+}
+
+const FIRST_SWEEP: usize = 4096;
+
+static TABLE: LazyLock<Mutex<Table>> =
+    LazyLock::new(|| Mutex::new(Table { names: HashSet::new(), sweep_at: FIRST_SWEEP }));
+
+/// The shared copy of `name`.
+pub fn intern(name: &str) -> Arc<str> {
+    let mut table = lock(&TABLE);
+    if let Some(shared) = table.names.get(name) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = Arc::from(name);
+    table.names.insert(shared.clone());
+    if table.names.len() >= table.sweep_at {
+        table.names.retain(|name| Arc::strong_count(name) > 1);
+        table.sweep_at = (table.names.len() * 2).max(FIRST_SWEEP);
+    }
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_interned_twice_is_one_allocation() {
+        let (a, b) = (intern("web.shop:80"), intern(&String::from("web.shop:80")));
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn names_nobody_holds_are_swept_so_the_table_stays_bounded() {
+        for i in 0..3 * FIRST_SWEEP {
+            drop(intern(&format!("unheld-{i}")));
+        }
+        assert!(lock(&TABLE).names.len() < 2 * FIRST_SWEEP);
+    }
+}

@@ -1,0 +1,257 @@
+//! The incremental snapshot equals a full rebuild, after any sequence of source and verdict
+//! changes, and its recorded diff equals comparing the two snapshots.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::SnapshotBuilder;
+use crate::cache::{ResourceType, Snapshot, SnapshotDiff};
+use crate::kubernetes::crd::HealthProbeSpec;
+use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice};
+use crate::model::{AddressType, CheckVerdicts, ObjectKey, PortProtocol, SourceState, resolve};
+use crate::pipeline::build_snapshot;
+use crate::translate::{ActiveHealthChecks, TranslateOptions};
+
+const NAMESPACES: [&str; 2] = ["a", "b"];
+const NAMES: [&str; 3] = ["web", "api", "db"];
+const PORTS: [(&str, u16); 3] = [("http", 80), ("grpc", 9090), ("dns", 53)];
+const ADDRESSES: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"];
+
+/// One change a source or the checkers can make.
+#[derive(Clone, Debug)]
+enum Change {
+    Service {
+        ns: usize,
+        name: usize,
+        ports: Vec<bool>,
+        udp: bool,
+        external: bool,
+    },
+    DeleteService {
+        ns: usize,
+        name: usize,
+    },
+    Slice {
+        ns: usize,
+        index: usize,
+        service: Option<usize>,
+        fqdn: bool,
+        endpoints: Vec<(usize, bool, usize)>,
+    },
+    DeleteSlice {
+        ns: usize,
+        index: usize,
+    },
+    Probe {
+        ns: usize,
+        index: usize,
+        target: usize,
+        port: Option<u16>,
+        created: usize,
+        valid: bool,
+        interval: i64,
+    },
+    DeleteProbe {
+        ns: usize,
+        index: usize,
+    },
+    Verdicts(Vec<(usize, usize, usize, usize)>),
+    /// The source publishes a state built afresh (as the manifests directory does), sharing
+    /// no structure with the last one.
+    Rebuild,
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let ns = 0..NAMESPACES.len();
+    let name = 0..NAMES.len();
+    prop_oneof![
+        4 => (ns.clone(), name.clone(), prop::collection::vec(any::<bool>(), 3), any::<bool>(), prop::bool::weighted(0.1))
+            .prop_map(|(ns, name, ports, udp, external)| Change::Service { ns, name, ports, udp, external }),
+        1 => (ns.clone(), name.clone()).prop_map(|(ns, name)| Change::DeleteService { ns, name }),
+        5 => (
+            ns.clone(),
+            0..4usize,
+            prop::option::weighted(0.9, name.clone()),
+            prop::bool::weighted(0.05),
+            prop::collection::vec((0..ADDRESSES.len(), any::<bool>(), 0..2usize), 0..4)
+        )
+            .prop_map(|(ns, index, service, fqdn, endpoints)| Change::Slice { ns, index, service, fqdn, endpoints }),
+        1 => (ns.clone(), 0..4usize).prop_map(|(ns, index)| Change::DeleteSlice { ns, index }),
+        3 => (
+            ns.clone(),
+            0..3usize,
+            name.clone(),
+            prop::option::of(prop::sample::select(vec![80u16, 9090, 7])),
+            0..3usize,
+            prop::bool::weighted(0.85),
+            prop::sample::select(vec![1000i64, 5000])
+        )
+            .prop_map(|(ns, index, target, port, created, valid, interval)| Change::Probe {
+                ns,
+                index,
+                target,
+                port,
+                created,
+                valid,
+                interval
+            }),
+        1 => (ns.clone(), 0..3usize).prop_map(|(ns, index)| Change::DeleteProbe { ns, index }),
+        2 => prop::collection::vec((ns, name, 0..2usize, 0..ADDRESSES.len()), 0..3).prop_map(Change::Verdicts),
+        1 => Just(Change::Rebuild),
+    ]
+}
+
+fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdicts>) {
+    match change.clone() {
+        Change::Service { ns, name, ports, udp, external } => {
+            let chosen: Vec<_> = PORTS[..2].iter().zip(&ports).filter(|(_, on)| **on).map(|(p, _)| *p).collect();
+            let mut svc = service(NAMESPACES[ns], NAMES[name], &chosen);
+            if udp && ports[2] {
+                svc.ports.extend(service("", "", &PORTS[2..]).ports);
+                if let Some(last) = svc.ports.last_mut() {
+                    last.protocol = PortProtocol::Udp;
+                }
+            }
+            svc.external_name = external;
+            state.services.insert(svc.key.clone(), Arc::new(svc));
+        }
+        Change::DeleteService { ns, name } => {
+            state.services.remove(&ObjectKey::new(NAMESPACES[ns], NAMES[name]));
+        }
+        Change::Slice { ns, index, service, fqdn, endpoints } => {
+            let endpoints = endpoints
+                .iter()
+                .map(|(address, ready, zone)| endpoint(ADDRESSES[*address], *ready, ["z1", "z2"][*zone]))
+                .collect();
+            let target = service.map_or("", |s| NAMES[s]);
+            let mut s =
+                slice(NAMESPACES[ns], &format!("slice-{index}"), target, &[("http", 8080), ("grpc", 9090)], endpoints);
+            s.service_name = service.map(|s| NAMES[s].to_owned());
+            if fqdn {
+                s.address_type = AddressType::Fqdn;
+            }
+            state.slices.insert(s.key.clone(), Arc::new(s));
+        }
+        Change::DeleteSlice { ns, index } => {
+            state.slices.remove(&ObjectKey::new(NAMESPACES[ns], format!("slice-{index}")));
+        }
+        Change::Probe { ns, index, target, port, created, valid, interval } => {
+            let spec = HealthProbeSpec {
+                interval_ms: Some(interval),
+                timeout_ms: Some(if valid { 500 } else { interval * 2 }),
+                ..probe_spec(NAMES[target], port.map(i64::from))
+            };
+            let created = format!("2024-01-0{}T00:00:00Z", created + 1);
+            let p = probe(NAMESPACES[ns], &format!("probe-{index}"), &created, spec);
+            state.probes.insert(p.key.clone(), Arc::new(p));
+        }
+        Change::DeleteProbe { ns, index } => {
+            state.probes.remove(&ObjectKey::new(NAMESPACES[ns], format!("probe-{index}")));
+        }
+        Change::Verdicts(failing) => {
+            let mut next = CheckVerdicts::default();
+            for (ns, name, port, address) in failing {
+                let cluster = format!("{}.{}:{}", NAMES[name], NAMESPACES[ns], PORTS[port].1);
+                let target = [8080, 9090][port];
+                next.insert(&cluster, format!("{}:{target}", ADDRESSES[address]).parse().unwrap());
+            }
+            *verdicts = Arc::new(next);
+        }
+        Change::Rebuild => {
+            *state = SourceState {
+                services: state.services.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
+                slices: state.slices.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
+                probes: state.probes.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
+            };
+        }
+    }
+}
+
+fn options(hds: bool) -> TranslateOptions {
+    let active_health_checks = if hds { ActiveHealthChecks::Hds } else { ActiveHealthChecks::Cds };
+    TranslateOptions { active_health_checks, send_unhealthy_endpoints: hds, ..Default::default() }
+}
+
+fn assert_same(built: &Snapshot, rebuilt: &Snapshot) {
+    for ty in ResourceType::ALL {
+        let names = |s: &Snapshot| s.resources(ty).keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(built), names(rebuilt), "{ty:?} names");
+        for (name, resource) in built.resources(ty) {
+            assert_eq!(Some(resource), rebuilt.resources(ty).get(name), "{ty:?} {name}");
+        }
+        assert_eq!(built.version(ty), rebuilt.version(ty), "{ty:?} version");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_snapshot_model_and_diff_equal_a_full_rebuild_after_any_changes(
+        changes in prop::collection::vec(change(), 1..40),
+        hds in any::<bool>(),
+    ) {
+        let options = options(hds);
+        let mut builder = SnapshotBuilder::new(options.clone());
+        let mut state = SourceState::default();
+        let mut verdicts = Arc::new(CheckVerdicts::default());
+        for change in &changes {
+            let before = builder.snapshot().clone();
+            apply(change, &mut state, &mut verdicts);
+            let update = builder.update(&state, &verdicts);
+            let (rebuilt, model) = build_snapshot(&state, &options, None, &verdicts);
+            assert_same(builder.snapshot(), &rebuilt);
+            prop_assert_eq!(builder.model(), &model);
+            prop_assert_eq!(builder.model(), &resolve(&state));
+            prop_assert_eq!(&update.diff, &SnapshotDiff::between(Some(&before), builder.snapshot()));
+            let endpoints: usize = model.ports().map(|p| p.endpoints.len()).sum();
+            prop_assert_eq!(builder.endpoints(), endpoints);
+        }
+    }
+}
+
+#[test]
+fn the_outbound_route_assembled_from_encoded_virtual_hosts_is_byte_for_byte_the_encoded_message() {
+    use prost::Message;
+    let mut state = SourceState::default();
+    for (ns, name) in [("a", "web"), ("b", "web"), ("a", "api")] {
+        let svc = service(ns, name, &[("http", 80), ("grpc", 9090)]);
+        state.services.insert(svc.key.clone(), Arc::new(svc));
+    }
+    let options = TranslateOptions::default();
+    let mut builder = SnapshotBuilder::new(options.clone());
+    builder.update(&state, &Arc::default());
+    let whole = crate::translate::outbound_routes(&resolve(&state), &options.cluster_domain).encode_to_vec();
+    let routes = builder.snapshot().resources(ResourceType::RouteConfiguration);
+    assert_eq!(routes[crate::translate::OUTBOUND].body, whole);
+}
+
+#[test]
+fn an_endpoint_change_replaces_only_its_load_assignment_and_shares_everything_else() {
+    let mut state = SourceState::default();
+    for name in NAMES {
+        let svc = service("a", name, &[("http", 80)]);
+        state.services.insert(svc.key.clone(), Arc::new(svc));
+        let s = slice("a", name, name, &[("http", 8080)], vec![endpoint("10.0.0.1", true, "z1")]);
+        state.slices.insert(s.key.clone(), Arc::new(s));
+    }
+    let mut builder = SnapshotBuilder::new(TranslateOptions::default());
+    builder.update(&state, &Arc::default());
+    let before = builder.snapshot().clone();
+    let moved = slice("a", "web", "web", &[("http", 8080)], vec![endpoint("10.0.0.9", true, "z1")]);
+    state.slices.insert(moved.key.clone(), Arc::new(moved));
+    let update = builder.update(&state, &Arc::default());
+    let mut expected = SnapshotDiff::default();
+    expected.record(ResourceType::ClusterLoadAssignment, "web.a:80", false);
+    assert_eq!(update.diff, expected);
+    assert!(!update.model_changed || builder.model() != &crate::model::Model::default());
+    let after = builder.snapshot();
+    for ty in ResourceType::ALL {
+        for (name, resource) in before.resources(ty) {
+            if &**name != "web.a:80" || ty != ResourceType::ClusterLoadAssignment {
+                assert!(Arc::ptr_eq(resource, &after.resources(ty)[name]), "{ty:?} {name} is shared");
+            }
+        }
+    }
+}
