@@ -13,6 +13,10 @@
 //!   edgexds-load --sotw ...      state-of-the-world ADS (no initial versions: a reconnect resends all)
 //!   edgexds-load --storm-responses 1 ...   a storm client counts as served after one response
 //!                                (for servers that stay silent when a client's versions are current)
+//!   edgexds-load --kube --server target/release/edgexds ...   the same objects, created and
+//!                                changed through a real kube-apiserver (built by tests/k8s/build,
+//!                                found through EDGEXDS_KUBE_BIN) and watched by edgexds: the
+//!                                whole path from an EndpointSlice write to the last client
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use edgexds_tests::control_plane::write_atomically;
+use edgexds_tests::kube_server::{KubeServer, apply};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -53,6 +58,7 @@ struct Options {
     json: Option<PathBuf>,
     sotw: bool,
     storm_responses: usize,
+    kube: bool,
 }
 
 fn options() -> Result<Options> {
@@ -74,6 +80,9 @@ fn options() -> Result<Options> {
         std::process::exit(0);
     }
     let clients = num("--clients", 100)?;
+    if num("--endpoints", 10)? > 3800 {
+        bail!("--endpoints: at most 3,800 per Service (addresses are unique in 12 bits, with room to move one)");
+    }
     Ok(Options {
         xds: get("--xds").map(|v| v.parse()).transpose()?,
         server: get("--server").map(PathBuf::from),
@@ -88,6 +97,7 @@ fn options() -> Result<Options> {
         json: get("--json").map(PathBuf::from),
         sotw: args.iter().any(|a| a == "--sotw"),
         storm_responses: num("--storm-responses", 2)?,
+        kube: args.iter().any(|a| a == "--kube"),
     })
 }
 
@@ -98,8 +108,11 @@ fn slice_yaml(service: usize, endpoints: usize, generation: usize) -> String {
     );
     for e in 0..endpoints {
         // The last endpoint's address moves with every generation: one change per rewrite.
+        // Addresses are unique within a slice (12 bits of service, 12 of endpoint): Kubernetes
+        // and edgexds merge repeated addresses, and a server that does not would send more.
         let last = if e + 1 == endpoints { generation % 200 } else { 0 };
-        let ip = Ipv4Addr::new(10, (service / 250) as u8, (service % 250) as u8, (e % 50 + 1 + last) as u8);
+        let host = (e + 1 + last) as u32 & 0xfff;
+        let ip = Ipv4Addr::from(0x0a00_0000 | ((service as u32 & 0xfff) << 12) | host);
         text.push_str(&format!("- {{ addresses: [\"{ip}\"], conditions: {{ ready: true }}, zone: zone-{} }}\n", e % 3));
     }
     text.replace("metadata: { name: svc", "metadata: { labels: { kubernetes.io/service-name: svc-SERVICE }, name: svc")
@@ -120,6 +133,40 @@ fn generate(dir: &Path, services: usize, endpoints: usize) -> Result<()> {
         std::fs::write(dir.join(format!("svc-{s}-slice.yaml")), slice_yaml(s, endpoints, 0))?;
     }
     Ok(())
+}
+
+/// A real kube-apiserver holding the generated objects, for edgexds to watch.
+struct KubeSource {
+    server: KubeServer,
+    client: kube::Client,
+}
+
+impl KubeSource {
+    /// Starts the server and creates every object of the generated manifests through its API.
+    async fn start(manifests: &Path) -> Result<Self> {
+        let server = KubeServer::start()?;
+        let client = server.admin_client().await?;
+        server.named_namespace(&client, "load").await?;
+        let source = Self { server, client };
+        let started = Instant::now();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(manifests)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+        files.sort();
+        for file in &files {
+            source.apply_yaml(&std::fs::read_to_string(file)?).await?;
+        }
+        eprintln!("created {} files' objects through the API server in {:?}", files.len(), started.elapsed());
+        Ok(source)
+    }
+
+    /// Server-side applies every document of `text`.
+    async fn apply_yaml(&self, text: &str) -> Result<()> {
+        for document in text.split("\n---\n") {
+            let object: serde_json::Value = serde_norway::from_str(document)?;
+            apply(&self.client, &object).await?;
+        }
+        Ok(())
+    }
 }
 
 /// What one client holds, and when it received each (name, version).
@@ -338,13 +385,21 @@ async fn main() -> Result<()> {
     if o.manifests.is_none() || o.server.is_some() {
         generate(&manifests, o.services, o.endpoints)?;
     }
+    let kube = match o.kube {
+        true => Some(KubeSource::start(&manifests).await?),
+        false => None,
+    };
     let (_server, xds, pid, admin) = match (&o.server, o.xds) {
         (Some(binary), _) => {
             let port = free_port()?;
             let admin = free_port()?;
-            let child = Command::new(binary)
-                .args(["serve", "--manifests"])
-                .arg(&manifests)
+            let mut command = Command::new(binary);
+            command.arg("serve");
+            match &kube {
+                Some(kube) => command.env("KUBECONFIG", &kube.server.admin_kubeconfig),
+                None => command.arg("--manifests").arg(&manifests),
+            };
+            let child = command
                 .args(["--xds-addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
                 .args(["--log-level", "warn"])
                 .stdout(Stdio::null())
@@ -404,10 +459,13 @@ async fn main() -> Result<()> {
         let name = format!("svc-{service}.load:80");
         let old: Vec<Option<String>> = helds.iter().map(|h| lock(h).versions[1].get(&name).cloned()).collect();
         let started = Instant::now();
-        write_atomically(
-            &manifests.join(format!("svc-{service}-slice.yaml")),
-            &slice_yaml(service, o.endpoints, change),
-        );
+        match &kube {
+            Some(kube) => kube.apply_yaml(&slice_yaml(service, o.endpoints, change)).await?,
+            None => write_atomically(
+                &manifests.join(format!("svc-{service}-slice.yaml")),
+                &slice_yaml(service, o.endpoints, change),
+            ),
+        }
         let arrived =
             |helds: &[Shared]| helds.iter().zip(&old).all(|(h, old)| lock(h).versions[1].get(&name) != old.as_ref());
         wait_until(Duration::from_secs(30), "change reaching every client", || arrived(&helds)).await?;
@@ -500,6 +558,7 @@ async fn main() -> Result<()> {
     let rss_now = after.map(|a| a.2);
     let report = json!({
         "flavour": if o.sotw { "sotw" } else { "delta" },
+        "source": if o.kube { "kubernetes" } else { "manifests" },
         "clients": o.clients, "connections": o.connections, "services": o.services,
         "endpoints_per_service": o.endpoints, "changes": o.changes,
         "initial_sync_ms": ms(initial_sync),
