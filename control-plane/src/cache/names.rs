@@ -3,6 +3,7 @@
 //! to costs a pointer per client.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use crate::lock::lock;
@@ -14,14 +15,26 @@ struct Table {
     sweep_at: usize,
 }
 
-const FIRST_SWEEP: usize = 4096;
+const FIRST_SWEEP: usize = 1024;
 
-static TABLE: LazyLock<Mutex<Table>> =
-    LazyLock::new(|| Mutex::new(Table { names: HashSet::new(), sweep_at: FIRST_SWEEP }));
+/// Shards, so streams subscribing at once (a reconnect storm) rarely wait for each other.
+const SHARDS: usize = 16;
+
+struct Tables {
+    hasher: RandomState,
+    shards: [Mutex<Table>; SHARDS],
+}
+
+static TABLES: LazyLock<Tables> = LazyLock::new(|| Tables {
+    hasher: RandomState::new(),
+    shards: std::array::from_fn(|_| Mutex::new(Table { names: HashSet::new(), sweep_at: FIRST_SWEEP })),
+});
 
 /// The shared copy of `name`.
 pub fn intern(name: &str) -> Arc<str> {
-    let mut table = lock(&TABLE);
+    let tables = &*TABLES;
+    let shard = tables.hasher.hash_one(name) as usize % SHARDS;
+    let mut table = lock(&tables.shards[shard]);
     if let Some(shared) = table.names.get(name) {
         return shared.clone();
     }
@@ -46,9 +59,10 @@ mod tests {
 
     #[test]
     fn names_nobody_holds_are_swept_so_the_table_stays_bounded() {
-        for i in 0..3 * FIRST_SWEEP {
+        for i in 0..3 * SHARDS * FIRST_SWEEP {
             drop(intern(&format!("unheld-{i}")));
         }
-        assert!(lock(&TABLE).names.len() < 2 * FIRST_SWEEP);
+        let held: usize = TABLES.shards.iter().map(|shard| lock(shard).names.len()).sum();
+        assert!(held < 2 * SHARDS * FIRST_SWEEP);
     }
 }

@@ -49,7 +49,7 @@ enum Known {
 /// resources in its scope (the snapshot's own persistent map, shared, not copied), and
 /// `exceptions` says where it differs: names it was sent since, told are absent, or must be
 /// sent again. A client fully subscribed to thousands of resources costs a few pointers
-/// once in sync. Names are [`intern`]ed, so each one is a pointer, not a copy.
+/// once in sync. Subscribed names are [`intern`]ed, so each one is a pointer, not a copy.
 #[derive(Debug, Default)]
 pub struct Subscription {
     started: bool,
@@ -112,11 +112,13 @@ impl Subscription {
         }
     }
 
+    /// Exceptions are short-lived (a rebase drops those that agree), so their names are
+    /// plain copies; only subscribed names, which live as long as the stream, are interned.
     fn set_known(&mut self, name: &str, known: Known) {
         match self.exceptions.get_mut(name) {
             Some(existing) => *existing = known,
             None => {
-                self.exceptions.insert(intern(name), known);
+                self.exceptions.insert(Arc::from(name), known);
             }
         }
     }
