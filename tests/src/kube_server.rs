@@ -227,7 +227,7 @@ impl KubeServer {
             format!("--service-account-key-file={}", pki.service_account_public_key.display()),
             format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--service-cluster-ip-range=10.0.0.0/16".into(),
             // No controller-manager creates the default ServiceAccounts this plugin insists on.
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
