@@ -409,7 +409,7 @@ async fn main() -> Result<()> {
             let server = Server(child);
             let ready = format!("http://127.0.0.1:{admin}/readyz");
             let mut ok = false;
-            for _ in 0..500 {
+            for _ in 0..3000 {
                 if edgexds_tests::http::get(&ready).await.is_ok_and(|r| r.status == 200) {
                     ok = true;
                     break;
