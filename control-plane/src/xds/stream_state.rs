@@ -332,7 +332,8 @@ impl StreamState {
             };
             state.dirty = false;
             state.synced = Some(snapshot.generation());
-            state.recheck.clear();
+            // Dropped, not cleared: a first sync can leave a thousand names, and an idle stream should not keep room for them.
+            state.recheck = Vec::new();
             // A full-state response cannot be split: what it leaves out, the client deletes.
             let whole = self.flavour == Flavour::Sotw && ty.full_state();
             let (changes, rest) = if whole { (changes, Vec::new()) } else { split_at_limit(changes) };
