@@ -4,6 +4,8 @@ mod incremental;
 
 pub use incremental::{SnapshotBuilder, Update, service_resources};
 
+use incremental::outbound_listener;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,19 +119,15 @@ pub fn build_snapshot(
     verdicts: &CheckVerdicts,
 ) -> (Snapshot, Model) {
     let model = resolve(state);
-    let clusters = translate::clusters(&model, options)
-        .map(|c| Encoded::from((ResourceType::Cluster, c.name.clone(), c.encode_to_vec())));
-    let assignments = translate::load_assignments(&model, options, verdicts)
-        .map(|a| Encoded::from((ResourceType::ClusterLoadAssignment, a.cluster_name.clone(), a.encode_to_vec())));
-    let listeners = translate::listeners(&model, options).map(|l| Encoded {
-        ty: ResourceType::Listener,
-        body: l.listener.encode_to_vec(),
-        name: l.listener.name,
-        named_only: l.named_only,
-    });
-    let routes = translate::route_configurations(&model, options)
-        .map(|r| Encoded::from((ResourceType::RouteConfiguration, r.name.clone(), r.encode_to_vec())));
-    let snapshot = Snapshot::new(previous, clusters.chain(assignments).chain(listeners).chain(routes));
+    // The outbound routes encoded whole, as prost does: the incremental builder assembles
+    // the same bytes from per-Service parts, and this is what they are checked against.
+    let routes = translate::outbound_routes(&model, &options.cluster_domain);
+    let outbound = [
+        outbound_listener(options),
+        Encoded::from((ResourceType::RouteConfiguration, routes.name.clone(), routes.encode_to_vec())),
+    ];
+    let per_service = model.services.values().flat_map(|service| service_resources(service, options, verdicts));
+    let snapshot = Snapshot::new(previous, outbound.into_iter().chain(per_service));
     (snapshot, model)
 }
 
@@ -222,18 +220,14 @@ pub async fn verdicts_changed(verdicts: &mut Option<VerdictReceiver>) -> Result<
 }
 
 /// Waits until the source has been quiet for `quiet`, but never longer than [`MAX_DELAY`] in
-/// total; says whether the source changed meanwhile.
-async fn debounce(quiet: Duration, states: &mut StateReceiver) -> bool {
+/// total.
+async fn debounce(quiet: Duration, states: &mut StateReceiver) {
     let deadline = tokio::time::Instant::now() + MAX_DELAY;
-    let mut changed_meanwhile = false;
     loop {
         let wake = (tokio::time::Instant::now() + quiet).min(deadline);
         tokio::select! {
-            changed = states.changed() => {
-                if changed.is_err() { return changed_meanwhile }
-                changed_meanwhile = true;
-            }
-            _ = tokio::time::sleep_until(wake) => return changed_meanwhile,
+            changed = states.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(wake) => return,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use imbl::ordmap::DiffItem;
 
 use super::resolve::{
-    age_order, invalid_status, probe_diagnostic, probe_target, resolve_target, service_diagnostic, slice_target,
+    invalid_status, probe_diagnostic, probe_target, resolve_target, service_diagnostic, slice_target,
 };
 use super::{Model, ObjectKey, Probe, Slice, SourceState};
 
@@ -127,10 +127,9 @@ impl ModelIndex {
         let state = &self.state;
         let slices: Vec<&Slice> =
             self.slices_of.get(key).into_iter().flatten().filter_map(|k| state.slices.get(k).map(|s| &**s)).collect();
-        let mut probes: Vec<&Probe> =
+        let probes: Vec<&Probe> =
             self.probes_of.get(key).into_iter().flatten().filter_map(|k| state.probes.get(k).map(|p| &**p)).collect();
-        probes.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
-        let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), &slices, &probes);
+        let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), &slices, probes);
         match resolved {
             Some(resolved) => self.model.services.insert(key.clone(), Arc::new(resolved)),
             None => self.model.services.remove(key),

@@ -180,9 +180,8 @@ pub fn resolve(state: &SourceState) -> Model {
     let targets: BTreeSet<&ObjectKey> = state.services.keys().chain(probes_of.keys()).collect();
     for key in targets {
         let slices = slices_of.get(key).map_or(&[][..], Vec::as_slice);
-        let mut probes = probes_of.get(key).cloned().unwrap_or_default();
-        probes.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
-        let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), slices, &probes);
+        let probes = probes_of.get(key).cloned().unwrap_or_default();
+        let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), slices, probes);
         if let Some(resolved) = resolved {
             model.services.insert(key.clone(), Arc::new(resolved));
         }
@@ -192,7 +191,7 @@ pub fn resolve(state: &SourceState) -> Model {
 }
 
 /// Older probes win a contested port: creation time first, then name.
-pub(super) fn age_order(probe: &Probe) -> (Option<&str>, &ObjectKey) {
+fn age_order(probe: &Probe) -> (Option<&str>, &ObjectKey) {
     (probe.created.as_deref(), &probe.key)
 }
 
@@ -243,13 +242,14 @@ fn base_status(probe: &Probe) -> ProbeStatus {
 }
 
 /// Resolves one Service key: the Service itself (nothing when it is absent or ExternalName)
-/// with its `slices`, and the status of each valid probe targeting it (`probes`, oldest first).
+/// with its `slices`, and the status of each valid probe targeting it (`probes`, any order).
 pub(super) fn resolve_target(
     key: &ObjectKey,
     service: Option<&Service>,
     slices: &[&Slice],
-    probes: &[&Probe],
+    mut probes: Vec<&Probe>,
 ) -> (Option<ResolvedService>, BTreeMap<ObjectKey, ProbeStatus>) {
+    probes.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
     let valid: Vec<Arc<ValidProbe>> = probes.iter().filter_map(|p| p.valid.as_ref().ok().cloned()).collect();
     let mut statuses: BTreeMap<ObjectKey, ProbeStatus> =
         probes.iter().map(|probe| (probe.key.clone(), base_status(probe))).collect();

@@ -56,8 +56,7 @@ pub struct Update {
 impl SnapshotBuilder {
     pub fn new(options: TranslateOptions) -> Self {
         let mut snapshot = Snapshot::default();
-        let outbound = translate::outbound_listener(options.outbound_listener);
-        snapshot.put(Encoded::from((ResourceType::Listener, outbound.name.clone(), outbound.encode_to_vec())));
+        snapshot.put(outbound_listener(&options));
         snapshot.put(outbound_routes(std::iter::empty()));
         snapshot.seal();
         Self {
@@ -187,6 +186,12 @@ impl SnapshotBuilder {
         owned.endpoints = service.ports.iter().map(|p| p.endpoints.len()).sum();
         owned
     }
+}
+
+/// The sidecar's outbound listener: the same for every state.
+pub(super) fn outbound_listener(options: &TranslateOptions) -> Encoded {
+    let listener = translate::outbound_listener(options.outbound_listener);
+    Encoded::from((ResourceType::Listener, listener.name.clone(), listener.encode_to_vec()))
 }
 
 /// `RouteConfiguration.virtual_hosts`.

@@ -140,14 +140,37 @@ impl Subscription {
         self.wildcard = true;
     }
 
-    /// Drops `name` from the names asked for while the wildcard still covers it: what the
-    /// client holds stays as it is, made explicit since the naming that implied it is gone.
-    fn unname_keeping_what_is_held(&mut self, name: &str) {
+    /// Drops `name` from the names asked for. Under a wildcard that still covers it, what
+    /// the client holds stays as it is, made explicit since the naming that implied it is
+    /// gone; otherwise the client forgets it, and so do we.
+    fn unname(&mut self, name: &str) {
+        if !self.wildcard {
+            self.subscribed.remove(name);
+            self.exceptions.remove(name);
+            return;
+        }
         let known = self.known(name);
         self.subscribed.remove(name);
         if self.known(name) != known {
             self.set_known(name, known);
         }
+    }
+
+    /// Names `name`; `resend`: answer it even if the client already has the current version.
+    fn name(&mut self, name: &str, resend: bool) {
+        if !self.subscribed(name) {
+            self.subscribed.insert(intern(name));
+        }
+        if resend {
+            self.set_known(name, Known::Nothing);
+        }
+    }
+
+    /// Ends the wildcard: only named resources stay in scope.
+    fn narrow_to_names(&mut self) {
+        self.wildcard = false;
+        let subscribed = &self.subscribed;
+        self.exceptions.retain(|name, _| subscribed.contains(name));
     }
 
     pub fn apply(&mut self, request: SubscriptionRequest<'_>) {
@@ -168,27 +191,14 @@ impl Subscription {
                 self.widen_to_wildcard();
                 continue;
             }
-            if !self.subscribed(name) {
-                self.subscribed.insert(intern(name));
-            }
             // A (re-)subscription is answered even when the client already has the current version;
             // on a new stream, initial_resource_versions says what it has instead.
-            if !first {
-                self.set_known(name, Known::Nothing);
-            }
+            self.name(name, !first);
         }
         for name in request.unsubscribe {
-            if name == WILDCARD {
-                self.wildcard = false;
-                let subscribed = &self.subscribed;
-                self.exceptions.retain(|name, _| subscribed.contains(name));
-                continue;
-            }
-            if self.wildcard {
-                self.unname_keeping_what_is_held(name);
-            } else {
-                self.subscribed.remove(name.as_str());
-                self.exceptions.remove(name.as_str());
+            match name.as_str() {
+                WILDCARD => self.narrow_to_names(),
+                name => self.unname(name),
             }
         }
     }
@@ -204,27 +214,18 @@ impl Subscription {
         self.started = true;
         if wildcard {
             self.widen_to_wildcard();
+        } else {
+            self.narrow_to_names();
         }
         let dropped: Vec<Arc<str>> = self.subscribed.iter().filter(|n| !wanted.contains(&***n)).cloned().collect();
+        changed |= !dropped.is_empty();
         for name in dropped {
-            changed = true;
-            if wildcard {
-                self.unname_keeping_what_is_held(&name);
-            } else {
-                self.subscribed.remove(&name);
-                self.exceptions.remove(&name);
-            }
-        }
-        if !wildcard {
-            self.wildcard = false;
-            let subscribed = &self.subscribed;
-            self.exceptions.retain(|name, _| subscribed.contains(name));
+            self.unname(&name);
         }
         for name in wanted {
             if !self.subscribed(name) {
                 changed = true;
-                self.subscribed.insert(intern(name));
-                self.set_known(name, Known::Nothing);
+                self.name(name, true);
             }
         }
         self.owes_response |= changed;
