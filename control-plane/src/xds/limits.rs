@@ -61,6 +61,10 @@ pub struct StreamLimits {
     pub max_node_bytes: usize,
     pub max_nack_message_bytes: usize,
     pub max_subscription_names: usize,
+    /// Resource bytes per response (a larger single resource goes alone). Not a flag: the
+    /// send budget reserves [`super::MAX_RESPONSE_BYTES`] per response, so only tests set
+    /// it, lower, to make every sync come in many parts.
+    pub response_bytes: usize,
 }
 
 impl Default for StreamLimits {
@@ -75,6 +79,7 @@ impl XdsLimits {
             max_node_bytes: self.max_node_bytes,
             max_nack_message_bytes: self.max_nack_message_bytes,
             max_subscription_names: self.max_subscription_names,
+            response_bytes: super::MAX_RESPONSE_BYTES,
         }
     }
 }

@@ -289,8 +289,22 @@ impl StreamState {
             initial_resource_versions: Some(&request.initial_resource_versions),
         });
         if changes_subscription {
-            state.synced = None;
             state.dirty = true;
+            if state.subscription.is_partial() {
+                // A sync in parts goes on (Envoy names clusters' endpoints as their clusters
+                // arrive): the names just asked for are answered by name, or by the walk.
+                let named = request.resource_names_subscribe.iter().filter(|n| n.as_str() != "*");
+                state.recheck.extend(named.map(|n| Arc::from(n.as_str())));
+            }
+            // Names asked for again and again while no response goes out are not kept
+            // again and again: past the subscription limit, one full diff answers them all.
+            if state.recheck.len() > max_names {
+                state.recheck = Vec::new();
+                state.subscription.settle();
+            }
+            if !state.subscription.is_partial() {
+                state.synced = None;
+            }
         }
         Ok(answer)
     }
@@ -318,10 +332,27 @@ impl StreamState {
 
     /// The next response, in [`ResourceType::ALL`] order, or `None` when the client is up to date.
     pub fn next_response(&mut self, snapshot: &Snapshot) -> Option<Outgoing> {
+        let limit = self.limits.response_bytes;
         for ty in ResourceType::ALL {
             let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
             let resources = snapshot.resources(ty);
-            let changes = match state.synced.and_then(|g| snapshot.changed_since(g, ty)) {
+            let changed_since = |synced: Option<u64>| synced.and_then(|g| snapshot.changed_since(g, ty));
+            let mut walking = false;
+            if state.subscription.is_partial() {
+                if let Some(changed) = changed_since(state.synced) {
+                    // The snapshot moved on by one during a sync in parts: the sync goes on from it.
+                    state.subscription.retarget(resources, changed);
+                }
+                walking = state.synced == Some(snapshot.generation()) || changed_since(state.synced).is_some();
+                if !walking {
+                    // Generations were skipped: everything is diffed again.
+                    state.synced = None;
+                }
+            }
+            // A full diff, or the walk continuing one, is sent in parts from a cursor; a diff
+            // among a few candidates keeps its leftover names, which are few.
+            let from_cursor = walking || state.synced.is_none();
+            let mut changes = match changed_since(state.synced) {
                 Some(changed) => {
                     state.subscription.changes_among(resources, changed.chain(state.recheck.iter().map(|n| &**n)))
                 }
@@ -330,18 +361,36 @@ impl StreamState {
                 }
                 None => state.subscription.changes(resources),
             };
+            let mut walk_stopped = false;
+            if walking {
+                let used: usize = changes.updated.iter().map(|(_, r)| r.body.len()).sum();
+                let (next, stopped) = state.subscription.walk(limit.saturating_sub(used));
+                // The walk looked no further than its last name: the part ends there, or the
+                // cursor would pass names nobody looked at. What is cut, it finds again.
+                let looked_upto = next.last().filter(|_| stopped).map(|(name, _)| name.clone());
+                changes.updated = merge_by_name(std::mem::take(&mut changes.updated), next);
+                if let Some(last) = looked_upto {
+                    let end = changes.updated.partition_point(|(name, _)| *name <= last);
+                    changes.updated.truncate(end);
+                }
+                walk_stopped = stopped;
+            }
             state.dirty = false;
             state.synced = Some(snapshot.generation());
-            // Dropped, not cleared: a first sync can leave a thousand names, and an idle stream should not keep room for them.
+            // Dropped, not cleared: an idle stream should not keep room for names.
             state.recheck = Vec::new();
             // A full-state response cannot be split: what it leaves out, the client deletes.
             let whole = self.flavour == Flavour::Sotw && ty.full_state();
-            let (changes, rest) = if whole { (changes, Vec::new()) } else { split_at_limit(changes) };
-            let complete = rest.is_empty();
+            let (changes, rest) = if whole { (changes, Vec::new()) } else { split_at_limit(changes, limit) };
+            let complete = rest.is_empty() && !walk_stopped;
             if !complete {
-                // The rest goes in the next response; only those names are looked at again.
                 state.dirty = true;
-                state.recheck = rest;
+                // The rest goes in later responses: from a cursor, the walk finds again the names
+                // after where this one stops, and names the cursor passed are looked at by name.
+                state.recheck = match from_cursor {
+                    true => rest.into_iter().filter(|name| state.subscription.passed(name)).collect(),
+                    false => rest,
+                };
             }
             if changes.is_empty() && !state.subscription.owes_response() {
                 state.push_started = None;
@@ -350,10 +399,14 @@ impl StreamState {
                 }
                 continue;
             }
-            state.subscription.record_sent(&changes);
             if complete {
+                state.subscription.record_sent(&changes);
                 // Everything due is in this response: the client is in sync with this snapshot.
                 state.subscription.rebase(resources);
+            } else if from_cursor {
+                state.subscription.record_part(&changes, resources);
+            } else {
+                state.subscription.record_sent(&changes);
             }
             self.nonce += 1;
             let nonce = self.nonce.to_string();
@@ -413,15 +466,35 @@ pub fn kept_node(mut node: Node, max: usize) -> Result<Node, Refusal> {
     Ok(node)
 }
 
-/// Keeps the first resources up to [`MAX_RESPONSE_BYTES`]; returns the names left out.
-fn split_at_limit(mut changes: Changes) -> (Changes, Vec<Arc<str>>) {
+/// Two lists in name order as one, each name once.
+fn merge_by_name<T>(a: Vec<(Arc<str>, T)>, b: Vec<(Arc<str>, T)>) -> Vec<(Arc<str>, T)> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                b.next();
+                a.next()
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => a.next(),
+            (_, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => break,
+        };
+        merged.extend(next);
+    }
+    merged
+}
+
+/// Keeps the first resources up to `limit` bytes; returns the names left out.
+fn split_at_limit(mut changes: Changes, limit: usize) -> (Changes, Vec<Arc<str>>) {
     let mut total = 0;
     let keep = changes
         .updated
         .iter()
         .position(|(_, r)| {
             total += r.body.len();
-            total > MAX_RESPONSE_BYTES
+            total > limit
         })
         .map_or(changes.updated.len(), |i| i.max(1));
     let rest = changes.updated.split_off(keep).into_iter().map(|(name, _)| name).collect();
@@ -436,3 +509,7 @@ pub fn log_nack(node: &str, ty: ResourceType, nack: &Nack, first: bool) {
         debug!(node, type_url = %ty, version = %nack.version, "NACK repeated");
     }
 }
+
+#[cfg(test)]
+#[path = "stream_state_tests.rs"]
+mod tests;

@@ -3,9 +3,11 @@
 //! Pure state: requests go in, the set of resources to send comes out. The
 //! rules follow Envoy's incremental xDS protocol; each has a named test.
 //! A proxy can hold thousands of resources and edge nodes run many proxies, so what is
-//! held is kept as a shared baseline plus exceptions, not an entry per resource.
+//! held is kept as a shared baseline plus exceptions, not an entry per resource, and a
+//! diff too large for one response is sent in parts from a cursor, not from a list.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::cache::{Resources, VersionedResource, format_version, intern, parse_version};
@@ -20,10 +22,13 @@ pub struct SubscriptionRequest<'a> {
     pub initial_resource_versions: Option<&'a HashMap<String, String>>,
 }
 
+/// A resource with its name, as responses carry it.
+pub type Named = (Arc<str>, Arc<VersionedResource>);
+
 /// What the client should be sent next.
 #[derive(Debug, Default, PartialEq)]
 pub struct Changes {
-    pub updated: Vec<(Arc<str>, Arc<VersionedResource>)>,
+    pub updated: Vec<Named>,
     pub removed: Vec<String>,
 }
 
@@ -42,6 +47,19 @@ enum Known {
     Absent,
     /// This version (the hash behind the hex version string).
     Held(u64),
+    /// This version, and it is to be sent again (a re-subscription is answered); should
+    /// the resource go first, the client is told, since it still holds it.
+    Resend(u64),
+}
+
+/// A diff too large for one response, being sent in parts in name order.
+#[derive(Debug)]
+struct Partial {
+    /// The resources the parts are taken from (a snapshot's own map, shared).
+    target: Resources,
+    /// The last name sent: the client holds `target`'s version of every name in scope up to
+    /// it, where no exception says otherwise.
+    upto: Arc<str>,
 }
 
 /// A client's subscription to one type, and what it holds, in space that follows what
@@ -49,7 +67,9 @@ enum Known {
 /// resources in its scope (the snapshot's own persistent map, shared, not copied), and
 /// `exceptions` says where it differs: names it was sent since, told are absent, or must be
 /// sent again. A client fully subscribed to thousands of resources costs a few pointers
-/// once in sync. Subscribed names are [`intern`]ed, so each one is a pointer, not a copy.
+/// once in sync, and while a first sync goes out in parts, a cursor (`partial`) says how
+/// far it got instead of an exception per name sent. Subscribed names are [`intern`]ed,
+/// so each one is a pointer, not a copy.
 #[derive(Debug, Default)]
 pub struct Subscription {
     started: bool,
@@ -58,6 +78,7 @@ pub struct Subscription {
     subscribed: HashSet<Arc<str>>,
     baseline: Resources,
     exceptions: HashMap<Arc<str>, Known>,
+    partial: Option<Partial>,
     owes_response: bool,
 }
 
@@ -81,16 +102,39 @@ impl Subscription {
 
     /// The names the client holds, with the version hash of each.
     pub fn held(&self) -> impl Iterator<Item = (&str, u64)> {
+        let unexcepted = |name: &str| !self.exceptions.contains_key(name);
+        let claimed = self
+            .partial
+            .iter()
+            .flat_map(|p| p.target.range::<_, str>((Bound::Unbounded, Bound::Included(&*p.upto))))
+            .filter(move |(name, r)| unexcepted(name) && self.in_scope(name, Some(r)))
+            .map(|(name, r)| (&**name, r.hash));
         let derived = self
             .baseline
             .iter()
-            .filter(|(name, r)| !self.exceptions.contains_key(&***name) && self.in_scope(name, Some(r)))
+            .filter(move |(name, r)| unexcepted(name) && self.claim(name).is_none() && self.in_scope(name, Some(r)))
             .map(|(name, r)| (&**name, r.hash));
         let sent = self.exceptions.iter().filter_map(|(name, known)| match known {
-            Known::Held(hash) => Some((&**name, *hash)),
+            Known::Held(hash) | Known::Resend(hash) => Some((&**name, *hash)),
             _ => None,
         });
-        derived.chain(sent)
+        claimed.chain(derived).chain(sent)
+    }
+
+    /// Whether a diff is being sent in parts.
+    pub fn is_partial(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    /// Whether the parts sent so far reached `name`.
+    pub fn passed(&self, name: &str) -> bool {
+        self.partial.as_ref().is_some_and(|p| name <= &*p.upto)
+    }
+
+    /// The resource a partial sync has sent `name` as, if it reached it.
+    fn claim(&self, name: &str) -> Option<&VersionedResource> {
+        let partial = self.partial.as_ref().filter(|p| name <= &*p.upto)?;
+        partial.target.get(name).map(|r| &**r).filter(|r| self.in_scope(name, Some(r)))
     }
 
     fn subscribed(&self, name: &str) -> bool {
@@ -106,9 +150,55 @@ impl Subscription {
         if let Some(known) = self.exceptions.get(name) {
             return *known;
         }
+        self.derived(name)
+    }
+
+    /// What the baseline, and a partial sync's progress, imply the client holds of `name`.
+    fn derived(&self, name: &str) -> Known {
+        if let Some(sent) = self.claim(name) {
+            return Known::Held(sent.hash);
+        }
         match self.baseline.get(name) {
             Some(resource) if self.in_scope(name, Some(resource)) => Known::Held(resource.hash),
             _ => Known::Nothing,
+        }
+    }
+
+    /// Moves a partial sync on to `resources`, where only `changed` (the names that differ
+    /// from its target) differ: what the client holds of those the cursor passed becomes
+    /// explicit, and the rest of the sync is taken from `resources`. Costs the change, not
+    /// what was sent.
+    pub fn retarget<'a>(&mut self, resources: &Resources, changed: impl IntoIterator<Item = &'a str>) {
+        let Some(partial) = &self.partial else { return };
+        if partial.target.ptr_eq(resources) {
+            return;
+        }
+        for name in changed {
+            if self.passed(name) && !self.exceptions.contains_key(name) {
+                let known = self.derived(name);
+                self.exceptions.insert(Arc::from(name), known);
+            }
+        }
+        if let Some(partial) = &mut self.partial {
+            partial.target = resources.clone();
+        }
+    }
+
+    /// Makes a partial sync's progress explicit, as exceptions, before what it relies on
+    /// changes in a way [`Subscription::retarget`] cannot follow: a scope widening to every
+    /// name, or a target replaced without its list of changes. Costs what was sent so far.
+    pub fn settle(&mut self) {
+        let Some(partial) = self.partial.take() else { return };
+        let claims: Vec<(Arc<str>, u64)> = partial
+            .target
+            .range::<_, str>((Bound::Unbounded, Bound::Included(&*partial.upto)))
+            .filter(|(name, r)| !self.exceptions.contains_key(&***name) && self.in_scope(name, Some(r)))
+            .map(|(name, r)| (name.clone(), r.hash))
+            .collect();
+        for (name, hash) in claims {
+            if self.derived(&name) != Known::Held(hash) {
+                self.exceptions.insert(name, Known::Held(hash));
+            }
         }
     }
 
@@ -129,6 +219,7 @@ impl Subscription {
         if self.wildcard {
             return;
         }
+        self.settle();
         let held: Vec<(Arc<str>, u64)> = self
             .baseline
             .iter()
@@ -158,11 +249,16 @@ impl Subscription {
 
     /// Names `name`; `resend`: answer it even if the client already has the current version.
     fn name(&mut self, name: &str, resend: bool) {
+        // What the client held before the naming, through the wildcard if at all.
+        let held = match self.known(name) {
+            Known::Held(hash) | Known::Resend(hash) => Known::Resend(hash),
+            _ => Known::Nothing,
+        };
         if !self.subscribed(name) {
             self.subscribed.insert(intern(name));
         }
         if resend {
-            self.set_known(name, Known::Nothing);
+            self.set_known(name, held);
         }
     }
 
@@ -298,7 +394,7 @@ impl Subscription {
             match (resources.get_key_value(name), self.known(name)) {
                 (Some((_, resource)), Known::Held(version)) if version == resource.hash => {}
                 (Some((key, resource)), _) => changes.updated.push((key.clone(), resource.clone())),
-                (None, Known::Held(_)) => changes.removed.push(name.to_owned()),
+                (None, Known::Held(_) | Known::Resend(_)) => changes.removed.push(name.to_owned()),
                 (None, Known::Nothing) if self.subscribed(name) => changes.removed.push(name.to_owned()),
                 (None, _) => {}
             }
@@ -320,17 +416,76 @@ impl Subscription {
                 }
             }
         }
-        for name in &changes.removed {
+        self.record_removed(&changes.removed);
+        self.owes_response = false;
+    }
+
+    fn record_removed(&mut self, removed: &[String]) {
+        for name in removed {
             if self.subscribed(name) {
                 self.set_known(name, Known::Absent);
-            } else if self.baseline.contains_key(name.as_str()) {
-                // The baseline would still say it is held.
+            } else if self.baseline.contains_key(name.as_str()) || self.claim(name).is_some() {
+                // The baseline, or a partial sync, would still say it is held.
                 self.set_known(name, Known::Nothing);
             } else {
                 self.exceptions.remove(name.as_str());
             }
         }
+    }
+
+    /// Records a response carrying part of what is due against `resources`: every name due
+    /// up to its last updated one, in name order. The cursor moves there, and the names it
+    /// passes need no exception, so a first sync of thousands of resources in many parts
+    /// costs a pointer and a name, not an entry per resource sent.
+    pub fn record_part(&mut self, changes: &Changes, resources: &Resources) {
+        self.record_removed(&changes.removed);
         self.owes_response = false;
+        let Some((last, _)) = changes.updated.last() else { return };
+        match &mut self.partial {
+            Some(partial) if partial.target.ptr_eq(resources) => {
+                if **last > *partial.upto {
+                    partial.upto = last.clone();
+                }
+            }
+            _ => {
+                self.settle();
+                self.partial = Some(Partial { target: resources.clone(), upto: last.clone() });
+            }
+        }
+        for (name, _) in &changes.updated {
+            self.exceptions.remove(&**name);
+        }
+    }
+
+    /// What a partial sync sends next: the names in scope after its cursor whose current
+    /// version the client lacks, in name order, until they pass `budget` bytes; and whether
+    /// it stopped early. Costs what it returns, not what is left: a client in a sync of
+    /// thousands of resources is not diffed whole again for each part.
+    pub fn walk(&self, budget: usize) -> (Vec<Named>, bool) {
+        let Some(partial) = &self.partial else { return (Vec::new(), false) };
+        let after = (Bound::Excluded(&*partial.upto), Bound::Unbounded);
+        // A few names among many resources are looked up; otherwise the resources are walked.
+        let candidates: Box<dyn Iterator<Item = (&Arc<str>, &Arc<VersionedResource>)>> =
+            if self.wildcard || self.subscribed.len() * 8 >= partial.target.len() {
+                Box::new(partial.target.range::<_, str>(after))
+            } else {
+                let mut names: Vec<&Arc<str>> = self.subscribed.iter().filter(|n| ***n > *partial.upto).collect();
+                names.sort_unstable();
+                Box::new(names.into_iter().filter_map(|n| partial.target.get_key_value(&**n)))
+            };
+        let mut due = Vec::new();
+        let mut total = 0;
+        for (name, resource) in candidates {
+            if !self.in_scope(name, Some(resource)) || !self.stale(name, resource) {
+                continue;
+            }
+            due.push((name.clone(), resource.clone()));
+            total += resource.body.len();
+            if total > budget {
+                return (due, true);
+            }
+        }
+        (due, false)
     }
 
     /// The client now holds exactly the resources of `resources` in its scope (everything
@@ -339,6 +494,8 @@ impl Subscription {
     /// Whether a resource is named-only must be a property of its name, as it is of a gRPC
     /// listener's, or a client holding one could lose track of it here.
     pub fn rebase(&mut self, resources: &Resources) {
+        // Whatever a partial sync claimed, `resources` now says.
+        self.partial = None;
         self.baseline = resources.clone();
         let exceptions = std::mem::take(&mut self.exceptions);
         self.exceptions = exceptions
@@ -359,8 +516,8 @@ impl Subscription {
             return false;
         }
         match self.known(name) {
-            Known::Held(_) => {
-                self.set_known(name, Known::Nothing);
+            Known::Held(hash) => {
+                self.set_known(name, Known::Resend(hash));
                 true
             }
             _ => false,

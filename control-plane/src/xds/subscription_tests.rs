@@ -70,6 +70,17 @@ fn subscribing_to_a_missing_name_removes_it_once_and_sends_it_when_it_appears() 
 }
 
 #[test]
+fn a_resource_named_while_held_through_the_wildcard_is_still_removed_when_it_goes() {
+    let mut sub = Subscription::default();
+    subscribe(&mut sub, &[]);
+    send(&mut sub, &resources(&[("a", "1")]));
+    // Naming it owes a resend, but the client still holds it; then it is deleted and unnamed.
+    subscribe(&mut sub, &["a"]);
+    sub.apply(SubscriptionRequest { unsubscribe: &names(&["a"]), ..Default::default() });
+    assert_eq!(send(&mut sub, &resources(&[])).removed, ["a"]);
+}
+
+#[test]
 fn deleted_resources_are_sent_in_removed_resources() {
     let mut sub = Subscription::default();
     subscribe(&mut sub, &[]);
