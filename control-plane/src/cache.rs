@@ -4,10 +4,12 @@
 //! their own deltas, so a slow stream skips intermediate snapshots instead of
 //! queueing them, and publishing never waits for any stream.
 
+mod name_ids;
 mod names;
 mod resource_type;
 mod snapshot;
 
+pub use name_ids::NameSet;
 pub use names::intern;
 pub use resource_type::ResourceType;
 pub use snapshot::{Encoded, Resources, Snapshot, SnapshotDiff, VersionedResource, format_version, parse_version};

@@ -6,11 +6,11 @@
 //! held is kept as a shared baseline plus exceptions, not an entry per resource, and a
 //! diff too large for one response is sent in parts from a cursor, not from a list.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::cache::{Resources, VersionedResource, format_version, intern, parse_version};
+use crate::cache::{NameSet, Resources, VersionedResource, format_version, parse_version};
 
 const WILDCARD: &str = "*";
 
@@ -68,14 +68,14 @@ struct Partial {
 /// `exceptions` says where it differs: names it was sent since, told are absent, or must be
 /// sent again. A client fully subscribed to thousands of resources costs a few pointers
 /// once in sync, and while a first sync goes out in parts, a cursor (`partial`) says how
-/// far it got instead of an exception per name sent. Subscribed names are [`intern`]ed,
-/// so each one is a pointer, not a copy.
+/// far it got instead of an exception per name sent. Subscribed names are a [`NameSet`]
+/// of process-wide ids: 4 bytes a name.
 #[derive(Debug, Default)]
 pub struct Subscription {
     started: bool,
     wildcard: bool,
     /// Named in resource_names_subscribe (not merely held through the wildcard).
-    subscribed: HashSet<Arc<str>>,
+    subscribed: NameSet,
     baseline: Resources,
     exceptions: HashMap<Arc<str>, Known>,
     partial: Option<Partial>,
@@ -92,8 +92,9 @@ impl Subscription {
         self.started
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.subscribed.iter().map(|n| &**n)
+    /// The names asked for, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = Arc<str>> + '_ {
+        self.subscribed.iter()
     }
 
     pub fn name_count(&self) -> usize {
@@ -155,13 +156,25 @@ impl Subscription {
 
     /// What the baseline, and a partial sync's progress, imply the client holds of `name`.
     fn derived(&self, name: &str) -> Known {
-        if let Some(sent) = self.claim(name) {
-            return Known::Held(sent.hash);
-        }
-        match self.baseline.get(name) {
-            Some(resource) if self.in_scope(name, Some(resource)) => Known::Held(resource.hash),
+        self.derived_given(name, || self.subscribed(name))
+    }
+
+    /// [`Subscription::derived`], told whether `name` is subscribed by a caller that knows:
+    /// asking the id table is the costly part, and it is asked only if a resource needs it.
+    /// Whether a resource is named-only is a property of its name, so the target's and the
+    /// baseline's agree.
+    fn derived_given(&self, name: &str, subscribed: impl FnOnce() -> bool) -> Known {
+        let claimed = self.partial.as_ref().filter(|p| name <= &*p.upto).and_then(|p| p.target.get(name));
+        match claimed.or_else(|| self.baseline.get(name)) {
+            Some(resource) if (self.wildcard && !resource.named_only) || subscribed() => Known::Held(resource.hash),
             _ => Known::Nothing,
         }
+    }
+
+    /// Whether the client lacks `resource`'s version of `name`, which is in its scope.
+    fn stale_in_scope(&self, name: &str, resource: &VersionedResource) -> bool {
+        let known = self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, || true));
+        known != Known::Held(resource.hash)
     }
 
     /// Moves a partial sync on to `resources`, where only `changed` (the names that differ
@@ -203,7 +216,7 @@ impl Subscription {
     }
 
     /// Exceptions are short-lived (a rebase drops those that agree), so their names are
-    /// plain copies; only subscribed names, which live as long as the stream, are interned.
+    /// plain copies; only subscribed names, which live as long as the stream, get ids.
     fn set_known(&mut self, name: &str, known: Known) {
         match self.exceptions.get_mut(name) {
             Some(existing) => *existing = known,
@@ -247,19 +260,21 @@ impl Subscription {
         }
     }
 
-    /// Names `name`; `resend`: answer it even if the client already has the current version.
-    fn name(&mut self, name: &str, resend: bool) {
-        // What the client held before the naming, through the wildcard if at all.
-        let held = match self.known(name) {
-            Known::Held(hash) | Known::Resend(hash) => Known::Resend(hash),
-            _ => Known::Nothing,
-        };
-        if !self.subscribed(name) {
-            self.subscribed.insert(intern(name));
-        }
+    /// Prepares naming `name`, which the caller then adds to the set with the others it
+    /// names at once; says whether it is new. `resend`: answer it even if the client
+    /// already has the current version.
+    fn name(&mut self, name: &str, resend: bool) -> bool {
+        let subscribed = self.subscribed(name);
         if resend {
+            // What the client held before the naming, through the wildcard if at all.
+            let known = self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, || subscribed));
+            let held = match known {
+                Known::Held(hash) | Known::Resend(hash) => Known::Resend(hash),
+                _ => Known::Nothing,
+            };
             self.set_known(name, held);
         }
+        !subscribed
     }
 
     /// Ends the wildcard: only named resources stay in scope.
@@ -281,16 +296,21 @@ impl Subscription {
                 self.set_known(name, Known::Held(parse_version(version)));
             }
         }
+        let mut added: Vec<&str> = Vec::new();
         for name in request.subscribe {
             self.owes_response = true;
             if name == WILDCARD {
+                self.subscribed.extend(added.drain(..));
                 self.widen_to_wildcard();
                 continue;
             }
             // A (re-)subscription is answered even when the client already has the current version;
             // on a new stream, initial_resource_versions says what it has instead.
-            self.name(name, !first);
+            if self.name(name, !first) {
+                added.push(name);
+            }
         }
+        self.subscribed.extend(added);
         for name in request.unsubscribe {
             match name.as_str() {
                 WILDCARD => self.narrow_to_names(),
@@ -313,17 +333,17 @@ impl Subscription {
         } else {
             self.narrow_to_names();
         }
-        let dropped: Vec<Arc<str>> = self.subscribed.iter().filter(|n| !wanted.contains(&***n)).cloned().collect();
+        let dropped: Vec<Arc<str>> = self.subscribed.iter().filter(|n| !wanted.contains(&**n)).collect();
         changed |= !dropped.is_empty();
         for name in dropped {
             self.unname(&name);
         }
-        for name in wanted {
-            if !self.subscribed(name) {
-                changed = true;
-                self.name(name, true);
-            }
+        let added: Vec<&str> = wanted.into_iter().filter(|name| !self.subscribed(name)).collect();
+        changed |= !added.is_empty();
+        for name in &added {
+            self.name(name, true);
         }
+        self.subscribed.extend(added);
         self.owes_response |= changed;
         changed
     }
@@ -352,24 +372,20 @@ impl Subscription {
         format_version(hasher.digest())
     }
 
-    fn stale(&self, name: &str, resource: &VersionedResource) -> bool {
-        self.known(name) != Known::Held(resource.hash)
-    }
-
     /// Resources to send and names to remove so the client matches `resources`.
     pub fn changes(&self, resources: &Resources) -> Changes {
         let mut changes = Changes::default();
         if self.wildcard {
             changes.updated = resources
                 .iter()
-                .filter(|(name, r)| (!r.named_only || self.subscribed(name)) && self.stale(name, r))
+                .filter(|(name, r)| (!r.named_only || self.subscribed(name)) && self.stale_in_scope(name, r))
                 .map(|(name, r)| (name.clone(), r.clone()))
                 .collect();
         } else {
             changes.updated = self
                 .names()
-                .filter_map(|name| resources.get_key_value(name))
-                .filter(|(name, r)| self.stale(name, r))
+                .filter_map(|name| resources.get_key_value(&*name))
+                .filter(|(name, r)| self.stale_in_scope(name, r))
                 .map(|(name, r)| (name.clone(), r.clone()))
                 .collect();
             // Responses list resources in name order, whatever order the subscription holds them in.
@@ -377,10 +393,12 @@ impl Subscription {
         }
         // Vanished resources the client holds, and subscribed names it was never told are absent.
         let held_gone = self.held().map(|(name, _)| name).filter(|name| !resources.contains_key(*name));
-        let never_told =
-            self.names().filter(|name| self.known(name) == Known::Nothing && !resources.contains_key(*name));
-        let removed: BTreeSet<&str> = held_gone.chain(never_told).collect();
-        changes.removed = removed.into_iter().map(str::to_owned).collect();
+        let mut removed: BTreeSet<String> = held_gone.map(str::to_owned).collect();
+        // Subscribed, so in scope: no need to ask the id table again.
+        let told = |name: &str| self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, || true));
+        let never_told = self.names().filter(|name| told(name) == Known::Nothing && !resources.contains_key(&**name));
+        removed.extend(never_told.map(|name| name.to_string()));
+        changes.removed = removed.into_iter().collect();
         changes
     }
 
@@ -469,14 +487,14 @@ impl Subscription {
             if self.wildcard || self.subscribed.len() * 8 >= partial.target.len() {
                 Box::new(partial.target.range::<_, str>(after))
             } else {
-                let mut names: Vec<&Arc<str>> = self.subscribed.iter().filter(|n| ***n > *partial.upto).collect();
+                let mut names: Vec<Arc<str>> = self.subscribed.iter().filter(|n| **n > *partial.upto).collect();
                 names.sort_unstable();
-                Box::new(names.into_iter().filter_map(|n| partial.target.get_key_value(&**n)))
+                Box::new(names.into_iter().filter_map(|n| partial.target.get_key_value(&*n)))
             };
         let mut due = Vec::new();
         let mut total = 0;
         for (name, resource) in candidates {
-            if !self.in_scope(name, Some(resource)) || !self.stale(name, resource) {
+            if !self.in_scope(name, Some(resource)) || !self.stale_in_scope(name, resource) {
                 continue;
             }
             due.push((name.clone(), resource.clone()));

@@ -189,6 +189,7 @@ mod rebase_equivalence {
     //! one that never rebases and keeps an exception per name.
 
     use super::*;
+    use crate::cache::intern;
     use proptest::prelude::*;
 
     const NAMES: [&str; 5] = ["a", "b", "c", "d", "*"];

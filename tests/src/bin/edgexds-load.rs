@@ -450,6 +450,9 @@ async fn main() -> Result<()> {
     };
     let initial_sync = wait_until(Duration::from_secs(120), "initial sync", || synced(&helds)).await?;
     let _ = connect_started;
+    // The initial sync's own share: the server's CPU and its peak RSS so far.
+    let at_sync = pid.and_then(proc_stats);
+    let sync_cpu = before.zip(at_sync).map(|(b, s)| s.0 - b.0);
 
     // Churn: rewrite one slice at a time; each change must reach every client.
     let mut convergence = Vec::new();
@@ -562,6 +565,8 @@ async fn main() -> Result<()> {
         "clients": o.clients, "connections": o.connections, "services": o.services,
         "endpoints_per_service": o.endpoints, "changes": o.changes,
         "initial_sync_ms": ms(initial_sync),
+        "server_cpu_initial_sync_seconds": sync_cpu,
+        "server_peak_rss_at_sync_kib": at_sync.map(|s| s.1),
         "convergence_ms": {"p50": ms(percentile(&convergence, 0.5)), "p99": ms(percentile(&convergence, 0.99)), "max": ms(percentile(&convergence, 1.0))},
         "bytes_per_change": per_change,
         "reconnect_storm_ms": ms(storm),
@@ -579,6 +584,9 @@ async fn main() -> Result<()> {
         o.endpoints
     );
     println!("  initial sync (all clients, CDS+EDS)   {:>10.1} ms", ms(initial_sync));
+    if let (Some(cpu), Some(at_sync)) = (sync_cpu, at_sync) {
+        println!("    server CPU {cpu:.2} s and peak RSS {:.1} MiB by then", at_sync.1 as f64 / 1024.0);
+    }
     println!(
         "  convergence change -> last client     p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} changes)",
         ms(percentile(&convergence, 0.5)),

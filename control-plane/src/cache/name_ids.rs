@@ -1,0 +1,221 @@
+//! Process-wide 4-byte numbers for resource names, so the names a stream subscribes to are
+//! a sorted list of ids (4 bytes a name) instead of a hash table of pointers (35 kB for
+//! Envoy's 1,000 EDS names).
+//!
+//! Each id is counted: held by the sets that contain it, and freed for reuse when the last
+//! one lets go, so the table follows the names in use, never the names ever seen, and a
+//! client cannot inflate the ids of others for long.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use super::intern;
+use crate::lock::lock;
+
+/// Shards, so streams subscribing at once (a reconnect storm) rarely wait for each other.
+/// An id's shard is its low bits.
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    by_name: HashMap<Arc<str>, u32>,
+    /// By local id: the name and how many sets hold it.
+    entries: Vec<(Option<Arc<str>>, u32)>,
+    free: Vec<u32>,
+}
+
+struct Table {
+    hasher: RandomState,
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(Table::default);
+
+impl Default for Table {
+    fn default() -> Self {
+        Self { hasher: RandomState::new(), shards: std::array::from_fn(|_| Mutex::default()) }
+    }
+}
+
+fn split(id: u32) -> (usize, usize) {
+    (id as usize % SHARDS, id as usize / SHARDS)
+}
+
+fn join(shard: usize, local: u32) -> u32 {
+    local * SHARDS as u32 + shard as u32
+}
+
+impl Table {
+    fn shard_of(&self, name: &str) -> usize {
+        self.hasher.hash_one(name) as usize % SHARDS
+    }
+
+    /// The id of `name`, counted once more.
+    fn acquire(&self, name: &str) -> u32 {
+        let shard_index = self.shard_of(name);
+        let mut shard = lock(&self.shards[shard_index]);
+        if let Some(&local) = shard.by_name.get(name) {
+            shard.entries[local as usize].1 += 1;
+            return join(shard_index, local);
+        }
+        let shared = intern(name);
+        let local = match shard.free.pop() {
+            Some(local) => {
+                shard.entries[local as usize] = (Some(shared.clone()), 1);
+                local
+            }
+            None => {
+                shard.entries.push((Some(shared.clone()), 1));
+                (shard.entries.len() - 1) as u32
+            }
+        };
+        shard.by_name.insert(shared, local);
+        join(shard_index, local)
+    }
+
+    /// Counts `id` once less; the last release frees it.
+    fn release(&self, id: u32) {
+        let (shard_index, local) = split(id);
+        let mut shard = lock(&self.shards[shard_index]);
+        let Some(entry) = shard.entries.get_mut(local) else { return };
+        entry.1 = entry.1.saturating_sub(1);
+        if entry.1 == 0
+            && let Some(name) = entry.0.take()
+        {
+            shard.by_name.remove(&name);
+            shard.free.push(local as u32);
+        }
+    }
+
+    /// The id of `name`, if anyone holds one.
+    fn lookup(&self, name: &str) -> Option<u32> {
+        let shard_index = self.shard_of(name);
+        let shard = lock(&self.shards[shard_index]);
+        shard.by_name.get(name).map(|local| join(shard_index, *local))
+    }
+
+    /// The name of a held id.
+    fn name_of(&self, id: u32) -> Option<Arc<str>> {
+        let (shard_index, local) = split(id);
+        lock(&self.shards[shard_index]).entries.get(local).and_then(|entry| entry.0.clone())
+    }
+}
+
+fn acquire(name: &str) -> u32 {
+    TABLE.acquire(name)
+}
+
+fn release(id: u32) {
+    TABLE.release(id)
+}
+
+fn lookup(name: &str) -> Option<u32> {
+    TABLE.lookup(name)
+}
+
+fn name_of(id: u32) -> Option<Arc<str>> {
+    TABLE.name_of(id)
+}
+
+/// A set of names as sorted ids, each held once while it is in the set.
+#[derive(Default)]
+pub struct NameSet {
+    ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for NameSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl NameSet {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        lookup(name).is_some_and(|id| self.ids.binary_search(&id).is_ok())
+    }
+
+    /// Adds `names`; in one sort, since clients name hundreds at once.
+    pub fn extend<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        let before = self.ids.len();
+        self.ids.extend(names.into_iter().map(acquire));
+        if self.ids.len() == before {
+            return;
+        }
+        // Two sorted runs: the stable sort merges them in linear time.
+        self.ids.sort();
+        let mut repeats = Vec::new();
+        self.ids.dedup_by(|a, b| {
+            let same = a == b;
+            if same {
+                repeats.push(*a);
+            }
+            same
+        });
+        repeats.into_iter().for_each(release);
+        if self.ids.capacity() > 2 * self.ids.len() + 16 {
+            self.ids.shrink_to_fit();
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Some(position) = lookup(name).and_then(|id| self.ids.binary_search(&id).ok()) else { return false };
+        release(self.ids.remove(position));
+        true
+    }
+
+    /// The names, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = Arc<str>> + '_ {
+        self.ids.iter().filter_map(|id| name_of(*id))
+    }
+}
+
+impl Drop for NameSet {
+    fn drop(&mut self) {
+        self.ids.drain(..).for_each(release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_holds_each_name_once_and_finds_it_by_name() {
+        let mut set = NameSet::default();
+        set.extend(["web.shop:80", "db.shop:5432", "web.shop:80"]);
+        set.extend(["web.shop:80"]);
+        assert_eq!(set.len(), 2);
+        assert!(set.contains("web.shop:80") && set.contains("db.shop:5432"));
+        assert!(!set.contains("cache.shop:6379"));
+        let mut names: Vec<String> = set.iter().map(|n| n.to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["db.shop:5432", "web.shop:80"]);
+        assert!(set.remove("web.shop:80"));
+        assert!(!set.remove("web.shop:80"));
+        assert!(!set.contains("web.shop:80"));
+    }
+
+    #[test]
+    fn an_id_is_freed_when_its_last_holder_lets_go_and_reused_for_another_name() {
+        let table = Table::default();
+        let shared = table.acquire("web.shop:80");
+        assert_eq!(table.acquire("web.shop:80"), shared);
+        table.release(shared);
+        assert_eq!(table.lookup("web.shop:80"), Some(shared), "still held once");
+        table.release(shared);
+        assert_eq!(table.lookup("web.shop:80"), None, "freed with its last holder");
+        let (shard, _) = split(shared);
+        let other = (0..).map(|i| format!("svc-{i}.shop:80")).find(|n| table.shard_of(n) == shard).expect("a name");
+        assert_eq!(table.acquire(&other), shared, "the freed id is taken before a new one");
+        assert_eq!(table.name_of(shared).as_deref(), Some(other.as_str()));
+    }
+}
