@@ -118,10 +118,13 @@ fn name_of(id: u32) -> Option<Arc<str>> {
     TABLE.name_of(id)
 }
 
-/// A set of names as sorted ids, each held once while it is in the set.
+/// A set of names as sorted ids, each held once while it is in the set, with a flag per
+/// name for its owner's use (a subscription marks names it was just asked for and has not
+/// sent yet). An entry is `id << 1 | flag`, so a name costs 4 bytes, flag included.
 #[derive(Default)]
 pub struct NameSet {
-    ids: Vec<u32>,
+    entries: Vec<u32>,
+    flagged: usize,
 }
 
 impl std::fmt::Debug for NameSet {
@@ -132,55 +135,94 @@ impl std::fmt::Debug for NameSet {
 
 impl NameSet {
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.entries.is_empty()
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        let id = lookup(name)?;
+        self.entries.binary_search_by(|entry| (entry >> 1).cmp(&id)).ok()
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        lookup(name).is_some_and(|id| self.ids.binary_search(&id).is_ok())
+        self.position(name).is_some()
     }
 
-    /// Adds `names`; in one sort, since clients name hundreds at once.
-    pub fn extend<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
-        let before = self.ids.len();
-        self.ids.extend(names.into_iter().map(acquire));
-        if self.ids.len() == before {
+    /// `None` if `name` is not in the set, else its flag.
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        self.position(name).map(|at| self.entries[at] & 1 == 1)
+    }
+
+    /// Whether any name is flagged: while none is, no flag needs looking up.
+    pub fn any_flagged(&self) -> bool {
+        self.flagged > 0
+    }
+
+    /// Adds names, each with its flag, in one sort, since clients name hundreds at once; a
+    /// name already in the set keeps its flag.
+    pub fn extend<'a>(&mut self, names: impl IntoIterator<Item = (&'a str, bool)>) {
+        let before = self.entries.len();
+        self.entries.extend(names.into_iter().map(|(name, flag)| acquire(name) << 1 | u32::from(flag)));
+        if self.entries.len() == before {
             return;
         }
-        // Two sorted runs: the stable sort merges them in linear time.
-        self.ids.sort();
+        // Two sorted runs: the stable sort merges them in linear time, and keeps the entry
+        // that was there before ahead of a new one for the same name.
+        self.entries.sort_by_key(|entry| entry >> 1);
         let mut repeats = Vec::new();
-        self.ids.dedup_by(|a, b| {
-            let same = a == b;
+        self.entries.dedup_by(|later, kept| {
+            let same = *later >> 1 == *kept >> 1;
             if same {
-                repeats.push(*a);
+                repeats.push(*later >> 1);
             }
             same
         });
         repeats.into_iter().for_each(release);
-        if self.ids.capacity() > 2 * self.ids.len() + 16 {
-            self.ids.shrink_to_fit();
+        self.flagged = self.entries.iter().filter(|entry| *entry & 1 == 1).count();
+        if self.entries.capacity() > 2 * self.entries.len() + 16 {
+            self.entries.shrink_to_fit();
         }
     }
 
     pub fn remove(&mut self, name: &str) -> bool {
-        let Some(position) = lookup(name).and_then(|id| self.ids.binary_search(&id).ok()) else { return false };
-        release(self.ids.remove(position));
+        let Some(at) = self.position(name) else { return false };
+        let entry = self.entries.remove(at);
+        self.flagged -= (entry & 1) as usize;
+        release(entry >> 1);
         true
+    }
+
+    pub fn unflag(&mut self, name: &str) {
+        if self.flagged == 0 {
+            return;
+        }
+        if let Some(at) = self.position(name)
+            && self.entries[at] & 1 == 1
+        {
+            self.entries[at] &= !1;
+            self.flagged -= 1;
+        }
+    }
+
+    pub fn unflag_all(&mut self) {
+        if self.flagged > 0 {
+            self.entries.iter_mut().for_each(|entry| *entry &= !1);
+            self.flagged = 0;
+        }
     }
 
     /// The names, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = Arc<str>> + '_ {
-        self.ids.iter().filter_map(|id| name_of(*id))
+        self.entries.iter().filter_map(|entry| name_of(entry >> 1))
     }
 }
 
 impl Drop for NameSet {
     fn drop(&mut self) {
-        self.ids.drain(..).for_each(release);
+        self.entries.drain(..).for_each(|entry| release(entry >> 1));
     }
 }
 
@@ -189,13 +231,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_set_holds_each_name_once_and_finds_it_by_name() {
+    fn a_set_holds_each_name_once_with_its_first_flag_and_finds_it_by_name() {
         let mut set = NameSet::default();
-        set.extend(["web.shop:80", "db.shop:5432", "web.shop:80"]);
-        set.extend(["web.shop:80"]);
+        set.extend([("web.shop:80", false), ("db.shop:5432", true), ("web.shop:80", true)]);
+        set.extend([("web.shop:80", true)]);
         assert_eq!(set.len(), 2);
         assert!(set.contains("web.shop:80") && set.contains("db.shop:5432"));
         assert!(!set.contains("cache.shop:6379"));
+        assert_eq!(set.flag("web.shop:80"), Some(false), "the first flag given stays");
+        assert_eq!(set.flag("db.shop:5432"), Some(true));
+        set.unflag("db.shop:5432");
+        assert!(!set.any_flagged());
         let mut names: Vec<String> = set.iter().map(|n| n.to_string()).collect();
         names.sort();
         assert_eq!(names, ["db.shop:5432", "web.shop:80"]);

@@ -108,12 +108,12 @@ impl Subscription {
             .partial
             .iter()
             .flat_map(|p| p.target.range::<_, str>((Bound::Unbounded, Bound::Included(&*p.upto))))
-            .filter(move |(name, r)| unexcepted(name) && self.in_scope(name, Some(r)))
+            .filter(move |(name, r)| unexcepted(name) && self.implied(name, r))
             .map(|(name, r)| (&**name, r.hash));
         let derived = self
             .baseline
             .iter()
-            .filter(move |(name, r)| unexcepted(name) && self.claim(name).is_none() && self.in_scope(name, Some(r)))
+            .filter(move |(name, r)| unexcepted(name) && self.claim(name).is_none() && self.implied(name, r))
             .map(|(name, r)| (&**name, r.hash));
         let sent = self.exceptions.iter().filter_map(|(name, known)| match known {
             Known::Held(hash) | Known::Resend(hash) => Some((&**name, *hash)),
@@ -132,10 +132,28 @@ impl Subscription {
         self.partial.as_ref().is_some_and(|p| name <= &*p.upto)
     }
 
-    /// The resource a partial sync has sent `name` as, if it reached it.
+    /// The resource a partial sync took `name` from, if it reached it: what it implies
+    /// about `name`, in place of the baseline.
     fn claim(&self, name: &str) -> Option<&VersionedResource> {
         let partial = self.partial.as_ref().filter(|p| name <= &*p.upto)?;
-        partial.target.get(name).map(|r| &**r).filter(|r| self.in_scope(name, Some(r)))
+        partial.target.get(name).map(|r| &**r)
+    }
+
+    /// Whether the baseline's (or a partial sync's) `resource` for `name` is one the client
+    /// holds: it is in scope, and `name` was not named since the last rebase while the
+    /// client held nothing of it (flagged in the set, instead of an exception per name).
+    fn implied(&self, name: &str, resource: &VersionedResource) -> bool {
+        self.implied_given(resource, || self.subscribed.flag(name))
+    }
+
+    /// [`Subscription::implied`], with the set's answer for `name` asked only if needed.
+    fn implied_given(&self, resource: &VersionedResource, flag: impl FnOnce() -> Option<bool>) -> bool {
+        (self.wildcard && !resource.named_only) || flag() == Some(false)
+    }
+
+    /// The set's answer for a name its caller knows is subscribed, if the set has flags.
+    fn subscribed_flag(&self, name: &str) -> Option<bool> {
+        if self.subscribed.any_flagged() { self.subscribed.flag(name) } else { Some(false) }
     }
 
     fn subscribed(&self, name: &str) -> bool {
@@ -156,24 +174,27 @@ impl Subscription {
 
     /// What the baseline, and a partial sync's progress, imply the client holds of `name`.
     fn derived(&self, name: &str) -> Known {
-        self.derived_given(name, || self.subscribed(name))
+        self.derived_given(name, || self.subscribed.flag(name))
     }
 
-    /// [`Subscription::derived`], told whether `name` is subscribed by a caller that knows:
-    /// asking the id table is the costly part, and it is asked only if a resource needs it.
+    /// [`Subscription::derived`], with the set's answer for `name` from a caller that may
+    /// know it: asking the id table is the costly part, and it is asked only if needed.
     /// Whether a resource is named-only is a property of its name, so the target's and the
     /// baseline's agree.
-    fn derived_given(&self, name: &str, subscribed: impl FnOnce() -> bool) -> Known {
-        let claimed = self.partial.as_ref().filter(|p| name <= &*p.upto).and_then(|p| p.target.get(name));
-        match claimed.or_else(|| self.baseline.get(name)) {
-            Some(resource) if (self.wildcard && !resource.named_only) || subscribed() => Known::Held(resource.hash),
+    fn derived_given(&self, name: &str, flag: impl FnOnce() -> Option<bool>) -> Known {
+        match self.claim(name).or_else(|| self.baseline.get(name).map(|r| &**r)) {
+            Some(resource) if self.implied_given(resource, flag) => Known::Held(resource.hash),
             _ => Known::Nothing,
         }
     }
 
     /// Whether the client lacks `resource`'s version of `name`, which is in its scope.
     fn stale_in_scope(&self, name: &str, resource: &VersionedResource) -> bool {
-        let known = self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, || true));
+        let known = self
+            .exceptions
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| self.derived_given(name, || self.subscribed_flag(name)));
         known != Known::Held(resource.hash)
     }
 
@@ -205,7 +226,7 @@ impl Subscription {
         let claims: Vec<(Arc<str>, u64)> = partial
             .target
             .range::<_, str>((Bound::Unbounded, Bound::Included(&*partial.upto)))
-            .filter(|(name, r)| !self.exceptions.contains_key(&***name) && self.in_scope(name, Some(r)))
+            .filter(|(name, r)| !self.exceptions.contains_key(&***name) && self.implied(name, r))
             .map(|(name, r)| (name.clone(), r.hash))
             .collect();
         for (name, hash) in claims {
@@ -236,11 +257,13 @@ impl Subscription {
         let held: Vec<(Arc<str>, u64)> = self
             .baseline
             .iter()
-            .filter(|(name, _)| self.subscribed(name) && !self.exceptions.contains_key(&***name))
+            .filter(|(name, _)| self.subscribed.flag(name) == Some(false) && !self.exceptions.contains_key(&***name))
             .map(|(name, r)| (name.clone(), r.hash))
             .collect();
         self.exceptions.extend(held.into_iter().map(|(name, hash)| (name, Known::Held(hash))));
         self.baseline = Resources::default();
+        // With no baseline, nothing is implied, so no name needs a flag against it.
+        self.subscribed.unflag_all();
         self.wildcard = true;
     }
 
@@ -261,20 +284,22 @@ impl Subscription {
     }
 
     /// Prepares naming `name`, which the caller then adds to the set with the others it
-    /// names at once; says whether it is new. `resend`: answer it even if the client
-    /// already has the current version.
-    fn name(&mut self, name: &str, resend: bool) -> bool {
-        let subscribed = self.subscribed(name);
+    /// names at once, with the flag this returns if it is new (`None` if it is not): set
+    /// when the client holds nothing of it, so that a baseline taken before does not imply
+    /// it is held. `resend`: answer it even if the client already has the current version.
+    fn name(&mut self, name: &str, resend: bool) -> Option<bool> {
+        let flag = self.subscribed.flag(name);
+        let mut holds_nothing = false;
         if resend {
             // What the client held before the naming, through the wildcard if at all.
-            let known = self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, || subscribed));
-            let held = match known {
-                Known::Held(hash) | Known::Resend(hash) => Known::Resend(hash),
-                _ => Known::Nothing,
-            };
-            self.set_known(name, held);
+            let excepted = self.exceptions.get(name).copied();
+            match excepted.unwrap_or_else(|| self.derived_given(name, || flag)) {
+                Known::Held(hash) | Known::Resend(hash) => self.set_known(name, Known::Resend(hash)),
+                _ if excepted.is_some() => self.set_known(name, Known::Nothing),
+                _ => holds_nothing = true,
+            }
         }
-        !subscribed
+        flag.is_none().then_some(holds_nothing)
     }
 
     /// Ends the wildcard: only named resources stay in scope.
@@ -296,7 +321,7 @@ impl Subscription {
                 self.set_known(name, Known::Held(parse_version(version)));
             }
         }
-        let mut added: Vec<&str> = Vec::new();
+        let mut added: Vec<(&str, bool)> = Vec::new();
         for name in request.subscribe {
             self.owes_response = true;
             if name == WILDCARD {
@@ -306,8 +331,8 @@ impl Subscription {
             }
             // A (re-)subscription is answered even when the client already has the current version;
             // on a new stream, initial_resource_versions says what it has instead.
-            if self.name(name, !first) {
-                added.push(name);
+            if let Some(flag) = self.name(name, !first) {
+                added.push((name, flag));
             }
         }
         self.subscribed.extend(added);
@@ -338,11 +363,9 @@ impl Subscription {
         for name in dropped {
             self.unname(&name);
         }
-        let added: Vec<&str> = wanted.into_iter().filter(|name| !self.subscribed(name)).collect();
+        let added: Vec<(&str, bool)> =
+            wanted.into_iter().filter_map(|name| Some((name, self.name(name, true)?))).collect();
         changed |= !added.is_empty();
-        for name in &added {
-            self.name(name, true);
-        }
         self.subscribed.extend(added);
         self.owes_response |= changed;
         changed
@@ -395,7 +418,12 @@ impl Subscription {
         let held_gone = self.held().map(|(name, _)| name).filter(|name| !resources.contains_key(*name));
         let mut removed: BTreeSet<String> = held_gone.map(str::to_owned).collect();
         // Subscribed, so in scope: no need to ask the id table again.
-        let told = |name: &str| self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, || true));
+        let told = |name: &str| {
+            self.exceptions
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| self.derived_given(name, || self.subscribed_flag(name)))
+        };
         let never_told = self.names().filter(|name| told(name) == Known::Nothing && !resources.contains_key(&**name));
         removed.extend(never_told.map(|name| name.to_string()));
         changes.removed = removed.into_iter().collect();
@@ -427,6 +455,7 @@ impl Subscription {
 
     pub fn record_sent(&mut self, changes: &Changes) {
         for (name, resource) in &changes.updated {
+            self.subscribed.unflag(name);
             match self.exceptions.get_mut(&**name) {
                 Some(known) => *known = Known::Held(resource.hash),
                 None => {
@@ -472,6 +501,7 @@ impl Subscription {
         }
         for (name, _) in &changes.updated {
             self.exceptions.remove(&**name);
+            self.subscribed.unflag(name);
         }
     }
 
@@ -512,8 +542,10 @@ impl Subscription {
     /// Whether a resource is named-only must be a property of its name, as it is of a gRPC
     /// listener's, or a client holding one could lose track of it here.
     pub fn rebase(&mut self, resources: &Resources) {
-        // Whatever a partial sync claimed, `resources` now says.
+        // Whatever a partial sync claimed, `resources` now says, and names asked for since
+        // have all been answered.
         self.partial = None;
+        self.subscribed.unflag_all();
         self.baseline = resources.clone();
         let exceptions = std::mem::take(&mut self.exceptions);
         self.exceptions = exceptions
