@@ -338,6 +338,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The server's push-latency histogram so far: its sum in seconds and its count.
+async fn push_latency_totals(admin: u16) -> Option<(f64, f64)> {
+    let reply = edgexds_tests::http::get(&format!("http://127.0.0.1:{admin}/metrics")).await.ok()?;
+    let value = |name: &str| {
+        reply.body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+    };
+    Some((value("edgexds_push_latency_seconds_sum")?, value("edgexds_push_latency_seconds_count")?))
+}
+
 /// CPU seconds used, peak RSS and current RSS (KiB) of a process, from /proc.
 fn proc_stats(pid: u32) -> Option<(f64, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -425,6 +434,8 @@ async fn main() -> Result<()> {
         (None, None) => bail!("give --server BINARY (started here) or --xds ADDR (already running)"),
     };
     let before = pid.and_then(proc_stats);
+    // This process's own CPU: its clients decode on the same cores as the server.
+    let own_before = proc_stats(std::process::id());
 
     let channels = connect(xds, o.connections).await?;
     let helds: Vec<Shared> = (0..o.clients).map(|_| Shared::default()).collect();
@@ -453,10 +464,15 @@ async fn main() -> Result<()> {
     // The initial sync's own share: the server's CPU and its peak RSS so far.
     let at_sync = pid.and_then(proc_stats);
     let sync_cpu = before.zip(at_sync).map(|(b, s)| s.0 - b.0);
+    let clients_sync_cpu = own_before.zip(proc_stats(std::process::id())).map(|(b, s)| s.0 - b.0);
 
     // Churn: rewrite one slice at a time; each change must reach every client.
     let mut convergence = Vec::new();
     let bytes_before: usize = helds.iter().map(|h| lock(h).bytes).sum();
+    let pushes_before = match admin {
+        Some(admin) => push_latency_totals(admin).await,
+        None => None,
+    };
     for change in 1..=o.changes {
         let service = (change * 7919) % o.services;
         let name = format!("svc-{service}.load:80");
@@ -486,6 +502,15 @@ async fn main() -> Result<()> {
         tokio::time::sleep(o.interval).await;
     }
     let bytes_after: usize = helds.iter().map(|h| lock(h).bytes).sum();
+    // The server's own share of convergence: from a change observed to the responses
+    // carrying it written, averaged over the pushes of the churn.
+    let server_push_ms = match (admin, pushes_before) {
+        (Some(admin), Some((sum, count))) => push_latency_totals(admin)
+            .await
+            .filter(|(_, after)| *after > count)
+            .map(|(after_sum, after_count)| (after_sum - sum) / (after_count - count) * 1000.0),
+        _ => None,
+    };
     convergence.sort();
 
     // Reconnect storm: drop everyone, come back at once with what each holds.
@@ -566,6 +591,8 @@ async fn main() -> Result<()> {
         "endpoints_per_service": o.endpoints, "changes": o.changes,
         "initial_sync_ms": ms(initial_sync),
         "server_cpu_initial_sync_seconds": sync_cpu,
+        "clients_cpu_initial_sync_seconds": clients_sync_cpu,
+        "server_push_latency_mean_ms": server_push_ms,
         "server_peak_rss_at_sync_kib": at_sync.map(|s| s.1),
         "convergence_ms": {"p50": ms(percentile(&convergence, 0.5)), "p99": ms(percentile(&convergence, 0.99)), "max": ms(percentile(&convergence, 1.0))},
         "bytes_per_change": per_change,
@@ -587,6 +614,9 @@ async fn main() -> Result<()> {
     if let (Some(cpu), Some(at_sync)) = (sync_cpu, at_sync) {
         println!("    server CPU {cpu:.2} s and peak RSS {:.1} MiB by then", at_sync.1 as f64 / 1024.0);
     }
+    if let Some(cpu) = clients_sync_cpu {
+        println!("    the clients' own CPU by then {cpu:.2} s (same cores)");
+    }
     println!(
         "  convergence change -> last client     p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} changes)",
         ms(percentile(&convergence, 0.5)),
@@ -594,6 +624,9 @@ async fn main() -> Result<()> {
         ms(percentile(&convergence, 1.0)),
         o.changes
     );
+    if let Some(mean) = server_push_ms {
+        println!("    server's share: change observed -> response written, mean {mean:.1} ms");
+    }
     println!("  bytes on the wire per change          {:>10.0}", per_change);
     println!("  reconnect storm, all clients served   {:>10.1} ms", ms(storm));
     println!("  resources resent in the storm         {:>10}", resent);
