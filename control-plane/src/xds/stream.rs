@@ -24,7 +24,7 @@ use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
 use super::stream_state::{Answer, Outgoing, StreamState, log_nack};
 use super::{Flavour, StreamKind};
-use crate::cache::SnapshotReceiver;
+use crate::cache::{Snapshot, SnapshotReceiver};
 use crate::histograms;
 use crate::lock::lock;
 use crate::shutdown::{self, Shutdown};
@@ -44,21 +44,23 @@ pub struct StreamEnv {
 pub trait XdsRequest: prost::Message + Default + Send + 'static {
     const FLAVOUR: Flavour;
 
-    fn apply(self, state: &mut StreamState) -> Result<Answer, Refusal>;
+    /// `current`: the snapshot being served, which a reconnecting client's versions are
+    /// checked against as they arrive.
+    fn apply(self, state: &mut StreamState, current: Option<&Snapshot>) -> Result<Answer, Refusal>;
 }
 
 impl XdsRequest for DeltaDiscoveryRequest {
     const FLAVOUR: Flavour = Flavour::Delta;
 
-    fn apply(self, state: &mut StreamState) -> Result<Answer, Refusal> {
-        state.handle_request(self)
+    fn apply(self, state: &mut StreamState, current: Option<&Snapshot>) -> Result<Answer, Refusal> {
+        state.handle_request(self, current)
     }
 }
 
 impl XdsRequest for DiscoveryRequest {
     const FLAVOUR: Flavour = Flavour::Sotw;
 
-    fn apply(self, state: &mut StreamState) -> Result<Answer, Refusal> {
+    fn apply(self, state: &mut StreamState, _current: Option<&Snapshot>) -> Result<Answer, Refusal> {
         state.handle_sotw_request(self)
     }
 }
@@ -147,7 +149,7 @@ async fn serve<R, S>(
                     let _ = outbound.send(Box::new(Err(status))).await;
                     return;
                 }
-                Some(Ok(request)) => match handle(&state, request, env) {
+                Some(Ok(request)) => match handle(&state, request, env, snapshot.as_deref()) {
                     Ok(answered) => if answered {
                         slot.answered();
                     },
@@ -238,10 +240,15 @@ fn count_response(metrics: &XdsMetrics, outgoing: &Outgoing) {
     }
 }
 
-fn handle<R: XdsRequest>(state: &Mutex<StreamState>, request: R, env: &StreamEnv) -> Result<bool, Status> {
+fn handle<R: XdsRequest>(
+    state: &Mutex<StreamState>,
+    request: R,
+    env: &StreamEnv,
+    current: Option<&Snapshot>,
+) -> Result<bool, Status> {
     let mut state = lock(state);
     let first = state.node().is_none();
-    let answer = request.apply(&mut state).map_err(|refusal| {
+    let answer = request.apply(&mut state, current).map_err(|refusal| {
         if let Some(limit) = refusal.limit {
             env.metrics.limit_hit(limit);
         }

@@ -264,7 +264,13 @@ impl StreamState {
         Ok(answer)
     }
 
-    pub fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<Answer, Refusal> {
+    /// A delta request; `current`, the snapshot being served, lets a reconnecting client's
+    /// versions be checked as they arrive, so only those that differ are kept.
+    pub fn handle_request(
+        &mut self,
+        mut request: DeltaDiscoveryRequest,
+        current: Option<&Snapshot>,
+    ) -> Result<Answer, Refusal> {
         self.first_node(request.node.take())?;
         let ty = self.resource_type(&request.type_url)?;
         let max_names = self.limits.max_subscription_names;
@@ -287,6 +293,7 @@ impl StreamState {
             subscribe: &request.resource_names_subscribe,
             unsubscribe: &request.resource_names_unsubscribe,
             initial_resource_versions: Some(&request.initial_resource_versions),
+            current: current.map(|snapshot| snapshot.resources(ty)),
         });
         if changes_subscription {
             state.dirty = true;

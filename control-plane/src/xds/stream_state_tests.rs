@@ -1,6 +1,7 @@
-//! A sync sent in many parts, interleaved with snapshot changes and subscription changes,
-//! leaves every client exactly where one sent whole leaves it, and what the server believes
-//! a client holds is what the client holds at every step, between parts included.
+//! A sync sent in many parts, interleaved with snapshot changes, subscription changes and
+//! reconnections with the versions held, leaves every client exactly where one sent whole
+//! leaves it, and what the server believes a client holds is what the client holds at
+//! every step, between parts included.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +25,8 @@ enum Step {
     Unsubscribe(Vec<usize>),
     Respond,
     Drain,
+    /// A new stream, whose first request lists what the client holds.
+    Reconnect,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -34,6 +37,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => names().prop_map(Step::Unsubscribe),
         5 => Just(Step::Respond),
         1 => Just(Step::Drain),
+        1 => Just(Step::Reconnect),
     ]
 }
 
@@ -100,11 +104,15 @@ struct Pair {
 
 impl Pair {
     fn new(limit: usize) -> Self {
-        let limits = StreamLimits { response_bytes: limit, ..StreamLimits::default() };
-        Self { stream: StreamState::with_limits(StreamKind::Aggregated, limits), client: Client::default(), limit }
+        Self { stream: Self::stream(limit), client: Client::default(), limit }
     }
 
-    fn ask(&mut self, subscribe: &[String], unsubscribe: &[String]) {
+    fn stream(limit: usize) -> StreamState {
+        let limits = StreamLimits { response_bytes: limit, ..StreamLimits::default() };
+        StreamState::with_limits(StreamKind::Aggregated, limits)
+    }
+
+    fn ask(&mut self, subscribe: &[String], unsubscribe: &[String], snapshot: &Snapshot) {
         let node = (!self.client.started).then(|| Node { id: "sidecar".into(), ..Node::default() });
         let request = DeltaDiscoveryRequest {
             node,
@@ -113,8 +121,30 @@ impl Pair {
             resource_names_unsubscribe: unsubscribe.to_vec(),
             ..DeltaDiscoveryRequest::default()
         };
-        self.stream.handle_request(request).map_err(|r| r.status).expect("a valid request");
+        self.stream.handle_request(request, Some(snapshot)).map_err(|r| r.status).expect("a valid request");
         self.client.ask(subscribe, unsubscribe);
+    }
+
+    /// Drops the stream and opens another, asking for the same names with the versions held,
+    /// as Envoy does. A client that named nothing and has no wildcard stays as it is: its
+    /// empty first request would mean the legacy wildcard.
+    fn reconnect(&mut self, snapshot: &Snapshot) {
+        if !self.client.wildcard && self.client.named.is_empty() {
+            return;
+        }
+        let mut subscribe: Vec<String> = self.client.named.iter().cloned().collect();
+        if self.client.wildcard {
+            subscribe.push("*".into());
+        }
+        let request = DeltaDiscoveryRequest {
+            node: Some(Node { id: "sidecar".into(), ..Node::default() }),
+            type_url: TY.type_url().into(),
+            resource_names_subscribe: subscribe,
+            initial_resource_versions: self.client.held.clone().into_iter().collect(),
+            ..DeltaDiscoveryRequest::default()
+        };
+        self.stream = Self::stream(self.limit);
+        self.stream.handle_request(request, Some(snapshot)).map_err(|r| r.status).expect("a valid request");
     }
 
     /// One response, if one is due; its resources' size is checked against the limit.
@@ -167,7 +197,7 @@ proptest! {
         let mut snapshot = publish(&cache, &initial);
         let (mut parts, mut whole) = (Pair::new(TINY), Pair::new(MAX_RESPONSE_BYTES));
         for pair in [&mut parts, &mut whole] {
-            pair.ask(&names(&first), &[]);
+            pair.ask(&names(&first), &[], &snapshot);
         }
         for step in steps.into_iter().chain([Step::Drain]) {
             if let Step::Publish(items) = &step {
@@ -176,8 +206,9 @@ proptest! {
             for pair in [&mut parts, &mut whole] {
                 match &step {
                     Step::Publish(_) => pair.stream.snapshot_changed(&snapshot),
-                    Step::Subscribe(n) => pair.ask(&names(n), &[]),
-                    Step::Unsubscribe(n) => pair.ask(&[], &names(n)),
+                    Step::Subscribe(n) => pair.ask(&names(n), &[], &snapshot),
+                    Step::Unsubscribe(n) => pair.ask(&[], &names(n), &snapshot),
+                    Step::Reconnect => pair.reconnect(&snapshot),
                     Step::Respond => {
                         pair.respond(&snapshot);
                     }

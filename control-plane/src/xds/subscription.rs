@@ -20,6 +20,9 @@ pub struct SubscriptionRequest<'a> {
     pub subscribe: &'a [String],
     pub unsubscribe: &'a [String],
     pub initial_resource_versions: Option<&'a HashMap<String, String>>,
+    /// The resources being served now: a reconnecting client's versions are checked
+    /// against them, and only those that differ are kept.
+    pub current: Option<&'a Resources>,
 }
 
 /// A resource with its name, as responses carry it.
@@ -311,14 +314,20 @@ impl Subscription {
 
     pub fn apply(&mut self, request: SubscriptionRequest<'_>) {
         let first = !self.started;
+        let initial = request.initial_resource_versions.filter(|versions| first && !versions.is_empty());
+        // A reconnecting client lists everything it holds: taking what is served as the
+        // baseline, only the versions that differ need keeping, not one entry per name.
+        let against = request.current.zip(initial);
         if first {
             self.started = true;
             // Legacy wildcard: a first request naming nothing asks for everything.
             self.wildcard = request.subscribe.is_empty();
             // Envoy answers the first request of every type before it finishes initialising.
             self.owes_response = true;
-            for (name, version) in request.initial_resource_versions.into_iter().flatten() {
-                self.set_known(name, Known::Held(parse_version(version)));
+            if against.is_none() {
+                for (name, version) in initial.into_iter().flatten() {
+                    self.set_known(name, Known::Held(parse_version(version)));
+                }
             }
         }
         let mut added: Vec<(&str, bool)> = Vec::new();
@@ -332,6 +341,8 @@ impl Subscription {
             // A (re-)subscription is answered even when the client already has the current version;
             // on a new stream, initial_resource_versions says what it has instead.
             if let Some(flag) = self.name(name, !first) {
+                // Against a baseline, a name the client did not list is one it holds nothing of.
+                let flag = against.map_or(flag, |(_, initial)| !initial.contains_key(name.as_str()));
                 added.push((name, flag));
             }
         }
@@ -340,6 +351,34 @@ impl Subscription {
             match name.as_str() {
                 WILDCARD => self.narrow_to_names(),
                 name => self.unname(name),
+            }
+        }
+        if let Some((current, initial)) = against {
+            self.take_versions_against(current, initial);
+        }
+    }
+
+    /// A new stream's baseline is `current`, with exceptions for the versions `initial`
+    /// gives that differ from it, and for names in scope it does not list. Called once the
+    /// first request's scope is settled, so what the baseline implies is decided by it.
+    fn take_versions_against(&mut self, current: &Resources, initial: &HashMap<String, String>) {
+        self.baseline = current.clone();
+        for (name, version) in initial {
+            let hash = parse_version(version);
+            let agrees = current.get(name.as_str()).is_some_and(|r| r.hash == hash && self.implied(name, r));
+            if !agrees {
+                self.set_known(name, Known::Held(hash));
+            }
+        }
+        // Named ones are flagged already; through the wildcard, the others are exceptions.
+        if self.wildcard {
+            let unlisted: Vec<Arc<str>> = current
+                .iter()
+                .filter(|(name, r)| !initial.contains_key(&***name) && self.implied(name, r))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in unlisted {
+                self.exceptions.insert(name, Known::Nothing);
             }
         }
     }
@@ -363,8 +402,10 @@ impl Subscription {
         for name in dropped {
             self.unname(&name);
         }
+        // Only names new to the subscription: naming one again would owe it a resend.
+        let new: Vec<&str> = wanted.into_iter().filter(|name| !self.subscribed(name)).collect();
         let added: Vec<(&str, bool)> =
-            wanted.into_iter().filter_map(|name| Some((name, self.name(name, true)?))).collect();
+            new.into_iter().filter_map(|name| Some((name, self.name(name, true)?))).collect();
         changed |= !added.is_empty();
         self.subscribed.extend(added);
         self.owes_response |= changed;
