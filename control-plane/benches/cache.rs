@@ -39,7 +39,7 @@ fn streams(count: usize, snapshot: &Snapshot) -> Vec<StreamState> {
                 resource_names_subscribe: names,
                 ..Default::default()
             };
-            let _ = stream.handle_request(request);
+            let _ = stream.handle_request(request, Some(snapshot));
             while stream.next_response(snapshot).is_some() {}
             stream
         })

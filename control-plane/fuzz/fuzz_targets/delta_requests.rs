@@ -42,10 +42,11 @@ fuzz_target!(|data: &[u8]| {
         let (message, next) = tail.split_at(usize::from(len).min(tail.len()));
         rest = next;
         let Ok(request) = DeltaDiscoveryRequest::decode(message) else { continue };
-        if state.handle_request(request).is_err() {
+        let snapshot = if round % 2 == 0 { first } else { second };
+        // Versions a request lists are checked against a snapshot being served.
+        if state.handle_request(request, Some(snapshot)).is_err() {
             return;
         }
-        let snapshot = if round % 2 == 0 { first } else { second };
         state.snapshot_changed(snapshot);
         while let Some(outgoing) = state.next_response(snapshot) {
             assert!(outgoing.response.message_len() > 0);
