@@ -138,7 +138,7 @@ impl Subscription {
     /// The resource a partial sync took `name` from, if it reached it: what it implies
     /// about `name`, in place of the baseline.
     fn claim(&self, name: &str) -> Option<&VersionedResource> {
-        let partial = self.partial.as_ref().filter(|p| name <= &*p.upto)?;
+        let partial = self.partial.as_ref().filter(|_| self.passed(name))?;
         partial.target.get(name).map(|r| &**r)
     }
 
@@ -169,10 +169,13 @@ impl Subscription {
     }
 
     fn known(&self, name: &str) -> Known {
-        if let Some(known) = self.exceptions.get(name) {
-            return *known;
-        }
-        self.derived(name)
+        self.known_given(name, || self.subscribed.flag(name))
+    }
+
+    /// [`Subscription::known`], with the set's answer for `name` from a caller that may know
+    /// it: asking the id table is the costly part, and it is asked only if needed.
+    fn known_given(&self, name: &str, flag: impl FnOnce() -> Option<bool>) -> Known {
+        self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, flag))
     }
 
     /// What the baseline, and a partial sync's progress, imply the client holds of `name`.
@@ -180,8 +183,7 @@ impl Subscription {
         self.derived_given(name, || self.subscribed.flag(name))
     }
 
-    /// [`Subscription::derived`], with the set's answer for `name` from a caller that may
-    /// know it: asking the id table is the costly part, and it is asked only if needed.
+    /// [`Subscription::derived`], with the set's answer for `name` asked only if needed.
     /// Whether a resource is named-only is a property of its name, so the target's and the
     /// baseline's agree.
     fn derived_given(&self, name: &str, flag: impl FnOnce() -> Option<bool>) -> Known {
@@ -193,12 +195,7 @@ impl Subscription {
 
     /// Whether the client lacks `resource`'s version of `name`, which is in its scope.
     fn stale_in_scope(&self, name: &str, resource: &VersionedResource) -> bool {
-        let known = self
-            .exceptions
-            .get(name)
-            .copied()
-            .unwrap_or_else(|| self.derived_given(name, || self.subscribed_flag(name)));
-        known != Known::Held(resource.hash)
+        self.known_given(name, || self.subscribed_flag(name)) != Known::Held(resource.hash)
     }
 
     /// Moves a partial sync on to `resources`, where only `changed` (the names that differ
@@ -295,10 +292,9 @@ impl Subscription {
         let mut holds_nothing = false;
         if resend {
             // What the client held before the naming, through the wildcard if at all.
-            let excepted = self.exceptions.get(name).copied();
-            match excepted.unwrap_or_else(|| self.derived_given(name, || flag)) {
+            match self.known_given(name, || flag) {
                 Known::Held(hash) | Known::Resend(hash) => self.set_known(name, Known::Resend(hash)),
-                _ if excepted.is_some() => self.set_known(name, Known::Nothing),
+                _ if self.exceptions.contains_key(name) => self.set_known(name, Known::Nothing),
                 _ => holds_nothing = true,
             }
         }
@@ -459,13 +455,9 @@ impl Subscription {
         let held_gone = self.held().map(|(name, _)| name).filter(|name| !resources.contains_key(*name));
         let mut removed: BTreeSet<String> = held_gone.map(str::to_owned).collect();
         // Subscribed, so in scope: no need to ask the id table again.
-        let told = |name: &str| {
-            self.exceptions
-                .get(name)
-                .copied()
-                .unwrap_or_else(|| self.derived_given(name, || self.subscribed_flag(name)))
-        };
-        let never_told = self.names().filter(|name| told(name) == Known::Nothing && !resources.contains_key(&**name));
+        let never_told = self.names().filter(|name| {
+            self.known_given(name, || self.subscribed_flag(name)) == Known::Nothing && !resources.contains_key(&**name)
+        });
         removed.extend(never_told.map(|name| name.to_string()));
         changes.removed = removed.into_iter().collect();
         changes
@@ -565,7 +557,10 @@ impl Subscription {
         let mut due = Vec::new();
         let mut total = 0;
         for (name, resource) in candidates {
-            if !self.in_scope(name, Some(resource)) || !self.stale_in_scope(name, resource) {
+            // One look in the id table per name: it says both whether the name is in scope
+            // and whether it is flagged. Through the wildcard, neither question arises.
+            let flag = if self.wildcard && !resource.named_only { Some(false) } else { self.subscribed.flag(name) };
+            if flag.is_none() || self.known_given(name, || flag) == Known::Held(resource.hash) {
                 continue;
             }
             due.push((name.clone(), resource.clone()));
