@@ -375,7 +375,11 @@ impl StreamState {
                 // The walk looked no further than its last name: the part ends there, or the
                 // cursor would pass names nobody looked at. What is cut, it finds again.
                 let looked_upto = next.last().filter(|_| stopped).map(|(name, _)| name.clone());
-                changes.updated = merge_by_name(std::mem::take(&mut changes.updated), next);
+                // Names answered by name and names walked to, in name order, each once (both
+                // lists take a name's resource from the same snapshot).
+                changes.updated.extend(next);
+                changes.updated.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                changes.updated.dedup_by(|a, b| a.0 == b.0);
                 if let Some(last) = looked_upto {
                     let end = changes.updated.partition_point(|(name, _)| *name <= last);
                     changes.updated.truncate(end);
@@ -473,26 +477,6 @@ pub fn kept_node(mut node: Node, max: usize) -> Result<Node, Refusal> {
         return Err(Refusal::limit("node_bytes", "max-node-bytes", what));
     }
     Ok(node)
-}
-
-/// Two lists in name order as one, each name once.
-fn merge_by_name<T>(a: Vec<(Arc<str>, T)>, b: Vec<(Arc<str>, T)>) -> Vec<(Arc<str>, T)> {
-    let mut merged = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x.0 == y.0 => {
-                b.next();
-                a.next()
-            }
-            (Some(x), Some(y)) if x.0 < y.0 => a.next(),
-            (_, Some(_)) => b.next(),
-            (Some(_), None) => a.next(),
-            (None, None) => break,
-        };
-        merged.extend(next);
-    }
-    merged
 }
 
 /// Keeps the first resources up to `limit` bytes; returns the names left out.
