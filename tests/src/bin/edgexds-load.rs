@@ -338,13 +338,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The value of an unlabelled series in a Prometheus text exposition.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The server's push-latency histogram so far: its sum in seconds and its count.
 async fn push_latency_totals(admin: u16) -> Option<(f64, f64)> {
     let reply = edgexds_tests::http::get(&format!("http://127.0.0.1:{admin}/metrics")).await.ok()?;
-    let value = |name: &str| {
-        reply.body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-    };
-    Some((value("edgexds_push_latency_seconds_sum")?, value("edgexds_push_latency_seconds_count")?))
+    Some((
+        metric(&reply.body, "edgexds_push_latency_seconds_sum")?,
+        metric(&reply.body, "edgexds_push_latency_seconds_count")?,
+    ))
 }
 
 /// CPU seconds used, peak RSS and current RSS (KiB) of a process, from /proc.
@@ -522,9 +527,10 @@ async fn main() -> Result<()> {
     if let Some(admin) = admin {
         let metrics = format!("http://127.0.0.1:{admin}/metrics");
         for _ in 0..500 {
-            let open = edgexds_tests::http::get(&metrics).await.ok().and_then(|reply| {
-                reply.body.lines().find_map(|l| l.strip_prefix("edgexds_xds_connections ")?.trim().parse::<f64>().ok())
-            });
+            let open = edgexds_tests::http::get(&metrics)
+                .await
+                .ok()
+                .and_then(|reply| metric(&reply.body, "edgexds_xds_connections"));
             if open == Some(0.0) {
                 break;
             }
