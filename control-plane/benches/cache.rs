@@ -32,7 +32,7 @@ fn snapshot(previous: Option<&Snapshot>, variant: u8) -> Snapshot {
 fn streams(count: usize, snapshot: &Snapshot) -> Vec<StreamState> {
     (0..count)
         .map(|s| {
-            let mut stream = StreamState::new(StreamKind::Aggregated);
+            let mut stream = StreamState::new(StreamKind::Aggregated, edgexds::port::Limits::default());
             let names = (s % STRIDE..RESOURCES).step_by(STRIDE).map(name).collect();
             let request = DeltaDiscoveryRequest {
                 type_url: ResourceType::ClusterLoadAssignment.type_url().into(),

@@ -18,6 +18,9 @@ pub use tokens::TokenReviewer;
 
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+
 /// What the xDS port asks of a client: TLS (when configured) and authentication.
 #[derive(Clone)]
 pub struct Security {
@@ -32,4 +35,38 @@ impl Security {
     pub fn open() -> Self {
         Self { tls: None, auth: Authenticator::open(), admin_identities: Vec::new() }
     }
+}
+
+/// What the xDS port's security is made from.
+pub struct AuthContext {
+    pub tls: Option<TlsSettings>,
+    pub modes: AuthModes,
+    /// The audiences a ServiceAccount token must be for.
+    pub token_audiences: Vec<String>,
+    /// Who may read every proxy's state (CSDS).
+    pub admin_identities: Vec<String>,
+    /// The client TokenReviews go through; without one, the in-cluster or kubeconfig one.
+    pub review_client: Option<kube::Client>,
+    pub metrics: metrics::AuthMetrics,
+    pub shutdown: Shutdown,
+}
+
+/// Loads TLS (watched for rotation until shutdown) and sets up the authenticator; a token
+/// reviewer needs a Kubernetes client.
+pub async fn start(context: AuthContext) -> Result<Security> {
+    let AuthContext { tls, modes, token_audiences, admin_identities, review_client, metrics, shutdown } = context;
+    let tls = match tls {
+        Some(settings) => Some(ServerTls::start(settings, metrics.clone(), shutdown).map_err(Error::Tls)?),
+        None => None,
+    };
+    let tokens = if modes.token {
+        let client = match review_client {
+            Some(client) => client,
+            None => kube::Client::try_default().await.map_err(Error::KubeConfig)?,
+        };
+        Some(TokenReviewer::new(client, token_audiences, metrics.clone()))
+    } else {
+        None
+    };
+    Ok(Security { tls, auth: Authenticator::new(modes, tokens, metrics), admin_identities })
 }

@@ -11,16 +11,18 @@ pub enum Error {
     ManifestDir { path: PathBuf, source: std::io::Error },
     #[error("cannot watch {path}: {source}")]
     Watch { path: PathBuf, source: notify::Error },
-    #[error("admin server failed: {0}")]
-    Admin(std::io::Error),
+    #[error("{what} failed: {source}")]
+    Serve { what: &'static str, source: std::io::Error },
     #[error("no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
     KubeConfig(#[source] kube::Error),
     #[error("xDS TLS: {0}")]
     Tls(String),
     #[error("{0}")]
     Config(String),
-    #[error("background task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("{0} stopped unexpectedly")]
+    Ended(&'static str),
+    #[error("{what} failed: {source}")]
+    Task { what: &'static str, source: tokio::task::JoinError },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,6 +4,9 @@
 //!
 //! Pure parts (targets, assignment, specifiers, verdicts) are apart from the
 //! stateful [`HdsHub`] and the gRPC stream that feeds it.
+//!
+//! Imports: port (the limits a checker's stream is under), auth (who may check), pipeline
+//! (the models it schedules from).
 
 mod assign;
 mod hub;
@@ -13,13 +16,17 @@ mod service;
 mod specifier;
 mod targets;
 
-use crate::auth::Access;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Access;
+use crate::pipeline::ModelReceiver;
+use crate::shutdown::{Shutdown, Task};
 
 pub use assign::{Assignment, Checker, CheckerId, assign};
 pub use hub::{HdsHub, HubView, run};
 pub use reports::{ReportBook, Verdict};
-pub use service::HdsServer;
+pub use service::{CheckerStream, HdsServer};
 pub use specifier::specifier_for;
 pub use targets::{EndpointKey, Group, Target, targets};
 
@@ -47,4 +54,27 @@ impl Default for HdsConfig {
             max_unhealthy_percent: 50,
         }
     }
+}
+
+/// What HDS needs to run.
+pub struct HdsContext {
+    pub config: HdsConfig,
+    pub metrics: metrics::HdsMetrics,
+    /// The models whose endpoints it schedules checks for.
+    pub models: ModelReceiver,
+    pub shutdown: Shutdown,
+}
+
+/// Starts the hub that schedules checks and judges reports; its checkers connect through
+/// [`HdsServer`] on the xDS port.
+pub fn spawn(context: HdsContext) -> (Arc<HdsHub>, Task) {
+    let hub = HdsHub::new(context.config, context.metrics);
+    let task = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            run(hub, context.models, context.shutdown).await;
+            Ok(())
+        }
+    });
+    (hub, task)
 }

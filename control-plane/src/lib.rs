@@ -3,9 +3,10 @@
 //! Data flows one way: a source ([`manifests`] or [`kubernetes`]) fills a
 //! [`model::SourceState`]; [`model::resolve`] turns it into a [`model::Model`];
 //! [`translate`] turns that into Envoy resources; [`cache`] versions them; and
-//! [`xds`] streams them to Envoys over delta xDS. [`hds`] runs active checks,
-//! [`ops`] serves the admin port, metrics, logs and the CLI, and [`serve`] wires
-//! everything together. The core (`model`, `translate`, `cache`) imports nothing
+//! [`xds`] streams them to Envoys over delta and state-of-the-world xDS, behind the
+//! [`port`] that bounds and authenticates (with [`auth`]) every client. [`hds`] runs
+//! active checks, [`ops`] serves the admin port, metrics, logs and proxy-status, and
+//! [`serve`] wires everything together. The core (`model`, `translate`, `cache`) imports nothing
 //! from the edges; a test keeps it so.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod hds;
 pub mod kubernetes;
 pub mod manifests;
 pub mod ops;
+pub mod port;
 pub mod xds;
 
 // Wiring and shared plumbing.

@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use edgexds::ops::cli::{Cli, Command};
+use cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,6 +23,10 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Limits => {
+            print!("{}", edgexds::port::limits::markdown_table());
+            ExitCode::SUCCESS
+        }
         Command::Crd => {
             print!("{}", edgexds::kubernetes::crd::crd_yaml());
             ExitCode::SUCCESS

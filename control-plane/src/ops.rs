@@ -1,8 +1,9 @@
-//! Operating edgexds: the admin server, the metrics registry, logging, the command
-//! line, and the proxy-status view.
+//! Operating edgexds: the admin and debug servers, the metrics registry, logging, and the
+//! proxy-status view.
+//!
+//! Imports: xds (the proxies' views), hds (its view), pipeline (the models).
 
 pub mod admin;
-pub mod cli;
 pub mod metrics;
 pub mod proxy_status;
 pub mod telemetry;

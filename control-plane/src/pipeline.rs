@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::cache::{Encoded, ResourceType, Snapshot, SnapshotCache};
 use crate::histograms;
 use crate::model::{CheckVerdicts, Model, SourceState, resolve};
+use crate::shutdown::{Shutdown, Task};
 use crate::translate::{self, TranslateOptions};
 
 /// The pipeline's own metrics.
@@ -67,8 +68,6 @@ pub struct KindLabel {
 #[derive(Clone)]
 pub struct SourceMetrics {
     events: Family<KindLabel, Counter>,
-    /// Scans of the manifests directory (none while nothing changes).
-    pub manifest_scans: Counter,
 }
 
 impl Default for SourceMetrics {
@@ -80,13 +79,8 @@ impl Default for SourceMetrics {
 
 impl SourceMetrics {
     pub fn register(root: &mut Registry) -> Self {
-        let metrics = Self { events: Family::default(), manifest_scans: Counter::default() };
+        let metrics = Self { events: Family::default() };
         root.register("source_events", "Changes seen from the source", metrics.events.clone());
-        root.register(
-            "manifest_scans",
-            "Scans of the manifests directory (none while nothing changes)",
-            metrics.manifest_scans.clone(),
-        );
         metrics
     }
 
@@ -99,6 +93,9 @@ impl SourceMetrics {
 /// What a source publishes: its whole current state, `None` until its first full one.
 pub type StateSender = watch::Sender<Option<Arc<SourceState>>>;
 pub type StateReceiver = watch::Receiver<Option<Arc<SourceState>>>;
+/// Each resolved model, once per source change (verdicts are not in it); `None` before the first.
+pub type ModelSender = watch::Sender<Option<Arc<Model>>>;
+pub type ModelReceiver = watch::Receiver<Option<Arc<Model>>>;
 
 /// However busy the source, a change is published at most this long after it was seen.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
@@ -134,19 +131,31 @@ pub fn build_snapshot(
 /// Active-check verdicts, when HDS is on.
 pub type VerdictReceiver = watch::Receiver<Arc<CheckVerdicts>>;
 
-/// Runs until the source closes or `shutdown` fires; `models` receives each resolved model
-/// (once per source change: verdicts are not in it). A change of `verdicts` alone is
-/// debounced like a source change and re-translates only the clusters it flips.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    config: PipelineConfig,
-    mut states: StateReceiver,
-    mut verdicts: Option<VerdictReceiver>,
-    cache: Arc<SnapshotCache>,
-    models: watch::Sender<Option<Arc<Model>>>,
-    metrics: PipelineMetrics,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// What the pipeline reads, and where it publishes.
+pub struct PipelineContext {
+    pub config: PipelineConfig,
+    pub states: StateReceiver,
+    /// Active-check verdicts, when HDS is on.
+    pub verdicts: Option<VerdictReceiver>,
+    pub cache: Arc<SnapshotCache>,
+    pub models: ModelSender,
+    pub metrics: PipelineMetrics,
+    pub shutdown: Shutdown,
+}
+
+/// Starts the pipeline: it runs until the source closes or shutdown is requested.
+pub fn spawn(context: PipelineContext) -> Task {
+    tokio::spawn(async move {
+        run(context).await;
+        Ok(())
+    })
+}
+
+/// Publishes a snapshot per (debounced) source change, and sends each resolved model to
+/// `models`. A change of `verdicts` alone is debounced like a source change and
+/// re-translates only the clusters it flips.
+async fn run(context: PipelineContext) {
+    let PipelineContext { config, mut states, mut verdicts, cache, models, metrics, mut shutdown } = context;
     let mut reported = Model::default();
     // A state may already be waiting; otherwise wait for the first one.
     let mut pending = states.borrow_and_update().is_some();

@@ -1,4 +1,6 @@
-//! Wires a source, the pipeline, the cache, the xDS server and the admin server together.
+//! Wires a source, the pipeline, the cache, the xDS port and the admin servers together.
+//! Each subsystem starts from its own `spawn`, given a context that names what it needs;
+//! this file only decides what goes where.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,28 +8,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
-use crate::auth::metrics::AuthMetrics;
-use crate::auth::{Access, AuthModes, Authenticator, Security, ServerTls, TlsSettings, TokenReviewer};
+use crate::auth::{self, AuthModes, Security, TlsSettings};
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
-use crate::hds::metrics::HdsMetrics;
 use crate::hds::{self, HdsConfig, HdsHub, HdsServer};
-use crate::kubernetes::metrics::KubeMetrics;
-use crate::kubernetes::status_writer;
-use crate::kubernetes::watch::KubernetesConfig;
-use crate::model::Model;
-use crate::ops::admin::AdminState;
+use crate::kubernetes::{self, KubernetesConfig};
+use crate::manifests;
+use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::MetricsRegistry;
-use crate::pipeline::{self, PipelineConfig};
-use crate::pipeline::{PipelineMetrics, SourceMetrics};
-use crate::xds::{ClientStatus, ProxyRegistry, XdsLimits, XdsMetrics, XdsServer};
+use crate::pipeline::{self, PipelineConfig, PipelineMetrics, SourceMetrics};
+use crate::port::{self, Limits, PortMetrics};
+use crate::shutdown::{Shutdown, Task};
+use crate::xds::{ClientStatus, ProxyRegistry, StreamEnv, XdsMetrics, XdsServer};
 
 /// Streams and connections get this long to close after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -37,16 +35,55 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum Source {
     /// A directory of manifests, watched for changes.
     Manifests(PathBuf),
-    /// The Kubernetes API. Without a client, the in-cluster or kubeconfig one is used.
-    Kubernetes { client: Option<kube::Client>, namespaces: Vec<String>, service_selector: Option<String> },
+    /// The Kubernetes API.
+    Kubernetes(KubernetesSource),
+}
+
+/// What to watch in the Kubernetes API, and through which client.
+#[derive(Clone, Default)]
+pub struct KubernetesSource {
+    /// Without a client, the in-cluster or kubeconfig one is used.
+    pub client: Option<kube::Client>,
+    pub namespaces: Vec<String>,
+    pub service_selector: Option<String>,
 }
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Manifests(dir) => write!(f, "manifests {}", dir.display()),
-            Source::Kubernetes { namespaces, service_selector, .. } => {
-                write!(f, "kubernetes namespaces={namespaces:?} selector={service_selector:?}")
+            Source::Kubernetes(k) => {
+                write!(f, "kubernetes namespaces={:?} selector={:?}", k.namespaces, k.service_selector)
+            }
+        }
+    }
+}
+
+/// A source with everything it needs to run: checked, and with its client.
+enum Resolved {
+    Manifests(PathBuf),
+    Kubernetes(KubernetesConfig),
+}
+
+impl Source {
+    async fn resolve(self) -> Result<Resolved> {
+        match self {
+            Source::Manifests(dir) if !dir.is_dir() => Err(Error::ManifestDir {
+                path: dir,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            }),
+            Source::Manifests(dir) => Ok(Resolved::Manifests(dir)),
+            Source::Kubernetes(source) => {
+                let client = match source.client {
+                    Some(client) => client,
+                    None => kube::Client::try_default().await.map_err(Error::KubeConfig)?,
+                };
+                let namespaces = source.namespaces;
+                Ok(Resolved::Kubernetes(KubernetesConfig {
+                    client,
+                    namespaces,
+                    service_selector: source.service_selector,
+                }))
             }
         }
     }
@@ -64,7 +101,7 @@ pub struct ServeConfig {
     /// Used when `pipeline.translate.active_health_checks` is `hds` or `both`.
     pub hds: HdsConfig,
     /// What one client may cost on the xDS port.
-    pub xds_limits: XdsLimits,
+    pub limits: Limits,
     /// TLS and client authentication on the xDS port.
     pub xds_security: XdsSecurity,
 }
@@ -119,118 +156,149 @@ pub struct Running {
     pub metrics: Arc<MetricsRegistry>,
     pub xds_metrics: Arc<XdsMetrics>,
     pub proxies: Arc<ProxyRegistry>,
-    pub models: watch::Receiver<Option<Arc<Model>>>,
+    pub models: crate::pipeline::ModelReceiver,
     /// Present when HDS is on.
     pub hds: Option<Arc<HdsHub>>,
     shutdown: watch::Sender<bool>,
-    tasks: JoinSet<Result<()>>,
+    tasks: Vec<(&'static str, Task)>,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
+/// The three listening sockets, bound before anything starts so a taken port fails at once.
+struct Bound {
+    xds: TcpListener,
+    admin: TcpListener,
+    debug: TcpListener,
 }
 
-/// Binds both ports and starts every task; serving begins once the source's first state is translated.
+impl Bound {
+    async fn bind(config: &ServeConfig) -> Result<Self> {
+        async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+            TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
+        }
+        Ok(Self {
+            xds: bind("xDS gRPC server", config.xds_addr).await?,
+            admin: bind("admin server", config.admin_addr).await?,
+            debug: bind("debug server", config.debug_addr).await?,
+        })
+    }
+}
+
+fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|source| Error::Serve { what, source })
+}
+
+/// Binds every port and starts every subsystem; serving begins once the source's first
+/// state is translated.
 pub async fn start(config: ServeConfig) -> Result<Running> {
     config.xds_security.check()?;
-    let kube_client = match &config.source {
-        Source::Manifests(dir) if !dir.is_dir() => {
-            return Err(Error::ManifestDir {
-                path: dir.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
-            });
-        }
-        Source::Manifests(_) => None,
-        Source::Kubernetes { client: Some(client), .. } => Some(client.clone()),
-        Source::Kubernetes { client: None, .. } => Some(kube::Client::try_default().await.map_err(Error::KubeConfig)?),
-    };
-    let xds_listener = bind("xDS gRPC server", config.xds_addr).await?;
-    let admin_listener = bind("admin server", config.admin_addr).await?;
-    let debug_listener = bind("debug server", config.debug_addr).await?;
-    let xds_addr = xds_listener.local_addr().map_err(Error::Admin)?;
-    let admin_addr = admin_listener.local_addr().map_err(Error::Admin)?;
-    let debug_addr = debug_listener.local_addr().map_err(Error::Admin)?;
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let source = config.source.clone().resolve().await?;
+    let bound = Bound::bind(&config).await?;
+    let (xds_addr, admin_addr, debug_addr) = (
+        local_addr("xDS gRPC server", &bound.xds)?,
+        local_addr("admin server", &bound.admin)?,
+        local_addr("debug server", &bound.debug)?,
+    );
+    let (shutdown_tx, shutdown) = watch::channel(false);
     let cache = Arc::new(SnapshotCache::default());
     // Each subsystem registers its own metrics; the registry is sealed before serving.
     let mut registry = MetricsRegistry::root();
+    let port_metrics = PortMetrics::register(&mut registry);
     let xds_metrics = Arc::new(XdsMetrics::register(&mut registry));
-    let hds_metrics = HdsMetrics::register(&mut registry);
     let source_metrics = SourceMetrics::register(&mut registry);
-    let kube_metrics = matches!(config.source, Source::Kubernetes { .. }).then(|| KubeMetrics::register(&mut registry));
     let pipeline_metrics = PipelineMetrics::register(&mut registry);
+    let hds_metrics = hds::metrics::HdsMetrics::register(&mut registry);
+    let kube_metrics =
+        matches!(source, Resolved::Kubernetes(_)).then(|| kubernetes::metrics::KubeMetrics::register(&mut registry));
+    let manifest_metrics =
+        matches!(source, Resolved::Manifests(_)).then(|| manifests::ManifestMetrics::register(&mut registry));
     let secured = config.xds_security.auth.any() || config.xds_security.tls.is_some();
-    let auth_metrics = secured.then(|| AuthMetrics::register(&mut registry));
+    let auth_metrics = secured.then(|| auth::metrics::AuthMetrics::register(&mut registry));
     let metrics = Arc::new(MetricsRegistry::new(registry));
+
     let proxies = Arc::new(ProxyRegistry::default());
     let (states, states_rx) = watch::channel(None);
     let (models, models_rx) = watch::channel(None);
-    let mut tasks = JoinSet::new();
-    if config.pipeline.translate.active_health_checks.uses_hds()
-        && config.hds.checkers.enforced
-        && config.hds.checkers.identities.is_empty()
-    {
+    let mut tasks = Vec::new();
+
+    let uses_hds = config.pipeline.translate.active_health_checks.uses_hds();
+    if uses_hds && config.hds.checkers.enforced && config.hds.checkers.identities.is_empty() {
         warn!(
             "clients authenticate but --hds-checker-identities is empty: no checker may connect, and HDS checks nothing"
         );
     }
-    let hds = config.pipeline.translate.active_health_checks.uses_hds().then(|| {
-        let hub = HdsHub::new(config.hds, hds_metrics);
-        tasks.spawn(hds::run(hub.clone(), models_rx.clone(), shutdown_rx.clone()).map(Ok));
+    let hds = uses_hds.then(|| {
+        let (hub, task) = hds::spawn(hds::HdsContext {
+            config: config.hds.clone(),
+            metrics: hds_metrics,
+            models: models_rx.clone(),
+            shutdown: shutdown.clone(),
+        });
+        tasks.push(("HDS", task));
         hub
     });
+    let verdicts = || hds.as_ref().map(|hub| hub.verdicts());
 
-    match (&config.source, kube_client.clone()) {
-        (Source::Kubernetes { namespaces, service_selector, .. }, Some(client)) => {
-            let kube = KubernetesConfig {
-                client: client.clone(),
-                namespaces: namespaces.clone(),
-                service_selector: service_selector.clone(),
-            };
-            let (statuses, statuses_rx) = watch::channel(Default::default());
-            let kube_metrics = kube_metrics.unwrap_or_default();
-            let watch_metrics = kube_metrics.clone();
-            tasks.spawn(crate::kubernetes::watch::run(
-                kube,
-                states,
-                statuses,
-                source_metrics,
-                watch_metrics,
-                shutdown_rx.clone(),
-            ));
-            let (models, shutdown) = (models_rx.clone(), shutdown_rx.clone());
-            let verdicts = hds.as_ref().map(|hub| hub.verdicts());
-            tasks.spawn(async move {
-                status_writer::run(client, models, verdicts, statuses_rx, kube_metrics, shutdown).await;
-                Ok(())
-            });
-        }
-        (Source::Manifests(dir), _) => {
-            tasks.spawn(crate::manifests::dir::run(dir.clone(), states, source_metrics, shutdown_rx.clone()));
-        }
-        (Source::Kubernetes { .. }, None) => unreachable!("a Kubernetes source always has a client here"),
-    }
-    tasks.spawn({
-        let cache = cache.clone();
-        let shutdown = shutdown_rx.clone();
-        let metrics = pipeline_metrics;
-        let verdicts = hds.as_ref().map(|hub| hub.verdicts());
-        async move {
-            pipeline::run(config.pipeline, states_rx, verdicts, cache, models, metrics, shutdown).await;
-            Ok(())
-        }
-    });
-    let checkers = hds.clone().map(|hub| HdsServer::new(hub, shutdown_rx.clone()).with_limits(config.xds_limits));
-    let security = security(&config.xds_security, kube_client.clone(), auth_metrics, shutdown_rx.clone()).await?;
-    tasks.spawn(serve_xds(
-        xds_listener,
-        cache.clone(),
-        (xds_metrics.clone(), proxies.clone()),
-        checkers,
-        (config.xds_limits, security),
-        shutdown_rx.clone(),
+    let review_client = match &source {
+        Resolved::Kubernetes(kube) => Some(kube.client.clone()),
+        Resolved::Manifests(_) => config.xds_security.review_client.clone(),
+    };
+    let source_task = match source {
+        Resolved::Manifests(dir) => manifests::spawn(manifests::ManifestsContext {
+            dir,
+            states,
+            metrics: source_metrics,
+            scans: manifest_metrics.unwrap_or_default(),
+            shutdown: shutdown.clone(),
+        }),
+        Resolved::Kubernetes(kube) => kubernetes::spawn(kubernetes::KubernetesContext {
+            config: kube,
+            states,
+            models: models_rx.clone(),
+            verdicts: verdicts(),
+            source_metrics,
+            metrics: kube_metrics.unwrap_or_default(),
+            shutdown: shutdown.clone(),
+        }),
+    };
+    tasks.push(("source", source_task));
+    tasks.push((
+        "pipeline",
+        pipeline::spawn(pipeline::PipelineContext {
+            config: config.pipeline.clone(),
+            states: states_rx,
+            verdicts: verdicts(),
+            cache: cache.clone(),
+            models,
+            metrics: pipeline_metrics,
+            shutdown: shutdown.clone(),
+        }),
     ));
+
+    let security = auth::start(auth::AuthContext {
+        tls: config.xds_security.tls.clone(),
+        modes: config.xds_security.auth,
+        token_audiences: config.xds_security.token_audiences.clone(),
+        admin_identities: config.xds_security.admin_identities.clone(),
+        review_client,
+        metrics: auth_metrics.unwrap_or_default(),
+        shutdown: shutdown.clone(),
+    })
+    .await?;
+    tasks.push((
+        "xDS port",
+        spawn_port(XdsPort {
+            listener: bound.xds,
+            cache: cache.clone(),
+            xds_metrics: xds_metrics.clone(),
+            port_metrics,
+            proxies: proxies.clone(),
+            hds: hds.clone(),
+            limits: config.limits,
+            security,
+            shutdown: shutdown.clone(),
+        }),
+    ));
+
     let admin = AdminState {
         cache: cache.clone(),
         metrics: metrics.clone(),
@@ -238,8 +306,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         models: models_rx.clone(),
         hds: hds.clone(),
     };
-    tasks.spawn(serve_http(debug_listener, crate::ops::admin::debug_router(admin.clone()), shutdown_rx.clone()));
-    tasks.spawn(serve_http(admin_listener, crate::ops::admin::router(admin), shutdown_rx));
+    tasks.push((
+        "debug server",
+        admin::spawn("debug server", bound.debug, admin::debug_router(admin.clone()), shutdown.clone()),
+    ));
+    tasks.push(("admin server", admin::spawn("admin server", bound.admin, admin::router(admin), shutdown)));
     info!(%xds_addr, %admin_addr, %debug_addr, source = ?config.source, "edgexds started");
     Ok(Running {
         xds_addr,
@@ -251,89 +322,92 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         proxies,
         models: models_rx,
         hds,
-        shutdown,
+        shutdown: shutdown_tx,
         tasks,
     })
 }
 
 impl Running {
-    /// Runs until `stop` resolves or a task fails, then shuts everything down.
+    /// Runs until `stop` resolves or a subsystem fails, then shuts everything down.
     pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> Result<()> {
+        let names: Vec<&'static str> = self.tasks.iter().map(|(name, _)| *name).collect();
+        let ended = futures::future::select_all(self.tasks.iter_mut().map(|(_, task)| task));
         let outcome = tokio::select! {
             () = stop => Ok(()),
-            Some(done) = self.tasks.join_next() => done.map_err(Error::from).and_then(|r| r),
+            (done, index, _) = ended => {
+                let what = names[index];
+                match done {
+                    Ok(Ok(())) => Err(Error::Ended(what)),
+                    Ok(Err(error)) => Err(error),
+                    Err(panicked) => Err(Error::Task { what, source: panicked }),
+                }
+            }
         };
         self.stop().await;
         outcome
     }
 
-    /// Closes every stream with a status and waits (bounded) for tasks to end.
+    /// Closes every stream with a status and waits (bounded) for every subsystem to end.
     pub async fn stop(&mut self) {
         self.shutdown.send_replace(true);
-        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        let drain = async {
+            for (_, task) in &mut self.tasks {
+                // One that ended already was awaited by `run_until`.
+                if !task.is_finished() {
+                    let _ = task.await;
+                }
+            }
+        };
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             warn!("shutdown grace period over; aborting remaining tasks");
-            self.tasks.abort_all();
+            for (_, task) in &self.tasks {
+                task.abort();
+            }
         }
         info!("edgexds stopped");
     }
 }
 
-/// TLS from its files (watched for rotation) and the authenticator; a token reviewer needs a
-/// Kubernetes client, which the manifests source otherwise does without.
-async fn security(
-    config: &XdsSecurity,
-    kube_client: Option<kube::Client>,
-    metrics: Option<AuthMetrics>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Security> {
-    let metrics = metrics.unwrap_or_default();
-    let tls = match &config.tls {
-        Some(settings) => Some(ServerTls::start(settings.clone(), metrics.clone(), shutdown).map_err(Error::Tls)?),
-        None => None,
-    };
-    let tokens = if config.auth.token {
-        let client = match kube_client.or_else(|| config.review_client.clone()) {
-            Some(client) => client,
-            None => kube::Client::try_default().await.map_err(Error::KubeConfig)?,
-        };
-        Some(TokenReviewer::new(client, config.token_audiences.clone(), metrics.clone()))
-    } else {
-        None
-    };
-    Ok(Security {
-        tls,
-        auth: Authenticator::new(config.auth, tokens, metrics),
-        admin_identities: config.admin_identities.clone(),
-    })
-}
-
-async fn serve_xds(
+/// Everything the xDS port serves, and what it needs to serve it.
+struct XdsPort {
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
-    (metrics, proxies): (Arc<XdsMetrics>, Arc<ProxyRegistry>),
-    checkers: Option<HdsServer>,
-    (limits, security): (XdsLimits, Security),
-    shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let xds = XdsServer::new(cache.clone(), shutdown.clone(), metrics.clone(), proxies.clone(), limits);
-    let admins = Access::new(security.auth.enforced(), security.admin_identities.clone());
-    let csds = ClientStatus::new(proxies, cache.clone()).with_limits(&limits, metrics.clone()).with_access(admins);
+    xds_metrics: Arc<XdsMetrics>,
+    port_metrics: PortMetrics,
+    proxies: Arc<ProxyRegistry>,
+    hds: Option<Arc<HdsHub>>,
+    limits: Limits,
+    security: Security,
+    shutdown: Shutdown,
+}
+
+/// Serves xDS, CSDS, HDS (when on) and gRPC health on the xDS port.
+fn spawn_port(port: XdsPort) -> Task {
+    let limit_hits = port.port_metrics.limit_hits.clone();
+    let env = StreamEnv::new(port.limits, port.xds_metrics, limit_hits.clone(), port.proxies.clone());
+    let xds = XdsServer::new(port.cache.clone(), port.shutdown.clone(), env);
+    let admins = auth::Access::new(port.security.auth.enforced(), port.security.admin_identities.clone());
+    let csds = ClientStatus::new(port.proxies, port.cache.clone())
+        .with_limits(port.limits, limit_hits.clone())
+        .with_access(admins);
     let (health, health_service) = tonic_health::server::health_reporter();
     // gRPC health turns SERVING with readiness, like /readyz.
-    let mut ready = crate::cache::SnapshotSource::subscribe(&*cache);
+    let mut ready = crate::cache::SnapshotSource::subscribe(&*port.cache);
     tokio::spawn(async move {
         if ready.wait_for(Option::is_some).await.is_ok() {
             health.set_service_status("", tonic_health::ServingStatus::Serving).await;
         }
     });
     let grpc = tonic::service::Routes::new(health_service).add_service(csds.server());
-    let grpc = match checkers {
-        Some(checkers) => grpc.add_service(checkers.server()),
+    let grpc = match port.hds {
+        Some(hub) => {
+            let checkers = HdsServer::new(hub, port.shutdown.clone()).with_limits(port.limits, limit_hits);
+            grpc.add_service(checkers.server())
+        }
         None => grpc,
     };
     let router = grpc.into_axum_router().merge(xds.router());
-    let incoming = TcpListenerStream::new(listener).filter_map(|accepted| async move {
+    let incoming = TcpListenerStream::new(port.listener).filter_map(|accepted| async move {
         let stream = match accepted {
             Ok(stream) => stream,
             Err(e) => {
@@ -347,17 +421,17 @@ async fn serve_xds(
         let peer = stream.peer_addr().ok().map(|a| a.ip());
         Some((stream, peer))
     });
-    crate::xds::listener::serve(Box::pin(incoming), router, shutdown, limits, metrics, security).await;
-    Ok(())
-}
-
-async fn serve_http(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            crate::shutdown::requested(&mut shutdown).await;
-        })
-        .await
-        .map_err(Error::Admin)
+    let serving = port::listener::Serving {
+        router,
+        limits: port.limits,
+        metrics: port.port_metrics,
+        security: port.security,
+        shutdown: port.shutdown,
+    };
+    tokio::spawn(async move {
+        serving.serve(Box::pin(incoming)).await;
+        Ok(())
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

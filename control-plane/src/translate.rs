@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 /// Who runs the active health checks a HealthProbe asks for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ActiveHealthChecks {
     /// Every sidecar probes every endpoint of its clusters (CDS `health_checks`).
     #[default]

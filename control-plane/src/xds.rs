@@ -1,14 +1,13 @@
-//! xDS over gRPC, delta and state of the world: the per-stream protocol state machine, the streams and their
-//! framing, the send budget and per-client limits, CSDS, and the view of connected
-//! proxies. It reads snapshots through `cache::SnapshotSource` and imports nothing
-//! from the other edges.
+//! xDS over gRPC, delta and state of the world: the per-stream protocol state machine, the
+//! streams and their framing, the send budget, CSDS, and the view of connected proxies. It
+//! reads snapshots through `cache::SnapshotSource`.
+//!
+//! Imports: port (the limits it enforces and counts), auth (who a stream's client is).
 
 mod budget;
 mod csds;
 pub mod grpc;
 mod kind;
-pub mod limits;
-pub mod listener;
 pub mod metrics;
 pub mod proxies;
 mod response_wire;
@@ -20,11 +19,10 @@ mod subscription;
 pub use budget::{SEND_BUDGET_BYTES, SendBudget};
 pub use csds::ClientStatus;
 pub use kind::{Flavour, StreamKind};
-pub use limits::XdsLimits;
 pub use metrics::XdsMetrics;
 pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use response_wire::EncodedResponse;
 pub use service::XdsServer;
 pub use stream::{StreamEnv, XdsRequest, run_stream};
-pub use stream_state::{Answer, MAX_RESPONSE_BYTES, Outgoing, StreamState, kept_node};
+pub use stream_state::{Answer, MAX_RESPONSE_BYTES, Outgoing, StreamState};
 pub use subscription::{Changes, Subscription, SubscriptionRequest};

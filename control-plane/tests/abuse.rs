@@ -3,19 +3,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
-use support::{CDS, EDS, Server, http_get, node, service, slice, subscriber};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use support::{EDS, Server, http_get, node, service, slice, subscriber};
 
 /// Writes `content` the way `(sleep 0.3; cat src) > file` does: truncate, wait, write in two halves.
 fn slow_rewrite(path: &Path, content: &str) {
@@ -118,156 +111,6 @@ async fn a_log_pipe_nobody_reads_never_stops_serving() {
     let first = tokio::time::timeout(Duration::from_secs(2), responses.recv()).await;
     assert!(first.is_ok(), "xDS still serves");
     assert!(server.metric("edgexds_log_lines_dropped_total") > 0.0, "dropped lines are counted");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_per_client_limit_answers_with_a_status_and_a_metric() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("web.yaml"), service("web", 80)).unwrap();
-    let flags = ["--max-connections-per-peer", "3", "--handshake-timeout", "1s", "--max-subscription-names", "100"];
-    let server = Server::start(dir.path(), &flags, Stdio::null());
-    let xds = server.xds;
-
-    // A node of megabytes.
-    let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}")).await.unwrap();
-    let big = Node { id: "x".repeat(1 << 20), ..Default::default() };
-    let request = DeltaDiscoveryRequest { type_url: CDS.into(), node: Some(big), ..Default::default() };
-    let status = ads.delta_aggregated_resources(futures::stream::iter([request])).await.unwrap().into_inner();
-    let status = first_error(status).await;
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
-    assert!(status.message().contains("--max-node-bytes"), "{status}");
-
-    // A subscription to more names than allowed.
-    let names = (0..101).map(|i| format!("c{i}")).collect();
-    let request = DeltaDiscoveryRequest { type_url: CDS.into(), resource_names_subscribe: names, ..Default::default() };
-    let stream = ads.delta_aggregated_resources(futures::stream::iter([request])).await.unwrap().into_inner();
-    let status = first_error(stream).await;
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
-    assert!(status.message().contains("--max-subscription-names"), "{status}");
-
-    // A connection that never sends the HTTP/2 preface is closed.
-    let mut silent = TcpStream::connect(xds).unwrap();
-    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let started = Instant::now();
-    // The server's SETTINGS frame may come first; then the close.
-    let read = silent.read_to_end(&mut Vec::new());
-    assert!(read.is_ok(), "closed by the server, not timed out: {read:?}");
-    assert!(started.elapsed() < Duration::from_secs(4), "after the 1 s handshake timeout");
-
-    // Connections past the per-peer limit get a status on their requests.
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap());
-    }
-    let extra = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
-    let request = DeltaDiscoveryRequest { type_url: CDS.into(), ..Default::default() };
-    let refused = AggregatedDiscoveryServiceClient::new(extra)
-        .delta_aggregated_resources(futures::stream::iter([request]))
-        .await
-        .map(|_| ())
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
-    assert!(refused.message().contains("--max-connections-per-peer"), "{refused}");
-
-    for limit in ["node_bytes", "subscription_names", "handshake_timeout", "connections_per_peer"] {
-        let series = format!("edgexds_limit_hits_total{{limit=\"{limit}\"}}");
-        assert!(server.metric(&series) >= 1.0, "{series} counted");
-    }
-    drop(ads);
-}
-
-async fn first_error(mut stream: tonic::Streaming<DeltaDiscoveryResponse>) -> tonic::Status {
-    loop {
-        match stream.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("stream ended without a status"),
-            Err(status) => return status,
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_stream_nack_and_csds_limits_hold_through_the_binary() {
-    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
-    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
-    use envoy_types::pb::google::rpc;
-
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("web.yaml"), service("web", 80)).unwrap();
-    let flags = [
-        "--max-streams-per-connection",
-        "2",
-        "--max-connections",
-        "3",
-        "--max-nack-message-bytes",
-        "16",
-        "--max-csds-response-bytes",
-        "64",
-    ];
-    let server = Server::start(dir.path(), &flags, Stdio::null());
-    let xds = server.xds;
-    let channel = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
-    let mut ads = AggregatedDiscoveryServiceClient::new(channel.clone());
-
-    // Two streams on one connection, each NACKing with a long message; a third is refused.
-    let mut open = Vec::new();
-    for index in 0..2 {
-        let (tx, rx) = mpsc::channel(4);
-        let request = DeltaDiscoveryRequest {
-            type_url: CDS.into(),
-            node: Some(node(&format!("nacker-{index}"))),
-            ..Default::default()
-        };
-        tx.send(request).await.unwrap();
-        let mut responses = ads.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
-        let first = responses.message().await.unwrap().unwrap();
-        let error_detail = Some(rpc::Status { code: 3, message: "x".repeat(100_000), details: vec![] });
-        let nack = DeltaDiscoveryRequest {
-            type_url: CDS.into(),
-            response_nonce: first.nonce,
-            error_detail,
-            ..Default::default()
-        };
-        tx.send(nack).await.unwrap();
-        open.push((tx, responses));
-    }
-    let third = ads.delta_aggregated_resources(futures::stream::pending::<DeltaDiscoveryRequest>()).await;
-    let status = match third {
-        Err(status) => status,
-        Ok(response) => first_error(response.into_inner()).await,
-    };
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
-    assert!(status.message().contains("--max-streams-per-connection"), "{status}");
-
-    server.wait_until("the NACKs are recorded", || {
-        http_get(server.debug, "/debug/proxies").is_some_and(|(_, body)| body.matches("NACKED").count() >= 2)
-    });
-    let (_, proxies) = http_get(server.debug, "/debug/proxies").unwrap();
-    assert!(proxies.contains("xxxxxxxxxxxxxxxx... [100000 bytes, cut]"), "{proxies}");
-    assert!(proxies.len() < 10_000, "the kept messages are cut: {} bytes", proxies.len());
-
-    // CSDS, on a second connection (the first has no stream left): the answer would be larger than 64 bytes.
-    let second = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
-    let mut csds = ClientStatusDiscoveryServiceClient::new(second);
-    let refused = csds.fetch_client_status(ClientStatusRequest::default()).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
-    assert!(refused.message().contains("--max-csds-response-bytes"), "{refused}");
-
-    // Connections: a third fits, the fourth is refused.
-    let _third = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
-    let fourth = Endpoint::from_shared(format!("http://{xds}")).unwrap().connect().await.unwrap();
-    let request = DeltaDiscoveryRequest { type_url: CDS.into(), ..Default::default() };
-    let refused = AggregatedDiscoveryServiceClient::new(fourth)
-        .delta_aggregated_resources(futures::stream::iter([request]))
-        .await
-        .map(|_| ())
-        .unwrap_err();
-    assert!(refused.message().contains("--max-connections"), "{refused}");
-
-    for limit in ["streams_per_connection", "nack_message_bytes", "csds_response_bytes", "connections"] {
-        let series = format!("edgexds_limit_hits_total{{limit=\"{limit}\"}}");
-        assert!(server.metric(&series) >= 1.0, "{series} counted");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 use edgexds::hds::HdsConfig;
 use edgexds::pipeline::PipelineConfig;
-use edgexds::serve::{Running, ServeConfig, Source, XdsSecurity, start};
+use edgexds::port::Limits;
+use edgexds::serve::{KubernetesSource, Running, ServeConfig, Source, XdsSecurity, start};
 use edgexds::translate::{ActiveHealthChecks, TranslateOptions};
-use edgexds::xds::XdsLimits;
 
 use crate::upstream::Upstream;
 
@@ -40,7 +40,7 @@ impl ControlPlane {
         translate: TranslateOptions,
         hds: HdsConfig,
     ) -> Result<Self> {
-        Self::start_limited(manifests, translate, hds, XdsLimits::default()).await
+        Self::start_limited(manifests, translate, hds, Limits::default()).await
     }
 
     /// Serving `manifests` with TLS and authentication on the xDS port.
@@ -83,7 +83,7 @@ impl ControlPlane {
             debug_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
             hds,
-            xds_limits: XdsLimits::default(),
+            limits: Limits::default(),
             xds_security: XdsSecurity::default(),
         })
     }
@@ -93,9 +93,9 @@ impl ControlPlane {
         manifests: tempfile::TempDir,
         translate: TranslateOptions,
         hds: HdsConfig,
-        xds_limits: XdsLimits,
+        limits: Limits,
     ) -> Result<Self> {
-        let config = ServeConfig { xds_limits, ..Self::config(&manifests, translate, hds)? };
+        let config = ServeConfig { limits, ..Self::config(&manifests, translate, hds)? };
         Ok(Self { running: start(config).await?, manifests })
     }
 
@@ -112,17 +112,17 @@ impl ControlPlane {
         hds: HdsConfig,
     ) -> Result<Running> {
         Ok(start(ServeConfig {
-            source: Source::Kubernetes {
+            source: Source::Kubernetes(KubernetesSource {
                 client: Some(client),
                 namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
                 service_selector: selector.map(str::to_owned),
-            },
+            }),
             xds_addr: "127.0.0.1:0".parse()?,
             admin_addr: "127.0.0.1:0".parse()?,
             debug_addr: "127.0.0.1:0".parse()?,
             pipeline: PipelineConfig { debounce: Duration::from_millis(100), translate },
             hds,
-            xds_limits: Default::default(),
+            limits: Default::default(),
             xds_security: Default::default(),
         })
         .await?)

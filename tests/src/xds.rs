@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgexds::cache::{Encoded, ResourceType, Snapshot, SnapshotCache};
-use edgexds::xds::{ProxyRegistry, XdsMetrics, XdsServer};
+use edgexds::port::listener::Serving;
+use edgexds::port::{Limits, PortMetrics};
+use edgexds::xds::{ProxyRegistry, StreamEnv, XdsMetrics, XdsServer};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -46,18 +48,19 @@ impl Harness {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connections, incoming) = mpsc::channel::<DuplexStream>(16);
         let (metrics, proxies) = (Arc::new(XdsMetrics::default()), Arc::new(ProxyRegistry::default()));
-        let limits = edgexds::xds::XdsLimits::default();
-        let xds = XdsServer::new(cache.clone(), shutdown_rx.clone(), metrics.clone(), proxies.clone(), limits);
-        // The same router and HTTP/2 settings as the real server, over in-process pipes.
+        let (limits, port_metrics) = (Limits::default(), PortMetrics::default());
+        let env = StreamEnv::new(limits, metrics.clone(), port_metrics.limit_hits.clone(), proxies.clone());
+        let xds = XdsServer::new(cache.clone(), shutdown_rx.clone(), env);
+        // The same router, port layers and HTTP/2 settings as the real server, over in-process pipes.
         let incoming = ReceiverStream::new(incoming).map(|io| (io, None));
-        tokio::spawn(edgexds::xds::listener::serve(
-            incoming,
-            xds.router(),
-            shutdown_rx,
+        let serving = Serving {
+            router: xds.router(),
             limits,
-            metrics.clone(),
-            edgexds::auth::Security::open(),
-        ));
+            metrics: port_metrics,
+            security: edgexds::auth::Security::open(),
+            shutdown: shutdown_rx,
+        };
+        tokio::spawn(serving.serve(incoming));
         Self { cache, shutdown, connections, metrics, proxies }
     }
 

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use edgexds::hds::HdsConfig;
+use edgexds::port::{Limit, Limits};
 use edgexds::translate::TranslateOptions;
 use edgexds::xds::StreamKind;
-use edgexds::xds::XdsLimits;
 use edgexds_tests::control_plane::{ControlPlane, web_probe, web_service, web_slice};
 use edgexds_tests::envoy::{Envoy, ROUTED_CLUSTER, lb_endpoints};
 use edgexds_tests::eventually;
@@ -44,7 +44,7 @@ async fn edit_latencies(cp: &ControlPlane, envoy: &Envoy, rounds: u32, offset: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_envoy_follows_edits_within_a_second_with_500_stuck_clients_connected() {
     let (one, two) = Upstream::pair("one", "two").await;
-    let limits = XdsLimits { max_connections_per_peer: 1000, ..XdsLimits::default() };
+    let limits = Limits::default().with(Limit::ConnectionsPerPeer, 1000);
     let cp = ControlPlane::start_limited(
         tempfile::tempdir().unwrap(),
         TranslateOptions::default(),

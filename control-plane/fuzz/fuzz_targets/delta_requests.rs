@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         Some(b) if b % 3 == 2 => StreamKind::Single(ResourceType::ClusterLoadAssignment),
         _ => StreamKind::Aggregated,
     };
-    let mut state = StreamState::new(kind);
+    let mut state = StreamState::new(kind, edgexds::port::Limits::default());
     // Length-prefixed requests: one byte of length, then the encoded request.
     let mut rest = data.get(1..).unwrap_or_default();
     let mut round = 0;

@@ -66,7 +66,8 @@ impl ServerTls {
                 .watch(&dir, RecursiveMode::NonRecursive)
                 .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
         }
-        tokio::spawn(reload_on_change(settings, sender, changed_rx, (watcher, metrics), shutdown));
+        let reloader = Reloader { settings, sender, changed: changed_rx, _watcher: watcher, metrics };
+        tokio::spawn(reloader.run(shutdown));
         Ok(Self { current })
     }
 
@@ -89,26 +90,42 @@ fn watched_dirs(settings: &TlsSettings) -> Vec<PathBuf> {
     dirs
 }
 
-async fn reload_on_change(
+/// Re-reads the files when their directories change, keeping the watcher alive while it runs.
+struct Reloader {
     settings: TlsSettings,
     sender: watch::Sender<Arc<ServerConfig>>,
-    mut changed: mpsc::Receiver<()>,
-    (_watcher, metrics): (notify::RecommendedWatcher, AuthMetrics),
-    mut shutdown: Shutdown,
+    changed: mpsc::Receiver<()>,
+    _watcher: notify::RecommendedWatcher,
+    metrics: AuthMetrics,
+}
+
+impl Reloader {
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let Self { settings, sender, changed, metrics, .. } = &mut self;
+        reload_on_change(settings, sender, changed, metrics, &mut shutdown).await;
+    }
+}
+
+async fn reload_on_change(
+    settings: &TlsSettings,
+    sender: &watch::Sender<Arc<ServerConfig>>,
+    changed: &mut mpsc::Receiver<()>,
+    metrics: &AuthMetrics,
+    shutdown: &mut Shutdown,
 ) {
-    let mut loaded = fingerprint(&settings);
+    let mut loaded = fingerprint(settings);
     loop {
         tokio::select! {
             Some(()) = changed.recv() => {}
-            () = shutdown::requested(&mut shutdown) => return,
+            () = shutdown::requested(shutdown) => return,
         }
         tokio::time::sleep(SETTLE).await;
         while changed.try_recv().is_ok() {}
-        let now = fingerprint(&settings);
+        let now = fingerprint(settings);
         if now == loaded {
             continue;
         }
-        match load(&settings) {
+        match load(settings) {
             Ok(config) => {
                 sender.send_replace(config);
                 loaded = now;

@@ -27,6 +27,8 @@ use super::specifier::specifier_for;
 use super::targets::{EndpointKey, Group, Target, targets};
 use crate::lock::lock;
 use crate::model::{CheckVerdicts, Model};
+use crate::pipeline::ModelReceiver;
+use crate::shutdown::Shutdown;
 
 #[path = "hub_view.rs"]
 mod view;
@@ -346,11 +348,7 @@ fn healthy(reported: &ReportedEndpoint) -> Option<bool> {
 }
 
 /// Feeds the hub new models and the passing of time until shutdown.
-pub async fn run(
-    hub: Arc<HdsHub>,
-    mut models: watch::Receiver<Option<Arc<Model>>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(hub: Arc<HdsHub>, mut models: ModelReceiver, mut shutdown: Shutdown) {
     let mut ticks = tokio::time::interval(hub.config.report_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut model = models.borrow_and_update().clone();

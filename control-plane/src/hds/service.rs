@@ -19,8 +19,8 @@ use tracing::{Instrument, debug, info};
 
 use super::hub::HdsHub;
 use crate::auth::Identity;
+use crate::port::{LimitHits, Limits, kept_node};
 use crate::shutdown::{self, Shutdown};
-use crate::xds::XdsLimits;
 use envoy_types::pb::envoy::config::core::v3::Node;
 
 type SpecifierStream = ReceiverStream<Result<HealthCheckSpecifier, Status>>;
@@ -29,21 +29,23 @@ type SpecifierStream = ReceiverStream<Result<HealthCheckSpecifier, Status>>;
 pub struct HdsServer {
     hub: Arc<HdsHub>,
     shutdown: Shutdown,
-    limits: XdsLimits,
+    limits: Limits,
+    limit_hits: LimitHits,
 }
 
 impl HdsServer {
     pub fn new(hub: Arc<HdsHub>, shutdown: Shutdown) -> Self {
-        Self { hub, shutdown, limits: XdsLimits::default() }
+        Self { hub, shutdown, limits: Limits::default(), limit_hits: LimitHits::default() }
     }
 
-    /// The xDS port's per-client limits apply to checkers too.
-    pub fn with_limits(self, limits: XdsLimits) -> Self {
-        Self { limits, ..self }
+    /// The xDS port's per-client limits apply to checkers too, and count where all do.
+    pub fn with_limits(self, limits: Limits, limit_hits: LimitHits) -> Self {
+        Self { limits, limit_hits, ..self }
     }
 
     pub fn server(&self) -> HealthDiscoveryServiceServer<Self> {
-        HealthDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(self.limits.max_request_bytes)
+        // The port's request layer bounds every message already (--max-request-bytes).
+        HealthDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(usize::MAX)
     }
 }
 
@@ -64,9 +66,14 @@ impl HealthDiscoveryService for HdsServer {
         // One slot: a checker that reads slowly only ever gets the latest schedule.
         let (tx, rx) = mpsc::channel(1);
         let span = tracing::info_span!("hds_stream", node = tracing::field::Empty);
-        let limits = (self.limits.max_node_bytes, identity);
-        let checker = run_checker(self.hub.clone(), request.into_inner(), tx, self.shutdown.clone(), limits);
-        tokio::spawn(checker.instrument(span));
+        let checker = CheckerStream {
+            hub: self.hub.clone(),
+            limits: self.limits,
+            limit_hits: self.limit_hits.clone(),
+            identity,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(checker.run(request.into_inner(), tx).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -90,79 +97,97 @@ impl Drop for Registration {
     }
 }
 
-pub async fn run_checker<S>(
-    hub: Arc<HdsHub>,
-    mut inbound: S,
-    outbound: mpsc::Sender<Result<HealthCheckSpecifier, Status>>,
-    mut shutdown: Shutdown,
-    (max_node_bytes, identity): (usize, Option<Identity>),
-) where
-    S: Stream<Item = Result<HealthCheckRequestOrEndpointHealthResponse, Status>> + Unpin,
-{
-    let first = tokio::select! {
-        first = first_request(&mut inbound) => first,
-        () = shutdown::requested(&mut shutdown) => Err(Status::unavailable("edgexds is shutting down")),
-    };
-    let request = match first {
-        Ok(request) => request,
-        Err(status) => {
-            let _ = outbound.send(Err(status)).await;
-            return;
-        }
-    };
-    // The same bound as on xDS streams: a checker's node is kept for the life of its stream.
-    let node = match crate::xds::kept_node(request.node.unwrap_or_default(), max_node_bytes) {
-        Ok(node) => node,
-        Err(refusal) => {
-            let _ = outbound.send(Err(refusal.status)).await;
-            return;
-        }
-    };
-    let node = match bind_node(node, identity.as_ref(), hub.access().enforced) {
-        Ok(node) => node,
-        Err(status) => {
-            let _ = outbound.send(Err(status)).await;
-            return;
-        }
-    };
-    tracing::Span::current().record("node", node.id.as_str());
-    let protocols = request.capability.map(|c| c.health_check_protocols).unwrap_or_default();
-    let supports = |p: Protocol| protocols.contains(&(p as i32));
-    let (id, mut schedule) = hub.connect(&node, supports(Protocol::Http), supports(Protocol::Tcp), Instant::now());
-    let _registration = Registration { hub: hub.clone(), id };
-    schedule.mark_changed();
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown::requested(&mut shutdown) => {
-                let _ = outbound.send(Err(Status::unavailable("edgexds is shutting down"))).await;
+/// One checker's stream: who it is, what it may cost, and the hub it reports to.
+pub struct CheckerStream {
+    pub hub: Arc<HdsHub>,
+    pub limits: Limits,
+    pub limit_hits: LimitHits,
+    /// Who the checker authenticated as, when it did.
+    pub identity: Option<Identity>,
+    pub shutdown: Shutdown,
+}
+
+impl CheckerStream {
+    /// Runs until the checker goes away, breaks protocol, or shutdown is requested.
+    pub async fn run<S>(self, mut inbound: S, outbound: mpsc::Sender<Result<HealthCheckSpecifier, Status>>)
+    where
+        S: Stream<Item = Result<HealthCheckRequestOrEndpointHealthResponse, Status>> + Unpin,
+    {
+        let Self { hub, limits, limit_hits, identity, mut shutdown } = self;
+        let first = tokio::select! {
+            first = first_request(&mut inbound) => first,
+            () = shutdown::requested(&mut shutdown) => Err(Status::unavailable("edgexds is shutting down")),
+        };
+        let request = match first {
+            Ok(request) => request,
+            Err(status) => {
+                let _ = outbound.send(Err(status)).await;
                 return;
             }
-            message = inbound.next() => match message {
-                None | Some(Err(_)) => {
-                    debug!("checker stream ended");
+        };
+        // The same bound as on xDS streams: a checker's node is kept for the life of its stream.
+        let node = match kept_node(request.node.unwrap_or_default(), &limits) {
+            Ok(node) => node,
+            Err(refusal) => {
+                if let Some(limit) = refusal.limit {
+                    limit_hits.hit(limit);
+                }
+                let _ = outbound.send(Err(refusal.status)).await;
+                return;
+            }
+        };
+        let node = match bind_node(node, identity.as_ref(), hub.access().enforced) {
+            Ok(node) => node,
+            Err(status) => {
+                let _ = outbound.send(Err(status)).await;
+                return;
+            }
+        };
+        tracing::Span::current().record("node", node.id.as_str());
+        let protocols = request.capability.map(|c| c.health_check_protocols).unwrap_or_default();
+        let supports = |p: Protocol| protocols.contains(&(p as i32));
+        let (id, mut schedule) = hub.connect(&node, supports(Protocol::Http), supports(Protocol::Tcp), Instant::now());
+        let _registration = Registration { hub: hub.clone(), id };
+        schedule.mark_changed();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown::requested(&mut shutdown) => {
+                    let _ = outbound.send(Err(Status::unavailable("edgexds is shutting down"))).await;
                     return;
                 }
-                Some(Ok(message)) => match message.request_type {
-                    Some(RequestType::EndpointHealthResponse(report)) => hub.record(id, &report, Instant::now()),
-                    // Envoy re-announces only on a new stream; a repeat changes nothing.
-                    Some(RequestType::HealthCheckRequest(_)) => {}
+                message = inbound.next() => match message {
                     None => {
-                        let status = Status::invalid_argument("message carries neither health_check_request nor endpoint_health_response");
+                        debug!("checker stream ended");
+                        return;
+                    }
+                    // Refused by the port's request layer, or broken: the checker is told why.
+                    Some(Err(status)) => {
+                        debug!(%status, "checker stream failed");
                         let _ = outbound.send(Err(status)).await;
                         return;
                     }
+                    Some(Ok(message)) => match message.request_type {
+                        Some(RequestType::EndpointHealthResponse(report)) => hub.record(id, &report, Instant::now()),
+                        // Envoy re-announces only on a new stream; a repeat changes nothing.
+                        Some(RequestType::HealthCheckRequest(_)) => {}
+                        None => {
+                            let status = Status::invalid_argument("message carries neither health_check_request nor endpoint_health_response");
+                            let _ = outbound.send(Err(status)).await;
+                            return;
+                        }
+                    },
                 },
-            },
-            changed = schedule.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let specifier = schedule.borrow_and_update().clone();
-                if let Some(specifier) = specifier
-                    && outbound.send(Ok((*specifier).clone())).await.is_err()
-                {
-                    return;
+                changed = schedule.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let specifier = schedule.borrow_and_update().clone();
+                    if let Some(specifier) = specifier
+                        && outbound.send(Ok((*specifier).clone())).await.is_err()
+                    {
+                        return;
+                    }
                 }
             }
         }

@@ -20,8 +20,14 @@ fn open() -> Checker {
     let (requests, inbound) = mpsc::channel(4);
     let (outbound, responses) = mpsc::channel(1);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let max_node_bytes = crate::xds::XdsLimits::default().max_node_bytes;
-    tokio::spawn(run_checker(hub.clone(), ReceiverStream::new(inbound), outbound, shutdown_rx, (max_node_bytes, None)));
+    let checker = CheckerStream {
+        hub: hub.clone(),
+        limits: Limits::default(),
+        limit_hits: LimitHits::default(),
+        identity: None,
+        shutdown: shutdown_rx,
+    };
+    tokio::spawn(checker.run(ReceiverStream::new(inbound), outbound));
     Checker { requests, responses, shutdown, hub }
 }
 

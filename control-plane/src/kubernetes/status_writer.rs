@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use crate::kubernetes::crd::{HealthProbe, HealthProbeStatus};
 use crate::kubernetes::metrics::KubeMetrics;
 use crate::kubernetes::probe_conditions;
-use crate::model::{Model, ObjectKey};
+use crate::model::ObjectKey;
 use crate::pipeline::{VerdictReceiver, verdicts_changed};
 use crate::shutdown::{self, Shutdown};
 
@@ -39,7 +39,7 @@ pub type ProbeStatuses = Arc<BTreeMap<ObjectKey, Arc<HealthProbeStatus>>>;
 /// `verdicts` (with HDS) count into each probe's healthy and unhealthy endpoints.
 pub async fn run(
     client: Client,
-    mut models: watch::Receiver<Option<Arc<Model>>>,
+    mut models: crate::pipeline::ModelReceiver,
     mut verdicts: Option<VerdictReceiver>,
     mut current: watch::Receiver<ProbeStatuses>,
     metrics: KubeMetrics,

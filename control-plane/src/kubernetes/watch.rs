@@ -27,11 +27,11 @@ use tracing::{debug, info, warn};
 use super::store::{Change, Item, KubeStore};
 use crate::kubernetes::convert::{self, SERVICE_NAME_LABEL};
 use crate::kubernetes::crd::HealthProbe;
-use crate::kubernetes::metrics::{KindLabel, KubeMetrics};
+use crate::kubernetes::metrics::KubeMetrics;
 use crate::kubernetes::status_writer::ProbeStatuses;
 use crate::model::ObjectKey;
 use crate::model::{FieldError, ObjectKind, SourceObject};
-use crate::pipeline::{SourceMetrics, StateSender};
+use crate::pipeline::{KindLabel, SourceMetrics, StateSender};
 use crate::shutdown::{self, Shutdown};
 
 #[derive(Clone)]
@@ -219,11 +219,7 @@ pub async fn run(
             Some(next) = events.next() => next,
             () = shutdown::requested(&mut shutdown) => return Ok(()),
         };
-        let kind = match scopes[index].kind {
-            ObjectKind::Service => "service",
-            ObjectKind::EndpointSlice => "endpointslice",
-            ObjectKind::HealthProbe => "healthprobe",
-        };
+        let kind = scopes[index].kind.label();
         match event {
             Ok(change) => {
                 match change {

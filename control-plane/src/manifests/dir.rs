@@ -8,14 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::file_events::{FileEvents, Pending};
 use super::parse::{Located, MAX_FILE_BYTES, ParseError, is_manifest, parse_file_located};
 use crate::error::{Error, Result};
 use crate::model::{ObjectKey, ObjectKind, SourceState};
-use crate::pipeline::{SourceMetrics, StateSender};
 
 /// Safety net for filesystems whose change events get lost (network mounts). Rare on
 /// purpose: with inotify working, an idle edgexds does no work at all.
@@ -242,12 +240,8 @@ fn watch(watcher: &mut notify::RecommendedWatcher, root: &Path) -> Result<()> {
 }
 
 /// Loads `root`, publishes its state, then republishes on every change until `shutdown`.
-pub async fn run(
-    root: PathBuf,
-    states: StateSender,
-    metrics: SourceMetrics,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
+pub async fn run(context: super::ManifestsContext) -> Result<()> {
+    let super::ManifestsContext { dir: root, states, metrics, scans, mut shutdown } = context;
     let mut dir = ManifestDir::new(&root);
     let events = FileEvents::new();
     let recorder = (events.clone(), root.clone());
@@ -284,13 +278,14 @@ pub async fn run(
                 }
             }
         }
-        metrics.manifest_scans.inc();
+        scans.scans.inc();
         let outcome;
         (dir, outcome) = tokio::task::spawn_blocking(move || {
             let outcome = dir.rescan(trigger, &pending);
             (dir, outcome)
         })
-        .await?;
+        .await
+        .map_err(|source| Error::Task { what: "a manifests scan", source })?;
         let mut recheck_at = None;
         match outcome {
             Ok(outcome) => {

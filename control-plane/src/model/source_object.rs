@@ -23,6 +23,15 @@ impl ObjectKind {
             ObjectKind::HealthProbe => "HealthProbe",
         }
     }
+
+    /// The kind as a metric label: lower case, as Kubernetes' resource names are.
+    pub fn label(self) -> &'static str {
+        match self {
+            ObjectKind::Service => "service",
+            ObjectKind::EndpointSlice => "endpointslice",
+            ObjectKind::HealthProbe => "healthprobe",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -12,12 +12,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
-use tokio::sync::watch;
 
 use crate::cache::SnapshotCache;
+use crate::error::Error;
 use crate::hds::HdsHub;
-use crate::model::Model;
 use crate::ops::metrics::MetricsRegistry;
+use crate::shutdown::{Shutdown, Task};
 use crate::xds::ProxyRegistry;
 
 #[derive(Clone)]
@@ -25,8 +25,18 @@ pub struct AdminState {
     pub cache: Arc<SnapshotCache>,
     pub metrics: Arc<MetricsRegistry>,
     pub proxies: Arc<ProxyRegistry>,
-    pub models: watch::Receiver<Option<Arc<Model>>>,
+    pub models: crate::pipeline::ModelReceiver,
     pub hds: Option<Arc<HdsHub>>,
+}
+
+/// Serves `router` on `listener` until shutdown; `what` names it in errors.
+pub fn spawn(what: &'static str, listener: tokio::net::TcpListener, router: Router, mut shutdown: Shutdown) -> Task {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { crate::shutdown::requested(&mut shutdown).await })
+            .await
+            .map_err(|source| Error::Serve { what, source })
+    })
 }
 
 /// The admin port: nothing on it reveals or changes more than health and metrics.
@@ -91,7 +101,7 @@ mod tests {
             cache: Arc::new(SnapshotCache::default()),
             metrics: Arc::default(),
             proxies: Arc::default(),
-            models: watch::channel(None).1,
+            models: tokio::sync::watch::channel(None).1,
             hds: None,
         }
     }

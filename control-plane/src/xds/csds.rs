@@ -20,12 +20,11 @@ use prost::Message;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::limits::XdsLimits;
-use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
 use super::stream_state::{StreamState, TypeState};
 use crate::cache::{ResourceType, SnapshotSource, format_version};
 use crate::lock::lock;
+use crate::port::{Limit, LimitHits, Limits};
 
 /// Answers CSDS requests from the proxy registry and the current snapshot.
 ///
@@ -37,9 +36,8 @@ pub struct ClientStatus {
     proxies: Arc<ProxyRegistry>,
     cache: Arc<dyn SnapshotSource>,
     building: Arc<Semaphore>,
-    max_response_bytes: usize,
-    max_request_bytes: usize,
-    metrics: Arc<XdsMetrics>,
+    limits: Limits,
+    limit_hits: LimitHits,
     /// Every proxy's state is for administrators only.
     access: Access,
 }
@@ -49,10 +47,9 @@ impl ClientStatus {
         Self {
             proxies,
             cache,
-            building: Arc::new(Semaphore::new(XdsLimits::default().max_concurrent_csds)),
-            max_response_bytes: XdsLimits::default().max_csds_response_bytes,
-            max_request_bytes: XdsLimits::default().max_request_bytes,
-            metrics: Arc::default(),
+            building: Arc::new(Semaphore::new(Limits::default().usize(Limit::ConcurrentCsds))),
+            limits: Limits::default(),
+            limit_hits: LimitHits::default(),
             access: Access::default(),
         }
     }
@@ -67,29 +64,22 @@ impl ClientStatus {
         self.access.check(identity, "read every proxy's state (CSDS)", "--admin-identities")
     }
 
-    pub fn with_limits(self, limits: &XdsLimits, metrics: Arc<XdsMetrics>) -> Self {
-        Self {
-            building: Arc::new(Semaphore::new(limits.max_concurrent_csds)),
-            max_response_bytes: limits.max_csds_response_bytes,
-            max_request_bytes: limits.max_request_bytes,
-            metrics,
-            ..self
-        }
+    pub fn with_limits(self, limits: Limits, limit_hits: LimitHits) -> Self {
+        Self { building: Arc::new(Semaphore::new(limits.usize(Limit::ConcurrentCsds))), limits, limit_hits, ..self }
     }
 
     /// Answers one request if a building slot is free.
     fn answer(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
         let Ok(_slot) = self.building.try_acquire() else {
-            self.metrics.limit_hit("concurrent_csds");
-            return Err(Status::resource_exhausted(
-                "too many CSDS requests at once; retry shortly (raise with --max-concurrent-csds)",
-            ));
+            self.limit_hits.hit(Limit::ConcurrentCsds);
+            return Err(self.limits.refusal(Limit::ConcurrentCsds, "").status);
         };
         self.status(request)
     }
 
     pub fn server(&self) -> ClientStatusDiscoveryServiceServer<Self> {
-        ClientStatusDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(self.max_request_bytes)
+        // The port's request layer bounds every message already (--max-request-bytes).
+        ClientStatusDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(usize::MAX)
     }
 
     pub fn status(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
@@ -109,13 +99,9 @@ impl ClientStatus {
             }
             let client = client_config(&stream, snapshot.as_deref(), !request.exclude_resource_contents);
             size += client.encoded_len();
-            if size > self.max_response_bytes {
-                self.metrics.limit_hit("csds_response_bytes");
-                return Err(Status::resource_exhausted(format!(
-                    "the answer would exceed {} bytes: narrow it with node_matchers or exclude_resource_contents \
-                     (raise with --max-csds-response-bytes)",
-                    self.max_response_bytes
-                )));
+            if size > self.limits.usize(Limit::CsdsResponseBytes) {
+                self.limit_hits.hit(Limit::CsdsResponseBytes);
+                return Err(self.limits.refusal(Limit::CsdsResponseBytes, "").status);
             }
             config.push(client);
         }
@@ -219,9 +205,9 @@ mod tests {
 
     #[test]
     fn csds_answers_only_as_many_requests_at_once_as_allowed() {
-        let limits = XdsLimits { max_concurrent_csds: 1, ..XdsLimits::default() };
-        let metrics = Arc::new(XdsMetrics::default());
-        let csds = ClientStatus::new(Arc::default(), Arc::new(SnapshotCache::default())).with_limits(&limits, metrics);
+        let limits = Limits::default().with(Limit::ConcurrentCsds, 1);
+        let csds = ClientStatus::new(Arc::default(), Arc::new(SnapshotCache::default()))
+            .with_limits(limits, LimitHits::default());
         assert!(csds.answer(&ClientStatusRequest::default()).is_ok(), "a free slot answers");
         let _busy = csds.building.try_acquire().expect("the one slot");
         let refused = csds.answer(&ClientStatusRequest::default()).unwrap_err();

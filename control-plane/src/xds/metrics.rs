@@ -1,5 +1,5 @@
 //! The xDS port's metrics, registered by the xDS server itself. Labels are bounded:
-//! types, methods and limits, never node ids.
+//! types, methods and flavours, never node ids.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,12 +25,6 @@ pub struct MethodLabel {
     pub flavour: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabel {
-    /// Which per-client limit refused or cut an input (see the README's limits table).
-    pub limit: &'static str,
-}
-
 /// The per-type series a stream touches on every response, resolved once.
 #[derive(Clone)]
 pub struct TypeSeries {
@@ -47,8 +41,6 @@ pub struct XdsMetrics {
     per_type: [TypeSeries; ResourceType::COUNT],
     pub streams: Family<MethodLabel, Gauge>,
     pub push_latency: Histogram,
-    limit_hits: Family<LimitLabel, Counter>,
-    pub connections: Gauge,
     pub stuck_streams: Gauge,
 }
 
@@ -83,10 +75,15 @@ impl XdsMetrics {
             }),
             streams: Family::default(),
             push_latency: histograms::latency(),
-            limit_hits: Family::default(),
-            connections: Gauge::default(),
             stuck_streams: Gauge::default(),
         };
+        // Every method and flavour reads 0 from startup, not "no data".
+        let kinds = std::iter::once(StreamKind::Aggregated).chain(ResourceType::ALL.map(StreamKind::Single));
+        for kind in kinds {
+            for flavour in [Flavour::Delta, Flavour::Sotw] {
+                metrics.streams_of(kind, flavour);
+            }
+        }
         root.register_with_unit(
             "push_latency",
             "From a source change being observed to a response carrying it being written",
@@ -94,11 +91,6 @@ impl XdsMetrics {
             metrics.push_latency.clone(),
         );
         root.register_with_unit("convergence", "From a response being written to its ACK", Unit::Seconds, convergence);
-        root.register(
-            "limit_hits",
-            "Inputs refused or cut by a per-client limit, by limit",
-            metrics.limit_hits.clone(),
-        );
         let xds = root.sub_registry_with_prefix("xds");
         xds.register("streams", "Connected xDS streams", metrics.streams.clone());
         xds.register("responses", "xDS responses sent", responses);
@@ -107,7 +99,6 @@ impl XdsMetrics {
         xds.register_with_unit("sent", "Encoded xDS response bytes", Unit::Bytes, bytes_sent);
         xds.register("acks", "Responses acknowledged by clients", acks);
         xds.register("nacks", "Responses rejected by clients", nacks);
-        xds.register("connections", "Open connections on the xDS port", metrics.connections.clone());
         xds.register(
             "stuck_streams",
             "Streams whose last response has gone unwritten for 2 s: clients that stopped reading",
@@ -124,10 +115,5 @@ impl XdsMetrics {
     /// The gauge of open streams of `kind`.
     pub fn streams_of(&self, kind: StreamKind, flavour: Flavour) -> Gauge {
         self.streams.get_or_create(&MethodLabel { method: kind.method(), flavour: flavour.name() }).clone()
-    }
-
-    /// Counts one input refused or cut by `limit`.
-    pub fn limit_hit(&self, limit: &'static str) {
-        self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
     }
 }

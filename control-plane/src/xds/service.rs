@@ -1,4 +1,5 @@
-//! The xDS routes: ADS, CDS, EDS, LDS and RDS, delta and state of the world, framed by [`super::grpc`].
+//! The xDS routes: ADS, and each type's own service from the type table, delta and state of
+//! the world, framed by [`super::grpc`].
 
 use std::sync::Arc;
 
@@ -8,58 +9,55 @@ use axum::extract::{Path, Request, State};
 use axum::http::Response;
 use axum::routing::post;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::StreamKind;
-use super::grpc::{RequestBudget, decode_requests, status_response, streaming_response};
-use super::limits::XdsLimits;
-use super::metrics::XdsMetrics;
-use super::proxies::ProxyRegistry;
+use super::grpc::{decode_requests, status_response, streaming_response};
 use super::stream::{StreamEnv, XdsRequest, run_stream};
 use crate::cache::{ResourceType, SnapshotSource};
+use crate::shutdown::Shutdown;
 
 /// Responses waiting to be written per stream; the stream builds the next one only when a slot frees.
 const OUTBOUND_SLOTS: usize = 1;
 
 const ADS: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-const CDS: &str = "envoy.service.cluster.v3.ClusterDiscoveryService";
-const EDS: &str = "envoy.service.endpoint.v3.EndpointDiscoveryService";
-const LDS: &str = "envoy.service.listener.v3.ListenerDiscoveryService";
-const RDS: &str = "envoy.service.route.v3.RouteDiscoveryService";
 
 /// Serves delta and state-of-the-world xDS from a snapshot source.
 #[derive(Clone)]
 pub struct XdsServer {
     cache: Arc<dyn SnapshotSource>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     env: StreamEnv,
-    /// Bytes of partly received requests, across all streams.
-    pending_requests: Arc<RequestBudget>,
 }
 
 impl XdsServer {
-    /// Streams count into `metrics` and register in `proxies`; each client may cost `limits`.
-    pub fn new(
-        cache: Arc<dyn SnapshotSource>,
-        shutdown: watch::Receiver<bool>,
-        metrics: Arc<XdsMetrics>,
-        proxies: Arc<ProxyRegistry>,
-        limits: XdsLimits,
-    ) -> Self {
-        let pending_requests = Arc::new(RequestBudget::new(&limits, metrics.clone()));
-        let env = StreamEnv { metrics, proxies, budget: Arc::default(), limits: limits.stream(), identity: None };
-        Self { cache, shutdown, env, pending_requests }
+    /// Every stream shares `env`: where it counts, registers, and what it may cost.
+    pub fn new(cache: Arc<dyn SnapshotSource>, shutdown: Shutdown, env: StreamEnv) -> Self {
+        Self { cache, shutdown, env }
     }
 
     /// The gRPC routes of the discovery services; other gRPC services can be merged in.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route(&format!("/{ADS}/{{method}}"), post(aggregated))
-            .route(&format!("/{CDS}/{{method}}"), post(single::<0>))
-            .route(&format!("/{EDS}/{{method}}"), post(single::<1>))
-            .route(&format!("/{LDS}/{{method}}"), post(single::<2>))
-            .route(&format!("/{RDS}/{{method}}"), post(single::<3>))
+        let ads = Router::new().route(
+            &format!("/{ADS}/{{method}}"),
+            post(|State(xds): State<XdsServer>, Path(method): Path<String>, request: Request| async move {
+                xds.dispatch(&method, "AggregatedResources", StreamKind::Aggregated, request)
+            }),
+        );
+        ResourceType::ALL
+            .into_iter()
+            .fold(ads, |router, ty| {
+                let row = ty.row();
+                router.route(
+                    &format!("/{}/{{method}}", row.service),
+                    post(
+                        move |State(xds): State<XdsServer>, Path(method): Path<String>, request: Request| async move {
+                            xds.dispatch(&method, row.methods, StreamKind::Single(ty), request)
+                        },
+                    ),
+                )
+            })
             .with_state(self.clone())
     }
 
@@ -67,7 +65,7 @@ impl XdsServer {
         let (tx, rx) = mpsc::channel(OUTBOUND_SLOTS);
         let env =
             StreamEnv { identity: request.extensions().get::<crate::auth::Identity>().cloned(), ..self.env.clone() };
-        let inbound = decode_requests::<R>(request.into_body(), self.pending_requests.clone());
+        let inbound = decode_requests::<R>(request.into_body());
         tokio::spawn(run_stream(kind, inbound, tx, self.cache.subscribe(), self.shutdown.clone(), env));
         streaming_response(rx)
     }
@@ -83,24 +81,4 @@ impl XdsServer {
             _ => status_response(Status::unimplemented(format!("unknown method {method}"))),
         }
     }
-}
-
-async fn aggregated(State(xds): State<XdsServer>, Path(method): Path<String>, request: Request) -> Response<Body> {
-    xds.dispatch(&method, "AggregatedResources", StreamKind::Aggregated, request)
-}
-
-/// The per-type services, by [`ResourceType::index`].
-async fn single<const INDEX: usize>(
-    State(xds): State<XdsServer>,
-    Path(method): Path<String>,
-    request: Request,
-) -> Response<Body> {
-    let ty = ResourceType::ALL[INDEX];
-    let name = match ty {
-        ResourceType::Cluster => "Clusters",
-        ResourceType::ClusterLoadAssignment => "Endpoints",
-        ResourceType::Listener => "Listeners",
-        ResourceType::RouteConfiguration => "Routes",
-    };
-    xds.dispatch(&method, name, StreamKind::Single(ty), request)
 }

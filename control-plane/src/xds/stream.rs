@@ -18,8 +18,6 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::budget::{Credit, InFlight, STALL, SendBudget, StreamSlot};
 use super::grpc::Outbound;
-use super::limits::Refusal;
-use super::limits::StreamLimits;
 use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
 use super::stream_state::{Answer, Outgoing, StreamState, log_nack};
@@ -27,17 +25,27 @@ use super::{Flavour, StreamKind};
 use crate::cache::{Snapshot, SnapshotReceiver};
 use crate::histograms;
 use crate::lock::lock;
+use crate::port::{Limit, LimitHits, Limits, Refusal};
 use crate::shutdown::{self, Shutdown};
 
 /// What every stream shares: where it counts, where it registers, what it may cost.
 #[derive(Clone)]
 pub struct StreamEnv {
     pub metrics: Arc<XdsMetrics>,
+    pub limit_hits: LimitHits,
     pub proxies: Arc<ProxyRegistry>,
     pub budget: Arc<SendBudget>,
-    pub limits: StreamLimits,
+    pub limits: Limits,
     /// Who the client authenticated as, when it did.
     pub identity: Option<crate::auth::Identity>,
+}
+
+impl StreamEnv {
+    /// Streams that count into `metrics` and `limit_hits`, register in `proxies`, and may cost
+    /// `limits`, with the default send budget.
+    pub fn new(limits: Limits, metrics: Arc<XdsMetrics>, limit_hits: LimitHits, proxies: Arc<ProxyRegistry>) -> Self {
+        Self { metrics, limit_hits, proxies, budget: Arc::default(), limits, identity: None }
+    }
 }
 
 /// A request of either flavour, and how it changes a stream's state.
@@ -77,7 +85,7 @@ pub async fn run_stream<R, S>(
     R: XdsRequest,
     S: Stream<Item = Result<R, Status>> + Unpin,
 {
-    let mut state = StreamState::with_limits(kind, env.limits).with_identity(env.identity.clone());
+    let mut state = StreamState::new(kind, env.limits).with_identity(env.identity.clone());
     if R::FLAVOUR == Flavour::Sotw {
         state = state.sotw();
     }
@@ -250,7 +258,7 @@ fn handle<R: XdsRequest>(
     let first = state.node().is_none();
     let answer = request.apply(&mut state, current).map_err(|refusal| {
         if let Some(limit) = refusal.limit {
-            env.metrics.limit_hit(limit);
+            env.limit_hits.hit(limit);
         }
         refusal.status
     })?;
@@ -271,7 +279,7 @@ fn handle<R: XdsRequest>(
         Answer::Nack { ty, nack, cut } => {
             env.metrics.series(ty).nacks.inc();
             if cut {
-                env.metrics.limit_hit("nack_message_bytes");
+                env.limit_hits.hit(Limit::NackMessageBytes);
             }
             log_nack(&node, ty, &nack, env.proxies.first_nack(&node, ty, &nack.version));
         }

@@ -10,15 +10,14 @@ use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use prost::Message;
 use tonic::Status;
 use tracing::{debug, warn};
 
-use super::limits::{Refusal, StreamLimits, truncate};
 use super::response_wire::{EncodedResponse, encode_response, encode_sotw_response};
 use super::subscription::{Changes, Subscription, SubscriptionRequest};
 use super::{Flavour, StreamKind};
 use crate::cache::{ResourceType, Snapshot};
+use crate::port::{Limit, Limits, Refusal, kept_node, truncate};
 
 /// Resource bytes per response, at most (a single larger resource still goes alone).
 /// A stream's response is held whole until its client reads it, so this bounds what
@@ -83,7 +82,10 @@ pub struct StreamState {
     connected_at: SystemTime,
     types: [Option<TypeState>; ResourceType::COUNT],
     nonce: u64,
-    limits: StreamLimits,
+    limits: Limits,
+    /// Resource bytes per response: [`MAX_RESPONSE_BYTES`], lower only in tests that make
+    /// every sync come in many parts.
+    response_bytes: usize,
     /// Who the client authenticated as; its node must agree.
     identity: Option<Identity>,
 }
@@ -115,11 +117,7 @@ pub enum Answer {
 }
 
 impl StreamState {
-    pub fn new(kind: StreamKind) -> Self {
-        Self::with_limits(kind, StreamLimits::default())
-    }
-
-    pub fn with_limits(kind: StreamKind, limits: StreamLimits) -> Self {
+    pub fn new(kind: StreamKind, limits: Limits) -> Self {
         Self {
             kind,
             flavour: Flavour::Delta,
@@ -128,8 +126,14 @@ impl StreamState {
             types: Default::default(),
             nonce: 0,
             limits,
+            response_bytes: MAX_RESPONSE_BYTES,
             identity: None,
         }
+    }
+
+    /// Responses of at most `bytes` of resources (a larger single resource still goes alone).
+    pub fn with_response_bytes(self, bytes: usize) -> Self {
+        Self { response_bytes: bytes, ..self }
     }
 
     /// A stream whose client authenticated as `identity`.
@@ -187,7 +191,7 @@ impl StreamState {
     /// Keeps the node of a stream's first request, once it agrees with the client's identity.
     fn first_node(&mut self, node: Option<Node>) -> Result<(), Refusal> {
         if self.node.is_none() {
-            let node = kept_node(node.unwrap_or_default(), self.limits.max_node_bytes)?;
+            let node = kept_node(node.unwrap_or_default(), &self.limits)?;
             if let Some(identity) = &self.identity {
                 identity.agrees_with(&node)?;
             }
@@ -204,7 +208,7 @@ impl StreamState {
         response_nonce: &str,
         error: Option<&envoy_types::pb::google::rpc::Status>,
     ) -> Option<Answer> {
-        let max_message = self.limits.max_nack_message_bytes;
+        let max_message = self.limits.usize(Limit::NackMessageBytes);
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         if response_nonce.is_empty() {
             return Some(Answer::SubscriptionOnly);
@@ -243,13 +247,8 @@ impl StreamState {
         let Some(answer) = self.answer(ty, &request.response_nonce, request.error_detail.as_ref()) else {
             return Ok(Answer::SubscriptionOnly);
         };
-        let max_names = self.limits.max_subscription_names;
-        if request.resource_names.len() > max_names {
-            return Err(Refusal::limit(
-                "subscription_names",
-                "max-subscription-names",
-                format!("a subscription of more than {max_names} names of {ty}"),
-            ));
+        if request.resource_names.len() > self.limits.usize(Limit::SubscriptionNames) {
+            return Err(self.limits.refusal(Limit::SubscriptionNames, format!("{ty}")));
         }
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         // Listeners and clusters named by nobody means all of them (legacy wildcard), unless the
@@ -273,18 +272,14 @@ impl StreamState {
     ) -> Result<Answer, Refusal> {
         self.first_node(request.node.take())?;
         let ty = self.resource_type(&request.type_url)?;
-        let max_names = self.limits.max_subscription_names;
+        let max_names = self.limits.usize(Limit::SubscriptionNames);
         // Stale: an answer to a superseded response. Its subscription changes still count.
         let answer =
             self.answer(ty, &request.response_nonce, request.error_detail.as_ref()).unwrap_or(Answer::SubscriptionOnly);
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         let offered = request.resource_names_subscribe.len().max(request.initial_resource_versions.len());
         if offered > max_names || state.subscription.name_count() + request.resource_names_subscribe.len() > max_names {
-            return Err(Refusal::limit(
-                "subscription_names",
-                "max-subscription-names",
-                format!("a subscription of more than {max_names} names of {ty}"),
-            ));
+            return Err(self.limits.refusal(Limit::SubscriptionNames, format!("{ty}")));
         }
         let changes_subscription = !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty()
@@ -339,7 +334,7 @@ impl StreamState {
 
     /// The next response, in [`ResourceType::ALL`] order, or `None` when the client is up to date.
     pub fn next_response(&mut self, snapshot: &Snapshot) -> Option<Outgoing> {
-        let limit = self.limits.response_bytes;
+        let limit = self.response_bytes;
         for ty in ResourceType::ALL {
             let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
             let resources = snapshot.resources(ty);
@@ -463,20 +458,6 @@ impl StreamState {
             }
         }
     }
-}
-
-/// The part of a client's `Node` worth keeping, if within `max` bytes. Envoy lists every
-/// extension it was built with (about 60 kB); nothing here reads that list, so it is
-/// dropped before the size is checked, and the rest (id, cluster, metadata, locality,
-/// user agent) is what the limit bounds.
-pub fn kept_node(mut node: Node, max: usize) -> Result<Node, Refusal> {
-    node.extensions = Vec::new();
-    let size = node.encoded_len();
-    if size > max {
-        let what = format!("node id, cluster, metadata and locality of {size} bytes exceed {max}");
-        return Err(Refusal::limit("node_bytes", "max-node-bytes", what));
-    }
-    Ok(node)
 }
 
 /// Keeps the first resources up to `limit` bytes; returns the names left out.

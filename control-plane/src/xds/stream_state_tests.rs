@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use proptest::prelude::*;
+use prost::Message;
 
 use super::*;
 use crate::cache::{SnapshotCache, format_version};
@@ -108,8 +109,7 @@ impl Pair {
     }
 
     fn stream(limit: usize) -> StreamState {
-        let limits = StreamLimits { response_bytes: limit, ..StreamLimits::default() };
-        StreamState::with_limits(StreamKind::Aggregated, limits)
+        StreamState::new(StreamKind::Aggregated, Limits::default()).with_response_bytes(limit)
     }
 
     fn ask(&mut self, subscribe: &[String], unsubscribe: &[String], snapshot: &Snapshot) {

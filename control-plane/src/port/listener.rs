@@ -1,8 +1,8 @@
 //! Serves the gRPC router over HTTP/2 connections: TLS when configured, authentication of
-//! every request, small per-stream send buffers, keepalive pings that find vanished
-//! Envoys, a graceful stop, and the per-client connection limits (connections per peer and
-//! in total, streams per connection, and a deadline for a new connection's TLS handshake
-//! and first request).
+//! every request, the request layer in front of every service, small per-stream send
+//! buffers, keepalive pings that find vanished Envoys, a graceful stop, and the per-client
+//! connection limits (connections per peer and in total, streams per connection, and a
+//! deadline for a new connection's TLS handshake and first request).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,9 +26,9 @@ use tonic::Status;
 use tower::ServiceExt;
 use tracing::debug;
 
-use super::grpc::status_response;
-use super::limits::XdsLimits;
-use super::metrics::XdsMetrics;
+use super::limits::{Limit, Limits};
+use super::metrics::PortMetrics;
+use super::request_layer::RequestLimits;
 use crate::auth::{Identity, Security, authenticator};
 use crate::shutdown::{self, Shutdown};
 
@@ -43,7 +43,7 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Connections refused with a status at once; beyond, refused ones are simply closed.
 const MAX_REFUSING: usize = 64;
 
-fn http2(limits: &XdsLimits) -> Builder<TokioExecutor> {
+fn http2(limits: &Limits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new()).http2_only();
     builder
         .http2()
@@ -53,7 +53,9 @@ fn http2(limits: &XdsLimits) -> Builder<TokioExecutor> {
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
         // Past our own count (which answers with a status), HTTP/2 refuses streams itself.
-        .max_concurrent_streams(limits.max_streams_per_connection.saturating_mul(2))
+        .max_concurrent_streams(
+            u32::try_from(limits.get(Limit::StreamsPerConnection)).unwrap_or(u32::MAX).saturating_mul(2),
+        )
         // Detects Envoys that vanished without closing their connection.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -67,18 +69,11 @@ struct Connections {
     refusing: std::sync::atomic::AtomicUsize,
 }
 
-/// Why a new connection is not served.
-#[derive(Clone, Copy)]
-enum Refused {
-    Total,
-    Peer,
-}
-
 /// Holds a connection's place in [`Connections`] until the connection ends.
 struct Admitted {
     connections: Arc<Connections>,
     peer: Option<IpAddr>,
-    metrics: Arc<XdsMetrics>,
+    metrics: PortMetrics,
 }
 
 impl Drop for Admitted {
@@ -101,17 +96,17 @@ impl Connections {
     fn admit(
         self: &Arc<Self>,
         peer: Option<IpAddr>,
-        limits: &XdsLimits,
-        metrics: &Arc<XdsMetrics>,
-    ) -> Result<Admitted, Refused> {
+        limits: &Limits,
+        metrics: &PortMetrics,
+    ) -> Result<Admitted, Limit> {
         let mut open = crate::lock::lock(&self.open);
-        if open.0 >= limits.max_connections {
-            return Err(Refused::Total);
+        if open.0 >= limits.usize(Limit::Connections) {
+            return Err(Limit::Connections);
         }
         if let Some(peer) = peer {
             let count = open.1.entry(peer).or_default();
-            if *count >= limits.max_connections_per_peer {
-                return Err(Refused::Peer);
+            if *count >= limits.usize(Limit::ConnectionsPerPeer) {
+                return Err(Limit::ConnectionsPerPeer);
             }
             *count += 1;
         }
@@ -126,10 +121,12 @@ impl Connections {
 struct ConnectionService {
     router: Router,
     streams: Arc<AtomicU32>,
-    max_streams: u32,
+    limits: Limits,
+    /// Every request body is read through it.
+    requests: Arc<RequestLimits>,
     /// Set by the first request, so a silent connection can be closed.
     spoke: Arc<AtomicBool>,
-    metrics: Arc<XdsMetrics>,
+    metrics: PortMetrics,
     security: Security,
     /// The identity in the client's verified certificate.
     certificate: Option<Identity>,
@@ -142,17 +139,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.spoke.store(true, Ordering::Relaxed);
-        if self.streams.fetch_add(1, Ordering::AcqRel) >= self.max_streams {
+        if u64::from(self.streams.fetch_add(1, Ordering::AcqRel)) >= self.limits.get(Limit::StreamsPerConnection) {
             self.streams.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.limit_hit("streams_per_connection");
-            let status = Status::resource_exhausted(format!(
-                "more than {} concurrent streams on one connection (raise with --max-streams-per-connection)",
-                self.max_streams
-            ));
-            return Box::pin(async move { Ok(status_response(status)) });
+            self.metrics.limit_hits.hit(Limit::StreamsPerConnection);
+            let status = self.limits.refusal(Limit::StreamsPerConnection, "").status;
+            return Box::pin(async move { Ok(status.into_http()) });
         }
         let open = StreamCount(self.streams.clone());
         let router = self.router.clone();
+        let requests = self.requests.clone();
         let (auth, certificate) = (self.security.auth.clone(), self.certificate.clone());
         Box::pin(async move {
             let mut request = request;
@@ -161,10 +156,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
                     // Services read who is calling from the request's extensions.
                     Ok(Some(identity)) => drop(request.extensions_mut().insert(identity)),
                     Ok(None) => {}
-                    Err(status) => return Ok(status_response(status)),
+                    Err(status) => return Ok(status.into_http()),
                 }
             }
-            let response = router.oneshot(request.map(Body::new)).await?;
+            let response = router.oneshot(request.map(|body| Body::new(requests.wrap(body)))).await?;
             // The stream counts until its response body (the whole xDS stream) is dropped.
             Ok(response.map(|body| {
                 Body::new(body.map_frame(move |frame| {
@@ -184,14 +179,35 @@ impl Drop for StreamCount {
     }
 }
 
-/// Serves every connection from `incoming` (with its peer address, when it has one)
-/// until shutdown, then lets open streams end.
-pub async fn serve<S, I>(
+/// What the port serves, under which limits and security.
+pub struct Serving {
+    /// Every gRPC service on the port.
+    pub router: Router,
+    pub limits: Limits,
+    pub metrics: PortMetrics,
+    pub security: Security,
+    pub shutdown: Shutdown,
+}
+
+impl Serving {
+    /// Serves every connection from `incoming` (with its peer address, when it has one)
+    /// until shutdown, then lets open streams end.
+    pub async fn serve<S, I>(self, incoming: S)
+    where
+        S: Stream<Item = (I, Option<IpAddr>)> + Unpin,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self { router, limits, metrics, security, shutdown } = self;
+        serve(incoming, router, shutdown, limits, metrics, security).await;
+    }
+}
+
+async fn serve<S, I>(
     mut incoming: S,
     router: Router,
     mut stop: Shutdown,
-    limits: XdsLimits,
-    metrics: Arc<XdsMetrics>,
+    limits: Limits,
+    metrics: PortMetrics,
     security: Security,
 ) where
     S: Stream<Item = (I, Option<IpAddr>)> + Unpin,
@@ -200,24 +216,16 @@ pub async fn serve<S, I>(
     let builder = http2(&limits);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Connections::default());
+    let requests = Arc::new(RequestLimits::new(limits, metrics.clone()));
     loop {
         tokio::select! {
             connection = incoming.next() => {
                 let Some((io, peer)) = connection else { break };
                 let (router, admitted) = match connections.admit(peer, &limits, &metrics) {
                     Ok(admitted) => (router.clone(), Some(admitted)),
-                    Err(why) => {
-                        let (limit, message) = match why {
-                            Refused::Total => ("connections", format!(
-                                "edgexds serves {} connections already (raise with --max-connections)",
-                                limits.max_connections
-                            )),
-                            Refused::Peer => ("connections_per_peer", format!(
-                                "{} connections from this address already (raise with --max-connections-per-peer)",
-                                limits.max_connections_per_peer
-                            )),
-                        };
-                        metrics.limit_hit(limit);
+                    Err(limit) => {
+                        let message = limits.refusal(limit, "").status.message().to_owned();
+                        metrics.limit_hits.hit(limit);
                         if connections.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
                             connections.refusing.fetch_sub(1, Ordering::AcqRel);
                             continue;
@@ -230,7 +238,8 @@ pub async fn serve<S, I>(
                 let mut service = ConnectionService {
                     router,
                     streams: Arc::default(),
-                    max_streams: limits.max_streams_per_connection,
+                    limits,
+                    requests: requests.clone(),
                     spoke: spoke.clone(),
                     metrics: metrics.clone(),
                     security: security.clone(),
@@ -238,7 +247,7 @@ pub async fn serve<S, I>(
                 };
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
                 let tls = security.tls.as_ref().map(|tls| tls.acceptor());
-                let handshake = limits.handshake_timeout;
+                let handshake = limits.duration(Limit::HandshakeTimeout);
                 let metrics_for_tls = metrics.clone();
                 // The TLS handshake runs in the connection's task, under the same deadline as
                 // the first request, so a client that stalls it holds up nobody else.
@@ -251,7 +260,7 @@ pub async fn serve<S, I>(
                                 watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                             }
                             Err(e) => {
-                                metrics_for_tls.limit_hit("tls_handshake");
+                                metrics_for_tls.tls_handshake_failures.inc();
                                 debug!(error = %e, "xDS TLS handshake failed");
                                 Ok(())
                             }
@@ -274,7 +283,7 @@ pub async fn serve<S, I>(
                             debug!(error = %e, "xDS connection ended with an error");
                         },
                         () = silent => if !refused {
-                            metrics_for_task.limit_hit("handshake_timeout");
+                            metrics_for_task.limit_hits.hit(Limit::HandshakeTimeout);
                             debug!(?peer, after = ?handshake, "closing an xDS connection that sent no request");
                         },
                     }
@@ -294,6 +303,6 @@ pub async fn serve<S, I>(
 fn refusing_router(message: String) -> Router {
     Router::new().fallback(move || {
         let message = message.clone();
-        async move { status_response(Status::resource_exhausted(message)) }
+        async move { Status::resource_exhausted(message).into_http::<Body>() }
     })
 }

@@ -1,4 +1,5 @@
-//! Command-line interface; every flag can also come from an `EDGEXDS_*` environment variable.
+//! The binary's command line; every flag can also come from an `EDGEXDS_*` environment
+//! variable. The per-client limits' flags come from their one definition, [`Limits`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,13 +7,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{Access, AuthModes, ClientCerts, TlsSettings};
-use crate::hds::HdsConfig;
-use crate::ops::telemetry::LogFormat;
-use crate::pipeline::{MAX_DELAY, PipelineConfig};
-use crate::serve::{ServeConfig, Source, XdsSecurity};
-use crate::translate::{ActiveHealthChecks, TranslateOptions};
-use crate::xds::XdsLimits;
+use edgexds::auth::{Access, AuthModes, ClientCerts, TlsSettings};
+use edgexds::hds::HdsConfig;
+use edgexds::ops::telemetry::LogFormat;
+use edgexds::pipeline::{MAX_DELAY, PipelineConfig};
+use edgexds::port::Limits;
+use edgexds::serve::{KubernetesSource, ServeConfig, Source, XdsSecurity};
+use edgexds::translate::{ActiveHealthChecks, TranslateOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "edgexds", version, about = "Lightweight Envoy delta-xDS control plane for Kubernetes edge clusters")]
@@ -27,6 +28,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print the HealthProbe CustomResourceDefinition (YAML) generated from the code.
     Crd,
+    /// Print the per-client limits as the README's Markdown table.
+    Limits,
     /// Show every connected proxy and whether it is in sync; exits 1 if any proxy NACKed.
     ProxyStatus {
         /// The debug server of an edgexds instance (`--debug-addr`; from outside the pod,
@@ -68,7 +71,7 @@ pub struct ServeArgs {
     #[arg(long, env = "EDGEXDS_TYPED_METADATA")]
     pub typed_metadata: bool,
     /// Who probes endpoints: every sidecar (cds), assigned HDS checkers only (hds), or both.
-    #[arg(long, env = "EDGEXDS_ACTIVE_HEALTH_CHECKS", value_enum, default_value_t = ActiveHealthChecks::Cds)]
+    #[arg(long, env = "EDGEXDS_ACTIVE_HEALTH_CHECKS", default_value = "cds", value_parser = parse_active_health_checks)]
     pub active_health_checks: ActiveHealthChecks,
     /// How many HDS checkers probe each endpoint.
     #[arg(long, env = "EDGEXDS_HDS_CHECKERS_PER_ENDPOINT", default_value_t = 2,
@@ -77,19 +80,6 @@ pub struct ServeArgs {
     /// How often HDS checkers report endpoint health, e.g. 500ms (100ms..=5s).
     #[arg(long, env = "EDGEXDS_HDS_REPORT_INTERVAL", default_value = "500ms", value_parser = parse_report_interval)]
     pub hds_report_interval: Duration,
-    /// Largest Node (id, cluster, metadata) a client may send, in bytes.
-    #[arg(long, env = "EDGEXDS_MAX_NODE_BYTES", default_value_t = XdsLimits::default().max_node_bytes)]
-    pub max_node_bytes: usize,
-    /// A NACK's error message is kept and logged cut to this many bytes.
-    #[arg(long, env = "EDGEXDS_MAX_NACK_MESSAGE_BYTES", default_value_t = XdsLimits::default().max_nack_message_bytes)]
-    pub max_nack_message_bytes: usize,
-    /// Names one stream may subscribe to, per resource type.
-    #[arg(long, env = "EDGEXDS_MAX_SUBSCRIPTION_NAMES", default_value_t = XdsLimits::default().max_subscription_names)]
-    pub max_subscription_names: usize,
-    /// Concurrent streams on one xDS connection.
-    #[arg(long, env = "EDGEXDS_MAX_STREAMS_PER_CONNECTION", default_value_t = XdsLimits::default().max_streams_per_connection,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub max_streams_per_connection: u32,
     /// Where sidecars' outbound HTTP listener (LDS `outbound`) listens, e.g. 127.0.0.1:15001.
     #[arg(long, env = "EDGEXDS_OUTBOUND_LISTENER", default_value = "127.0.0.1:15001")]
     pub outbound_listener: SocketAddr,
@@ -125,30 +115,9 @@ pub struct ServeArgs {
     /// Audience a ServiceAccount token must be issued for (--xds-auth token).
     #[arg(long, env = "EDGEXDS_XDS_TOKEN_AUDIENCE", default_value = "edgexds")]
     pub xds_token_audience: String,
-    /// Open xDS connections, in total.
-    #[arg(long, env = "EDGEXDS_MAX_CONNECTIONS", default_value_t = XdsLimits::default().max_connections)]
-    pub max_connections: usize,
-    /// Open xDS connections from one IP address.
-    #[arg(long, env = "EDGEXDS_MAX_CONNECTIONS_PER_PEER", default_value_t = XdsLimits::default().max_connections_per_peer)]
-    pub max_connections_per_peer: usize,
-    /// Time a new xDS connection has to send its first request, e.g. 10s.
-    #[arg(long, env = "EDGEXDS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_limit_duration)]
-    pub handshake_timeout: Duration,
-    /// Largest request message, in bytes.
-    #[arg(long, env = "EDGEXDS_MAX_REQUEST_BYTES", default_value_t = XdsLimits::default().max_request_bytes)]
-    pub max_request_bytes: usize,
-    /// Bytes of partly received request messages held across all streams.
-    #[arg(long, env = "EDGEXDS_MAX_PENDING_REQUEST_BYTES", default_value_t = XdsLimits::default().max_pending_request_bytes)]
-    pub max_pending_request_bytes: usize,
-    /// Time for a request message to arrive whole once it has started, e.g. 30s.
-    #[arg(long, env = "EDGEXDS_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_limit_duration)]
-    pub request_timeout: Duration,
-    /// CSDS requests answered at once.
-    #[arg(long, env = "EDGEXDS_MAX_CONCURRENT_CSDS", default_value_t = XdsLimits::default().max_concurrent_csds)]
-    pub max_concurrent_csds: usize,
-    /// Largest CSDS response, in bytes.
-    #[arg(long, env = "EDGEXDS_MAX_CSDS_RESPONSE_BYTES", default_value_t = XdsLimits::default().max_csds_response_bytes)]
-    pub max_csds_response_bytes: usize,
+    /// What one client may cost on the xDS port: a flag per limit.
+    #[command(flatten)]
+    pub limits: Limits,
     /// Log output format.
     #[arg(long, env = "EDGEXDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -165,6 +134,15 @@ fn parse_debounce(text: &str) -> Result<Duration, String> {
     Ok(value)
 }
 
+fn parse_active_health_checks(text: &str) -> Result<ActiveHealthChecks, String> {
+    match text {
+        "cds" => Ok(ActiveHealthChecks::Cds),
+        "hds" => Ok(ActiveHealthChecks::Hds),
+        "both" => Ok(ActiveHealthChecks::Both),
+        other => Err(format!("{other:?} is not one of cds, hds, both")),
+    }
+}
+
 fn parse_report_interval(text: &str) -> Result<Duration, String> {
     let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms or 1s)"))?;
     if !(Duration::from_millis(100)..=Duration::from_secs(5)).contains(&value) {
@@ -173,40 +151,15 @@ fn parse_report_interval(text: &str) -> Result<Duration, String> {
     Ok(value)
 }
 
-fn parse_limit_duration(text: &str) -> Result<Duration, String> {
-    let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s)"))?;
-    if value.is_zero() {
-        return Err("must be more than 0".into());
-    }
-    Ok(value)
-}
-
 impl ServeArgs {
-    pub fn xds_limits(&self) -> XdsLimits {
-        XdsLimits {
-            max_node_bytes: self.max_node_bytes,
-            max_nack_message_bytes: self.max_nack_message_bytes,
-            max_subscription_names: self.max_subscription_names,
-            max_streams_per_connection: self.max_streams_per_connection,
-            max_connections: self.max_connections,
-            max_connections_per_peer: self.max_connections_per_peer,
-            handshake_timeout: self.handshake_timeout,
-            max_request_bytes: self.max_request_bytes,
-            max_pending_request_bytes: self.max_pending_request_bytes,
-            request_timeout: self.request_timeout,
-            max_concurrent_csds: self.max_concurrent_csds,
-            max_csds_response_bytes: self.max_csds_response_bytes,
-        }
-    }
-
     pub fn to_config(&self) -> ServeConfig {
         let source = match &self.manifests {
             Some(dir) => Source::Manifests(dir.clone()),
-            None => Source::Kubernetes {
+            None => Source::Kubernetes(KubernetesSource {
                 client: None,
                 namespaces: self.namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(),
                 service_selector: self.selector.clone().filter(|s| !s.is_empty()),
-            },
+            }),
         };
         ServeConfig {
             source,
@@ -229,7 +182,7 @@ impl ServeArgs {
                 checkers: Access::new(self.xds_security().auth.any(), listed(&self.hds_checker_identities)),
                 max_unhealthy_percent: self.hds_max_unhealthy_percent,
             },
-            xds_limits: self.xds_limits(),
+            limits: self.limits,
             xds_security: self.xds_security(),
         }
     }
@@ -303,7 +256,23 @@ mod tests {
         assert_eq!(args.debounce, Duration::from_millis(100));
         assert_eq!(args.active_health_checks, ActiveHealthChecks::Cds);
         assert_eq!((args.hds_checkers_per_endpoint, args.hds_report_interval), (2, Duration::from_millis(500)));
-        assert_eq!(args.xds_limits(), XdsLimits::default(), "every limit flag defaults to the documented limit");
+        assert_eq!(args.limits, Limits::default(), "every limit flag defaults to the documented limit");
+    }
+
+    #[test]
+    fn every_limit_is_a_flag_and_a_variable_with_its_range_checked() {
+        use edgexds::port::Limit;
+        let parse =
+            |extra: &[&str]| Cli::try_parse_from([&["edgexds", "serve", "--manifests", "examples"], extra].concat());
+        let Command::Serve(args) = parse(&["--max-node-bytes", "300", "--request-timeout", "2s"]).unwrap().command
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(args.limits.get(Limit::NodeBytes), 300);
+        assert_eq!(args.limits.duration(Limit::RequestTimeout), Duration::from_secs(2));
+        let error = parse(&["--max-streams-per-connection", "0"]).unwrap_err().to_string();
+        assert!(error.contains("must be between 1 and 1024"), "{error}");
+        assert!(parse(&["--handshake-timeout", "soon"]).is_err());
     }
 
     #[test]
