@@ -14,7 +14,7 @@ use edgexds::model::{
     SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
 };
 use edgexds::pipeline::{SnapshotBuilder, build_snapshot};
-use edgexds::translate::{TranslateOptions, load_assignments};
+use edgexds::translate::{TranslateOptions, load_assignment};
 use prost::Message;
 
 const GRID: [(u32, u32); 4] = [(1, 1000), (10, 100), (100, 10), (1000, 1)];
@@ -78,8 +78,9 @@ fn eds_translate_encode(c: &mut Criterion) {
         for (services, endpoints) in GRID {
             let model = resolve(&state(services, endpoints, probes));
             let options = TranslateOptions::default();
+            let verdicts = CheckVerdicts::default();
             let bytes: usize =
-                load_assignments(&model, &options, &CheckVerdicts::default()).map(|c| c.encode_to_vec().len()).sum();
+                model.ports().map(|p| load_assignment(p, &options, &verdicts).encode_to_vec().len()).sum();
             let total = u64::from(services * endpoints);
             eprintln!(
                 "eds {services}x{endpoints} metadata={probes}: {bytes} bytes, {:.1} bytes/endpoint",
@@ -92,8 +93,9 @@ fn eds_translate_encode(c: &mut Criterion) {
             );
             group.bench_with_input(id, &model, |b, model| {
                 b.iter(|| {
-                    load_assignments(black_box(model), &options, &CheckVerdicts::default())
-                        .map(|c| c.encode_to_vec().len())
+                    black_box(model)
+                        .ports()
+                        .map(|p| load_assignment(p, &options, &verdicts).encode_to_vec().len())
                         .sum::<usize>()
                 })
             });

@@ -2,10 +2,11 @@
 
 mod incremental;
 
-pub use incremental::{SnapshotBuilder, Update, service_resources};
+pub use incremental::{SnapshotBuilder, Update};
 
 use incremental::outbound_listener;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,8 @@ pub struct PipelineConfig {
     pub translate: TranslateOptions,
 }
 
-/// Resolves, translates and encodes one state. Pure apart from allocation. The model is
+/// Resolves, translates and encodes one state from nothing: the reference the incremental
+/// [`SnapshotBuilder`] is checked against. Pure apart from allocation. The model is
 /// resolved without `verdicts`; translation takes them as an overlay.
 pub fn build_snapshot(
     state: &SourceState,
@@ -116,16 +118,23 @@ pub fn build_snapshot(
     verdicts: &CheckVerdicts,
 ) -> (Snapshot, Model) {
     let model = resolve(state);
-    // The outbound routes encoded whole, as prost does: the incremental builder assembles
-    // the same bytes from per-Service parts, and this is what they are checked against.
-    let routes = translate::outbound_routes(&model, &options.cluster_domain);
-    let outbound = [
-        outbound_listener(options),
-        Encoded::from((ResourceType::RouteConfiguration, routes.name.clone(), routes.encode_to_vec())),
-    ];
-    let per_service = model.services.values().flat_map(|service| service_resources(service, options, verdicts));
-    let snapshot = Snapshot::new(previous, outbound.into_iter().chain(per_service));
-    (snapshot, model)
+    let mut namespaces_of: HashMap<&str, usize> = HashMap::new();
+    for key in model.services.keys() {
+        *namespaces_of.entry(&*key.name).or_default() += 1;
+    }
+    let mut resources = vec![outbound_listener(options)];
+    let mut virtual_hosts = Vec::new();
+    for service in model.services.values() {
+        let unique = namespaces_of.get(&*service.key.name) == Some(&1);
+        let part = translate::contribution(service, options, verdicts, unique);
+        resources.extend(part.resources);
+        virtual_hosts.extend(part.virtual_hosts);
+    }
+    // Encoded whole, as prost does: the incremental builder assembles the same bytes from
+    // per-Service parts, and this is what they are checked against.
+    let routes = translate::outbound_routes(virtual_hosts);
+    resources.push(Encoded::from((ResourceType::RouteConfiguration, routes.name.clone(), routes.encode_to_vec())));
+    (Snapshot::new(previous, resources), model)
 }
 
 /// Active-check verdicts, when HDS is on.

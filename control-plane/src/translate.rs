@@ -1,12 +1,14 @@
 //! Pure translation of the resolved [`Model`] into Envoy resources.
 
 mod cluster;
+mod contribution;
 mod eds_wire;
 mod endpoints;
 mod listeners;
 mod routes;
 
 pub use cluster::{cluster, hds_can_check, health_check};
+pub use contribution::{Contribution, contribution};
 pub use eds_wire::ClusterLoadAssignment;
 pub use endpoints::{METADATA_FILTER, load_assignment};
 pub use listeners::{OUTBOUND, grpc_listener, outbound_listener};
@@ -15,10 +17,7 @@ pub use routes::{grpc_names, grpc_routes, outbound_routes, virtual_hosts};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use crate::model::{CheckVerdicts, Model, ResolvedService};
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use crate::model::ResolvedService;
 
 /// Who runs the active health checks a HealthProbe asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,34 +63,6 @@ impl Default for TranslateOptions {
     }
 }
 
-/// One Cluster per Service port, in model order.
-pub fn clusters<'a>(model: &'a Model, options: &TranslateOptions) -> impl Iterator<Item = Cluster> + 'a {
-    let mode = options.active_health_checks;
-    model.ports().map(move |port| cluster(port, mode))
-}
-
-/// A Listener, and whether only clients that name it get it (gRPC api_listeners: an Envoy
-/// asking for every listener could not take them).
-pub struct TranslatedListener {
-    pub listener: Listener,
-    pub named_only: bool,
-}
-
-/// The sidecar's outbound listener, then two gRPC listeners per HTTP port.
-pub fn listeners<'a>(model: &'a Model, options: &'a TranslateOptions) -> impl Iterator<Item = TranslatedListener> + 'a {
-    let outbound = TranslatedListener { listener: outbound_listener(options.outbound_listener), named_only: false };
-    std::iter::once(outbound).chain(model.services.values().flat_map(move |s| grpc_listeners(s, options)))
-}
-
-/// The two gRPC listeners of each HTTP port of one Service.
-pub fn grpc_listeners<'a>(
-    service: &'a ResolvedService,
-    options: &'a TranslateOptions,
-) -> impl Iterator<Item = TranslatedListener> + 'a {
-    grpc_targets(service, options)
-        .map(|(name, _)| TranslatedListener { listener: grpc_listener(&name), named_only: true })
-}
-
 /// Each name a gRPC client dials one Service by, with the cluster it leads to.
 fn grpc_targets<'a>(
     service: &'a ResolvedService,
@@ -101,33 +72,6 @@ fn grpc_targets<'a>(
         grpc_names(&service.key, port.port.port, &options.cluster_domain)
             .map(move |name| (name, port.cluster_name.as_str()))
     })
-}
-
-/// The outbound routes, then the routes of each gRPC listener, under the listener's name.
-pub fn route_configurations<'a>(
-    model: &'a Model,
-    options: &'a TranslateOptions,
-) -> impl Iterator<Item = RouteConfiguration> + 'a {
-    let outbound = outbound_routes(model, &options.cluster_domain);
-    std::iter::once(outbound).chain(model.services.values().flat_map(move |s| grpc_route_configurations(s, options)))
-}
-
-/// The routes of each gRPC listener of one Service.
-pub fn grpc_route_configurations<'a>(
-    service: &'a ResolvedService,
-    options: &'a TranslateOptions,
-) -> impl Iterator<Item = RouteConfiguration> + 'a {
-    grpc_targets(service, options).map(|(name, cluster)| grpc_routes(&name, cluster))
-}
-
-/// One ClusterLoadAssignment per Service port, in model order; Kubernetes-ready endpoints
-/// that active checks found failing (`verdicts`) are sent UNHEALTHY.
-pub fn load_assignments<'a>(
-    model: &'a Model,
-    options: &'a TranslateOptions,
-    verdicts: &'a CheckVerdicts,
-) -> impl Iterator<Item = ClusterLoadAssignment> + 'a {
-    model.ports().map(move |port| load_assignment(port, options, verdicts))
 }
 
 #[cfg(test)]

@@ -79,8 +79,17 @@ fn probe() -> HealthProbeSpec {
 
 /// Decodes our bytes with envoy-types: what Envoy itself will see.
 fn envoy_cla(state: &SourceState, options: TranslateOptions) -> envoy_endpoint::ClusterLoadAssignment {
+    envoy_cla_judged(state, options, &CheckVerdicts::default())
+}
+
+/// The first port's load assignment with `verdicts` applied, as Envoy decodes it.
+fn envoy_cla_judged(
+    state: &SourceState,
+    options: TranslateOptions,
+    verdicts: &CheckVerdicts,
+) -> envoy_endpoint::ClusterLoadAssignment {
     let model = resolve(state);
-    let bytes = load_assignments(&model, &options, &CheckVerdicts::default()).next().unwrap().encode_to_vec();
+    let bytes = load_assignment(model.ports().next().unwrap(), &options, verdicts).encode_to_vec();
     envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap()
 }
 
@@ -183,12 +192,12 @@ fn typed_metadata_is_the_extension_message() {
 fn encoding_is_deterministic() {
     let model = resolve(&state(Some(probe())));
     let options = TranslateOptions { typed_metadata: true, ..Default::default() };
-    let once: Vec<_> =
-        load_assignments(&model, &options, &CheckVerdicts::default()).map(|c| c.encode_to_vec()).collect();
+    let encode = |model: &crate::model::Model| -> Vec<Vec<u8>> {
+        model.ports().map(|port| load_assignment(port, &options, &CheckVerdicts::default()).encode_to_vec()).collect()
+    };
+    let once = encode(&model);
     for _ in 0..20 {
-        let again: Vec<_> = load_assignments(&resolve(&state(Some(probe()))), &options, &CheckVerdicts::default())
-            .map(|c| c.encode_to_vec())
-            .collect();
+        let again = encode(&resolve(&state(Some(probe()))));
         assert_eq!(once, again);
     }
 }
@@ -200,7 +209,7 @@ fn only_cluster(state: &SourceState) -> Cluster {
 fn cluster_in_mode(state: &SourceState, mode: ActiveHealthChecks) -> Cluster {
     let model = resolve(state);
     let options = TranslateOptions { active_health_checks: mode, ..Default::default() };
-    let cluster = clusters(&model, &options).next().unwrap();
+    let cluster = cluster(model.ports().next().unwrap(), options.active_health_checks);
     Cluster::decode(cluster.encode_to_vec().as_slice()).unwrap()
 }
 
@@ -255,16 +264,11 @@ fn hds_mode_leaves_http_and_tcp_checks_to_the_checkers_but_keeps_grpc_checks_on_
 
 #[test]
 fn a_failing_verdict_makes_a_ready_endpoint_unhealthy_and_never_revives_a_not_ready_one() {
-    let mut model = resolve(&state(Some(probe())));
+    let model = resolve(&state(Some(probe())));
     let mut verdicts = CheckVerdicts::default();
     verdicts.insert("web.shop:80", "10.0.0.1:8080".parse().unwrap());
     verdicts.insert("web.shop:80", "10.0.0.3:8080".parse().unwrap());
-    model.apply_verdicts(&verdicts);
-    let bytes = load_assignments(&model, &TranslateOptions::default(), &CheckVerdicts::default())
-        .next()
-        .unwrap()
-        .encode_to_vec();
-    let cla = envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap();
+    let cla = envoy_cla_judged(&state(Some(probe())), TranslateOptions::default(), &verdicts);
     let health: Vec<(String, i32)> = cla
         .endpoints
         .iter()
@@ -285,6 +289,6 @@ fn a_failing_verdict_makes_a_ready_endpoint_unhealthy_and_never_revives_a_not_re
     let unhealthy = HealthStatus::Unhealthy as i32;
     assert!(health.contains(&("10.0.0.1".into(), unhealthy)));
     assert!(!health.iter().any(|(ip, _)| ip == "10.0.0.3"), "not ready in Kubernetes stays out");
-    let status = &model.probes[&ObjectKey::new("shop", "web")];
+    let status = &model.probe_statuses(&verdicts)[&ObjectKey::new("shop", "web")];
     assert_eq!((status.healthy_endpoints, status.unhealthy_endpoints), (2, 2));
 }

@@ -57,15 +57,16 @@ pub async fn run(
             () = tokio::time::sleep(RETRY_AFTER), if retry => {}
             () = shutdown::requested(&mut shutdown) => return,
         }
-        let Some(mut model) = models.borrow_and_update().clone() else { continue };
-        if let Some(judged) = verdicts.as_mut().map(|v| v.borrow_and_update().clone()) {
-            Arc::make_mut(&mut model).apply_verdicts(&judged);
-        }
+        let Some(model) = models.borrow_and_update().clone() else { continue };
+        let probes = match verdicts.as_mut() {
+            Some(verdicts) => model.probe_statuses(&verdicts.borrow_and_update()),
+            None => model.probes.clone(),
+        };
         retry = false;
         let now = crate::timestamp::rfc3339(std::time::SystemTime::now());
         let held = current.borrow_and_update().clone();
         awaiting_echo.retain(|key, (written, at)| at.elapsed() < ECHO_WAIT && held.get(key) != Some(written));
-        for (key, probe) in &model.probes {
+        for (key, probe) in &probes {
             let baseline = awaiting_echo.get(key).map(|(written, _)| written).or(held.get(key));
             let Some(desired) = probe_conditions::desired(probe, baseline.map(|s| &**s), &now) else { continue };
             match write(&client, &resource, key, &desired).await {

@@ -32,8 +32,6 @@ pub struct ResolvedEndpoint {
     pub hostname: Option<String>,
     /// The effective probe values for this endpoint, when a probe covers its port.
     pub probe: Option<ProbePolicy>,
-    /// Ready in Kubernetes, but active health checks find it failing.
-    pub failing_check: bool,
 }
 
 /// Which probe covers a Service port.
@@ -76,9 +74,10 @@ pub struct ProbeStatus {
     /// The message naming the probe that already covers a port this one targets.
     pub conflicted: Option<String>,
     pub matched_endpoints: usize,
-    /// Ready and passing active checks (or unchecked).
+    /// Ready in Kubernetes. Active-check verdicts are not in the model: see
+    /// [`Model::probe_statuses`].
     pub healthy_endpoints: usize,
-    /// Not ready in Kubernetes, or failing active checks.
+    /// Not ready in Kubernetes.
     pub unhealthy_endpoints: usize,
 }
 
@@ -103,25 +102,6 @@ impl Model {
     pub fn ports(&self) -> impl Iterator<Item = &ResolvedPort> {
         self.services.values().flat_map(|s| s.ports.iter())
     }
-
-    /// Each probe's healthy and unhealthy endpoints, from readiness and any failing checks marked.
-    pub(super) fn count_health(&mut self) {
-        self.probes = self
-            .probes
-            .iter()
-            .map(|(key, status)| {
-                (key.clone(), ProbeStatus { healthy_endpoints: 0, unhealthy_endpoints: 0, ..status.clone() })
-            })
-            .collect();
-        for service in self.services.values() {
-            count_health_of(service, |key, healthy, unhealthy| {
-                if let Some(status) = self.probes.get_mut(key) {
-                    status.healthy_endpoints += healthy;
-                    status.unhealthy_endpoints += unhealthy;
-                }
-            });
-        }
-    }
 }
 
 /// The healthy and unhealthy endpoints of each probe-covered port of `service`, by probe.
@@ -130,22 +110,31 @@ fn count_health_of(service: &ResolvedService, mut add: impl FnMut(&ObjectKey, us
         let Some(coverage) = &port.probe else { continue };
         let (mut healthy, mut unhealthy) = (0, 0);
         for endpoint in &port.endpoints {
-            match (endpoint.health, endpoint.failing_check) {
-                (EndpointHealth::Ready, false) => healthy += 1,
-                (EndpointHealth::NotReady, _) | (_, true) => unhealthy += 1,
-                (EndpointHealth::Draining, false) => {}
+            match endpoint.health {
+                EndpointHealth::Ready => healthy += 1,
+                EndpointHealth::NotReady => unhealthy += 1,
+                EndpointHealth::Draining => {}
             }
         }
         add(&coverage.probe.key, healthy, unhealthy);
     }
 }
 
+/// A Service port's cluster: `name.namespace:port`, with `/udp` for UDP.
 pub fn cluster_name(service: &ObjectKey, port: &ServicePort) -> String {
     let suffix = match port.protocol {
         PortProtocol::Udp => "/udp",
         PortProtocol::Tcp | PortProtocol::Sctp => "",
     };
     format!("{}.{}:{}{}", service.name, service.namespace, port.port, suffix)
+}
+
+/// The Service a [`cluster_name`] belongs to. Service names and namespaces hold no dot
+/// (DNS labels), so the first dot splits them.
+pub fn cluster_service(cluster: &str) -> Option<ObjectKey> {
+    let (name_and_namespace, _) = cluster.rsplit_once(':')?;
+    let (name, namespace) = name_and_namespace.split_once('.')?;
+    Some(ObjectKey::new(namespace, name))
 }
 
 /// Resolves a source state. Kubernetes conditions alone decide health here: active-check
@@ -344,7 +333,6 @@ fn merge_endpoints(port: &ServicePort, slices: &[&Slice]) -> Vec<ResolvedEndpoin
                 pod_name: endpoint.pod_name.clone(),
                 hostname: endpoint.hostname.clone(),
                 probe: None,
-                failing_check: false,
             };
             merged
                 .entry((endpoint.address, slice_port.port))

@@ -1,14 +1,14 @@
-//! Endpoints that active health checks found failing, folded into a resolved [`Model`].
-//!
-//! The verdicts come from outside the sources (HDS checkers); folding them in is
-//! pure, so the same state and verdicts always give the same model.
+//! Endpoints that active health checks found failing: an overlay on the resolved [`Model`],
+//! kept apart from it so a verdict never changes the model, and counted into probe status
+//! on demand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use std::sync::Arc;
+use imbl::OrdMap;
 
-use super::resolve::{EndpointHealth, Model, ResolvedService};
+use super::object::ObjectKey;
+use super::resolve::{EndpointHealth, Model, ProbeStatus, cluster_service};
 
 /// The endpoints judged unhealthy, by cluster name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,23 +46,26 @@ impl CheckVerdicts {
 }
 
 impl Model {
-    /// Marks the Kubernetes-ready endpoints that failing checks cover, and recounts each probe's
-    /// healthy and unhealthy endpoints. Kubernetes not-ready always stays not-ready. The
-    /// pipeline never calls this: translation takes verdicts as an overlay. It serves the
-    /// probe status counts and the debug view.
-    pub fn apply_verdicts(&mut self, verdicts: &CheckVerdicts) {
-        let services = self.services.clone();
-        for (key, service) in &services {
-            let mut service = ResolvedService::clone(service);
-            for port in &mut service.ports {
-                for endpoint in &mut port.endpoints {
-                    let address = SocketAddr::new(endpoint.address, endpoint.port);
-                    endpoint.failing_check =
-                        endpoint.health == EndpointHealth::Ready && verdicts.is_failing(&port.cluster_name, address);
-                }
-            }
-            self.services.insert(key.clone(), Arc::new(service));
+    /// Each probe's status with `verdicts` counted in: a Kubernetes-ready endpoint that
+    /// active checks find failing moves from healthy to unhealthy. Kubernetes not-ready
+    /// stays not-ready. Costs the failing endpoints, not the model: the verdicts are an
+    /// overlay, never stored in the model itself.
+    pub fn probe_statuses(&self, verdicts: &CheckVerdicts) -> OrdMap<ObjectKey, ProbeStatus> {
+        let mut statuses = self.probes.clone();
+        for (cluster, failing) in verdicts.clusters() {
+            let Some(service) = cluster_service(cluster).and_then(|key| self.services.get(&key)) else { continue };
+            let Some(port) = service.ports.iter().find(|p| p.cluster_name == cluster) else { continue };
+            let Some(coverage) = &port.probe else { continue };
+            let Some(status) = statuses.get_mut(&coverage.probe.key) else { continue };
+            let judged = port
+                .endpoints
+                .iter()
+                .filter(|e| e.health == EndpointHealth::Ready)
+                .filter(|e| failing.contains(&SocketAddr::new(e.address, e.port)))
+                .count();
+            status.healthy_endpoints -= judged;
+            status.unhealthy_endpoints += judged;
         }
-        self.count_health();
+        statuses
     }
 }

@@ -167,10 +167,10 @@ impl SnapshotBuilder {
     }
 
     fn encode(&mut self, service: &ResolvedService, diff: &mut SnapshotDiff) -> Owned {
-        let options = &self.options;
         let unique = self.by_name.get(&service.key.name).is_some_and(|keys| keys.len() == 1);
-        let mut owned = Owned::default();
-        for encoded in service_resources(service, options, &self.verdicts) {
+        let part = translate::contribution(service, &self.options, &self.verdicts, unique);
+        let mut owned = Owned { endpoints: part.endpoints, ..Owned::default() };
+        for encoded in part.resources {
             owned.names.insert((encoded.ty, encoded.name.clone()));
             if encoded.ty == ResourceType::Cluster {
                 self.owner_of_cluster.insert(encoded.name.clone(), service.key.clone());
@@ -180,10 +180,9 @@ impl SnapshotBuilder {
                 diff.record(ty, &name, false);
             }
         }
-        for host in translate::virtual_hosts(service, &options.cluster_domain, unique) {
-            prost::encoding::message::encode(VIRTUAL_HOSTS_FIELD, &host, &mut owned.virtual_hosts);
+        for host in &part.virtual_hosts {
+            prost::encoding::message::encode(VIRTUAL_HOSTS_FIELD, host, &mut owned.virtual_hosts);
         }
-        owned.endpoints = service.ports.iter().map(|p| p.endpoints.len()).sum();
         owned
     }
 }
@@ -206,36 +205,6 @@ fn outbound_routes<'a>(virtual_hosts: impl Iterator<Item = &'a [u8]>) -> Encoded
         body.extend_from_slice(host);
     }
     Encoded::from((ResourceType::RouteConfiguration, OUTBOUND.to_owned(), body))
-}
-
-/// Everything one Service contributes besides its outbound virtual hosts: its clusters,
-/// load assignments, and gRPC listeners with their routes.
-pub fn service_resources<'a>(
-    service: &'a ResolvedService,
-    options: &'a TranslateOptions,
-    verdicts: &'a CheckVerdicts,
-) -> impl Iterator<Item = Encoded> + 'a {
-    let clusters = service.ports.iter().map(move |port| {
-        let cluster = translate::cluster(port, options.active_health_checks);
-        Encoded::from((ResourceType::Cluster, cluster.name.clone(), cluster.encode_to_vec()))
-    });
-    let assignments = service.ports.iter().map(move |port| {
-        let assignment = translate::load_assignment(port, options, verdicts);
-        Encoded::from((
-            ResourceType::ClusterLoadAssignment,
-            assignment.cluster_name.clone(),
-            assignment.encode_to_vec(),
-        ))
-    });
-    let listeners = translate::grpc_listeners(service, options).map(|l| Encoded {
-        ty: ResourceType::Listener,
-        body: l.listener.encode_to_vec(),
-        name: l.listener.name,
-        named_only: l.named_only,
-    });
-    let routes = translate::grpc_route_configurations(service, options)
-        .map(|r| Encoded::from((ResourceType::RouteConfiguration, r.name.clone(), r.encode_to_vec())));
-    clusters.chain(assignments).chain(listeners).chain(routes)
 }
 
 #[cfg(test)]

@@ -31,10 +31,8 @@ pub fn load_assignment(
     let mut encoded: Vec<(ProbePolicy, Bytes)> = Vec::new();
     let mut by_zone: BTreeMap<Option<&str>, Vec<LbEndpoint>> = BTreeMap::new();
     for endpoint in &port.endpoints {
-        let failing = || {
-            endpoint.failing_check
-                || verdicts.is_failing(&port.cluster_name, std::net::SocketAddr::new(endpoint.address, endpoint.port))
-        };
+        let failing =
+            || verdicts.is_failing(&port.cluster_name, std::net::SocketAddr::new(endpoint.address, endpoint.port));
         let health_status = match endpoint.health {
             // Sent even without send_unhealthy_endpoints: the verdict should be visible in Envoy.
             EndpointHealth::Ready if failing() => HealthStatus::Unhealthy,

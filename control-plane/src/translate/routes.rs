@@ -1,8 +1,6 @@
 //! RouteConfigurations: the sidecar's outbound routes (one virtual host per Service port,
 //! under every name Kubernetes DNS gives it), and one per gRPC listener name.
 
-use std::collections::HashMap;
-
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
@@ -10,7 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::{Route, RouteAction, RouteConfigu
 use envoy_types::pb::google::protobuf::Duration;
 
 use super::listeners::OUTBOUND;
-use crate::model::{Model, ObjectKey, PortProtocol, ResolvedPort, ResolvedService};
+use crate::model::{ObjectKey, PortProtocol, ResolvedPort, ResolvedService};
 
 /// The names a port answers to, for the outbound route's domains: `svc`, `svc.ns`,
 /// `svc.ns.svc` and `svc.ns.svc.<domain>`, each with `:port`, and bare for port 80 only, so
@@ -35,20 +33,8 @@ pub fn http_ports_of(service: &ResolvedService) -> impl Iterator<Item = &Resolve
     service.ports.iter().filter(|p| p.port.protocol == PortProtocol::Tcp)
 }
 
-/// The sidecar's outbound RouteConfiguration, [`OUTBOUND`].
-pub fn outbound_routes(model: &Model, cluster_domain: &str) -> RouteConfiguration {
-    let mut namespaces_of: HashMap<&str, usize> = HashMap::new();
-    for key in model.services.keys() {
-        *namespaces_of.entry(&*key.name).or_default() += 1;
-    }
-    let virtual_hosts = model
-        .services
-        .values()
-        .flat_map(|service| {
-            let unique = namespaces_of.get(&*service.key.name) == Some(&1);
-            virtual_hosts(service, cluster_domain, unique)
-        })
-        .collect();
+/// The sidecar's outbound RouteConfiguration, [`OUTBOUND`], from every Service's virtual hosts.
+pub fn outbound_routes(virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
     RouteConfiguration { name: OUTBOUND.to_owned(), virtual_hosts, ..Default::default() }
 }
 

@@ -7,12 +7,31 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use prost::Message;
 
-use super::*;
-use crate::model::fixtures::{endpoint, service, slice, state};
-use crate::model::{AppProtocol, PortProtocol, resolve};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
-fn model(services: Vec<crate::model::Service>) -> Model {
-    resolve(&state(services, vec![], vec![]))
+use super::*;
+use crate::cache::{ResourceType, Snapshot};
+use crate::model::fixtures::{endpoint, service, slice, state};
+use crate::model::{AppProtocol, PortProtocol, SourceState};
+
+/// What the pipeline serves for `state`: every Service's contribution and the shared resources.
+fn snapshot(state: &SourceState, options: &TranslateOptions) -> Snapshot {
+    crate::pipeline::build_snapshot(state, options, None, &Default::default()).0
+}
+
+fn services(services: Vec<crate::model::Service>) -> SourceState {
+    state(services, vec![], vec![])
+}
+
+/// Every resource of `ty`, decoded, in name order, with whether only clients naming it get it.
+fn decoded<M: Message + Default>(snapshot: &Snapshot, ty: ResourceType) -> Vec<(M, bool)> {
+    snapshot.resources(ty).values().map(|r| (M::decode(r.body.as_slice()).unwrap(), r.named_only)).collect()
+}
+
+fn outbound_routes_of(state: &SourceState, options: &TranslateOptions) -> RouteConfiguration {
+    let snapshot = snapshot(state, options);
+    RouteConfiguration::decode(snapshot.resources(ResourceType::RouteConfiguration)[OUTBOUND].body.as_slice()).unwrap()
 }
 
 fn manager(any: &envoy_types::pb::google::protobuf::Any) -> HttpConnectionManager {
@@ -43,10 +62,8 @@ fn cluster_of(route: &envoy_types::pb::envoy::config::route::v3::Route) -> &str 
 #[test]
 fn every_port_answers_to_its_dns_names_with_the_port_and_bare_only_on_port_80() {
     let options = TranslateOptions { cluster_domain: "edge.local".into(), ..Default::default() };
-    let routes = outbound_routes(
-        &model(vec![service("shop", "web", &[("http", 80), ("admin", 9000)])]),
-        &options.cluster_domain,
-    );
+    let routes =
+        outbound_routes_of(&services(vec![service("shop", "web", &[("http", 80), ("admin", 9000)])]), &options);
     assert_eq!(routes.name, "outbound");
     let hosts: Vec<(&str, Vec<&str>, &str)> = routes
         .virtual_hosts
@@ -81,9 +98,9 @@ fn every_port_answers_to_its_dns_names_with_the_port_and_bare_only_on_port_80() 
 
 #[test]
 fn a_service_name_used_in_two_namespaces_gets_no_bare_name_so_no_domain_is_claimed_twice() {
-    let routes = outbound_routes(
-        &model(vec![service("shop", "web", &[("http", 80)]), service("blog", "web", &[("http", 80)])]),
-        "cluster.local",
+    let routes = outbound_routes_of(
+        &services(vec![service("shop", "web", &[("http", 80)]), service("blog", "web", &[("http", 80)])]),
+        &TranslateOptions::default(),
     );
     let mut all: Vec<&str> = routes.virtual_hosts.iter().flat_map(|h| h.domains.iter().map(String::as_str)).collect();
     assert!(!all.contains(&"web") && !all.contains(&"web:80"));
@@ -96,14 +113,14 @@ fn a_service_name_used_in_two_namespaces_gets_no_bare_name_so_no_domain_is_claim
 #[test]
 fn the_outbound_listener_takes_its_routes_over_rds_and_names_an_unknown_host_in_its_404() {
     let options = TranslateOptions { outbound_listener: "127.0.0.1:15006".parse().unwrap(), ..Default::default() };
-    let all: Vec<_> = listeners(&model(vec![]), &options).collect();
+    let all: Vec<(Listener, bool)> = decoded(&snapshot(&services(vec![]), &options), ResourceType::Listener);
     assert_eq!(all.len(), 1);
-    let outbound = &all[0];
-    assert!(!outbound.named_only, "a wildcard LDS request gets it");
-    assert_eq!(outbound.listener.name, "outbound");
-    let address = format!("{:?}", outbound.listener.address);
+    let (outbound, named_only) = &all[0];
+    assert!(!named_only, "a wildcard LDS request gets it");
+    assert_eq!(outbound.name, "outbound");
+    let address = format!("{:?}", outbound.address);
     assert!(address.contains("127.0.0.1") && address.contains("15006"), "{address}");
-    let Some(FilterConfig::TypedConfig(any)) = &outbound.listener.filter_chains[0].filters[0].config_type else {
+    let Some(FilterConfig::TypedConfig(any)) = &outbound.filter_chains[0].filters[0].config_type else {
         panic!("no connection manager")
     };
     let hcm = manager(any);
@@ -117,16 +134,24 @@ fn each_http_port_gets_two_named_only_grpc_listeners_with_rds_and_the_router_las
     let options = TranslateOptions::default();
     let mut udp = service("shop", "dns", &[("dns", 53)]);
     udp.ports[0].protocol = PortProtocol::Udp;
-    let model = model(vec![service("shop", "web", &[("grpc", 50051)]), udp]);
-    let grpc: Vec<_> = listeners(&model, &options).filter(|l| l.named_only).collect();
-    let names: Vec<&str> = grpc.iter().map(|l| l.listener.name.as_str()).collect();
-    assert_eq!(names, ["web.shop:50051", "web.shop.svc.cluster.local:50051"], "none for UDP");
+    let snapshot = snapshot(&services(vec![service("shop", "web", &[("grpc", 50051)]), udp]), &options);
+    let grpc: Vec<Listener> = decoded(&snapshot, ResourceType::Listener)
+        .into_iter()
+        .filter(|(_, named_only)| *named_only)
+        .map(|(l, _)| l)
+        .collect();
+    let names: Vec<&str> = grpc.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["web.shop.svc.cluster.local:50051", "web.shop:50051"], "none for UDP");
     for listener in &grpc {
-        let hcm = manager(listener.listener.api_listener.as_ref().unwrap().api_listener.as_ref().unwrap());
-        assert_eq!(rds_name(&hcm), listener.listener.name);
+        let hcm = manager(listener.api_listener.as_ref().unwrap().api_listener.as_ref().unwrap());
+        assert_eq!(rds_name(&hcm), listener.name);
         assert_eq!(hcm.http_filters.last().unwrap().name, "envoy.filters.http.router");
     }
-    let routes: Vec<_> = route_configurations(&model, &options).filter(|r| r.name != "outbound").collect();
+    let routes: Vec<RouteConfiguration> = decoded(&snapshot, ResourceType::RouteConfiguration)
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r: &RouteConfiguration| r.name != "outbound")
+        .collect();
     for (routes, name) in routes.iter().zip(names) {
         assert_eq!(routes.name, name);
         assert_eq!(routes.virtual_hosts[0].domains, [name]);
@@ -139,13 +164,15 @@ fn grpc_and_h2c_ports_get_an_http2_upstream() {
     let mut web = service("shop", "web", &[("grpc", 50051), ("h2c", 8080), ("http", 80)]);
     web.ports[0].app_protocol = AppProtocol::parse(Some("grpc"));
     web.ports[1].app_protocol = AppProtocol::parse(Some("kubernetes.io/h2c"));
-    let model = model(vec![web]);
-    let http2: Vec<bool> = clusters(&model, &TranslateOptions::default())
-        .map(|c: Cluster| {
+    let snapshot = snapshot(&services(vec![web]), &TranslateOptions::default());
+    let http2: Vec<bool> = decoded(&snapshot, ResourceType::Cluster)
+        .into_iter()
+        .map(|(c, _): (Cluster, bool)| {
             c.typed_extension_protocol_options.contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
         })
         .collect();
-    assert_eq!(http2, [true, true, false]);
+    // In name order: web.shop:50051, web.shop:80, web.shop:8080.
+    assert_eq!(http2, [true, false, true]);
 }
 
 #[test]
@@ -161,10 +188,9 @@ fn every_locality_has_a_weight_of_its_endpoint_count_for_grpc_clients() {
         )],
         vec![],
     );
-    let model = resolve(&state);
-    let options = TranslateOptions::default();
-    let bytes = load_assignments(&model, &options, &Default::default()).next().unwrap().encode_to_vec();
-    let decoded = envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap();
+    let snapshot = snapshot(&state, &TranslateOptions::default());
+    let (decoded, _): (envoy_endpoint::ClusterLoadAssignment, bool) =
+        decoded(&snapshot, ResourceType::ClusterLoadAssignment).remove(0);
     let weights: Vec<(u32, u32)> =
         decoded.endpoints.iter().map(|l| (l.load_balancing_weight.unwrap().value, l.priority)).collect();
     assert_eq!(weights, [(2, 0), (1, 0)], "weighted by endpoints, all at priority 0");

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use crate::cache::ResourceType;
-use crate::model::{CheckKind, ProbePolicy, ResolvedPort};
+use crate::model::{CheckKind, CheckVerdicts, ProbePolicy, ResolvedPort};
 use crate::translate::ClusterLoadAssignment;
 
 type Reply = Result<Json<Value>, (StatusCode, String)>;
@@ -142,7 +142,7 @@ fn policy_json(policy: &ProbePolicy) -> Value {
     })
 }
 
-fn port_json(port: &ResolvedPort) -> Value {
+fn port_json(port: &ResolvedPort, verdicts: &CheckVerdicts) -> Value {
     let probe = port.probe.as_ref().map(|c| {
         let check = match &c.probe.check {
             CheckKind::Http { path, host } => json!({"http": {"path": path, "host": host}}),
@@ -158,7 +158,8 @@ fn port_json(port: &ResolvedPort) -> Value {
             json!({
                 "address": e.address, "port": e.port, "health": format!("{:?}", e.health),
                 "zone": e.zone, "node": e.node_name, "pod": e.pod_name,
-                "probe": e.probe.as_ref().map(policy_json), "failing_active_check": e.failing_check,
+                "probe": e.probe.as_ref().map(policy_json),
+                "failing_active_check": verdicts.is_failing(&port.cluster_name, std::net::SocketAddr::new(e.address, e.port)),
             })
         })
         .collect();
@@ -168,13 +169,17 @@ fn port_json(port: &ResolvedPort) -> Value {
 /// The translated input: services with their ports and endpoints, probes with their effective values.
 pub async fn model(State(state): State<AdminState>) -> Reply {
     let model = state.models.borrow().clone().ok_or((StatusCode::SERVICE_UNAVAILABLE, "no model yet\n".into()))?;
+    let verdicts = state.hds.as_ref().map(|hub| hub.verdicts().borrow().clone()).unwrap_or_default();
     let services: Vec<Value> = model
         .services
         .values()
-        .map(|s| json!({"service": s.key.to_string(), "ports": s.ports.iter().map(port_json).collect::<Vec<_>>()}))
+        .map(|s| {
+            let ports: Vec<Value> = s.ports.iter().map(|p| port_json(p, &verdicts)).collect();
+            json!({"service": s.key.to_string(), "ports": ports})
+        })
         .collect();
     let probes: Vec<Value> = model
-        .probes
+        .probe_statuses(&verdicts)
         .iter()
         .map(|(key, p)| {
             json!({
