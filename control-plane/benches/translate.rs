@@ -10,8 +10,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use edgexds::cache::{ResourceType, Snapshot, SnapshotDiff};
 use edgexds::kubernetes::crd::{HealthProbeSpec, ProbeOverride, TargetRef};
 use edgexds::model::{
-    AddressType, CheckVerdicts, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
-    SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
+    AddressType, CheckVerdicts, EndpointConditions, EndpointSlice, HealthProbe, ObjectKey, PortProtocol, Service,
+    ServicePort, SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
 };
 use edgexds::pipeline::{SnapshotBuilder, build_snapshot};
 use edgexds::translate::{TranslateOptions, load_assignment};
@@ -33,7 +33,7 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
         state
             .services
             .insert(key.clone(), Arc::new(Service { key: key.clone(), ports: vec![port], external_name: false }));
-        let slice = Slice {
+        let slice = EndpointSlice {
             key: ObjectKey::new(&key.namespace, format!("{}-1", key.name)),
             service_name: Some(key.name.to_string()),
             address_type: AddressType::Ipv4,
@@ -65,7 +65,7 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
                 ..Default::default()
             };
             let valid = edgexds::kubernetes::probe_spec::validate(&key, &spec).map(Arc::new);
-            let probe = Probe { key: key.clone(), created: None, generation: Some(1), valid };
+            let probe = HealthProbe { key: key.clone(), created: None, generation: Some(1), valid };
             state.probes.insert(key, Arc::new(probe));
         }
     }
@@ -160,7 +160,7 @@ fn one_slice_change(c: &mut Criterion) {
         let mut input = state(services, 10, true);
         let key = ObjectKey::new("ns-3", "svc-13-1");
         let original = input.slices[&key].clone();
-        let mut moved = Slice::clone(&original);
+        let mut moved = EndpointSlice::clone(&original);
         moved.endpoints[0].address = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1));
         let versions = [original, Arc::new(moved)];
         let mut builder = SnapshotBuilder::new(options.clone());

@@ -2,6 +2,8 @@
 //! client from its certificate or its ServiceAccount token (TokenReview, cached), and the
 //! check every request on the port passes. Kept apart from the xDS and HDS services, which
 //! only read the [`Identity`] a request carries.
+//!
+//! Imports: none.
 
 pub mod access;
 pub mod authenticator;

@@ -36,6 +36,12 @@ pub mod timestamp;
 #[cfg(test)]
 mod layout_tests;
 
+/// Cases a property test runs: `default`, or `PROPTEST_CASES` when set (for long runs).
+#[cfg(test)]
+pub(crate) fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Our own extension messages, compiled from `proto/`.
 pub mod api {
     pub mod v1alpha1 {

@@ -17,12 +17,12 @@ pub(crate) mod fixtures;
 
 pub use incremental::ModelIndex;
 pub use object::{
-    AddressType, AppProtocol, EndpointConditions, ObjectKey, PortProtocol, Service, ServicePort, Slice, SliceEndpoint,
-    SlicePort, TargetPort,
+    AddressType, AppProtocol, EndpointConditions, EndpointSlice, ObjectKey, PortProtocol, Service, ServicePort,
+    SliceEndpoint, SlicePort, TargetPort,
 };
 pub use probe::{
     CheckKind, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_MS, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT_MS,
-    EndpointFacts, FieldError, Override, Probe, ProbePolicy, ValidProbe,
+    EndpointFacts, FieldError, HealthProbe, Override, ProbePolicy, ValidProbe,
 };
 pub use resolve::{
     Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
@@ -42,6 +42,6 @@ pub type ObjectMap<T> = imbl::OrdMap<ObjectKey, Arc<T>>;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourceState {
     pub services: ObjectMap<Service>,
-    pub slices: ObjectMap<Slice>,
-    pub probes: ObjectMap<Probe>,
+    pub slices: ObjectMap<EndpointSlice>,
+    pub probes: ObjectMap<HealthProbe>,
 }

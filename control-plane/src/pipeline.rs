@@ -1,4 +1,7 @@
-//! Turns source states into published snapshots: debounce, resolve, translate, encode, publish.
+//! Turns source states into published snapshots: debounce, resolve, translate, encode,
+//! publish. It also defines what a source publishes into, and what the pipeline publishes.
+//!
+//! Imports: none.
 
 mod incremental;
 

@@ -11,8 +11,8 @@ use super::*;
 use crate::api::v1alpha1::EndpointExtension;
 use crate::kubernetes::crd::{GrpcProbe, HealthProbeSpec, ProbeOverride, TargetRef};
 use crate::model::{
-    AddressType, CheckVerdicts, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice,
-    SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
+    AddressType, CheckVerdicts, EndpointConditions, EndpointSlice, HealthProbe, ObjectKey, PortProtocol, Service,
+    ServicePort, SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
 };
 
 fn state(probe: Option<HealthProbeSpec>) -> SourceState {
@@ -35,7 +35,7 @@ fn state(probe: Option<HealthProbeSpec>) -> SourceState {
         pod_name: Some(pod.into()),
         hostname: None,
     };
-    let slice = Slice {
+    let slice = EndpointSlice {
         key: ObjectKey::new("shop", "web-1"),
         service_name: Some("web".into()),
         address_type: AddressType::Ipv4,
@@ -53,7 +53,7 @@ fn state(probe: Option<HealthProbeSpec>) -> SourceState {
     if let Some(spec) = probe {
         let key = ObjectKey::new("shop", "web");
         let valid = crate::kubernetes::probe_spec::validate(&key, &spec).map(Arc::new);
-        let probe = Probe { key, created: None, generation: None, valid };
+        let probe = HealthProbe { key, created: None, generation: None, valid };
         state.probes.insert(probe.key.clone(), Arc::new(probe));
     }
     state

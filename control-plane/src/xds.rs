@@ -6,17 +6,20 @@
 
 mod budget;
 mod csds;
+mod delta_response;
 pub mod grpc;
 mod kind;
 pub mod metrics;
 pub mod proxies;
 mod response_wire;
 mod service;
+mod sotw_response;
 mod stream;
 mod stream_state;
 mod subscription;
+pub mod view;
 
-pub use budget::{SEND_BUDGET_BYTES, SendBudget};
+pub use budget::{MAX_RESPONSE_BYTES, SEND_BUDGET_BYTES, SendBudget};
 pub use csds::ClientStatus;
 pub use kind::{Flavour, StreamKind};
 pub use metrics::XdsMetrics;
@@ -24,5 +27,4 @@ pub use proxies::{ProxyRegistry, ProxyReport, SyncState};
 pub use response_wire::EncodedResponse;
 pub use service::XdsServer;
 pub use stream::{StreamEnv, XdsRequest, run_stream};
-pub use stream_state::{Answer, MAX_RESPONSE_BYTES, Outgoing, StreamState};
-pub use subscription::{Changes, Subscription, SubscriptionRequest};
+pub use stream_state::{Answer, Outgoing, StreamState};

@@ -97,7 +97,7 @@ async fn a_checker_probes_each_endpoint_at_its_own_interval_and_sidecars_follow_
     let (cluster, _) = s.sidecar.cluster_and_endpoints(ROUTED_CLUSTER).await.unwrap().expect("sidecar has web");
     assert!(cluster.get("health_checks").is_none(), "with HDS, sidecars do not probe: {cluster}");
 
-    // Probe rates as the upstreams see them: the checker really runs the two schedules.
+    // HealthProbe rates as the upstreams see them: the checker really runs the two schedules.
     // Counted over the time the canary takes for 12 probes, however slow the machine is.
     let (base_before, canary_before) = (s.base.probes(), s.canary.probes());
     let window = probes_arrive(|| s.canary.probes(), canary_before + 12).await;

@@ -24,7 +24,7 @@ async fn every_response_has_a_version_and_a_nonce_and_error_detail_decides_ack_o
     assert_ne!((&second.version_info, &second.nonce), (&first.version_info, &first.nonce));
     ads.nack(&second, &[], &first.version_info).await;
     let (cds, _) = eventually(PATIENCE, "the NACK recorded", || async {
-        h.proxies.report().pop().map(|p| p.types["cds"].clone()).filter(|cds| cds.last_nack.is_some())
+        h.proxies.report().await.pop().map(|p| p.types["cds"].clone()).filter(|cds| cds.last_nack.is_some())
     })
     .await;
     assert_eq!(cds.version_acked.as_deref(), Some(first.version_info.as_str()), "the ACK is recorded");
@@ -94,7 +94,7 @@ async fn a_nack_keeps_the_previous_version_and_the_same_bad_version_is_not_resen
     ads.nack(&bad, &[], &good.version_info).await;
     ads.assert_quiet().await;
     let (report, _) = eventually(PATIENCE, "the NACK recorded", || async {
-        h.proxies.report().pop().map(|p| p.types["cds"].clone()).filter(|cds| cds.last_nack.is_some())
+        h.proxies.report().await.pop().map(|p| p.types["cds"].clone()).filter(|cds| cds.last_nack.is_some())
     })
     .await;
     assert_eq!(
@@ -187,7 +187,7 @@ async fn a_stale_nonce_is_ignored() {
 /// arrives after a newer response went out answers a superseded nonce, and is ignored.
 async fn acked(h: &Harness, version: &str) {
     eventually(PATIENCE, "the ACK recorded", || async {
-        h.proxies.report().pop().filter(|p| p.types["cds"].version_acked.as_deref() == Some(version)).map(drop)
+        h.proxies.report().await.pop().filter(|p| p.types["cds"].version_acked.as_deref() == Some(version)).map(drop)
     })
     .await;
 }

@@ -3,17 +3,17 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service as KubeService;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::EndpointSlice as KubeEndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use std::sync::Arc;
 
-use crate::kubernetes::crd::{HealthProbe, HealthProbeSpec, HealthProbeStatus};
+use crate::kubernetes::crd::{HealthProbe as KubeHealthProbe, HealthProbeSpec, HealthProbeStatus};
 use crate::kubernetes::probe_spec;
 use crate::model::{
-    AddressType, AppProtocol, EndpointConditions, FieldError, ObjectKey, PortProtocol, Probe, Service, ServicePort,
-    Slice, SliceEndpoint, SlicePort, TargetPort,
+    AddressType, AppProtocol, EndpointConditions, EndpointSlice, FieldError, HealthProbe, ObjectKey, PortProtocol,
+    Service, ServicePort, SliceEndpoint, SlicePort, TargetPort,
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -129,7 +129,7 @@ pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service,
     Ok(Service { key, ports, external_name: spec.type_.as_deref() == Some("ExternalName") })
 }
 
-pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, FieldError> {
+pub fn slice(object: &KubeEndpointSlice, default_namespace: &str) -> Result<EndpointSlice, FieldError> {
     let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
     let address_type = match object.address_type.as_str() {
         "IPv4" => AddressType::Ipv4,
@@ -188,7 +188,7 @@ pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, F
             })
             .collect::<Result<_, FieldError>>()?
     };
-    Ok(Slice {
+    Ok(EndpointSlice {
         service_name: object.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned(),
         key,
         address_type,
@@ -198,10 +198,10 @@ pub fn slice(object: &EndpointSlice, default_namespace: &str) -> Result<Slice, F
 }
 
 /// The probe, validated; its spec's problems are kept in it, for its status to report.
-pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, FieldError> {
+pub fn probe(object: &KubeHealthProbe, default_namespace: &str) -> Result<HealthProbe, FieldError> {
     let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
     let valid = probe_spec::validate(&key, &object.spec).map(Arc::new);
-    Ok(Probe {
+    Ok(HealthProbe {
         key,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: object.metadata.generation,
@@ -215,14 +215,14 @@ pub fn probe(object: &HealthProbe, default_namespace: &str) -> Result<Probe, Fie
 pub fn probe_from_dynamic(
     object: &kube::api::DynamicObject,
     default_namespace: &str,
-) -> Result<(Probe, Option<HealthProbeStatus>), FieldError> {
+) -> Result<(HealthProbe, Option<HealthProbeStatus>), FieldError> {
     let spec: HealthProbeSpec = serde_json::from_value(object.data.get("spec").cloned().unwrap_or_default())
         .map_err(|e| error("spec", e.to_string()))?;
     // A status we cannot read is simply rewritten.
     let status = object.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
     let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
     let valid = probe_spec::validate(&key, &spec).map(Arc::new);
-    let probe = Probe {
+    let probe = HealthProbe {
         key,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: object.metadata.generation,

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::kubernetes::crd::{HealthProbe, HealthProbeStatus};
+use crate::kubernetes::crd::{HealthProbe as KubeHealthProbe, HealthProbeStatus};
 use crate::kubernetes::metrics::KubeMetrics;
 use crate::kubernetes::probe_conditions;
 use crate::model::ObjectKey;
@@ -45,7 +45,7 @@ pub async fn run(
     metrics: KubeMetrics,
     mut shutdown: Shutdown,
 ) {
-    let resource = ApiResource::erase::<HealthProbe>(&());
+    let resource = ApiResource::erase::<KubeHealthProbe>(&());
     let mut retry = false;
     let mut awaiting_echo: BTreeMap<ObjectKey, (Arc<HealthProbeStatus>, Instant)> = BTreeMap::new();
     loop {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service as KubeService;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::EndpointSlice as KubeEndpointSlice;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::ResetTimerBackoff;
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::store::{Change, Item, KubeStore};
 use crate::kubernetes::convert::{self, SERVICE_NAME_LABEL};
-use crate::kubernetes::crd::HealthProbe;
+use crate::kubernetes::crd::HealthProbe as KubeHealthProbe;
 use crate::kubernetes::metrics::KubeMetrics;
 use crate::kubernetes::status_writer::ProbeStatuses;
 use crate::model::ObjectKey;
@@ -129,8 +129,8 @@ fn edge_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 /// during an outage may linger; the writer only looks up probes the model holds.
 fn track_status(statuses: &watch::Sender<ProbeStatuses>, kind: ObjectKind, change: &Change) {
     match change {
-        Change::Apply(Item { object: SourceObject::Probe(probe), status })
-        | Change::InitApply(Item { object: SourceObject::Probe(probe), status }) => {
+        Change::Apply(Item { object: SourceObject::HealthProbe(probe), status })
+        | Change::InitApply(Item { object: SourceObject::HealthProbe(probe), status }) => {
             statuses.send_if_modified(|all| {
                 if all.get(&probe.key) == status.as_ref() {
                     return false;
@@ -154,13 +154,13 @@ fn service(object: &KubeService) -> Result<Item, FieldError> {
     convert::service(object, "").map(|s| Item { object: SourceObject::Service(s.into()), status: None })
 }
 
-fn slice(object: &EndpointSlice) -> Result<Item, FieldError> {
-    convert::slice(object, "").map(|s| Item { object: SourceObject::Slice(s.into()), status: None })
+fn slice(object: &KubeEndpointSlice) -> Result<Item, FieldError> {
+    convert::slice(object, "").map(|s| Item { object: SourceObject::EndpointSlice(s.into()), status: None })
 }
 
 fn probe(object: &DynamicObject) -> Result<Item, FieldError> {
     convert::probe_from_dynamic(object, "")
-        .map(|(p, status)| Item { object: SourceObject::Probe(p.into()), status: status.map(Arc::new) })
+        .map(|(p, status)| Item { object: SourceObject::HealthProbe(p.into()), status: status.map(Arc::new) })
 }
 
 /// Every watch asks for bookmarks (kube-rs's default, kept on purpose): a quiet kind's
@@ -178,7 +178,7 @@ fn watch_config(kind: ObjectKind, service_selector: Option<&str>) -> watcher::Co
 fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
-    let probe_resource = ApiResource::erase::<HealthProbe>(&());
+    let probe_resource = ApiResource::erase::<KubeHealthProbe>(&());
     let mut scopes = Vec::new();
     let mut all = SelectAll::new();
     for namespace in namespaces {

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service as KubeService;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::EndpointSlice as KubeEndpointSlice;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::kubernetes::convert;
-use crate::kubernetes::crd::HealthProbe;
+use crate::kubernetes::crd::HealthProbe as KubeHealthProbe;
 use crate::model::SourceObject;
 
 /// Manifests that leave out the namespace land where kubectl would put them.
@@ -206,18 +206,18 @@ fn parse_document(format: Format, doc: &str, objects: &mut Vec<SourceObject>) ->
                 .map_err(|e| (s.metadata.name, e))
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let s: EndpointSlice = from_text(format, doc)?;
+            let s: KubeEndpointSlice = from_text(format, doc)?;
             convert::slice(&s, DEFAULT_NAMESPACE)
-                .map(|c| SourceObject::Slice(Arc::new(c)))
+                .map(|c| SourceObject::EndpointSlice(Arc::new(c)))
                 .map_err(|e| (s.metadata.name, e))
         }
         ("edgexds.io/v1alpha1", "HealthProbe") => {
-            let p: HealthProbe = from_text(format, doc)?;
+            let p: KubeHealthProbe = from_text(format, doc)?;
             // The API server would refuse a probe that breaks the CRD's schema or rules,
             // so a manifest cannot hold one either.
             convert::probe(&p, DEFAULT_NAMESPACE)
                 .and_then(|probe| match &probe.valid {
-                    Ok(_) => Ok(SourceObject::Probe(Arc::new(probe))),
+                    Ok(_) => Ok(SourceObject::HealthProbe(Arc::new(probe))),
                     Err(e) => Err(e.clone()),
                 })
                 .map_err(|e| (p.metadata.name, e))

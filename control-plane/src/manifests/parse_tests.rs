@@ -41,7 +41,7 @@ endpoints:
     assert_eq!(service.ports[0].target_port, TargetPort::Number(8080));
     assert_eq!(service.ports[1].target_port, TargetPort::Name("admin".into()));
     assert_eq!(service.ports[1].protocol, PortProtocol::Udp);
-    let SourceObject::Slice(slice) = &objects[1] else { panic!("{objects:?}") };
+    let SourceObject::EndpointSlice(slice) = &objects[1] else { panic!("{objects:?}") };
     assert_eq!(slice.key, ObjectKey::new(DEFAULT_NAMESPACE, "web-1"), "namespace defaults like kubectl");
     assert_eq!(slice.service_name.as_deref(), Some("web"));
     assert_eq!(slice.address_type, AddressType::Ipv4);
@@ -68,7 +68,7 @@ fn list_kind_and_json_files_are_read() {
     ]}"#;
     let objects = parse("list.json", list).unwrap();
     assert_eq!(objects.len(), 2);
-    let SourceObject::Probe(probe) = &objects[1] else { panic!("{objects:?}") };
+    let SourceObject::HealthProbe(probe) = &objects[1] else { panic!("{objects:?}") };
     assert_eq!(probe.created.as_deref(), Some("2024-01-02T03:04:05Z"));
     assert_eq!(probe.generation, Some(4));
     // Validation requires kind Service, so a valid probe shows the default applied.
@@ -130,7 +130,7 @@ addressType: FQDN
 endpoints:
 - addresses: [example.com]
 ";
-    let SourceObject::Slice(slice) = &parse("s.yaml", text).unwrap()[0] else { panic!() };
+    let SourceObject::EndpointSlice(slice) = &parse("s.yaml", text).unwrap()[0] else { panic!() };
     assert_eq!(slice.address_type, AddressType::Fqdn);
     assert!(slice.endpoints.is_empty());
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    AddressType, EndpointConditions, ObjectKey, PortProtocol, Probe, Service, ServicePort, Slice, SliceEndpoint,
-    SlicePort, SourceState, TargetPort,
+    AddressType, EndpointConditions, EndpointSlice, HealthProbe, ObjectKey, PortProtocol, Service, ServicePort,
+    SliceEndpoint, SlicePort, SourceState, TargetPort,
 };
 // Probes are built the way every source builds them, through the CRD's validation.
 use crate::kubernetes::crd::{HealthProbeSpec, TargetRef};
@@ -44,8 +44,8 @@ pub(crate) fn slice(
     service: &str,
     ports: &[(&str, u16)],
     endpoints: Vec<SliceEndpoint>,
-) -> Slice {
-    Slice {
+) -> EndpointSlice {
+    EndpointSlice {
         key: ObjectKey::new(ns, name),
         service_name: Some(service.to_string()),
         address_type: AddressType::Ipv4,
@@ -57,10 +57,10 @@ pub(crate) fn slice(
     }
 }
 
-pub(crate) fn probe(ns: &str, name: &str, created: &str, spec: HealthProbeSpec) -> Probe {
+pub(crate) fn probe(ns: &str, name: &str, created: &str, spec: HealthProbeSpec) -> HealthProbe {
     let key = ObjectKey::new(ns, name);
     let valid = probe_spec::validate(&key, &spec).map(Arc::new);
-    Probe { key, created: Some(created.to_string()), generation: Some(1), valid }
+    HealthProbe { key, created: Some(created.to_string()), generation: Some(1), valid }
 }
 
 pub(crate) fn probe_spec(service: &str, port: Option<i64>) -> HealthProbeSpec {
@@ -71,7 +71,7 @@ pub(crate) fn probe_spec(service: &str, port: Option<i64>) -> HealthProbeSpec {
     }
 }
 
-pub(crate) fn state(services: Vec<Service>, slices: Vec<Slice>, probes: Vec<Probe>) -> SourceState {
+pub(crate) fn state(services: Vec<Service>, slices: Vec<EndpointSlice>, probes: Vec<HealthProbe>) -> SourceState {
     SourceState {
         services: services.into_iter().map(|s| (s.key.clone(), Arc::new(s))).collect(),
         slices: slices.into_iter().map(|s| (s.key.clone(), Arc::new(s))).collect(),

@@ -14,13 +14,13 @@ use imbl::ordmap::DiffItem;
 use super::resolve::{
     invalid_status, probe_diagnostic, probe_target, resolve_target, service_diagnostic, slice_target,
 };
-use super::{Model, ObjectKey, Probe, Slice, SourceState};
+use super::{EndpointSlice, HealthProbe, Model, ObjectKey, SourceState};
 
 /// The model of the last state applied, with what it takes to re-resolve one Service key.
 #[derive(Debug, Default)]
 pub struct ModelIndex {
     state: SourceState,
-    /// Slice keys by the Service they belong to.
+    /// EndpointSlice keys by the Service they belong to.
     slices_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Valid probe keys by the Service they target.
     probes_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
@@ -71,7 +71,7 @@ impl ModelIndex {
         touched
     }
 
-    fn index_slice(&mut self, slice: &Slice, touched: &mut BTreeSet<ObjectKey>) {
+    fn index_slice(&mut self, slice: &EndpointSlice, touched: &mut BTreeSet<ObjectKey>) {
         match slice_target(slice) {
             Ok(target) => {
                 self.slices_of.entry(target.clone()).or_default().insert(slice.key.clone());
@@ -83,7 +83,7 @@ impl ModelIndex {
         }
     }
 
-    fn forget_slice(&mut self, slice: &Slice, touched: &mut BTreeSet<ObjectKey>) {
+    fn forget_slice(&mut self, slice: &EndpointSlice, touched: &mut BTreeSet<ObjectKey>) {
         match slice_target(slice) {
             Ok(target) => {
                 remove_from(&mut self.slices_of, &target, &slice.key);
@@ -95,7 +95,7 @@ impl ModelIndex {
         }
     }
 
-    fn index_probe(&mut self, probe: &Probe, touched: &mut BTreeSet<ObjectKey>) {
+    fn index_probe(&mut self, probe: &HealthProbe, touched: &mut BTreeSet<ObjectKey>) {
         match probe_target(probe) {
             Some(target) => {
                 self.probes_of.entry(target.clone()).or_default().insert(probe.key.clone());
@@ -108,7 +108,7 @@ impl ModelIndex {
         }
     }
 
-    fn forget_probe(&mut self, probe: &Probe, touched: &mut BTreeSet<ObjectKey>) {
+    fn forget_probe(&mut self, probe: &HealthProbe, touched: &mut BTreeSet<ObjectKey>) {
         self.model.probes.remove(&probe.key);
         match probe_target(probe) {
             Some(target) => {
@@ -125,9 +125,9 @@ impl ModelIndex {
 
     fn resolve_key(&mut self, key: &ObjectKey) {
         let state = &self.state;
-        let slices: Vec<&Slice> =
+        let slices: Vec<&EndpointSlice> =
             self.slices_of.get(key).into_iter().flatten().filter_map(|k| state.slices.get(k).map(|s| &**s)).collect();
-        let probes: Vec<&Probe> =
+        let probes: Vec<&HealthProbe> =
             self.probes_of.get(key).into_iter().flatten().filter_map(|k| state.probes.get(k).map(|p| &**p)).collect();
         let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), &slices, probes);
         match resolved {

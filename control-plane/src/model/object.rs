@@ -146,7 +146,7 @@ pub struct SliceEndpoint {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Slice {
+pub struct EndpointSlice {
     pub key: ObjectKey,
     /// From the `kubernetes.io/service-name` label; slices without it belong to no Service.
     pub service_name: Option<String>,

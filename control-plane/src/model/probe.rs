@@ -16,7 +16,7 @@ pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
 
 /// A HealthProbe as a source saw it: valid, or the precise reason it is not.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Probe {
+pub struct HealthProbe {
     pub key: ObjectKey,
     /// RFC 3339 as Kubernetes writes it, so string order is time order.
     pub created: Option<String>,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use imbl::{OrdMap, OrdSet};
 
 use super::SourceState;
-use super::object::{AddressType, ObjectKey, PortProtocol, Service, ServicePort, Slice};
-use super::probe::{EndpointFacts, Probe, ProbePolicy, ValidProbe};
+use super::object::{AddressType, EndpointSlice, ObjectKey, PortProtocol, Service, ServicePort};
+use super::probe::{EndpointFacts, HealthProbe, ProbePolicy, ValidProbe};
 
 /// What Envoy should think of an endpoint, from Kubernetes conditions alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -144,8 +144,8 @@ pub fn cluster_service(cluster: &str) -> Option<ObjectKey> {
 /// that target it: [`super::ModelIndex`] re-resolves one key the same way.
 pub fn resolve(state: &SourceState) -> Model {
     let mut model = Model::default();
-    let mut slices_of: BTreeMap<ObjectKey, Vec<&Slice>> = BTreeMap::new();
-    let mut probes_of: BTreeMap<ObjectKey, Vec<&Probe>> = BTreeMap::new();
+    let mut slices_of: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
+    let mut probes_of: BTreeMap<ObjectKey, Vec<&HealthProbe>> = BTreeMap::new();
     for service in state.services.values() {
         model.diagnostics.extend(service_diagnostic(service));
     }
@@ -180,17 +180,17 @@ pub fn resolve(state: &SourceState) -> Model {
 }
 
 /// Older probes win a contested port: creation time first, then name.
-fn age_order(probe: &Probe) -> (Option<&str>, &ObjectKey) {
+fn age_order(probe: &HealthProbe) -> (Option<&str>, &ObjectKey) {
     (probe.created.as_deref(), &probe.key)
 }
 
 /// The Service a valid probe targets; `None` for an invalid one.
-pub(super) fn probe_target(probe: &Probe) -> Option<ObjectKey> {
+pub(super) fn probe_target(probe: &HealthProbe) -> Option<ObjectKey> {
     probe.valid.as_ref().ok().map(|v| ObjectKey::new(&probe.key.namespace, &v.service))
 }
 
 /// The Service a slice belongs to, or why it is ignored.
-pub(super) fn slice_target(slice: &Slice) -> Result<ObjectKey, Diagnostic> {
+pub(super) fn slice_target(slice: &EndpointSlice) -> Result<ObjectKey, Diagnostic> {
     let problem =
         |message: &str| Diagnostic { object: format!("EndpointSlice {}", slice.key), message: message.into() };
     if slice.address_type == AddressType::Fqdn {
@@ -209,16 +209,16 @@ pub(super) fn service_diagnostic(service: &Service) -> Option<Diagnostic> {
     })
 }
 
-pub(super) fn probe_diagnostic(probe: &Probe) -> Option<Diagnostic> {
+pub(super) fn probe_diagnostic(probe: &HealthProbe) -> Option<Diagnostic> {
     let err = probe.valid.as_ref().err()?;
     Some(Diagnostic { object: format!("HealthProbe {}", probe.key), message: format!("invalid, ignored: {err}") })
 }
 
-pub(super) fn invalid_status(probe: &Probe) -> ProbeStatus {
+pub(super) fn invalid_status(probe: &HealthProbe) -> ProbeStatus {
     ProbeStatus { accepted: probe.valid.as_ref().map(|_| ()).map_err(ToString::to_string), ..base_status(probe) }
 }
 
-fn base_status(probe: &Probe) -> ProbeStatus {
+fn base_status(probe: &HealthProbe) -> ProbeStatus {
     ProbeStatus {
         generation: probe.generation,
         accepted: Ok(()),
@@ -235,8 +235,8 @@ fn base_status(probe: &Probe) -> ProbeStatus {
 pub(super) fn resolve_target(
     key: &ObjectKey,
     service: Option<&Service>,
-    slices: &[&Slice],
-    mut probes: Vec<&Probe>,
+    slices: &[&EndpointSlice],
+    mut probes: Vec<&HealthProbe>,
 ) -> (Option<ResolvedService>, BTreeMap<ObjectKey, ProbeStatus>) {
     probes.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
     let valid: Vec<Arc<ValidProbe>> = probes.iter().filter_map(|p| p.valid.as_ref().ok().cloned()).collect();
@@ -271,7 +271,7 @@ pub(super) fn resolve_target(
 fn resolve_port(
     service: &Service,
     port: &ServicePort,
-    slices: &[&Slice],
+    slices: &[&EndpointSlice],
     probes: &[Arc<ValidProbe>],
     statuses: &mut BTreeMap<ObjectKey, ProbeStatus>,
 ) -> ResolvedPort {
@@ -309,7 +309,7 @@ fn resolve_port(
 }
 
 /// One endpoint per address: the same pod may appear in several slices while they are rebalanced.
-fn merge_endpoints(port: &ServicePort, slices: &[&Slice]) -> Vec<ResolvedEndpoint> {
+fn merge_endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<ResolvedEndpoint> {
     let mut merged: BTreeMap<(IpAddr, u16), ResolvedEndpoint> = BTreeMap::new();
     for slice in slices {
         let Some(slice_port) = slice.ports.iter().find(|p| p.name == port.name && p.protocol == port.protocol) else {

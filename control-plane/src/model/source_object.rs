@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::SourceState;
-use super::object::{ObjectKey, Service, Slice};
-use super::probe::Probe;
+use super::object::{EndpointSlice, ObjectKey, Service};
+use super::probe::HealthProbe;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
@@ -37,24 +37,24 @@ impl ObjectKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceObject {
     Service(Arc<Service>),
-    Slice(Arc<Slice>),
-    Probe(Arc<Probe>),
+    EndpointSlice(Arc<EndpointSlice>),
+    HealthProbe(Arc<HealthProbe>),
 }
 
 impl SourceObject {
     pub fn key(&self) -> &ObjectKey {
         match self {
             SourceObject::Service(s) => &s.key,
-            SourceObject::Slice(s) => &s.key,
-            SourceObject::Probe(p) => &p.key,
+            SourceObject::EndpointSlice(s) => &s.key,
+            SourceObject::HealthProbe(p) => &p.key,
         }
     }
 
     pub fn kind(&self) -> ObjectKind {
         match self {
             SourceObject::Service(_) => ObjectKind::Service,
-            SourceObject::Slice(_) => ObjectKind::EndpointSlice,
-            SourceObject::Probe(_) => ObjectKind::HealthProbe,
+            SourceObject::EndpointSlice(_) => ObjectKind::EndpointSlice,
+            SourceObject::HealthProbe(_) => ObjectKind::HealthProbe,
         }
     }
 
@@ -62,8 +62,8 @@ impl SourceObject {
     pub fn is_in(&self, state: &SourceState) -> bool {
         match self {
             SourceObject::Service(s) => state.services.get(&s.key) == Some(s),
-            SourceObject::Slice(s) => state.slices.get(&s.key) == Some(s),
-            SourceObject::Probe(p) => state.probes.get(&p.key) == Some(p),
+            SourceObject::EndpointSlice(s) => state.slices.get(&s.key) == Some(s),
+            SourceObject::HealthProbe(p) => state.probes.get(&p.key) == Some(p),
         }
     }
 
@@ -71,8 +71,8 @@ impl SourceObject {
     pub fn insert_into(self, state: &mut SourceState) -> bool {
         match self {
             SourceObject::Service(s) => state.services.insert(s.key.clone(), s).is_some(),
-            SourceObject::Slice(s) => state.slices.insert(s.key.clone(), s).is_some(),
-            SourceObject::Probe(p) => state.probes.insert(p.key.clone(), p).is_some(),
+            SourceObject::EndpointSlice(s) => state.slices.insert(s.key.clone(), s).is_some(),
+            SourceObject::HealthProbe(p) => state.probes.insert(p.key.clone(), p).is_some(),
         }
     }
 }

@@ -32,7 +32,7 @@ enum Change {
         ns: usize,
         name: usize,
     },
-    Slice {
+    EndpointSlice {
         ns: usize,
         index: usize,
         service: Option<usize>,
@@ -43,7 +43,7 @@ enum Change {
         ns: usize,
         index: usize,
     },
-    Probe {
+    HealthProbe {
         ns: usize,
         index: usize,
         target: usize,
@@ -76,7 +76,7 @@ fn change() -> impl Strategy<Value = Change> {
             prop::bool::weighted(0.05),
             prop::collection::vec((0..ADDRESSES.len(), any::<bool>(), 0..2usize), 0..4)
         )
-            .prop_map(|(ns, index, service, fqdn, endpoints)| Change::Slice { ns, index, service, fqdn, endpoints }),
+            .prop_map(|(ns, index, service, fqdn, endpoints)| Change::EndpointSlice { ns, index, service, fqdn, endpoints }),
         1 => (ns.clone(), 0..4usize).prop_map(|(ns, index)| Change::DeleteSlice { ns, index }),
         3 => (
             ns.clone(),
@@ -87,7 +87,7 @@ fn change() -> impl Strategy<Value = Change> {
             prop::bool::weighted(0.85),
             prop::sample::select(vec![1000i64, 5000])
         )
-            .prop_map(|(ns, index, target, port, created, valid, interval)| Change::Probe {
+            .prop_map(|(ns, index, target, port, created, valid, interval)| Change::HealthProbe {
                 ns,
                 index,
                 target,
@@ -119,7 +119,7 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
         Change::DeleteService { ns, name } => {
             state.services.remove(&ObjectKey::new(NAMESPACES[ns], NAMES[name]));
         }
-        Change::Slice { ns, index, service, fqdn, endpoints } => {
+        Change::EndpointSlice { ns, index, service, fqdn, endpoints } => {
             let endpoints = endpoints
                 .iter()
                 .map(|(address, ready, zone)| endpoint(ADDRESSES[*address], *ready, ["z1", "z2"][*zone]))
@@ -136,7 +136,7 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
         Change::DeleteSlice { ns, index } => {
             state.slices.remove(&ObjectKey::new(NAMESPACES[ns], format!("slice-{index}")));
         }
-        Change::Probe { ns, index, target, port, created, valid, interval } => {
+        Change::HealthProbe { ns, index, target, port, created, valid, interval } => {
             let spec = HealthProbeSpec {
                 interval_ms: Some(interval),
                 timeout_ms: Some(if valid { 500 } else { interval * 2 }),
@@ -185,7 +185,7 @@ fn assert_same(built: &Snapshot, rebuilt: &Snapshot) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::proptest_cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn incremental_snapshot_model_and_diff_equal_a_full_rebuild_after_any_changes(

@@ -205,7 +205,7 @@ impl Serving {
 async fn serve<S, I>(
     mut incoming: S,
     router: Router,
-    mut stop: Shutdown,
+    mut shutdown: Shutdown,
     limits: Limits,
     metrics: PortMetrics,
     security: Security,
@@ -293,7 +293,7 @@ async fn serve<S, I>(
                     drop(admitted);
                 });
             }
-            () = shutdown::requested(&mut stop) => break,
+            () = shutdown::requested(&mut shutdown) => break,
         }
     }
     graceful.shutdown().await;

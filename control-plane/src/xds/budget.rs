@@ -18,7 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::MAX_RESPONSE_BYTES;
+use crate::port::ByteBudget;
+
+/// Resource bytes per response, at most (a single larger resource still goes alone).
+/// A stream's response is held whole until its client reads it, so this bounds what
+/// a slow Envoy can pin in memory, and keeps messages far below gRPC size limits. It is
+/// also what the budget reserves for each response before it is built.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Bytes in flight across streams that answer what they are sent.
 pub const SEND_BUDGET_BYTES: usize = 8 << 20;
@@ -29,8 +35,8 @@ pub const PROBATION_BYTES: usize = 2 << 20;
 pub const STALL: Duration = Duration::from_secs(2);
 
 pub struct SendBudget {
-    bytes: Arc<Semaphore>,
-    probation: Arc<Semaphore>,
+    bytes: ByteBudget,
+    probation: ByteBudget,
 }
 
 impl Default for SendBudget {
@@ -46,14 +52,14 @@ impl SendBudget {
 
     pub fn with_probation(bytes: usize, probation: usize) -> Self {
         Self {
-            bytes: Arc::new(Semaphore::new(bytes.max(MAX_RESPONSE_BYTES))),
-            probation: Arc::new(Semaphore::new(probation.max(MAX_RESPONSE_BYTES))),
+            bytes: ByteBudget::new(bytes.max(MAX_RESPONSE_BYTES)),
+            probation: ByteBudget::new(probation.max(MAX_RESPONSE_BYTES)),
         }
     }
 
     /// Bytes of the main pool not in flight now.
     pub fn available(&self) -> usize {
-        self.bytes.available_permits()
+        self.bytes.available()
     }
 
     /// Waits (first come, first served within its pool) until this stream's previous response
@@ -61,9 +67,9 @@ impl SendBudget {
     pub async fn reserve(&self, stream: &StreamSlot) -> Credit {
         let own = stream.own.clone().acquire_owned().await;
         let pool = if stream.trusted.load(Ordering::Acquire) { &self.bytes } else { &self.probation };
-        let bytes = pool.clone().acquire_many_owned(MAX_RESPONSE_BYTES as u32).await;
+        let bytes = pool.take(MAX_RESPONSE_BYTES).await;
         match (own, bytes) {
-            (Ok(own), Ok(bytes)) => Credit { _own: Some(own), bytes: Arc::new(Mutex::new(Some(bytes))) },
+            (Ok(own), Some(bytes)) => Credit { _own: Some(own), bytes: Arc::new(Mutex::new(Some(bytes))) },
             // The semaphores are never closed; without them, sending unbudgeted is the safe fallback.
             _ => Credit { _own: None, bytes: Arc::default() },
         }

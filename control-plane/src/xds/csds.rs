@@ -21,16 +21,17 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proxies::ProxyRegistry;
-use super::stream_state::{StreamState, TypeState};
-use crate::cache::{ResourceType, SnapshotSource, format_version};
-use crate::lock::lock;
+use super::view::{Holdings, StreamHandle, StreamView, TypeView};
+use crate::cache::{ResourceType, Snapshot, SnapshotSource, format_version};
 use crate::port::{Limit, LimitHits, Limits};
 
-/// Answers CSDS requests from the proxy registry and the current snapshot.
+/// Answers CSDS requests from what streams publish and answer, and the current snapshot.
 ///
 /// Each answer can hold every proxy's resources, so answers are bounded twice: few
 /// are built at once, and one that would grow past its byte limit is refused with
-/// a status that says how to narrow it.
+/// a status that says how to narrow it. No stream's state is touched: each stream lists
+/// what it holds on its own task when asked, and the answer is built off the runtime's
+/// workers.
 #[derive(Clone)]
 pub struct ClientStatus {
     proxies: Arc<ProxyRegistry>,
@@ -69,12 +70,12 @@ impl ClientStatus {
     }
 
     /// Answers one request if a building slot is free.
-    fn answer(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
+    async fn answer(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
         let Ok(_slot) = self.building.try_acquire() else {
             self.limit_hits.hit(Limit::ConcurrentCsds);
             return Err(self.limits.refusal(Limit::ConcurrentCsds, "").status);
         };
-        self.status(request)
+        self.status(request).await
     }
 
     pub fn server(&self) -> ClientStatusDiscoveryServiceServer<Self> {
@@ -82,26 +83,65 @@ impl ClientStatus {
         ClientStatusDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(usize::MAX)
     }
 
-    pub fn status(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
+    pub async fn status(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
         for matcher in &request.node_matchers {
             if !matcher.node_metadatas.is_empty() {
                 return Err(Status::unimplemented("node_metadatas matchers are not supported; match on node_id"));
             }
         }
-        let snapshot = self.cache.current();
+        let chosen: Vec<(StreamHandle, Arc<StreamView>)> = self
+            .proxies
+            .streams()
+            .into_iter()
+            .map(|stream| {
+                let view = stream.view();
+                (stream, view)
+            })
+            .filter(|(_, view)| {
+                request.node_matchers.is_empty() || request.node_matchers.iter().any(|m| matches(m, view.node_id()))
+            })
+            .collect();
+        let held = futures::future::join_all(chosen.iter().map(|(stream, _)| stream.holdings())).await;
+        let views: Vec<Arc<StreamView>> = chosen.into_iter().map(|(_, view)| view).collect();
+        let answer = Answer {
+            views,
+            held,
+            snapshot: self.cache.current(),
+            contents: !request.exclude_resource_contents,
+            max_bytes: self.limits.usize(Limit::CsdsResponseBytes),
+        };
+        // Building copies every body it includes: off the runtime's workers.
+        match tokio::task::spawn_blocking(move || answer.build()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(too_large)) => {
+                self.limit_hits.hit(Limit::CsdsResponseBytes);
+                Err(self.limits.refusal(Limit::CsdsResponseBytes, too_large).status)
+            }
+            Err(_) => Err(Status::internal("building the CSDS answer failed")),
+        }
+    }
+}
+
+/// What one CSDS answer is built from.
+struct Answer {
+    views: Vec<Arc<StreamView>>,
+    /// What each stream said its client holds; `None` for a stream that did not answer in time.
+    held: Vec<Option<Holdings>>,
+    snapshot: Option<Arc<Snapshot>>,
+    contents: bool,
+    max_bytes: usize,
+}
+
+impl Answer {
+    /// The response, or how large it grew before it passed the limit.
+    fn build(self) -> Result<ClientStatusResponse, String> {
         let mut config = Vec::new();
         let mut size = 0;
-        for stream in self.proxies.streams() {
-            let stream = lock(&stream);
-            if !(request.node_matchers.is_empty() || request.node_matchers.iter().any(|m| matches(m, stream.node_id())))
-            {
-                continue;
-            }
-            let client = client_config(&stream, snapshot.as_deref(), !request.exclude_resource_contents);
+        for (view, held) in self.views.iter().zip(self.held) {
+            let client = client_config(view, held, self.snapshot.as_deref(), self.contents);
             size += client.encoded_len();
-            if size > self.limits.usize(Limit::CsdsResponseBytes) {
-                self.limit_hits.hit(Limit::CsdsResponseBytes);
-                return Err(self.limits.refusal(Limit::CsdsResponseBytes, "").status);
+            if size > self.max_bytes {
+                return Err(format!("{size} bytes and more"));
             }
             config.push(client);
         }
@@ -127,10 +167,16 @@ fn timestamp(time: std::time::SystemTime) -> Option<Timestamp> {
     Some(Timestamp { seconds: since.as_secs() as i64, nanos: since.subsec_nanos() as i32 })
 }
 
-fn client_config(stream: &StreamState, snapshot: Option<&crate::cache::Snapshot>, contents: bool) -> ClientConfig {
+fn client_config(
+    stream: &StreamView,
+    held: Option<Holdings>,
+    snapshot: Option<&Snapshot>,
+    contents: bool,
+) -> ClientConfig {
     let mut generic_xds_configs = Vec::new();
+    let mut held = held.unwrap_or_default();
     for ty in ResourceType::ALL {
-        let Some(state) = stream.type_state(ty) else { continue };
+        let Some(state) = stream.type_view(ty) else { continue };
         let (config_status, client_status) = statuses(state);
         let error_state = state.nacked().then(|| {
             let nack = state.last_nack.as_ref();
@@ -142,16 +188,16 @@ fn client_config(stream: &StreamState, snapshot: Option<&crate::cache::Snapshot>
             }
         });
         let last_updated = state.sent.as_ref().and_then(|s| timestamp(s.wall));
-        let mut held: Vec<(&str, u64)> = state.subscription.held().collect();
-        held.sort_unstable();
-        for (name, version) in held {
+        let mut names = held[ty.index()].take().unwrap_or_default();
+        names.sort_unstable();
+        for (name, version) in names {
             let body = snapshot
-                .and_then(|s| s.resources(ty).get(name))
+                .and_then(|s| s.resources(ty).get(&*name))
                 .filter(|r| contents && r.hash == version)
                 .map(|r| Any { type_url: ty.type_url().to_owned(), value: r.body.clone() });
             generic_xds_configs.push(GenericXdsConfig {
                 type_url: ty.type_url().to_owned(),
-                name: name.to_owned(),
+                name: name.to_string(),
                 version_info: format_version(version),
                 xds_config: body,
                 last_updated,
@@ -162,10 +208,10 @@ fn client_config(stream: &StreamState, snapshot: Option<&crate::cache::Snapshot>
             });
         }
     }
-    ClientConfig { node: stream.node().cloned(), generic_xds_configs, ..Default::default() }
+    ClientConfig { node: stream.node.as_deref().cloned(), generic_xds_configs, ..Default::default() }
 }
 
-fn statuses(state: &TypeState) -> (ConfigStatus, ClientConfigStatus) {
+fn statuses(state: &TypeView) -> (ConfigStatus, ClientConfigStatus) {
     if state.nacked() {
         (ConfigStatus::Error, ClientConfigStatus::ClientNacked)
     } else if state.pending().is_some() {
@@ -185,7 +231,15 @@ impl ClientStatusDiscoveryService for ClientStatus {
     ) -> Result<Response<Self::StreamClientStatusStream>, Status> {
         self.allowed(&request)?;
         let this = self.clone();
-        let answers = request.into_inner().map(move |request| request.and_then(|r| this.answer(&r)));
+        let answers = request.into_inner().then(move |request| {
+            let this = this.clone();
+            async move {
+                match request {
+                    Ok(request) => this.answer(&request).await,
+                    Err(status) => Err(status),
+                }
+            }
+        });
         Ok(Response::new(answers.boxed()))
     }
 
@@ -194,7 +248,7 @@ impl ClientStatusDiscoveryService for ClientStatus {
         request: Request<ClientStatusRequest>,
     ) -> Result<Response<ClientStatusResponse>, Status> {
         self.allowed(&request)?;
-        self.answer(request.get_ref()).map(Response::new)
+        self.answer(request.get_ref()).await.map(Response::new)
     }
 }
 
@@ -203,14 +257,14 @@ mod tests {
     use super::*;
     use crate::cache::SnapshotCache;
 
-    #[test]
-    fn csds_answers_only_as_many_requests_at_once_as_allowed() {
+    #[tokio::test]
+    async fn csds_answers_only_as_many_requests_at_once_as_allowed() {
         let limits = Limits::default().with(Limit::ConcurrentCsds, 1);
         let csds = ClientStatus::new(Arc::default(), Arc::new(SnapshotCache::default()))
             .with_limits(limits, LimitHits::default());
-        assert!(csds.answer(&ClientStatusRequest::default()).is_ok(), "a free slot answers");
+        assert!(csds.answer(&ClientStatusRequest::default()).await.is_ok(), "a free slot answers");
         let _busy = csds.building.try_acquire().expect("the one slot");
-        let refused = csds.answer(&ClientStatusRequest::default()).unwrap_err();
+        let refused = csds.answer(&ClientStatusRequest::default()).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("--max-concurrent-csds"), "{refused}");
     }

@@ -1,5 +1,6 @@
 //! Which proxies are connected and whether they are in sync, for `/debug/proxies`,
-//! `edgexds proxy-status` and CSDS.
+//! `edgexds proxy-status` and CSDS: each stream registers its [`StreamHandle`], and
+//! reports are built from what streams publish and answer, never from their live state.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::stream_state::{StreamState, TypeState};
+use envoy_types::pb::envoy::config::core::v3::Node;
+
+use super::view::{StreamHandle, StreamView, TypeView};
 use crate::cache::ResourceType;
 
 /// A response not ACKed for this long makes its proxy STALE.
@@ -16,14 +19,12 @@ pub const STALE_AFTER: Duration = Duration::from_secs(5);
 /// Bound on remembered (node, type, version) NACKs, so logging once per version stays bounded.
 const NACK_MEMORY: usize = 4096;
 
-pub type SharedStream = Arc<Mutex<StreamState>>;
-
 use crate::lock::lock;
 
 #[derive(Default)]
 pub struct ProxyRegistry {
     next_id: AtomicU64,
-    streams: Mutex<BTreeMap<u64, SharedStream>>,
+    streams: Mutex<BTreeMap<u64, StreamHandle>>,
     nacks_seen: Mutex<HashSet<(String, ResourceType, String)>>,
 }
 
@@ -87,14 +88,14 @@ pub struct ProxyReport {
 }
 
 impl ProxyRegistry {
-    pub fn register(self: &Arc<Self>, stream: SharedStream) -> Registration {
+    pub fn register(self: &Arc<Self>, stream: StreamHandle) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.streams).insert(id, stream);
         Registration { registry: self.clone(), id }
     }
 
     /// Every connected stream, in connection order.
-    pub fn streams(&self) -> Vec<SharedStream> {
+    pub fn streams(&self) -> Vec<StreamHandle> {
         lock(&self.streams).values().cloned().collect()
     }
 
@@ -107,14 +108,24 @@ impl ProxyRegistry {
         seen.insert((node.to_owned(), ty, version.to_owned()))
     }
 
-    pub fn report(&self) -> Vec<ProxyReport> {
-        self.streams().iter().map(|s| report(&lock(s))).collect()
+    /// Every connected proxy, as its stream shows it; what each holds is asked of all at once.
+    pub async fn report(&self) -> Vec<ProxyReport> {
+        let streams = self.streams();
+        let holdings = futures::future::join_all(streams.iter().map(StreamHandle::holdings)).await;
+        streams
+            .iter()
+            .zip(holdings)
+            .map(|(stream, held)| {
+                let counts = held.map(|held| held.map(|t| t.map(|names| names.len())));
+                report(&stream.view(), counts.unwrap_or_default())
+            })
+            .collect()
     }
 }
 
-pub fn sync_state(stream: &StreamState) -> SyncState {
-    let types = || ResourceType::ALL.into_iter().filter_map(|ty| stream.type_state(ty));
-    if types().any(TypeState::nacked) {
+pub fn sync_state(stream: &StreamView) -> SyncState {
+    let types = || ResourceType::ALL.into_iter().filter_map(|ty| stream.type_view(ty));
+    if types().any(TypeView::nacked) {
         SyncState::Nacked
     } else if types().any(|t| t.pending().is_some_and(|p| p.at.elapsed() > STALE_AFTER)) {
         SyncState::Stale
@@ -123,8 +134,10 @@ pub fn sync_state(stream: &StreamState) -> SyncState {
     }
 }
 
-fn report(stream: &StreamState) -> ProxyReport {
-    let node = stream.node().cloned().unwrap_or_default();
+/// `held`: how many resources the client holds of each type, if its stream answered.
+fn report(stream: &StreamView, held: [Option<usize>; ResourceType::COUNT]) -> ProxyReport {
+    let none = Node::default();
+    let node = stream.node.as_deref().unwrap_or(&none);
     let locality = node.locality.as_ref().map_or_else(String::new, |l| {
         [l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()]
             .iter()
@@ -143,13 +156,12 @@ fn report(stream: &StreamState) -> ProxyReport {
     };
     let types = ResourceType::ALL
         .iter()
-        .filter_map(|ty| stream.type_state(*ty).map(|t| (*ty, t)))
+        .filter_map(|ty| stream.type_view(*ty).map(|t| (*ty, t)))
         .map(|(ty, t)| {
-            let subscribed =
-                if t.subscription.is_wildcard() { "*".to_owned() } else { t.subscription.name_count().to_string() };
+            let subscribed = if t.wildcard { "*".to_owned() } else { t.names.to_string() };
             let report = TypeReport {
                 subscribed,
-                resources: t.subscription.held().count(),
+                resources: held[ty.index()].unwrap_or_default(),
                 version_sent: t.sent.as_ref().map(|s| s.version.clone()),
                 version_acked: t.acked.as_ref().map(|s| s.version.clone()),
                 pending_nonce: t.pending().map(|p| p.nonce.clone()),
@@ -168,10 +180,10 @@ fn report(stream: &StreamState) -> ProxyReport {
         locality,
         user_agent: format!("{} {}", node.user_agent_name, build).trim().to_owned(),
         client: client_kind(&node.user_agent_name, &build),
-        method: stream.kind().method().to_owned(),
-        flavour: stream.flavour().name().to_owned(),
-        identity: stream.identity().map(ToString::to_string),
-        connected_since: crate::timestamp::rfc3339(stream.connected_at()),
+        method: stream.kind.method().to_owned(),
+        flavour: stream.flavour.name().to_owned(),
+        identity: stream.identity.as_ref().map(ToString::to_string),
+        connected_since: crate::timestamp::rfc3339(stream.connected_at),
         state: sync_state(stream),
         types,
     }

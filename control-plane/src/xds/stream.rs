@@ -7,12 +7,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::future::OptionFuture;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use tracing::{Instrument, debug, info, warn};
 
@@ -21,10 +21,10 @@ use super::grpc::Outbound;
 use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
 use super::stream_state::{Answer, Outgoing, StreamState, log_nack};
+use super::view::{Question, StreamHandle, StreamView};
 use super::{Flavour, StreamKind};
 use crate::cache::{Snapshot, SnapshotReceiver};
 use crate::histograms;
-use crate::lock::lock;
 use crate::port::{Limit, LimitHits, Limits, Refusal};
 use crate::shutdown::{self, Shutdown};
 
@@ -89,25 +89,28 @@ pub async fn run_stream<R, S>(
     if R::FLAVOUR == Flavour::Sotw {
         state = state.sotw();
     }
-    let state = Arc::new(Mutex::new(state));
-    let _registration = env.proxies.register(state.clone());
+    let (handle, views, questions) = StreamHandle::new(state.view());
+    let _registration = env.proxies.register(handle);
     let gauge = env.metrics.streams_of(kind, R::FLAVOUR);
     gauge.inc();
     let span =
         tracing::info_span!("xds_stream", kind = ?kind, flavour = R::FLAVOUR.name(), node = tracing::field::Empty);
-    let io = Io { outbound, budget: &env.budget };
+    let io = Io { outbound, budget: &env.budget, views, questions };
     serve(state, inbound, io, snapshots, shutdown, &env).instrument(span).await;
     gauge.dec();
 }
 
-/// Where responses go, and the budget they need first.
+/// Where responses go and the budget they need first; where the stream shows itself, and
+/// where operators' questions arrive.
 struct Io<'a> {
     outbound: mpsc::Sender<Outbound>,
     budget: &'a SendBudget,
+    views: watch::Sender<Arc<StreamView>>,
+    questions: mpsc::Receiver<Question>,
 }
 
 async fn serve<R, S>(
-    state: Arc<Mutex<StreamState>>,
+    mut state: StreamState,
     mut inbound: S,
     io: Io<'_>,
     mut snapshots: SnapshotReceiver,
@@ -117,7 +120,7 @@ async fn serve<R, S>(
     R: XdsRequest,
     S: Stream<Item = Result<R, Status>> + Unpin,
 {
-    let Io { outbound, budget } = io;
+    let Io { outbound, budget, views, mut questions } = io;
     let slot = StreamSlot::default();
     // Counted in `edgexds_xds_stuck_streams` while a response sits unwritten past STALL.
     let mut stuck = StuckMark(None);
@@ -134,7 +137,7 @@ async fn serve<R, S>(
         if !slot.is_busy() {
             stuck.clear();
         }
-        let has_work = snapshot.is_some() && lock(&state).has_work();
+        let has_work = snapshot.is_some() && state.has_work();
         if !has_work {
             // Budget waits only for a response that will be built.
             (credit, reserving) = (None, None);
@@ -157,10 +160,13 @@ async fn serve<R, S>(
                     let _ = outbound.send(Box::new(Err(status))).await;
                     return;
                 }
-                Some(Ok(request)) => match handle(&state, request, env, snapshot.as_deref()) {
-                    Ok(answered) => if answered {
-                        slot.answered();
-                    },
+                Some(Ok(request)) => match handle(&mut state, request, env, snapshot.as_deref()) {
+                    Ok(answered) => {
+                        if answered {
+                            slot.answered();
+                        }
+                        views.send_replace(Arc::new(state.view()));
+                    }
                     Err(status) => {
                         warn!(%status, "rejecting request, closing stream");
                         let _ = outbound.send(Box::new(Err(status))).await;
@@ -175,11 +181,14 @@ async fn serve<R, S>(
                 }
                 snapshot = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = &snapshot {
-                    lock(&state).snapshot_changed(snapshot);
+                    state.snapshot_changed(snapshot);
                 }
             }
             Some(granted) = OptionFuture::from(reserving.as_mut()) => {
                 (credit, reserving) = (Some(granted), None);
+            }
+            Some(question) = questions.recv() => {
+                let _ = question.send(state.holdings());
             }
             () = stalled(&in_flight) => {
                 if let Some((_, held)) = in_flight.take()
@@ -192,9 +201,10 @@ async fn serve<R, S>(
             }
             permit = outbound.reserve(), if credit.is_some() => {
                 let Ok(permit) = permit else { return };
-                let outgoing = snapshot.as_deref().and_then(|s| lock(&state).next_response(s));
+                let outgoing = snapshot.as_deref().and_then(|s| state.next_response(s));
                 if let (Some(outgoing), Some(credit)) = (outgoing, credit.take()) {
                     count_response(&env.metrics, &outgoing);
+                    views.send_replace(Arc::new(state.view()));
                     let (frame, held) = credit.attach(outgoing.response.frame);
                     permit.send(Box::new(Ok(frame)));
                     in_flight = Some((tokio::time::Instant::now() + STALL, held));
@@ -249,14 +259,13 @@ fn count_response(metrics: &XdsMetrics, outgoing: &Outgoing) {
 }
 
 fn handle<R: XdsRequest>(
-    state: &Mutex<StreamState>,
+    state: &mut StreamState,
     request: R,
     env: &StreamEnv,
     current: Option<&Snapshot>,
 ) -> Result<bool, Status> {
-    let mut state = lock(state);
     let first = state.node().is_none();
-    let answer = request.apply(&mut state, current).map_err(|refusal| {
+    let answer = request.apply(state, current).map_err(|refusal| {
         if let Some(limit) = refusal.limit {
             env.limit_hits.hit(limit);
         }
@@ -267,7 +276,6 @@ fn handle<R: XdsRequest>(
         tracing::Span::current().record("node", node.as_str());
         info!(cluster = state.node().map_or("", |n| n.cluster.as_str()), "client connected");
     }
-    drop(state);
     let answered = !matches!(answer, Answer::SubscriptionOnly);
     match answer {
         Answer::SubscriptionOnly => {}

@@ -1,8 +1,8 @@
 //! The protocol state of one xDS stream, delta or state of the world: subscriptions,
 //! nonces, ACKs and NACKs.
 //!
-//! Synchronous and free of I/O; the stream task drives it and the proxy
-//! registry reads it (behind a mutex never held across an await).
+//! Synchronous and free of I/O; only the stream task touches it. Operators see it through
+//! the views it publishes ([`super::view`]).
 
 use crate::auth::Identity;
 use std::sync::Arc;
@@ -13,64 +13,35 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use tonic::Status;
 use tracing::{debug, warn};
 
-use super::response_wire::{EncodedResponse, encode_response, encode_sotw_response};
-use super::subscription::{Changes, Subscription, SubscriptionRequest};
-use super::{Flavour, StreamKind};
+use super::budget::MAX_RESPONSE_BYTES;
+use super::response_wire::EncodedResponse;
+use super::subscription::{Changes, Part, Subscription, SubscriptionRequest};
+use super::view::{Holdings, Nack, Sent, StreamView, TypeView};
+use super::{Flavour, StreamKind, delta_response, sotw_response};
 use crate::cache::{ResourceType, Snapshot};
 use crate::port::{Limit, Limits, Refusal, kept_node, truncate};
 
-/// Resource bytes per response, at most (a single larger resource still goes alone).
-/// A stream's response is held whole until its client reads it, so this bounds what
-/// a slow Envoy can pin in memory, and keeps messages far below gRPC size limits.
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-
-/// A response the client has been sent, by nonce.
-#[derive(Clone, Debug)]
-pub struct Sent {
-    pub nonce: String,
-    /// The type version of the snapshot the response was built from.
-    pub version: String,
-    pub at: Instant,
-    pub wall: SystemTime,
-}
-
-#[derive(Clone, Debug)]
-pub struct Nack {
-    pub nonce: String,
-    pub version: String,
-    pub message: String,
-    pub wall: SystemTime,
-}
-
 #[derive(Debug, Default)]
-pub struct TypeState {
-    pub subscription: Subscription,
-    pub sent: Option<Sent>,
-    pub acked: Option<Sent>,
-    pub last_nack: Option<Nack>,
+struct TypeState {
+    subscription: Subscription,
+    sent: Option<Sent>,
+    acked: Option<Sent>,
+    last_nack: Option<Nack>,
+    /// Something (a snapshot, a request, a part still to send) needs looking at.
     dirty: bool,
-    /// The snapshot generation this subscription was last fully reconciled with;
-    /// `None` after a subscription change, which needs a full diff.
-    synced: Option<u64>,
-    /// Names to look at again besides the snapshot's changes (clusters' endpoints to resend).
-    recheck: Vec<Arc<str>>,
     /// Set when a new snapshot arrives; cleared by the response that carries it.
     push_started: Option<Instant>,
 }
 
 impl TypeState {
-    /// A response is outstanding: sent, neither ACKed nor NACKed yet.
-    pub fn pending(&self) -> Option<&Sent> {
-        let answered = |nonce: &str| {
-            self.acked.as_ref().is_some_and(|a| a.nonce == nonce)
-                || self.last_nack.as_ref().is_some_and(|n| n.nonce == nonce)
-        };
-        self.sent.as_ref().filter(|s| !answered(&s.nonce))
-    }
-
-    /// The latest response was rejected.
-    pub fn nacked(&self) -> bool {
-        matches!((&self.sent, &self.last_nack), (Some(s), Some(n)) if s.nonce == n.nonce)
+    fn view(&self) -> TypeView {
+        TypeView {
+            wildcard: self.subscription.is_wildcard(),
+            names: self.subscription.name_count(),
+            sent: self.sent.clone(),
+            acked: self.acked.clone(),
+            last_nack: self.last_nack.clone(),
+        }
     }
 }
 
@@ -78,7 +49,7 @@ impl TypeState {
 pub struct StreamState {
     kind: StreamKind,
     flavour: Flavour,
-    node: Option<Node>,
+    node: Option<Arc<Node>>,
     connected_at: SystemTime,
     types: [Option<TypeState>; ResourceType::COUNT],
     nonce: u64,
@@ -160,16 +131,30 @@ impl StreamState {
 
     /// The node the client announced in its first request, as kept (see [`kept_node`]).
     pub fn node(&self) -> Option<&Node> {
-        self.node.as_ref()
+        self.node.as_deref()
     }
 
     pub fn connected_at(&self) -> SystemTime {
         self.connected_at
     }
 
-    /// The state of one resource type, once the client asked for it.
-    pub fn type_state(&self, ty: ResourceType) -> Option<&TypeState> {
-        self.types[ty.index()].as_ref()
+    /// The stream as operators see it.
+    pub fn view(&self) -> StreamView {
+        StreamView {
+            kind: self.kind,
+            flavour: self.flavour,
+            node: self.node.clone(),
+            identity: self.identity.clone(),
+            connected_at: self.connected_at,
+            types: std::array::from_fn(|i| self.types[i].as_ref().map(TypeState::view)),
+        }
+    }
+
+    /// What the client holds of each type it asked for, name by name.
+    pub fn holdings(&self) -> Holdings {
+        std::array::from_fn(|i| {
+            self.types[i].as_ref().map(|t| t.subscription.held().map(|(name, hash)| (Arc::from(name), hash)).collect())
+        })
     }
 
     pub fn node_id(&self) -> &str {
@@ -195,7 +180,7 @@ impl StreamState {
             if let Some(identity) = &self.identity {
                 identity.agrees_with(&node)?;
             }
-            self.node = Some(node);
+            self.node = Some(Arc::new(node));
         }
         Ok(())
     }
@@ -257,7 +242,6 @@ impl StreamState {
         let legacy = !state.subscription.is_started() || state.subscription.is_wildcard();
         let wildcard = ty.full_state() && request.resource_names.is_empty() && legacy;
         if state.subscription.replace(&request.resource_names, wildcard) {
-            state.synced = None;
             state.dirty = true;
         }
         Ok(answer)
@@ -281,32 +265,18 @@ impl StreamState {
         if offered > max_names || state.subscription.name_count() + request.resource_names_subscribe.len() > max_names {
             return Err(self.limits.refusal(Limit::SubscriptionNames, format!("{ty}")));
         }
-        let changes_subscription = !request.resource_names_subscribe.is_empty()
-            || !request.resource_names_unsubscribe.is_empty()
-            || state.sent.is_none();
-        state.subscription.apply(SubscriptionRequest {
-            subscribe: &request.resource_names_subscribe,
-            unsubscribe: &request.resource_names_unsubscribe,
-            initial_resource_versions: Some(&request.initial_resource_versions),
-            current: current.map(|snapshot| snapshot.resources(ty)),
-        });
-        if changes_subscription {
+        let changed = state.subscription.apply(
+            SubscriptionRequest {
+                subscribe: &request.resource_names_subscribe,
+                unsubscribe: &request.resource_names_unsubscribe,
+                initial_resource_versions: Some(&request.initial_resource_versions),
+                current: current.map(|snapshot| snapshot.resources(ty)),
+            },
+            max_names,
+        );
+        // Until a first response goes out, every request is owed one.
+        if changed || state.sent.is_none() {
             state.dirty = true;
-            if state.subscription.is_partial() {
-                // A sync in parts goes on (Envoy names clusters' endpoints as their clusters
-                // arrive): the names just asked for are answered by name, or by the walk.
-                let named = request.resource_names_subscribe.iter().filter(|n| n.as_str() != "*");
-                state.recheck.extend(named.map(|n| Arc::from(n.as_str())));
-            }
-            // Names asked for again and again while no response goes out are not kept
-            // again and again: past the subscription limit, one full diff answers them all.
-            if state.recheck.len() > max_names {
-                state.recheck = Vec::new();
-                state.subscription.settle();
-            }
-            if !state.subscription.is_partial() {
-                state.synced = None;
-            }
         }
         Ok(answer)
     }
@@ -334,115 +304,44 @@ impl StreamState {
 
     /// The next response, in [`ResourceType::ALL`] order, or `None` when the client is up to date.
     pub fn next_response(&mut self, snapshot: &Snapshot) -> Option<Outgoing> {
-        let limit = self.response_bytes;
         for ty in ResourceType::ALL {
-            let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
-            let resources = snapshot.resources(ty);
-            let changed_since = |synced: Option<u64>| synced.and_then(|g| snapshot.changed_since(g, ty));
-            let mut walking = false;
-            if state.subscription.is_partial() {
-                if let Some(changed) = changed_since(state.synced) {
-                    // The snapshot moved on by one during a sync in parts: the sync goes on from it.
-                    state.subscription.retarget(resources, changed);
-                }
-                walking = state.synced == Some(snapshot.generation()) || changed_since(state.synced).is_some();
-                if !walking {
-                    // Generations were skipped: everything is diffed again.
-                    state.synced = None;
-                }
-            }
-            // A full diff, or the walk continuing one, is sent in parts from a cursor; a diff
-            // among a few candidates keeps its leftover names, which are few.
-            let from_cursor = walking || state.synced.is_none();
-            let mut changes = match changed_since(state.synced) {
-                Some(changed) => {
-                    state.subscription.changes_among(resources, changed.chain(state.recheck.iter().map(|n| &**n)))
-                }
-                None if state.synced == Some(snapshot.generation()) => {
-                    state.subscription.changes_among(resources, state.recheck.iter().map(|n| &**n))
-                }
-                None => state.subscription.changes(resources),
-            };
-            let mut walk_stopped = false;
-            if walking {
-                let used: usize = changes.updated.iter().map(|(_, r)| r.body.len()).sum();
-                let (next, stopped) = state.subscription.walk(limit.saturating_sub(used));
-                // The walk looked no further than its last name: the part ends there, or the
-                // cursor would pass names nobody looked at. What is cut, it finds again.
-                let looked_upto = next.last().filter(|_| stopped).map(|(name, _)| name.clone());
-                // Names answered by name and names walked to, in name order, each once (both
-                // lists take a name's resource from the same snapshot).
-                changes.updated.extend(next);
-                changes.updated.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                changes.updated.dedup_by(|a, b| a.0 == b.0);
-                if let Some(last) = looked_upto {
-                    let end = changes.updated.partition_point(|(name, _)| *name <= last);
-                    changes.updated.truncate(end);
-                }
-                walk_stopped = stopped;
-            }
-            state.dirty = false;
-            state.synced = Some(snapshot.generation());
-            // Dropped, not cleared: an idle stream should not keep room for names.
-            state.recheck = Vec::new();
-            // A full-state response cannot be split: what it leaves out, the client deletes.
             let whole = self.flavour == Flavour::Sotw && ty.full_state();
-            let (changes, rest) = if whole { (changes, Vec::new()) } else { split_at_limit(changes, limit) };
-            let complete = rest.is_empty() && !walk_stopped;
-            if !complete {
-                state.dirty = true;
-                // The rest goes in later responses: from a cursor, the walk finds again the names
-                // after where this one stops, and names the cursor passed are looked at by name.
-                state.recheck = match from_cursor {
-                    // Copied, not collected in place: that would keep the whole tail's buffer
-                    // (24 kB a client at 1,000 × 10) for the few names it keeps.
-                    true => rest.iter().filter(|name| state.subscription.passed(name)).cloned().collect(),
-                    false => rest,
-                };
-            }
-            if changes.is_empty() && !state.subscription.owes_response() {
+            let limit = self.response_bytes;
+            let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
+            let Some(part) = state.subscription.next_part(snapshot, ty, limit, whole) else {
+                state.dirty = false;
                 state.push_started = None;
-                if complete {
-                    state.subscription.rebase(resources);
-                }
                 continue;
-            }
-            if complete {
-                state.subscription.record_sent(&changes);
-                // Everything due is in this response: the client is in sync with this snapshot.
-                state.subscription.rebase(resources);
-            } else if from_cursor {
-                state.subscription.record_part(&changes, resources);
-            } else {
-                state.subscription.record_sent(&changes);
-            }
-            self.nonce += 1;
-            let nonce = self.nonce.to_string();
-            let now = Instant::now();
-            let version = match self.flavour {
-                Flavour::Delta => snapshot.version(ty).to_owned(),
-                // The client's whole state of this type, so equal states get equal versions on every replica.
-                Flavour::Sotw => state.subscription.held_version(),
             };
-            state.sent =
-                Some(Sent { nonce: nonce.clone(), version: version.clone(), at: now, wall: SystemTime::now() });
-            let push_latency = state.push_started.take().map(|started| now - started);
-            let (updated, removed) = (changes.updated.len(), changes.removed.len());
-            debug!(type_url = %ty, nonce, updated, removed, "sending");
-            let response = match self.flavour {
-                Flavour::Delta => encode_response(ty.type_url(), &nonce, &changes.updated, &changes.removed),
-                Flavour::Sotw if whole => {
-                    let held = state.subscription.held_resources(resources);
-                    encode_sotw_response(ty.type_url(), &version, &nonce, &held)
-                }
-                Flavour::Sotw => encode_sotw_response(ty.type_url(), &version, &nonce, &changes.updated),
-            };
+            state.dirty = !part.complete;
+            let outgoing = self.send(ty, &part, snapshot, whole);
             if let Some(dependent) = ty.dependent() {
-                self.resend_dependents(dependent, &changes);
+                self.resend_dependents(dependent, &part.changes);
             }
-            return Some(Outgoing { response, ty, updated, removed, push_latency });
+            return Some(outgoing);
         }
         None
+    }
+
+    /// Stamps `part` with a nonce and its flavour's version, and encodes it.
+    fn send(&mut self, ty: ResourceType, part: &Part, snapshot: &Snapshot, whole: bool) -> Outgoing {
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let Some(state) = self.types[ty.index()].as_mut() else {
+            unreachable!("a part is only built for a type asked for")
+        };
+        let (version, response) = match self.flavour {
+            Flavour::Delta => delta_response::assemble(ty, &nonce, snapshot, part),
+            Flavour::Sotw => {
+                sotw_response::assemble(ty, &nonce, &state.subscription, snapshot.resources(ty), part, whole)
+            }
+        };
+        let now = Instant::now();
+        let push_latency = state.push_started.take().map(|started| now - started);
+        let (updated, removed) = (part.changes.updated.len(), part.changes.removed.len());
+        debug!(type_url = %ty, nonce, updated, removed, "sending");
+        state.sent = Some(Sent { nonce, version, at: now, wall: SystemTime::now() });
+        Outgoing { response, ty, updated, removed, push_latency }
     }
 
     /// Envoy keeps an updated cluster warming until its endpoints arrive again, and an
@@ -453,26 +352,10 @@ impl StreamState {
             for (name, _) in &updated.updated {
                 if state.subscription.resend(name) {
                     state.dirty = true;
-                    state.recheck.push(name.clone());
                 }
             }
         }
     }
-}
-
-/// Keeps the first resources up to `limit` bytes; returns the names left out.
-fn split_at_limit(mut changes: Changes, limit: usize) -> (Changes, Vec<Arc<str>>) {
-    let mut total = 0;
-    let keep = changes
-        .updated
-        .iter()
-        .position(|(_, r)| {
-            total += r.body.len();
-            total > limit
-        })
-        .map_or(changes.updated.len(), |i| i.max(1));
-    let rest = changes.updated.split_off(keep).into_iter().map(|(name, _)| name).collect();
-    (changes, rest)
 }
 
 /// Logs a NACK; `first` says whether this node already rejected this version before.

@@ -4,6 +4,7 @@
 //! every step, between parts included.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
@@ -169,8 +170,8 @@ impl Pair {
 
     /// What the server believes the client holds.
     fn believed(&self) -> BTreeMap<String, String> {
-        let Some(state) = self.stream.type_state(TY) else { return BTreeMap::new() };
-        state.subscription.held().map(|(name, hash)| (name.to_owned(), format_version(hash))).collect()
+        let Some(held) = &self.stream.holdings()[TY.index()] else { return BTreeMap::new() };
+        held.iter().map(|(name, hash)| (name.to_string(), format_version(*hash))).collect()
     }
 }
 
@@ -185,7 +186,7 @@ fn names(indices: &[usize]) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::proptest_cases(2048), ..ProptestConfig::default() })]
 
     #[test]
     fn a_sync_in_tiny_parts_ends_where_one_sent_whole_ends_and_the_server_knows_what_its_client_holds_at_every_step(

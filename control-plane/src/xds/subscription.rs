@@ -1,14 +1,20 @@
-//! What one xDS client asked for of one resource type, and what it already has.
+//! What one xDS client asked for of one resource type, what it already holds, and how far a
+//! sync in parts has got ([`sync`]): the one owner of everything a response is built from.
 //!
-//! Pure state: requests go in, the set of resources to send comes out. The
-//! rules follow Envoy's incremental xDS protocol; each has a named test.
-//! A proxy can hold thousands of resources and edge nodes run many proxies, so what is
-//! held is kept as a shared baseline plus exceptions, not an entry per resource, and a
-//! diff too large for one response is sent in parts from a cursor, not from a list.
+//! Pure state: requests go in, the parts to send come out. The rules follow Envoy's xDS
+//! protocol; each has a named test. A proxy can hold thousands of resources and edge nodes
+//! run many proxies, so what is held is kept as a shared baseline plus exceptions, not an
+//! entry per resource, and a diff too large for one response is sent in parts from a
+//! cursor, not from a list.
+
+mod sync;
+
+pub(super) use sync::Part;
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
 use std::sync::Arc;
+
+use sync::Partial;
 
 use crate::cache::{NameSet, Resources, VersionedResource, format_version, parse_version};
 
@@ -55,14 +61,26 @@ enum Known {
     Resend(u64),
 }
 
-/// A diff too large for one response, being sent in parts in name order.
-#[derive(Debug)]
-struct Partial {
-    /// The resources the parts are taken from (a snapshot's own map, shared).
-    target: Resources,
-    /// The last name sent: the client holds `target`'s version of every name in scope up to
-    /// it, where no exception says otherwise.
-    upto: Arc<str>,
+/// What the set of subscribed names says of one name: not subscribed (`None`), or
+/// subscribed and flagged (asked for since the last rebase while the client held nothing of
+/// it) or not. Asking the set is the costly part of a lookup, so callers say what they know.
+#[derive(Clone, Copy, Debug)]
+enum Flag {
+    /// Ask the set, if the answer is needed.
+    Ask,
+    /// The caller knows the name is subscribed: the set is asked only if any name is flagged.
+    Subscribed,
+    /// The set's answer, which the caller has already.
+    Known(Option<bool>),
+}
+
+/// Which layers of what is held a lookup reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layers {
+    /// Exceptions first, then what the baseline (and a partial sync's progress) implies.
+    All,
+    /// Only what the baseline (and a partial sync's progress) implies.
+    Implied,
 }
 
 /// A client's subscription to one type, and what it holds, in space that follows what
@@ -81,8 +99,15 @@ pub struct Subscription {
     subscribed: NameSet,
     baseline: Resources,
     exceptions: HashMap<Arc<str>, Known>,
-    partial: Option<Partial>,
     owes_response: bool,
+    /// A diff too large for one response, being sent in parts.
+    partial: Option<Partial>,
+    /// The snapshot generation this subscription was last fully reconciled with; `None`
+    /// after a change of subscription, which needs a full diff.
+    synced: Option<u64>,
+    /// Names to look at again besides the snapshot's changes: asked for mid-sync, passed
+    /// by the cursor when a part was cut, or to be resent (a cluster's endpoints).
+    recheck: Vec<Arc<str>>,
 }
 
 impl Subscription {
@@ -104,59 +129,33 @@ impl Subscription {
         self.subscribed.len()
     }
 
-    /// The names the client holds, with the version hash of each.
-    pub fn held(&self) -> impl Iterator<Item = (&str, u64)> {
-        let unexcepted = |name: &str| !self.exceptions.contains_key(name);
-        let claimed = self
-            .partial
-            .iter()
-            .flat_map(|p| p.target.range::<_, str>((Bound::Unbounded, Bound::Included(&*p.upto))))
-            .filter(move |(name, r)| unexcepted(name) && self.implied(name, r))
-            .map(|(name, r)| (&**name, r.hash));
-        let derived = self
-            .baseline
-            .iter()
-            .filter(move |(name, r)| unexcepted(name) && self.claim(name).is_none() && self.implied(name, r))
-            .map(|(name, r)| (&**name, r.hash));
-        let sent = self.exceptions.iter().filter_map(|(name, known)| match known {
-            Known::Held(hash) | Known::Resend(hash) => Some((&**name, *hash)),
-            _ => None,
-        });
-        claimed.chain(derived).chain(sent)
+    /// The set's answer for `name`, as far as `flag` leaves it to be asked.
+    fn flag(&self, name: &str, flag: Flag) -> Option<bool> {
+        match flag {
+            Flag::Ask => self.subscribed.flag(name),
+            Flag::Subscribed if self.subscribed.any_flagged() => self.subscribed.flag(name),
+            Flag::Subscribed => Some(false),
+            Flag::Known(answer) => answer,
+        }
     }
 
-    /// Whether a diff is being sent in parts.
-    pub fn is_partial(&self) -> bool {
-        self.partial.is_some()
+    /// Whether `resource`, the baseline's (or a partial sync's) for `name`, is one the client
+    /// holds: it is in scope, and `name` is not flagged as held-nothing.
+    fn implied(&self, name: &str, resource: &VersionedResource, flag: Flag) -> bool {
+        (self.wildcard && !resource.named_only) || self.flag(name, flag) == Some(false)
     }
 
-    /// Whether the parts sent so far reached `name`.
-    pub fn passed(&self, name: &str) -> bool {
-        self.partial.as_ref().is_some_and(|p| name <= &*p.upto)
-    }
-
-    /// The resource a partial sync took `name` from, if it reached it: what it implies
-    /// about `name`, in place of the baseline.
-    fn claim(&self, name: &str) -> Option<&VersionedResource> {
-        let partial = self.partial.as_ref().filter(|_| self.passed(name))?;
-        partial.target.get(name).map(|r| &**r)
-    }
-
-    /// Whether the baseline's (or a partial sync's) `resource` for `name` is one the client
-    /// holds: it is in scope, and `name` was not named since the last rebase while the
-    /// client held nothing of it (flagged in the set, instead of an exception per name).
-    fn implied(&self, name: &str, resource: &VersionedResource) -> bool {
-        self.implied_given(resource, || self.subscribed.flag(name))
-    }
-
-    /// [`Subscription::implied`], with the set's answer for `name` asked only if needed.
-    fn implied_given(&self, resource: &VersionedResource, flag: impl FnOnce() -> Option<bool>) -> bool {
-        (self.wildcard && !resource.named_only) || flag() == Some(false)
-    }
-
-    /// The set's answer for a name its caller knows is subscribed, if the set has flags.
-    fn subscribed_flag(&self, name: &str) -> Option<bool> {
-        if self.subscribed.any_flagged() { self.subscribed.flag(name) } else { Some(false) }
+    /// The one lookup of what the client holds of `name`.
+    fn known(&self, name: &str, flag: Flag, layers: Layers) -> Known {
+        if layers == Layers::All
+            && let Some(known) = self.exceptions.get(name)
+        {
+            return *known;
+        }
+        match self.claim(name).or_else(|| self.baseline.get(name).map(|r| &**r)) {
+            Some(resource) if self.implied(name, resource, flag) => Known::Held(resource.hash),
+            _ => Known::Nothing,
+        }
     }
 
     fn subscribed(&self, name: &str) -> bool {
@@ -168,72 +167,49 @@ impl Subscription {
         (self.wildcard && !resource.is_some_and(|r| r.named_only)) || self.subscribed(name)
     }
 
-    fn known(&self, name: &str) -> Known {
-        self.known_given(name, || self.subscribed.flag(name))
+    /// The names the client holds, with the version hash of each.
+    pub fn held(&self) -> impl Iterator<Item = (&str, u64)> {
+        let unexcepted = |name: &str| !self.exceptions.contains_key(name);
+        let claimed = self
+            .partial
+            .iter()
+            .flat_map(|p| p.claimed())
+            .filter(move |(name, r)| unexcepted(name) && self.implied(name, r, Flag::Ask))
+            .map(|(name, r)| (&**name, r.hash));
+        let derived = self
+            .baseline
+            .iter()
+            .filter(move |(name, r)| unexcepted(name) && self.claim(name).is_none() && self.implied(name, r, Flag::Ask))
+            .map(|(name, r)| (&**name, r.hash));
+        let sent = self.exceptions.iter().filter_map(|(name, known)| match known {
+            Known::Held(hash) | Known::Resend(hash) => Some((&**name, *hash)),
+            _ => None,
+        });
+        claimed.chain(derived).chain(sent)
     }
 
-    /// [`Subscription::known`], with the set's answer for `name` from a caller that may know
-    /// it: asking the id table is the costly part, and it is asked only if needed.
-    fn known_given(&self, name: &str, flag: impl FnOnce() -> Option<bool>) -> Known {
-        self.exceptions.get(name).copied().unwrap_or_else(|| self.derived_given(name, flag))
-    }
-
-    /// What the baseline, and a partial sync's progress, imply the client holds of `name`.
-    fn derived(&self, name: &str) -> Known {
-        self.derived_given(name, || self.subscribed.flag(name))
-    }
-
-    /// [`Subscription::derived`], with the set's answer for `name` asked only if needed.
-    /// Whether a resource is named-only is a property of its name, so the target's and the
-    /// baseline's agree.
-    fn derived_given(&self, name: &str, flag: impl FnOnce() -> Option<bool>) -> Known {
-        match self.claim(name).or_else(|| self.baseline.get(name).map(|r| &**r)) {
-            Some(resource) if self.implied_given(resource, flag) => Known::Held(resource.hash),
-            _ => Known::Nothing,
-        }
-    }
-
-    /// Whether the client lacks `resource`'s version of `name`, which is in its scope.
-    fn stale_in_scope(&self, name: &str, resource: &VersionedResource) -> bool {
-        self.known_given(name, || self.subscribed_flag(name)) != Known::Held(resource.hash)
-    }
-
-    /// Moves a partial sync on to `resources`, where only `changed` (the names that differ
-    /// from its target) differ: what the client holds of those the cursor passed becomes
-    /// explicit, and the rest of the sync is taken from `resources`. Costs the change, not
-    /// what was sent.
-    pub fn retarget<'a>(&mut self, resources: &Resources, changed: impl IntoIterator<Item = &'a str>) {
-        let Some(partial) = &self.partial else { return };
-        if partial.target.ptr_eq(resources) {
-            return;
-        }
-        for name in changed {
-            if self.passed(name) && !self.exceptions.contains_key(name) {
-                let known = self.derived(name);
-                self.exceptions.insert(Arc::from(name), known);
-            }
-        }
-        if let Some(partial) = &mut self.partial {
-            partial.target = resources.clone();
-        }
-    }
-
-    /// Makes a partial sync's progress explicit, as exceptions, before what it relies on
-    /// changes in a way [`Subscription::retarget`] cannot follow: a scope widening to every
-    /// name, or a target replaced without its list of changes. Costs what was sent so far.
-    pub fn settle(&mut self) {
-        let Some(partial) = self.partial.take() else { return };
-        let claims: Vec<(Arc<str>, u64)> = partial
-            .target
-            .range::<_, str>((Bound::Unbounded, Bound::Included(&*partial.upto)))
-            .filter(|(name, r)| !self.exceptions.contains_key(&***name) && self.implied(name, r))
-            .map(|(name, r)| (name.clone(), r.hash))
+    /// What the client holds, from `resources`, in name order: a full-state response.
+    pub fn held_resources(&self, resources: &Resources) -> Vec<Named> {
+        let mut held: Vec<_> = self
+            .held()
+            .filter_map(|(name, _)| resources.get_key_value(name))
+            .map(|(name, r)| (name.clone(), r.clone()))
             .collect();
-        for (name, hash) in claims {
-            if self.derived(&name) != Known::Held(hash) {
-                self.exceptions.insert(name, Known::Held(hash));
-            }
+        held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        held
+    }
+
+    /// A version for everything the client holds: a hash of each name and version, so two
+    /// replicas serving the same resources give the same version.
+    pub fn held_version(&self) -> String {
+        let mut held: Vec<(&str, u64)> = self.held().collect();
+        held.sort_unstable();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for (name, hash) in held {
+            hasher.update(name.as_bytes());
+            hasher.update(&hash.to_le_bytes());
         }
+        format_version(hasher.digest())
     }
 
     /// Exceptions are short-lived (a rebase drops those that agree), so their names are
@@ -276,9 +252,9 @@ impl Subscription {
             self.exceptions.remove(name);
             return;
         }
-        let known = self.known(name);
+        let known = self.known(name, Flag::Ask, Layers::All);
         self.subscribed.remove(name);
-        if self.known(name) != known {
+        if self.known(name, Flag::Ask, Layers::All) != known {
             self.set_known(name, known);
         }
     }
@@ -292,7 +268,7 @@ impl Subscription {
         let mut holds_nothing = false;
         if resend {
             // What the client held before the naming, through the wildcard if at all.
-            match self.known_given(name, || flag) {
+            match self.known(name, Flag::Known(flag), Layers::All) {
                 Known::Held(hash) | Known::Resend(hash) => self.set_known(name, Known::Resend(hash)),
                 _ if self.exceptions.contains_key(name) => self.set_known(name, Known::Nothing),
                 _ => holds_nothing = true,
@@ -308,7 +284,10 @@ impl Subscription {
         self.exceptions.retain(|name, _| subscribed.contains(name));
     }
 
-    pub fn apply(&mut self, request: SubscriptionRequest<'_>) {
+    /// A delta request; says whether it changed the subscription (which a response must
+    /// answer). `max_names` bounds the names asked for mid-sync that are kept to be
+    /// answered by name: past it, one full diff answers them all.
+    pub fn apply(&mut self, request: SubscriptionRequest<'_>, max_names: usize) -> bool {
         let first = !self.started;
         let initial = request.initial_resource_versions.filter(|versions| first && !versions.is_empty());
         // A reconnecting client lists everything it holds: taking what is served as the
@@ -352,6 +331,11 @@ impl Subscription {
         if let Some((current, initial)) = against {
             self.take_versions_against(current, initial);
         }
+        let changed = !request.subscribe.is_empty() || !request.unsubscribe.is_empty() || first;
+        if changed {
+            self.after_change(request.subscribe, max_names);
+        }
+        changed
     }
 
     /// A new stream's baseline is `current`, with exceptions for the versions `initial`
@@ -361,7 +345,7 @@ impl Subscription {
         self.baseline = current.clone();
         for (name, version) in initial {
             let hash = parse_version(version);
-            let agrees = current.get(name.as_str()).is_some_and(|r| r.hash == hash && self.implied(name, r));
+            let agrees = current.get(name.as_str()).is_some_and(|r| r.hash == hash && self.implied(name, r, Flag::Ask));
             if !agrees {
                 self.set_known(name, Known::Held(hash));
             }
@@ -370,7 +354,7 @@ impl Subscription {
         if self.wildcard {
             let unlisted: Vec<Arc<str>> = current
                 .iter()
-                .filter(|(name, r)| !initial.contains_key(&***name) && self.implied(name, r))
+                .filter(|(name, r)| !initial.contains_key(&***name) && self.implied(name, r, Flag::Ask))
                 .map(|(name, _)| name.clone())
                 .collect();
             for name in unlisted {
@@ -405,85 +389,10 @@ impl Subscription {
         changed |= !added.is_empty();
         self.subscribed.extend(added);
         self.owes_response |= changed;
+        if changed {
+            self.synced = None;
+        }
         changed
-    }
-
-    /// What the client holds, from `resources`, in name order: a full-state response.
-    pub fn held_resources(&self, resources: &Resources) -> Vec<(Arc<str>, Arc<VersionedResource>)> {
-        let mut held: Vec<_> = self
-            .held()
-            .filter_map(|(name, _)| resources.get_key_value(name))
-            .map(|(name, r)| (name.clone(), r.clone()))
-            .collect();
-        held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        held
-    }
-
-    /// A version for everything the client holds: a hash of each name and version, so two
-    /// replicas serving the same resources give the same version.
-    pub fn held_version(&self) -> String {
-        let mut held: Vec<(&str, u64)> = self.held().collect();
-        held.sort_unstable();
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for (name, hash) in held {
-            hasher.update(name.as_bytes());
-            hasher.update(&hash.to_le_bytes());
-        }
-        format_version(hasher.digest())
-    }
-
-    /// Resources to send and names to remove so the client matches `resources`.
-    pub fn changes(&self, resources: &Resources) -> Changes {
-        let mut changes = Changes::default();
-        if self.wildcard {
-            changes.updated = resources
-                .iter()
-                .filter(|(name, r)| (!r.named_only || self.subscribed(name)) && self.stale_in_scope(name, r))
-                .map(|(name, r)| (name.clone(), r.clone()))
-                .collect();
-        } else {
-            changes.updated = self
-                .names()
-                .filter_map(|name| resources.get_key_value(&*name))
-                .filter(|(name, r)| self.stale_in_scope(name, r))
-                .map(|(name, r)| (name.clone(), r.clone()))
-                .collect();
-            // Responses list resources in name order, whatever order the subscription holds them in.
-            changes.updated.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        }
-        // Vanished resources the client holds, and subscribed names it was never told are absent.
-        let held_gone = self.held().map(|(name, _)| name).filter(|name| !resources.contains_key(*name));
-        let mut removed: BTreeSet<String> = held_gone.map(str::to_owned).collect();
-        // Subscribed, so in scope: no need to ask the id table again.
-        let never_told = self.names().filter(|name| {
-            self.known_given(name, || self.subscribed_flag(name)) == Known::Nothing && !resources.contains_key(&**name)
-        });
-        removed.extend(never_told.map(|name| name.to_string()));
-        changes.removed = removed.into_iter().collect();
-        changes
-    }
-
-    /// Like [`Subscription::changes`], but only for `candidates`: the names that can have
-    /// changed since the client was last in sync. Much cheaper than a full diff.
-    pub fn changes_among<'a>(&self, resources: &Resources, candidates: impl IntoIterator<Item = &'a str>) -> Changes {
-        let mut changes = Changes::default();
-        let unique: BTreeSet<&str> =
-            candidates.into_iter().filter(|n| self.in_scope(n, resources.get(*n).map(|r| &**r))).collect();
-        for name in unique {
-            match (resources.get_key_value(name), self.known(name)) {
-                (Some((_, resource)), Known::Held(version)) if version == resource.hash => {}
-                (Some((key, resource)), _) => changes.updated.push((key.clone(), resource.clone())),
-                (None, Known::Held(_) | Known::Resend(_)) => changes.removed.push(name.to_owned()),
-                (None, Known::Nothing) if self.subscribed(name) => changes.removed.push(name.to_owned()),
-                (None, _) => {}
-            }
-        }
-        changes
-    }
-
-    /// Whether a response is due even if [`Subscription::changes`] is empty.
-    pub fn owes_response(&self) -> bool {
-        self.owes_response
     }
 
     pub fn record_sent(&mut self, changes: &Changes) {
@@ -513,65 +422,6 @@ impl Subscription {
         }
     }
 
-    /// Records a response carrying part of what is due against `resources`: every name due
-    /// up to its last updated one, in name order. The cursor moves there, and the names it
-    /// passes need no exception, so a first sync of thousands of resources in many parts
-    /// costs a pointer and a name, not an entry per resource sent.
-    pub fn record_part(&mut self, changes: &Changes, resources: &Resources) {
-        self.record_removed(&changes.removed);
-        self.owes_response = false;
-        let Some((last, _)) = changes.updated.last() else { return };
-        match &mut self.partial {
-            Some(partial) if partial.target.ptr_eq(resources) => {
-                if **last > *partial.upto {
-                    partial.upto = last.clone();
-                }
-            }
-            _ => {
-                self.settle();
-                self.partial = Some(Partial { target: resources.clone(), upto: last.clone() });
-            }
-        }
-        for (name, _) in &changes.updated {
-            self.exceptions.remove(&**name);
-            self.subscribed.unflag(name);
-        }
-    }
-
-    /// What a partial sync sends next: the names in scope after its cursor whose current
-    /// version the client lacks, in name order, until they pass `budget` bytes; and whether
-    /// it stopped early. Costs what it returns, not what is left: a client in a sync of
-    /// thousands of resources is not diffed whole again for each part.
-    pub fn walk(&self, budget: usize) -> (Vec<Named>, bool) {
-        let Some(partial) = &self.partial else { return (Vec::new(), false) };
-        let after = (Bound::Excluded(&*partial.upto), Bound::Unbounded);
-        // A few names among many resources are looked up; otherwise the resources are walked.
-        let candidates: Box<dyn Iterator<Item = (&Arc<str>, &Arc<VersionedResource>)>> =
-            if self.wildcard || self.subscribed.len() * 8 >= partial.target.len() {
-                Box::new(partial.target.range::<_, str>(after))
-            } else {
-                let mut names: Vec<Arc<str>> = self.subscribed.iter().filter(|n| **n > *partial.upto).collect();
-                names.sort_unstable();
-                Box::new(names.into_iter().filter_map(|n| partial.target.get_key_value(&*n)))
-            };
-        let mut due = Vec::new();
-        let mut total = 0;
-        for (name, resource) in candidates {
-            // One look in the id table per name: it says both whether the name is in scope
-            // and whether it is flagged. Through the wildcard, neither question arises.
-            let flag = if self.wildcard && !resource.named_only { Some(false) } else { self.subscribed.flag(name) };
-            if flag.is_none() || self.known_given(name, || flag) == Known::Held(resource.hash) {
-                continue;
-            }
-            due.push((name.clone(), resource.clone()));
-            total += resource.body.len();
-            if total > budget {
-                return (due, true);
-            }
-        }
-        (due, false)
-    }
-
     /// The client now holds exactly the resources of `resources` in its scope (everything
     /// it was due has been sent): take them as the baseline and keep only the exceptions
     /// that still differ from it. The cost follows the exceptions, not what is held.
@@ -597,13 +447,14 @@ impl Subscription {
     }
 
     /// Makes the next response carry `name` again if the client holds it; says whether it did.
-    pub fn resend(&mut self, name: &str) -> bool {
+    pub fn resend(&mut self, name: &Arc<str>) -> bool {
         if !self.wildcard && !self.subscribed(name) {
             return false;
         }
-        match self.known(name) {
+        match self.known(name, Flag::Ask, Layers::All) {
             Known::Held(hash) => {
                 self.set_known(name, Known::Resend(hash));
+                self.recheck.push(name.clone());
                 true
             }
             _ => false,

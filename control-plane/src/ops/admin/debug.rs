@@ -22,7 +22,7 @@ use crate::translate::ClusterLoadAssignment;
 type Reply = Result<Json<Value>, (StatusCode, String)>;
 
 pub async fn proxies(State(state): State<AdminState>) -> Json<Vec<crate::xds::ProxyReport>> {
-    Json(state.proxies.report())
+    Json(state.proxies.report().await)
 }
 
 #[derive(Deserialize)]
