@@ -44,4 +44,7 @@ pub struct SourceState {
     pub services: ObjectMap<Service>,
     pub slices: ObjectMap<EndpointSlice>,
     pub probes: ObjectMap<HealthProbe>,
+    /// Objects the source refused, and why (with the file and line, for manifests); an
+    /// object refused after it was accepted stays in the maps above in its last accepted version.
+    pub refused: imbl::OrdSet<Diagnostic>,
 }

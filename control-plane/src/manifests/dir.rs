@@ -1,8 +1,13 @@
 //! Keeps a directory of manifests loaded: scans it, reparses files whose metadata
-//! changed, keeps each file's last good content when a new one is malformed or
-//! still being written, and republishes the merged state whenever it changes.
+//! changed, and keeps the source state up to date change by change.
+//!
+//! Each object is accepted or refused on its own, as `kubectl apply -f` would: a refused
+//! object keeps its last accepted version if it had one, and a new one stays absent. A
+//! file that cannot be read at all, or is still being written, keeps its whole last good
+//! content. The state is a set of persistent maps edited per change, so an edit costs the
+//! objects of the files it touched, not the directory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,9 +16,9 @@ use notify::{RecursiveMode, Watcher};
 use tracing::{debug, error, info, warn};
 
 use super::file_events::{FileEvents, Pending};
-use super::parse::{Located, MAX_FILE_BYTES, ParseError, is_manifest, parse_file_located};
+use super::parse::{Located, MAX_FILE_BYTES, ParseError, Parsed, is_manifest, parse_file};
 use crate::error::{Error, Result};
-use crate::model::{ObjectKey, ObjectKind, SourceState};
+use crate::model::{Diagnostic, ObjectKey, ObjectKind, SourceState};
 
 /// Safety net for filesystems whose change events get lost (network mounts). Rare on
 /// purpose: with inotify working, an idle edgexds does no work at all.
@@ -49,12 +54,22 @@ impl FileStat {
     }
 }
 
+/// An object, as one file defines it.
+type Slot = (ObjectKind, ObjectKey);
+
 #[derive(Debug)]
 struct FileEntry {
     /// Metadata at the last read, good or not, so a bad file is reported once.
     stat: FileStat,
-    /// The last content that parsed; `None` if the file never did.
-    objects: Option<Arc<Vec<Located>>>,
+    /// What the file holds in effect: its objects accepted (or kept, when refused since),
+    /// and its refusals. `None` if it never parsed.
+    content: Option<Content>,
+}
+
+#[derive(Debug, Default)]
+struct Content {
+    objects: BTreeMap<Slot, Located>,
+    refused: Vec<Diagnostic>,
 }
 
 /// What one scan found.
@@ -81,11 +96,14 @@ pub enum Trigger {
 pub struct ManifestDir {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileEntry>,
+    /// The files that define each object, in path order: the last one's copy is in effect.
+    definers: BTreeMap<Slot, BTreeSet<PathBuf>>,
+    state: SourceState,
 }
 
 impl ManifestDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), files: BTreeMap::new() }
+        Self { root: root.into(), files: BTreeMap::new(), definers: BTreeMap::new(), state: SourceState::default() }
     }
 
     /// Blocking: reads the directory. Fails if the directory itself cannot be read or
@@ -97,15 +115,14 @@ impl ManifestDir {
             .map_err(|source| Error::ManifestDir { path: self.root.clone(), source })?;
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut outcome = ScanOutcome::default();
-        let before = self.files.len();
-        self.files.retain(|path, entry| {
-            let keep = found.binary_search_by(|(p, _)| p.cmp(path)).is_ok();
-            if !keep && entry.objects.is_some() {
+        let gone: Vec<PathBuf> =
+            self.files.keys().filter(|path| found.binary_search_by(|(p, _)| p.cmp(path)).is_err()).cloned().collect();
+        for path in gone {
+            if let Some(FileEntry { content: Some(content), .. }) = self.files.remove(&path) {
                 info!(file = %path.display(), "manifest file removed");
+                outcome.changed |= self.take_effect(&path, Some(content), None);
             }
-            keep
-        });
-        outcome.changed |= self.files.len() != before;
+        }
         let now = Instant::now();
         for (path, meta) in found {
             let stat = FileStat::of(&meta);
@@ -128,18 +145,19 @@ impl ManifestDir {
                     line: 1,
                     message: format!("not UTF-8: {e}"),
                 })?;
-                parse_file_located(&path, text)
+                parse_file(&path, text)
             });
-            let entry = self.files.entry(path.clone()).or_insert(FileEntry { stat, objects: None });
+            let entry = self.files.entry(path.clone()).or_insert(FileEntry { stat, content: None });
             entry.stat = stat;
             match parsed {
-                Ok(objects) => {
-                    debug!(file = %path.display(), objects = objects.len(), "manifest file loaded");
-                    entry.objects = Some(Arc::new(objects));
-                    outcome.changed = true;
+                Ok(parsed) => {
+                    debug!(file = %path.display(), objects = parsed.objects.len(), refused = parsed.refused.len(), "manifest file loaded");
+                    let old = entry.content.take();
+                    let new = content_of(parsed, old.as_ref());
+                    outcome.changed |= self.take_effect(&path, old, Some(new));
                 }
                 Err(err) => {
-                    let kept = if entry.objects.is_some() { "last good content kept" } else { "file ignored" };
+                    let kept = if entry.content.is_some() { "last good content kept" } else { "file ignored" };
                     error!(file = %err.path.display(), line = err.line, "malformed manifest, {kept}: {err}");
                     outcome.errors.push(err);
                 }
@@ -148,27 +166,101 @@ impl ManifestDir {
         Ok(outcome)
     }
 
-    /// All objects of all good files; on a name clash the file later in path order wins.
+    /// The state of every file's objects in effect: a copy of persistent maps, so it costs nothing.
     pub fn state(&self) -> SourceState {
-        let mut state = SourceState::default();
-        let mut origins: BTreeMap<(ObjectKind, ObjectKey), (&Path, usize)> = BTreeMap::new();
-        for (path, entry) in &self.files {
-            for Located { line, object } in entry.objects.iter().flat_map(|o| o.iter()) {
-                let (kind, key) = (object.kind(), object.key().clone());
-                object.clone().insert_into(&mut state);
-                if let Some((earlier, earlier_line)) = origins.insert((kind, key.clone()), (path, *line)) {
-                    warn!(
-                        object = %key,
-                        kind = kind.name(),
-                        winner = %format!("{}:{line}", path.display()),
-                        ignored = %format!("{}:{earlier_line}", earlier.display()),
-                        "object defined more than once; the later file's copy wins"
-                    );
-                }
+        self.state.clone()
+    }
+
+    /// Replaces what `path` holds in effect (`old` by `new`) and brings the state up to date
+    /// for the objects either holds; says whether the state changed.
+    fn take_effect(&mut self, path: &Path, old: Option<Content>, new: Option<Content>) -> bool {
+        let mut changed = false;
+        let mut slots: BTreeSet<Slot> = BTreeSet::new();
+        let refused_before = old.iter().flat_map(|c| &c.refused).collect::<BTreeSet<_>>();
+        let refused_now = new.iter().flat_map(|c| &c.refused).collect::<BTreeSet<_>>();
+        for refused in refused_before.difference(&refused_now) {
+            changed |= self.state.refused.remove(*refused).is_some();
+        }
+        for refused in refused_now.difference(&refused_before) {
+            changed |= self.state.refused.insert((*refused).clone()).is_none();
+        }
+        for slot in old.iter().flat_map(|c| c.objects.keys()) {
+            slots.insert(slot.clone());
+            if let Some(files) = self.definers.get_mut(slot) {
+                files.remove(path);
             }
         }
-        state
+        for slot in new.iter().flat_map(|c| c.objects.keys()) {
+            slots.insert(slot.clone());
+            self.definers.entry(slot.clone()).or_default().insert(path.to_owned());
+        }
+        if let Some(entry) = self.files.get_mut(path) {
+            entry.content = new;
+        }
+        for slot in slots {
+            changed |= self.settle(&slot);
+        }
+        changed
     }
+
+    /// Puts the copy of `slot` in effect into the state: the last defining file's, or none;
+    /// says whether the state changed.
+    fn settle(&mut self, slot: &Slot) -> bool {
+        let files = self.definers.get(slot).filter(|files| !files.is_empty());
+        let winner = files.and_then(|files| {
+            let last = files.iter().next_back()?;
+            if files.len() > 1 {
+                let ignored: Vec<String> = files.iter().rev().skip(1).map(|p| p.display().to_string()).collect();
+                warn!(
+                    object = %slot.1,
+                    kind = slot.0.name(),
+                    winner = %last.display(),
+                    ignored = %ignored.join(", "),
+                    "object defined more than once; the later file's copy wins"
+                );
+            }
+            let content = self.files.get(last)?.content.as_ref()?;
+            content.objects.get(slot).map(|located| located.object.clone())
+        });
+        match winner {
+            Some(object) if !object.is_in(&self.state) => {
+                object.insert_into(&mut self.state);
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.definers.remove(slot);
+                self.state.remove(slot.0, &slot.1)
+            }
+        }
+    }
+}
+
+/// What a newly parsed file holds in effect: its accepted objects, and for each object it
+/// refuses, the version `old` had accepted, if any.
+fn content_of(parsed: Parsed, old: Option<&Content>) -> Content {
+    let mut content = Content::default();
+    for located in parsed.objects {
+        let slot = (located.object.kind(), located.object.key().clone());
+        content.objects.insert(slot, located);
+    }
+    for refused in parsed.refused {
+        let kept = refused.object.as_ref().and_then(|slot| {
+            let previous = old?.objects.get(slot)?;
+            content.objects.entry(slot.clone()).or_insert_with(|| previous.clone());
+            Some(())
+        });
+        let outcome = match kept {
+            Some(()) => "refused; its last accepted version stays in effect",
+            None => "refused",
+        };
+        let object = match &refused.object {
+            Some((kind, key)) => format!("{} {key}", kind.name()),
+            None => format!("manifest {}:{}", refused.error.path.display(), refused.error.line),
+        };
+        content.refused.push(Diagnostic { object, message: format!("{}: {outcome}", refused.error) });
+    }
+    content
 }
 
 /// How long ago a file was modified, if that is less than [`UNWATCHED_QUIET`].
@@ -355,6 +447,95 @@ mod tests {
         assert!(outcome.errors[0].line >= 3, "{}", outcome.errors[0]);
         assert_eq!(names(&dir), ["shop/web"]);
         assert!(scan(&mut dir).unwrap().errors.is_empty(), "an unchanged bad file is reported once");
+    }
+
+    fn probe(name: &str, interval_ms: u32) -> String {
+        format!(
+            "apiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: {name}, namespace: shop }}\nspec: {{ targetRef: {{ name: web }}, intervalMs: {interval_ms} }}\n"
+        )
+    }
+
+    fn intervals(dir: &ManifestDir) -> Vec<(String, u32)> {
+        dir.state()
+            .probes
+            .iter()
+            .map(|(key, p)| (key.name.to_string(), p.valid.as_ref().map_or(0, |v| v.base.interval_ms)))
+            .collect()
+    }
+
+    fn refused(dir: &ManifestDir) -> Vec<String> {
+        dir.state().refused.iter().map(|d| format!("{}: {}", d.object, d.message)).collect()
+    }
+
+    #[test]
+    fn each_object_is_taken_on_its_own_and_a_broken_one_keeps_its_last_accepted_version_until_fixed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("shop.yaml");
+        let write = |probes: &[(&str, u32)]| {
+            let docs: Vec<String> =
+                std::iter::once(WEB.to_owned()).chain(probes.iter().map(|(n, i)| probe(n, *i))).collect();
+            std::fs::write(&file, docs.join("---\n")).unwrap();
+        };
+        // First load: the bad new probe is absent, everything else is taken.
+        write(&[("a", 1000), ("b", 50), ("c", 3000)]);
+        let mut dir = ManifestDir::new(tmp.path());
+        assert!(scan(&mut dir).unwrap().changed);
+        assert_eq!(names(&dir), ["shop/web"]);
+        assert_eq!(intervals(&dir), [("a".into(), 1000), ("c".into(), 3000)]);
+        let why = refused(&dir);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].starts_with("HealthProbe shop/b: ") && why[0].contains("shop.yaml:11: "), "{why:?}");
+        assert!(why[0].ends_with("spec.intervalMs: 50 is out of range 100..=3600000: refused"), "{why:?}");
+        // An edit that breaks an accepted object keeps its last accepted version.
+        write(&[("a", 40), ("b", 50), ("c", 4000)]);
+        assert!(scan(&mut dir).unwrap().changed);
+        assert_eq!(intervals(&dir), [("a".into(), 1000), ("c".into(), 4000)]);
+        assert!(refused(&dir).iter().any(|r| r.starts_with("HealthProbe shop/a") && r.ends_with("stays in effect")));
+        // Fixed, it is taken.
+        write(&[("a", 2000), ("b", 5000), ("c", 4000)]);
+        assert!(scan(&mut dir).unwrap().changed);
+        assert_eq!(intervals(&dir), [("a".into(), 2000), ("b".into(), 5000), ("c".into(), 4000)]);
+        assert!(refused(&dir).is_empty());
+        // Removed from the file, it is removed.
+        write(&[("a", 2000), ("c", 4000)]);
+        assert!(scan(&mut dir).unwrap().changed);
+        assert_eq!(intervals(&dir), [("a".into(), 2000), ("c".into(), 4000)]);
+        // A file that cannot be read at all keeps its whole last good content.
+        std::fs::write(&file, format!("{WEB}---\nkind: [unclosed\n")).unwrap();
+        let outcome = scan(&mut dir).unwrap();
+        assert!(!outcome.changed && outcome.errors.len() == 1, "{outcome:?}");
+        assert_eq!(intervals(&dir), [("a".into(), 2000), ("c".into(), 4000)]);
+    }
+
+    #[test]
+    fn an_edit_changes_the_state_by_what_it_touched_and_shares_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        for index in 0..50 {
+            std::fs::write(
+                tmp.path().join(format!("{index}.yaml")),
+                API.replace("name: api", &format!("name: api-{index}")),
+            )
+            .unwrap();
+        }
+        let mut dir = ManifestDir::new(tmp.path());
+        scan(&mut dir).unwrap();
+        let before = dir.state();
+        std::fs::write(
+            tmp.path().join("7.yaml"),
+            API.replace("name: api", "name: api-7").replace("port: 81", "port: 82"),
+        )
+        .unwrap();
+        assert!(scan(&mut dir).unwrap().changed);
+        let after = dir.state();
+        let changed: Vec<String> = before
+            .services
+            .diff(&after.services)
+            .map(|item| match item {
+                imbl::ordmap::DiffItem::Update { new: (key, _), .. } => key.to_string(),
+                other => panic!("only an update: {other:?}"),
+            })
+            .collect();
+        assert_eq!(changed, ["shop/api-7"]);
     }
 
     #[test]

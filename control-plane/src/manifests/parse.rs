@@ -1,6 +1,10 @@
 //! Parses manifest files (YAML, multi-document, `kind: List`, or JSON) into model objects.
 //!
-//! Errors carry the file and line, so an operator can fix the exact spot.
+//! As `kubectl apply -f` and the API server do, each object is accepted or refused on its
+//! own: a Service whose port is out of range is refused, and the slice and probes beside it
+//! in the same file stand. Only a file that cannot be read as YAML or JSON at all is
+//! refused whole. Every refusal carries the file and line, so an operator can fix the
+//! exact spot.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::kubernetes::convert;
 use crate::kubernetes::crd::HealthProbe as KubeHealthProbe;
-use crate::model::SourceObject;
+use crate::model::{ObjectKey, ObjectKind, SourceObject};
 
 /// Manifests that leave out the namespace land where kubectl would put them.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -45,6 +49,22 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// An object refused on its own; the file's other objects stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub error: ParseError,
+    /// The object it was meant to be, when its kind and name could be read: its last
+    /// accepted version, if any, stays in effect.
+    pub object: Option<(ObjectKind, ObjectKey)>,
+}
+
+/// What one file holds: the objects accepted, and those refused.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parsed {
+    pub objects: Vec<Located>,
+    pub refused: Vec<Refused>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
     Yaml,
@@ -63,6 +83,38 @@ struct Header {
     api_version: String,
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    metadata: HeaderMetadata,
+}
+
+/// Enough of an object's metadata to name it, before its kind's own rules are applied.
+#[derive(Default, Deserialize)]
+struct HeaderMetadata {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+impl Header {
+    /// The object this document means, if its kind is one of ours and it has a name.
+    fn object(&self) -> Option<(ObjectKind, ObjectKey)> {
+        let kind = match (self.api_version.as_str(), self.kind.as_str()) {
+            ("v1", "Service") => ObjectKind::Service,
+            ("discovery.k8s.io/v1", "EndpointSlice") => ObjectKind::EndpointSlice,
+            ("edgexds.io/v1alpha1", "HealthProbe") => ObjectKind::HealthProbe,
+            _ => return None,
+        };
+        let name = self.metadata.name.as_deref().filter(|n| !n.is_empty())?;
+        let namespace = self.metadata.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE);
+        Some((kind, ObjectKey::new(namespace, name)))
+    }
+}
+
+/// One document's outcome: an object, or its refusal (a line within the document, a message).
+enum Outcome {
+    Accepted(SourceObject),
+    Refused { line: usize, message: String, object: Option<(ObjectKind, ObjectKey)> },
 }
 
 #[derive(Deserialize)]
@@ -74,13 +126,10 @@ struct ListItems {
 /// A document's parse error: the line inside the document and the message.
 type DocError = (usize, String);
 
-/// Parses a whole file; any error rejects the file, so its last good content stays in effect.
-pub fn parse_file(path: &Path, text: &str) -> Result<Vec<SourceObject>, ParseError> {
-    parse_file_located(path, text).map(|objects| objects.into_iter().map(|l| l.object).collect())
-}
-
-/// Like [`parse_file`], with the line each object's document starts on.
-pub fn parse_file_located(path: &Path, text: &str) -> Result<Vec<Located>, ParseError> {
+/// Parses a whole file: each object accepted or refused on its own. `Err` only when the
+/// file cannot be read at all (too large, not YAML or JSON, nested too deep): then none of
+/// it is taken, and its last good content stays in effect.
+pub fn parse_file(path: &Path, text: &str) -> Result<Parsed, ParseError> {
     if text.len() > MAX_FILE_BYTES {
         let message = format!("file of {} bytes exceeds the limit of {MAX_FILE_BYTES} bytes", text.len());
         return Err(ParseError { path: path.to_owned(), line: 1, message });
@@ -93,22 +142,29 @@ pub fn parse_file_located(path: &Path, text: &str) -> Result<Vec<Located>, Parse
         Format::Json => vec![(1, text)],
         Format::Yaml => split_documents(text),
     };
-    let mut objects = Vec::new();
+    let mut parsed = Parsed::default();
     for (first_line, doc) in documents {
         if is_blank(doc) {
             continue;
         }
-        let at = |(line, message): DocError| ParseError {
+        let at = |line: usize, message: String| ParseError {
             path: path.to_owned(),
             line: first_line + line.saturating_sub(1),
             message,
         };
-        check_nesting(doc).map_err(at)?;
-        let mut parsed = Vec::new();
-        parse_document(format, doc, &mut parsed).map_err(at)?;
-        objects.extend(parsed.into_iter().map(|object| Located { line: first_line, object }));
+        check_nesting(doc).map_err(|(line, message)| at(line, message))?;
+        let mut outcomes = Vec::new();
+        parse_document(format, doc, &mut outcomes).map_err(|(line, message)| at(line, message))?;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Accepted(object) => parsed.objects.push(Located { line: first_line, object }),
+                Outcome::Refused { line, message, object } => {
+                    parsed.refused.push(Refused { error: at(line, message), object })
+                }
+            }
+        }
     }
-    Ok(objects)
+    Ok(parsed)
 }
 
 /// Splits YAML at `---` lines; each part with the 1-based line its content starts on.
@@ -187,17 +243,46 @@ fn from_text<T: DeserializeOwned>(format: Format, text: &str) -> Result<T, DocEr
     }
 }
 
-fn parse_document(format: Format, doc: &str, objects: &mut Vec<SourceObject>) -> Result<(), DocError> {
+/// Parses one document into `outcomes`; `Err` when it cannot be read as YAML or JSON at all.
+fn parse_document(format: Format, doc: &str, outcomes: &mut Vec<Outcome>) -> Result<(), DocError> {
     let header: Header = from_text(format, doc)?;
     if header.kind.ends_with("List") {
         let list: ListItems = from_text(format, doc)?;
-        // Items take the same path as documents; their errors name the item (its lines are not known).
+        // Items take the same path as documents; their refusals name the item (its lines are not known).
         for (index, item) in list.items.iter().enumerate() {
-            parse_document(Format::Json, &item.to_string(), objects)
-                .map_err(|(_, message)| (1, format!("items[{index}]: {message}")))?;
+            let mut items = Vec::new();
+            match parse_document(Format::Json, &item.to_string(), &mut items) {
+                Ok(()) => outcomes.extend(items.into_iter().map(|outcome| match outcome {
+                    Outcome::Refused { message, object, .. } => {
+                        Outcome::Refused { line: 1, message: format!("items[{index}]: {message}"), object }
+                    }
+                    accepted => accepted,
+                })),
+                Err((_, message)) => outcomes.push(Outcome::Refused {
+                    line: 1,
+                    message: format!("items[{index}]: {message}"),
+                    object: None,
+                }),
+            }
         }
         return Ok(());
     }
+    let object = header.object();
+    if object.is_none() && !matches!(header.kind.as_str(), "Service" | "EndpointSlice" | "HealthProbe") {
+        // Another kind (a Deployment beside its Service): not ours to take or refuse.
+        return Ok(());
+    }
+    outcomes.push(match convert_document(format, doc, &header) {
+        Ok(Some(accepted)) => Outcome::Accepted(accepted),
+        Ok(None) => return Ok(()),
+        Err((line, message)) => Outcome::Refused { line, message, object },
+    });
+    Ok(())
+}
+
+/// Converts a document of one of our kinds as the API server would validate it; `None`
+/// for another API version of the kind.
+fn convert_document(format: Format, doc: &str, header: &Header) -> Result<Option<SourceObject>, DocError> {
     let converted = match (header.api_version.as_str(), header.kind.as_str()) {
         ("v1", "Service") => {
             let s: KubeService = from_text(format, doc)?;
@@ -222,14 +307,12 @@ fn parse_document(format: Format, doc: &str, objects: &mut Vec<SourceObject>) ->
                 })
                 .map_err(|e| (p.metadata.name, e))
         }
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
-    let object = converted.map_err(|(name, e)| {
+    converted.map(Some).map_err(|(name, e)| {
         let name = name.as_deref().map_or("<unnamed>".to_owned(), convert::shorten);
         (1, format!("{} {name}: {e}", header.kind))
-    })?;
-    objects.push(object);
-    Ok(())
+    })
 }
 
 #[cfg(test)]

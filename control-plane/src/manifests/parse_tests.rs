@@ -1,8 +1,13 @@
 use super::*;
-use crate::model::{AddressType, ObjectKey, PortProtocol, SourceObject, TargetPort};
+use crate::model::{AddressType, ObjectKey, ObjectKind, PortProtocol, SourceObject, TargetPort};
 
+/// The file's objects, or its first error: the file's own, else the first object's refusal.
 fn parse(name: &str, text: &str) -> Result<Vec<SourceObject>, ParseError> {
-    parse_file(Path::new(name), text)
+    let parsed = parse_file(Path::new(name), text)?;
+    match parsed.refused.into_iter().next() {
+        Some(refused) => Err(refused.error),
+        None => Ok(parsed.objects.into_iter().map(|l| l.object).collect()),
+    }
 }
 
 const SERVICE: &str = "apiVersion: v1
@@ -164,7 +169,22 @@ fn names_follow_the_api_servers_rules() {
 }
 
 #[test]
-fn a_probe_the_api_server_would_refuse_rejects_the_file() {
+fn each_object_is_accepted_or_refused_on_its_own_and_a_refusal_names_the_object_it_meant() {
+    let text = format!(
+        "{SERVICE}---\napiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: fast, namespace: shop }}\nspec: {{ targetRef: {{ name: web }}, intervalMs: 50 }}\n---\napiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: ok, namespace: shop }}\nspec: {{ targetRef: {{ name: web }} }}\n"
+    );
+    let parsed = parse_file(Path::new("mixed.yaml"), &text).unwrap();
+    let accepted: Vec<String> = parsed.objects.iter().map(|l| l.object.key().to_string()).collect();
+    assert_eq!(accepted, ["shop/web", "shop/ok"]);
+    assert_eq!(parsed.refused.len(), 1);
+    let refused = &parsed.refused[0];
+    assert_eq!(refused.object, Some((ObjectKind::HealthProbe, ObjectKey::new("shop", "fast"))));
+    assert_eq!(refused.error.line, 9, "{}", refused.error);
+    assert!(refused.error.message.contains("intervalMs"), "{}", refused.error);
+}
+
+#[test]
+fn a_probe_the_api_server_would_refuse_is_refused_with_the_rule_it_breaks() {
     let overrides: String = (0..33).map(|i| format!("  - {{ match: {{ zone: z{i} }}, intervalMs: 1000 }}\n")).collect();
     let text = format!(
         "apiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: p, namespace: x }}\nspec:\n  targetRef: {{ name: a }}\n  overrides:\n{overrides}"

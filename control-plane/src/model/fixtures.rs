@@ -76,5 +76,6 @@ pub(crate) fn state(services: Vec<Service>, slices: Vec<EndpointSlice>, probes: 
         services: services.into_iter().map(|s| (s.key.clone(), Arc::new(s))).collect(),
         slices: slices.into_iter().map(|s| (s.key.clone(), Arc::new(s))).collect(),
         probes: probes.into_iter().map(|p| (p.key.clone(), Arc::new(p))).collect(),
+        refused: Default::default(),
     }
 }

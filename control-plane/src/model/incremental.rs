@@ -65,6 +65,16 @@ impl ModelIndex {
                 self.index_probe(probe, &mut touched);
             }
         }
+        for item in old.refused.diff(&state.refused) {
+            match item {
+                imbl::ordset::DiffItem::Add(refused) => {
+                    self.model.diagnostics.insert(refused.clone());
+                }
+                imbl::ordset::DiffItem::Remove(refused) => {
+                    self.model.diagnostics.remove(refused);
+                }
+            }
+        }
         for key in &touched {
             self.resolve_key(key);
         }

@@ -143,7 +143,7 @@ pub fn cluster_service(cluster: &str) -> Option<ObjectKey> {
 /// Everything is resolved per Service key, from that Service, its slices and the probes
 /// that target it: [`super::ModelIndex`] re-resolves one key the same way.
 pub fn resolve(state: &SourceState) -> Model {
-    let mut model = Model::default();
+    let mut model = Model { diagnostics: state.refused.clone(), ..Model::default() };
     let mut slices_of: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
     let mut probes_of: BTreeMap<ObjectKey, Vec<&HealthProbe>> = BTreeMap::new();
     for service in state.services.values() {

@@ -57,6 +57,8 @@ enum Change {
         index: usize,
     },
     Verdicts(Vec<(usize, usize, usize, usize)>),
+    /// The source refuses an object (`true`), or stops refusing it.
+    Refuse(usize, bool),
     /// The source publishes a state built afresh (as the manifests directory does), sharing
     /// no structure with the last one.
     Rebuild,
@@ -98,6 +100,7 @@ fn change() -> impl Strategy<Value = Change> {
             }),
         1 => (ns.clone(), 0..3usize).prop_map(|(ns, index)| Change::DeleteProbe { ns, index }),
         2 => prop::collection::vec((ns, name, 0..2usize, 0..ADDRESSES.len()), 0..3).prop_map(Change::Verdicts),
+        1 => (0..3usize, any::<bool>()).prop_map(|(index, on)| Change::Refuse(index, on)),
         1 => Just(Change::Rebuild),
     ]
 }
@@ -158,11 +161,23 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
             }
             *verdicts = Arc::new(next);
         }
+        Change::Refuse(index, on) => {
+            let refused = crate::model::Diagnostic {
+                object: format!("HealthProbe a/refused-{index}"),
+                message: format!("probes.yaml:{index}: intervalMs: must be at least 100; refused"),
+            };
+            if on {
+                state.refused.insert(refused);
+            } else {
+                state.refused.remove(&refused);
+            }
+        }
         Change::Rebuild => {
             *state = SourceState {
                 services: state.services.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 slices: state.slices.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 probes: state.probes.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
+                refused: state.refused.iter().cloned().collect(),
             };
         }
     }
