@@ -140,7 +140,7 @@ fn sigterm_closes_streams_with_a_status_and_exits_cleanly() {
     let status = runtime.block_on(async {
         let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}")).await.unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+        let cds = edgexds::cache::ResourceType::Cluster.type_url();
         tx.send(DeltaDiscoveryRequest { type_url: cds.into(), ..Default::default() }).await.unwrap();
         let mut responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
         let first = responses.message().await.unwrap().unwrap();
@@ -188,7 +188,7 @@ fn serve_without_a_source_or_with_a_bad_flag_explains_itself() {
 async fn client(xds: SocketAddr, node: &str, nack: Option<&str>) -> tokio::sync::mpsc::Sender<DeltaDiscoveryRequest> {
     use envoy_types::pb::envoy::config::core::v3::Node;
     use envoy_types::pb::google::rpc;
-    let cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    let cds = edgexds::cache::ResourceType::Cluster.type_url();
     let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}")).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let node = Some(Node { id: node.into(), ..Default::default() });

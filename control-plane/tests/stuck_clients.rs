@@ -61,7 +61,14 @@ async fn five_hundred_stuck_clients_change_a_healthy_clients_p99_by_less_than_te
     let flags = ["--max-connections-per-peer", "1000", "--max-connections", "1000"];
     let server = Server::start(dir.path(), &flags, Stdio::null());
     let mut healthy = subscriber(server.xds, node("healthy")).await;
-    while tokio::time::timeout(Duration::from_millis(300), healthy.recv()).await.is_ok() {}
+    // The initial sync is over once every Service's endpoints arrived.
+    let mut synced = std::collections::BTreeSet::new();
+    while synced.len() < 200 {
+        let (_, response) = tokio::time::timeout(Duration::from_secs(30), healthy.recv()).await.unwrap().unwrap();
+        if response.type_url == EDS {
+            synced.extend(response.resources.into_iter().map(|r| r.name));
+        }
+    }
     let before = update_latencies(dir.path(), &mut healthy, 200).await;
 
     // Clients that open a stream and never read: a stream window of zero bytes.

@@ -12,12 +12,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
-use crate::xds::{PATIENCE, assert_quiet, next_message};
+use std::sync::Arc;
+
+use edgexds::xds::ProxyRegistry;
+
+use crate::xds::{PATIENCE, Quiet, next_message};
 
 pub struct SotwClient {
     requests: mpsc::Sender<DiscoveryRequest>,
     responses: Streaming<DiscoveryResponse>,
     first: bool,
+    node: String,
+    quiet: Quiet,
 }
 
 impl SotwClient {
@@ -26,7 +32,7 @@ impl SotwClient {
         let (requests, rx) = mpsc::channel(16);
         let responses =
             client.stream_aggregated_resources(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
-        Self { requests, responses, first: true }
+        Self { requests, responses, first: true, node: "sotw-node".into(), quiet: Quiet::for_node("sotw-node") }
     }
 
     /// A `StreamClusters` stream: clusters only.
@@ -34,15 +40,29 @@ impl SotwClient {
         let mut client = ClusterDiscoveryServiceClient::new(channel);
         let (requests, rx) = mpsc::channel(16);
         let responses = client.stream_clusters(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
-        Self { requests, responses, first: true }
+        Self { requests, responses, first: true, node: "sotw-node".into(), quiet: Quiet::for_node("sotw-node") }
+    }
+
+    /// Announces `node` as its node id instead of the default.
+    pub fn announcing(mut self, node: &str) -> Self {
+        self.node = node.to_owned();
+        self.quiet = Quiet { proxies: self.quiet.proxies.take(), ..Quiet::for_node(node) };
+        self
+    }
+
+    /// Lets [`SotwClient::assert_quiet`] find this client's stream in `proxies`.
+    pub fn watched_by(mut self, proxies: Arc<ProxyRegistry>) -> Self {
+        self.quiet.proxies = Some(proxies);
+        self
     }
 
     pub async fn send(&mut self, mut request: DiscoveryRequest) {
         if self.first {
-            request.node = Some(Node { id: "sotw-node".into(), cluster: "test".into(), ..Default::default() });
+            request.node = Some(Node { id: self.node.clone(), cluster: "test".into(), ..Default::default() });
             self.first = false;
         }
         self.requests.send(request).await.expect("stream is open");
+        self.quiet.sent += 1;
     }
 
     /// Asks for `names` of `type_url`, as the whole subscription, with no response answered.
@@ -71,11 +91,14 @@ impl SotwClient {
     }
 
     pub async fn next_result(&mut self) -> Result<DiscoveryResponse, Status> {
-        next_message(&mut self.responses, PATIENCE).await
+        let next = next_message(&mut self.responses, PATIENCE).await;
+        self.quiet.received += u64::from(next.is_ok());
+        next
     }
 
+    /// Asserts that the server sent nothing since this client last read.
     pub async fn assert_quiet(&mut self) {
-        assert_quiet(&mut self.responses).await;
+        self.quiet.assert().await;
     }
 }
 

@@ -24,15 +24,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Status, Streaming};
 
-pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CDS: &str = ResourceType::Cluster.type_url();
+pub const EDS: &str = ResourceType::ClusterLoadAssignment.type_url();
+pub const LDS: &str = ResourceType::Listener.type_url();
+pub const RDS: &str = ResourceType::RouteConfiguration.type_url();
 
 /// How long a test waits for something that must happen.
 pub const PATIENCE: Duration = Duration::from_secs(5);
-/// How long a test watches for something that must not happen.
-pub const QUIET: Duration = Duration::from_millis(300);
 
 pub struct Harness {
     pub cache: Arc<SnapshotCache>,
@@ -40,6 +38,8 @@ pub struct Harness {
     pub proxies: Arc<ProxyRegistry>,
     pub shutdown: watch::Sender<bool>,
     connections: mpsc::Sender<DuplexStream>,
+    /// Numbers each client's node, so its stream's view can be found.
+    clients: std::sync::atomic::AtomicUsize,
 }
 
 impl Harness {
@@ -61,7 +61,7 @@ impl Harness {
             shutdown: shutdown_rx,
         };
         tokio::spawn(serving.serve(incoming));
-        Self { cache, shutdown, connections, metrics, proxies }
+        Self { cache, shutdown, connections, metrics, proxies, clients: Default::default() }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -77,28 +77,35 @@ impl Harness {
             .expect("in-process connection")
     }
 
+    /// A node of its own for the next client, and the registry its stream shows in.
+    fn identify(&self, client: DeltaClient) -> DeltaClient {
+        let number = self.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = Node { id: format!("test-node-{number}"), cluster: "test".into(), ..Default::default() };
+        client.announcing(node).watched_by(self.proxies.clone())
+    }
+
     pub async fn ads(&self) -> DeltaClient {
-        DeltaClient::ads(self.channel().await).await
+        self.identify(DeltaClient::ads(self.channel().await).await)
     }
 
     pub async fn cds(&self) -> DeltaClient {
         let mut client = ClusterDiscoveryServiceClient::new(self.channel().await);
-        DeltaClient::open(|requests| async move { client.delta_clusters(requests).await }).await
+        self.identify(DeltaClient::open(|requests| async move { client.delta_clusters(requests).await }).await)
     }
 
     pub async fn eds(&self) -> DeltaClient {
         let mut client = EndpointDiscoveryServiceClient::new(self.channel().await);
-        DeltaClient::open(|requests| async move { client.delta_endpoints(requests).await }).await
+        self.identify(DeltaClient::open(|requests| async move { client.delta_endpoints(requests).await }).await)
     }
 
     pub async fn lds(&self) -> DeltaClient {
         let mut client = ListenerDiscoveryServiceClient::new(self.channel().await);
-        DeltaClient::open(|requests| async move { client.delta_listeners(requests).await }).await
+        self.identify(DeltaClient::open(|requests| async move { client.delta_listeners(requests).await }).await)
     }
 
     pub async fn rds(&self) -> DeltaClient {
         let mut client = RouteDiscoveryServiceClient::new(self.channel().await);
-        DeltaClient::open(|requests| async move { client.delta_routes(requests).await }).await
+        self.identify(DeltaClient::open(|requests| async move { client.delta_routes(requests).await }).await)
     }
 
     /// Publishes clusters and endpoints given as (name, body) pairs.
@@ -125,7 +132,11 @@ impl Harness {
 
     /// A state-of-the-world ADS stream.
     pub async fn sotw_ads(&self) -> crate::sotw::SotwClient {
-        crate::sotw::SotwClient::ads(self.channel().await).await
+        let number = self.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::sotw::SotwClient::ads(self.channel().await)
+            .await
+            .announcing(&format!("sotw-node-{number}"))
+            .watched_by(self.proxies.clone())
     }
 
     pub fn version(&self, ty: ResourceType, name: &str) -> String {
@@ -157,6 +168,44 @@ pub struct DeltaClient {
     responses: Streaming<DeltaDiscoveryResponse>,
     first: bool,
     node: Option<Node>,
+    /// What this side has counted, to compare with what its stream shows.
+    quiet: Quiet,
+}
+
+/// Tells "the server sent nothing" by an event rather than by waiting: the client's stream
+/// has handled every request the client sent and is idle, and it sent no more responses
+/// than the client received.
+#[derive(Default)]
+pub struct Quiet {
+    pub(crate) node: String,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) proxies: Option<Arc<ProxyRegistry>>,
+}
+
+impl Quiet {
+    pub(crate) fn for_node(node: &str) -> Self {
+        Self { node: node.to_owned(), ..Self::default() }
+    }
+
+    /// Asserts that the stream is idle having answered nothing since the client last read.
+    pub async fn assert(&self) {
+        let proxies = self.proxies.as_ref().expect("a client watched through the server's registry (watched_by)");
+        let started = std::time::Instant::now();
+        loop {
+            let view = proxies.streams().into_iter().map(|s| s.view()).find(|v| v.node_id() == self.node);
+            if let Some(view) = view.filter(|v| v.requests == self.sent && !v.busy) {
+                assert_eq!(
+                    view.responses, self.received,
+                    "expected no response: the stream sent {} and the client received {}",
+                    view.responses, self.received
+                );
+                return;
+            }
+            assert!(started.elapsed() < PATIENCE, "the stream of {} did not go idle", self.node);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 impl DeltaClient {
@@ -183,7 +232,7 @@ impl DeltaClient {
         let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (requests, rx) = mpsc::channel(16);
         let responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
-        Ok(Self { requests, responses, first: true, node: None })
+        Ok(Self { requests, responses, first: true, node: None, quiet: Quiet::for_node("test-node") })
     }
 
     async fn open<F, Fut>(call: F) -> Self
@@ -193,12 +242,19 @@ impl DeltaClient {
     {
         let (requests, rx) = mpsc::channel(16);
         let responses = call(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
-        Self { requests, responses, first: true, node: None }
+        Self { requests, responses, first: true, node: None, quiet: Quiet::for_node("test-node") }
     }
 
     /// Announces `node` in the first request instead of the default test node.
     pub fn announcing(mut self, node: Node) -> Self {
+        self.quiet.node = node.id.clone();
         self.node = Some(node);
+        self
+    }
+
+    /// Lets [`DeltaClient::assert_quiet`] find this client's stream in `proxies`.
+    pub fn watched_by(mut self, proxies: Arc<ProxyRegistry>) -> Self {
+        self.quiet.proxies = Some(proxies);
         self
     }
 
@@ -210,6 +266,7 @@ impl DeltaClient {
             self.first = false;
         }
         self.requests.send(request).await.expect("stream is open");
+        self.quiet.sent += 1;
     }
 
     pub async fn subscribe(&mut self, type_url: &str, names: &[&str]) {
@@ -247,12 +304,14 @@ impl DeltaClient {
     }
 
     pub async fn next_within(&mut self, limit: Duration) -> Result<DeltaDiscoveryResponse, Status> {
-        next_message(&mut self.responses, limit).await
+        let next = next_message(&mut self.responses, limit).await;
+        self.quiet.received += u64::from(next.is_ok());
+        next
     }
 
-    /// Asserts that nothing arrives for a while.
+    /// Asserts that the server sent nothing since this client last read.
     pub async fn assert_quiet(&mut self) {
-        assert_quiet(&mut self.responses).await;
+        self.quiet.assert().await;
     }
 }
 
@@ -264,13 +323,6 @@ pub async fn next_message<T>(responses: &mut Streaming<T>, limit: Duration) -> R
         Ok(Ok(Some(response))) => Ok(response),
         Ok(Ok(None)) => Err(Status::ok("stream ended")),
         Ok(Err(status)) => Err(status),
-    }
-}
-
-/// Asserts that nothing arrives on `responses` for a while.
-pub async fn assert_quiet<T: std::fmt::Debug>(responses: &mut Streaming<T>) {
-    if let Ok(message) = tokio::time::timeout(QUIET, responses.message()).await {
-        panic!("expected no response, got {message:?}");
     }
 }
 

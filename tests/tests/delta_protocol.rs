@@ -296,6 +296,9 @@ async fn nothing_is_served_before_the_first_snapshot() {
 }
 
 #[tokio::test]
+/// The one home of this rule at the protocol level: the stream loop is the same for both
+/// flavours. control-plane/tests/stuck_clients.rs bounds the effect of 500 stuck clients on a
+/// healthy one's p99, and tests/tests/envoy_stuck_clients.rs shows a real Envoy unaffected.
 async fn a_stuck_client_does_not_delay_other_streams_or_the_publisher() {
     let h = Harness::start();
     h.publish(&[("a", "0")], &[]);

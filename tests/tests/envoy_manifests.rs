@@ -144,17 +144,6 @@ async fn a_malformed_manifest_keeps_the_last_good_state_in_envoy() {
 }
 
 /// `(sleep 0.3; cat web.yaml.src) > web.yaml`: truncated first, written later, in pieces.
-fn rewrite_slowly(path: &std::path::Path, content: &str) {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).expect("truncate");
-    std::thread::sleep(Duration::from_millis(300));
-    let (first, rest) = content.split_at(content.len() / 2);
-    file.write_all(first.as_bytes()).expect("first half");
-    file.flush().expect("flush");
-    std::thread::sleep(Duration::from_millis(300));
-    file.write_all(rest.as_bytes()).expect("second half");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_plain_rewrite_of_a_manifest_never_interrupts_traffic() {
     let (cp, _one, _two, envoy) = setup(TranslateOptions::default()).await;
@@ -162,7 +151,7 @@ async fn a_slow_plain_rewrite_of_a_manifest_never_interrupts_traffic() {
     let path = cp.path("web.yaml");
     let writer = tokio::task::spawn_blocking(move || {
         for _ in 0..3 {
-            rewrite_slowly(&path, &web_service());
+            edgexds_tests::careless_writer::rewrite_slowly(&path, &web_service());
         }
     });
     let mut failures = 0;

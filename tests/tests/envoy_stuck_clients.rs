@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 const STUCK: usize = 500;
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+use edgexds_tests::xds::CDS;
 
 /// Edits the probe `rounds` times; how long each took to show in Envoy's config_dump.
 async fn edit_latencies(cp: &ControlPlane, envoy: &Envoy, rounds: u32, offset: u32) -> Vec<Duration> {

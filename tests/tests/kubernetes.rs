@@ -317,7 +317,7 @@ async fn bookmarks_reach_the_watches_and_move_nothing_but_their_resource_version
     seed(&admin, &ns).await;
     let cp = ControlPlane::kubernetes(admin.clone(), &[&ns], None).await.unwrap();
     let cluster = format!("web.{ns}:80");
-    let mut client = DeltaClient::connect(cp.xds_addr).await;
+    let mut client = DeltaClient::connect(cp.xds_addr).await.watched_by(cp.proxies.clone());
     subscribe(&mut client, &[&cluster]).await;
     // Every object seen once, and edgexds's own status write seen back: count from there.
     wait_status(&admin, &ns, "web", |o| condition(o, "Accepted")["status"] == "True").await;

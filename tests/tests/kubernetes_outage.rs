@@ -54,7 +54,7 @@ async fn outages_keep_envoy_routing_and_edgexds_converges_after_410_gone() {
     tokio::task::spawn_blocking(|| server.stop_apiserver()).await.unwrap();
     // Only shop: a real server also holds default/kubernetes.
     let cp = ControlPlane::kubernetes(admin.clone(), &["shop"], None).await.unwrap();
-    let mut client = DeltaClient::connect(cp.xds_addr).await;
+    let mut client = DeltaClient::connect(cp.xds_addr).await.watched_by(cp.proxies.clone());
     client.subscribe(CDS, &[]).await;
     eventually(Duration::from_secs(10), "a failed list", || async {
         (metric(&cp, "edgexds_kube_watch_failures_total") > 0.0).then_some(())

@@ -161,6 +161,8 @@ impl AsRef<[u8]> for Frame {
 
 #[cfg(test)]
 mod tests {
+    //! With tokio's clock paused, a wait that cannot end times out the moment every task is
+    //! idle: "still waiting" is decided, not guessed from a short real-time wait.
     use std::time::Duration;
 
     use super::*;
@@ -181,7 +183,7 @@ mod tests {
         assert!(!in_flight.release(), "nothing left to give back");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stream_waits_for_its_previous_frame_and_others_for_room() {
         let budget = Arc::new(SendBudget::new(MAX_RESPONSE_BYTES));
         let (mine, other) = (StreamSlot::default(), StreamSlot::default());
@@ -196,7 +198,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), budget.reserve(&other)).await.expect("room again");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_frame_gives_its_budget_back_but_still_blocks_its_own_stream() {
         let budget = SendBudget::new(MAX_RESPONSE_BYTES);
         let (stuck, other) = (StreamSlot::default(), StreamSlot::default());
@@ -211,7 +213,7 @@ mod tests {
         assert_eq!(budget.available(), MAX_RESPONSE_BYTES, "dropping the frame later returns nothing twice");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn streams_that_never_answered_wait_only_on_each_other() {
         let budget = SendBudget::with_probation(MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES);
         let (stuck, newcomer, healthy) = (StreamSlot::default(), StreamSlot::default(), StreamSlot::default());

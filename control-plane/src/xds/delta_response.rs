@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn the_frame_holds_exactly_the_bytes_prost_would_write() {
-        let type_url = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+        let type_url = ResourceType::ClusterLoadAssignment.type_url();
         let updated: Vec<(Arc<str>, Arc<VersionedResource>)> = vec![
             ("web.shop:80".into(), Arc::new(VersionedResource::new(vec![10, 3, 97, 98, 99]))),
             ("big.shop:80".into(), Arc::new(VersionedResource::new(vec![7; 300]))),

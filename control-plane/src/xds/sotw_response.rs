@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn the_state_of_the_world_frame_holds_exactly_the_bytes_prost_would_write() {
-        let type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+        let type_url = ResourceType::Cluster.type_url();
         let resources: Vec<(Arc<str>, Arc<VersionedResource>)> = vec![
             ("web.shop:80".into(), Arc::new(VersionedResource::new(vec![10, 3, 97, 98, 99]))),
             ("empty.shop:80".into(), Arc::new(VersionedResource::new(Vec::new()))),

@@ -165,7 +165,7 @@ async fn serve<R, S>(
                         if answered {
                             slot.answered();
                         }
-                        views.send_replace(Arc::new(state.view()));
+                        publish(&views, &state, snapshot.is_some());
                     }
                     Err(status) => {
                         warn!(%status, "rejecting request, closing stream");
@@ -202,9 +202,9 @@ async fn serve<R, S>(
             permit = outbound.reserve(), if credit.is_some() => {
                 let Ok(permit) = permit else { return };
                 let outgoing = snapshot.as_deref().and_then(|s| state.next_response(s));
+                publish(&views, &state, snapshot.is_some());
                 if let (Some(outgoing), Some(credit)) = (outgoing, credit.take()) {
                     count_response(&env.metrics, &outgoing);
-                    views.send_replace(Arc::new(state.view()));
                     let (frame, held) = credit.attach(outgoing.response.frame);
                     permit.send(Box::new(Ok(frame)));
                     in_flight = Some((tokio::time::Instant::now() + STALL, held));
@@ -212,6 +212,13 @@ async fn serve<R, S>(
             }
         }
     }
+}
+
+/// Shows the stream as it is now; before the first snapshot it can do nothing, so it is not busy.
+fn publish(views: &watch::Sender<Arc<StreamView>>, state: &StreamState, serving: bool) {
+    let mut view = state.view();
+    view.busy &= serving;
+    views.send_replace(Arc::new(view));
 }
 
 /// Holds one count of the stuck-streams gauge while set; gives it back however the stream ends.

@@ -59,6 +59,8 @@ pub struct StreamState {
     response_bytes: usize,
     /// Who the client authenticated as; its node must agree.
     identity: Option<Identity>,
+    requests: u64,
+    responses: u64,
 }
 
 /// A response to send, and what it carries, for the caller to count.
@@ -99,6 +101,8 @@ impl StreamState {
             limits,
             response_bytes: MAX_RESPONSE_BYTES,
             identity: None,
+            requests: 0,
+            responses: 0,
         }
     }
 
@@ -147,6 +151,9 @@ impl StreamState {
             identity: self.identity.clone(),
             connected_at: self.connected_at,
             types: std::array::from_fn(|i| self.types[i].as_ref().map(TypeState::view)),
+            requests: self.requests,
+            responses: self.responses,
+            busy: self.has_work(),
         }
     }
 
@@ -227,6 +234,7 @@ impl StreamState {
     /// A state-of-the-world request. One with a stale nonce is ignored whole, as
     /// go-control-plane does: a newer response is already on its way.
     pub fn handle_sotw_request(&mut self, mut request: DiscoveryRequest) -> Result<Answer, Refusal> {
+        self.requests += 1;
         self.first_node(request.node.take())?;
         let ty = self.resource_type(&request.type_url)?;
         let Some(answer) = self.answer(ty, &request.response_nonce, request.error_detail.as_ref()) else {
@@ -254,6 +262,7 @@ impl StreamState {
         mut request: DeltaDiscoveryRequest,
         current: Option<&Snapshot>,
     ) -> Result<Answer, Refusal> {
+        self.requests += 1;
         self.first_node(request.node.take())?;
         let ty = self.resource_type(&request.type_url)?;
         let max_names = self.limits.usize(Limit::SubscriptionNames);
@@ -326,6 +335,7 @@ impl StreamState {
     /// Stamps `part` with a nonce and its flavour's version, and encodes it.
     fn send(&mut self, ty: ResourceType, part: &Part, snapshot: &Snapshot, whole: bool) -> Outgoing {
         self.nonce += 1;
+        self.responses += 1;
         let nonce = self.nonce.to_string();
         let Some(state) = self.types[ty.index()].as_mut() else {
             unreachable!("a part is only built for a type asked for")

@@ -79,6 +79,11 @@ pub struct StreamView {
     pub identity: Option<Identity>,
     pub connected_at: SystemTime,
     pub types: [Option<TypeView>; ResourceType::COUNT],
+    /// Requests handled, and responses sent, since the stream opened.
+    pub requests: u64,
+    pub responses: u64,
+    /// Something is still to be looked at or sent; `false` once the stream is idle.
+    pub busy: bool,
 }
 
 impl StreamView {

@@ -13,8 +13,13 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Delt
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+#[path = "../../../tests/src/careless_writer.rs"]
+pub mod careless_writer;
+
+use edgexds::cache::ResourceType;
+
+pub const CDS: &str = ResourceType::Cluster.type_url();
+pub const EDS: &str = ResourceType::ClusterLoadAssignment.type_url();
 
 pub fn service(name: &str, port: u16) -> String {
     format!(
