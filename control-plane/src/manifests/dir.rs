@@ -99,24 +99,31 @@ pub struct ManifestDir {
     /// The files that define each object, in path order: the last one's copy is in effect.
     definers: BTreeMap<Slot, BTreeSet<PathBuf>>,
     state: SourceState,
+    /// Files whose new content was not taken yet (mid-write): looked at again, events or not.
+    deferred: BTreeSet<PathBuf>,
 }
 
 impl ManifestDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), files: BTreeMap::new(), definers: BTreeMap::new(), state: SourceState::default() }
+        Self {
+            root: root.into(),
+            files: BTreeMap::new(),
+            definers: BTreeMap::new(),
+            state: SourceState::default(),
+            deferred: BTreeSet::new(),
+        }
     }
 
-    /// Blocking: reads the directory. Fails if the directory itself cannot be read or
-    /// holds more than [`MAX_FILES`] manifests; the last good state then stays.
+    /// Blocking: reads the directory, or only the files events named. Fails if the
+    /// directory itself cannot be read or holds more than [`MAX_FILES`] manifests; the last
+    /// good state then stays.
     pub fn rescan(&mut self, trigger: Trigger, pending: &Pending) -> Result<ScanOutcome> {
-        let mut found = Vec::new();
-        let mut visited = HashSet::new();
-        collect_files(&self.root, 0, &mut visited, &mut found)
-            .map_err(|source| Error::ManifestDir { path: self.root.clone(), source })?;
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let (found, gone) = match (trigger, &pending.touched) {
+            (Trigger::Events, Some(touched)) => self.look_at(touched.iter().chain(pending.writing.keys()))?,
+            _ => self.walk()?,
+        };
+        self.deferred.clear();
         let mut outcome = ScanOutcome::default();
-        let gone: Vec<PathBuf> =
-            self.files.keys().filter(|path| found.binary_search_by(|(p, _)| p.cmp(path)).is_err()).cloned().collect();
         for path in gone {
             if let Some(FileEntry { content: Some(content), .. }) = self.files.remove(&path) {
                 info!(file = %path.display(), "manifest file removed");
@@ -136,6 +143,7 @@ impl ManifestDir {
             };
             if let Some(at) = defer_until {
                 debug!(file = %path.display(), "manifest file is being written; keeping its last content for now");
+                self.deferred.insert(path.clone());
                 outcome.recheck_at = Some(outcome.recheck_at.map_or(at, |t| t.min(at)));
                 continue;
             }
@@ -164,6 +172,49 @@ impl ManifestDir {
             }
         }
         Ok(outcome)
+    }
+
+    /// Every manifest file in the tree, and the files known before that are gone.
+    fn walk(&self) -> Result<(Vec<(PathBuf, std::fs::Metadata)>, Vec<PathBuf>)> {
+        let mut found = Vec::new();
+        let mut visited = HashSet::new();
+        collect_files(&self.root, 0, &mut visited, &mut found)
+            .map_err(|source| Error::ManifestDir { path: self.root.clone(), source })?;
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let gone =
+            self.files.keys().filter(|path| found.binary_search_by(|(p, _)| p.cmp(path)).is_err()).cloned().collect();
+        Ok((found, gone))
+    }
+
+    /// Only `named` (what events named) and the files deferred last time: what of them is a
+    /// manifest file now, and what was and is no longer. Costs the change, not the tree.
+    fn look_at<'a>(
+        &'a self,
+        named: impl Iterator<Item = &'a PathBuf>,
+    ) -> Result<(Vec<(PathBuf, std::fs::Metadata)>, Vec<PathBuf>)> {
+        if !self.root.is_dir() {
+            return Err(Error::ManifestDir {
+                path: self.root.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            });
+        }
+        let candidates: BTreeSet<&PathBuf> = named.chain(&self.deferred).collect();
+        let (mut found, mut gone) = (Vec::new(), Vec::new());
+        for path in candidates {
+            let deep = path.strip_prefix(&self.root).map_or(true, |rest| rest.components().count() > MAX_DEPTH + 1);
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_file() && is_manifest(path) && !deep => found.push((path.clone(), meta)),
+                _ if self.files.contains_key(path) => gone.push(path.clone()),
+                _ => {}
+            }
+        }
+        let new = found.iter().filter(|(path, _)| !self.files.contains_key(path)).count();
+        if self.files.len() - gone.len() + new > MAX_FILES {
+            let source =
+                std::io::Error::other(format!("more than {MAX_FILES} manifest files; refusing to load the tree"));
+            return Err(Error::ManifestDir { path: self.root.clone(), source });
+        }
+        Ok((found, gone))
     }
 
     /// The state of every file's objects in effect: a copy of persistent maps, so it costs nothing.
@@ -536,6 +587,29 @@ mod tests {
             })
             .collect();
         assert_eq!(changed, ["shop/api-7"]);
+    }
+
+    #[test]
+    fn with_events_naming_files_only_those_files_are_looked_at() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (web, api) = (tmp.path().join("web.yaml"), tmp.path().join("api.yaml"));
+        std::fs::write(&web, WEB).unwrap();
+        std::fs::write(&api, API).unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        scan(&mut dir).unwrap();
+        std::fs::write(&web, WEB.replace("port: 80", "port: 90")).unwrap();
+        std::fs::write(&api, API.replace("port: 81", "port: 91")).unwrap();
+        let named = Pending { touched: Some([web.clone()].into()), ..Pending::default() };
+        assert!(dir.rescan(Trigger::Events, &named).unwrap().changed);
+        let ports =
+            |dir: &ManifestDir| -> Vec<u16> { dir.state().services.values().map(|s| s.ports[0].port).collect() };
+        assert_eq!(ports(&dir), [81, 90], "api.yaml was not named, so not read");
+        std::fs::remove_file(&web).unwrap();
+        let named = Pending { touched: Some([web].into()), ..Pending::default() };
+        assert!(dir.rescan(Trigger::Events, &named).unwrap().changed);
+        assert_eq!(names(&dir), ["shop/api"], "a named file that is gone is removed");
+        assert!(scan(&mut dir).unwrap().changed, "a scan of everything finds what events did not name");
+        assert_eq!(ports(&dir), [91]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! later: a file modified but not yet closed by its writer is mid-write, so its
 //! content is not taken until the writer closes it (or goes quiet for [`WRITER_QUIET`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ pub const WRITER_QUIET: Duration = Duration::from_secs(10);
 /// Files tracked as mid-write at most; more (a hostile writer) are not tracked, and
 /// are then read like files changed on a filesystem without events.
 const MAX_TRACKED_WRITES: usize = 10_000;
+/// Files named by events between two scans, at most; past it, the whole tree is looked at.
+const MAX_TOUCHED: usize = 1_000;
 
 /// Shared between the watcher thread, which records events, and the rescan loop.
 #[derive(Debug, Default)]
@@ -29,12 +31,15 @@ pub struct FileEvents {
     wake: Notify,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct EventState {
     /// Files modified since their writer last closed them, with the last modification.
     writing: HashMap<PathBuf, Instant>,
     /// The root itself was removed, created or moved: its watch must be set up again.
     root_replaced: bool,
+    /// The files events named since the last scan; `None` when the whole tree must be looked
+    /// at (a directory changed, a hidden entry such as a ConfigMap's `..data` moved, or too many).
+    touched: Option<BTreeSet<PathBuf>>,
 }
 
 /// What the rescan loop takes from [`FileEvents`] before a scan.
@@ -43,6 +48,8 @@ pub struct Pending {
     /// Files a writer still holds, with the instant they count as done anyway.
     pub writing: HashMap<PathBuf, Instant>,
     pub root_replaced: bool,
+    /// The only files that can have changed, when events say; `None`: any file can have.
+    pub touched: Option<BTreeSet<PathBuf>>,
 }
 
 impl Pending {
@@ -109,6 +116,9 @@ impl FileEvents {
         if event.paths.iter().any(|p| p == root) && !matches!(event.kind, EventKind::Access(_)) {
             state.root_replaced = true;
         }
+        if wake {
+            state.touch(root, event);
+        }
         // Events from the parent's watch about anything but the root are noise.
         let relevant = event.paths.is_empty() || event.paths.iter().any(|p| p.starts_with(root));
         drop(state);
@@ -117,12 +127,47 @@ impl FileEvents {
         }
     }
 
-    /// What a scan must respect now; clears the root flag. Writes past their deadline are done.
+    /// What a scan must respect now; clears the root flag and the files touched. Writes past
+    /// their deadline are done.
     pub fn take(&self) -> Pending {
         let now = Instant::now();
         let mut state = crate::lock::lock(&self.state);
         state.writing.retain(|_, deadline| *deadline > now);
-        Pending { writing: state.writing.clone(), root_replaced: std::mem::take(&mut state.root_replaced) }
+        let touched = std::mem::replace(&mut state.touched, Some(BTreeSet::new()));
+        Pending { writing: state.writing.clone(), root_replaced: std::mem::take(&mut state.root_replaced), touched }
+    }
+}
+
+impl Default for EventState {
+    fn default() -> Self {
+        // Until events have named files, everything is new.
+        Self { writing: HashMap::new(), root_replaced: false, touched: None }
+    }
+}
+
+impl EventState {
+    /// Notes the files `event` may have changed, or that any may have.
+    fn touch(&mut self, root: &Path, event: &notify::Event) {
+        let Some(touched) = &mut self.touched else { return };
+        let folder = matches!(
+            event.kind,
+            EventKind::Create(CreateKind::Folder) | EventKind::Remove(notify::event::RemoveKind::Folder)
+        );
+        let mut everything = event.paths.is_empty() || folder;
+        for path in &event.paths {
+            let Ok(rest) = path.strip_prefix(root) else { continue };
+            // A hidden entry (a ConfigMap's `..data` symlink swapped) or a directory may
+            // change many files at once, none of them named.
+            let hidden = rest.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+            if hidden || std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+                everything = true;
+            } else if crate::manifests::parse::is_manifest(path) {
+                touched.insert(path.clone());
+            }
+        }
+        if everything || touched.len() > MAX_TOUCHED {
+            self.touched = None;
+        }
     }
 }
 
@@ -136,7 +181,7 @@ mod tests {
         notify::Event::new(kind).add_path(path.to_owned())
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn opening_and_reading_a_file_never_wakes_a_rescan() {
         let events = FileEvents::new();
         let root = Path::new("/m");
@@ -147,8 +192,25 @@ mod tests {
         ] {
             events.record(root, &event(kind, &root.join("web.yaml")));
         }
+        // With the clock paused, the timeout fires as soon as nothing else can run.
         let woke = tokio::time::timeout(Duration::from_millis(20), events.changed()).await;
         assert!(woke.is_err(), "access events must not wake the watcher");
+    }
+
+    #[test]
+    fn events_name_the_files_to_look_at_and_a_directory_or_hidden_entry_means_all() {
+        let events = FileEvents::new();
+        let root = Path::new("/m");
+        assert!(events.take().touched.is_none(), "before any event, everything");
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        events.record(root, &event(close, &root.join("web.yaml")));
+        events.record(root, &event(EventKind::Remove(RemoveKind::File), &root.join("sub/api.yml")));
+        let touched = events.take().touched.expect("files named");
+        assert_eq!(touched.into_iter().collect::<Vec<_>>(), [root.join("sub/api.yml"), root.join("web.yaml")]);
+        events.record(root, &event(EventKind::Create(CreateKind::Any), &root.join("..data")));
+        assert!(events.take().touched.is_none(), "a ConfigMap's ..data moved: any file may have");
+        events.record(root, &event(EventKind::Remove(RemoveKind::Folder), &root.join("sub")));
+        assert!(events.take().touched.is_none(), "a directory: any file under it may have");
     }
 
     #[tokio::test]

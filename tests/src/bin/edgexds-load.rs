@@ -13,6 +13,9 @@
 //!   edgexds-load --sotw ...      state-of-the-world ADS (no initial versions: a reconnect resends all)
 //!   edgexds-load --storm-responses 1 ...   a storm client counts as served after one response
 //!                                (for servers that stay silent when a client's versions are current)
+//!   edgexds-load --csds-loop ...   during the churn, one CSDS client asks for every proxy's state
+//!                                (names and versions, without contents) back to back, and its
+//!                                answer times are reported beside the clients' convergence
 //!   edgexds-load --kube --server target/release/edgexds ...   the same objects, created and
 //!                                changed through a real kube-apiserver (built by tests/k8s/build,
 //!                                found through EDGEXDS_KUBE_BIN) and watched by edgexds: the
@@ -58,6 +61,7 @@ struct Options {
     sotw: bool,
     storm_responses: usize,
     kube: bool,
+    csds_loop: bool,
 }
 
 fn options() -> Result<Options> {
@@ -97,6 +101,7 @@ fn options() -> Result<Options> {
         sotw: args.iter().any(|a| a == "--sotw"),
         storm_responses: num("--storm-responses", 2)?,
         kube: args.iter().any(|a| a == "--kube"),
+        csds_loop: args.iter().any(|a| a == "--csds-loop"),
     })
 }
 
@@ -390,6 +395,25 @@ async fn wait_until<F: FnMut() -> bool>(limit: Duration, what: &str, mut done: F
     Ok(started.elapsed())
 }
 
+/// Asks CSDS for every proxy's state, back to back, until told to stop: each answer's time,
+/// and how many were refused.
+async fn csds_loop(xds: SocketAddr, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(Vec<Duration>, usize)> {
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+    let channel = Endpoint::from_shared(format!("http://{xds}"))?.connect().await?;
+    let mut csds = ClientStatusDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let (mut times, mut failed) = (Vec::new(), 0);
+    while !*stop.borrow_and_update() {
+        let request = ClientStatusRequest { exclude_resource_contents: true, ..Default::default() };
+        let started = Instant::now();
+        match csds.fetch_client_status(request).await {
+            Ok(_) => times.push(started.elapsed()),
+            Err(_) => failed += 1,
+        }
+    }
+    Ok((times, failed))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let o = options()?;
@@ -477,6 +501,10 @@ async fn main() -> Result<()> {
         Some(admin) => push_latency_totals(admin).await,
         None => None,
     };
+    let csds = o.csds_loop.then(|| {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        (stop, tokio::spawn(csds_loop(xds, stopped)))
+    });
     for change in 1..=o.changes {
         let service = (change * 7919) % o.services;
         let name = format!("svc-{service}.load:80");
@@ -505,6 +533,13 @@ async fn main() -> Result<()> {
         convergence.push(last.saturating_duration_since(started));
         tokio::time::sleep(o.interval).await;
     }
+    let csds = match csds {
+        Some((stop, task)) => {
+            let _ = stop.send(true);
+            Some(task.await??)
+        }
+        None => None,
+    };
     let bytes_after: usize = helds.iter().map(|h| lock(h).bytes).sum();
     // The server's own share of convergence: from a change observed to the responses
     // carrying it written, averaged over the pushes of the churn.
@@ -631,6 +666,15 @@ async fn main() -> Result<()> {
     );
     if let Some(mean) = server_push_ms {
         println!("    server's share: change observed -> response written, mean {mean:.1} ms");
+    }
+    if let Some((mut times, failed)) = csds {
+        times.sort();
+        println!(
+            "  CSDS, back to back during the churn   p50 {:.1} ms  p99 {:.1} ms  ({} answers, {failed} refused)",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99)),
+            times.len()
+        );
     }
     println!("  bytes on the wire per change          {:>10.0}", per_change);
     println!("  reconnect storm, all clients served   {:>10.1} ms", ms(storm));
