@@ -54,6 +54,9 @@ impl FileStat {
     }
 }
 
+/// The manifest files a scan found with their metadata, and the known files that are gone.
+type Found = (Vec<(PathBuf, std::fs::Metadata)>, Vec<PathBuf>);
+
 /// An object, as one file defines it.
 type Slot = (ObjectKind, ObjectKey);
 
@@ -175,7 +178,7 @@ impl ManifestDir {
     }
 
     /// Every manifest file in the tree, and the files known before that are gone.
-    fn walk(&self) -> Result<(Vec<(PathBuf, std::fs::Metadata)>, Vec<PathBuf>)> {
+    fn walk(&self) -> Result<Found> {
         let mut found = Vec::new();
         let mut visited = HashSet::new();
         collect_files(&self.root, 0, &mut visited, &mut found)
@@ -188,10 +191,7 @@ impl ManifestDir {
 
     /// Only `named` (what events named) and the files deferred last time: what of them is a
     /// manifest file now, and what was and is no longer. Costs the change, not the tree.
-    fn look_at<'a>(
-        &'a self,
-        named: impl Iterator<Item = &'a PathBuf>,
-    ) -> Result<(Vec<(PathBuf, std::fs::Metadata)>, Vec<PathBuf>)> {
+    fn look_at<'a>(&'a self, named: impl Iterator<Item = &'a PathBuf>) -> Result<Found> {
         if !self.root.is_dir() {
             return Err(Error::ManifestDir {
                 path: self.root.clone(),

@@ -31,7 +31,8 @@ pub struct FileEvents {
     wake: Notify,
 }
 
-#[derive(Debug)]
+/// The default names no files: until events have named some, everything is new.
+#[derive(Debug, Default)]
 struct EventState {
     /// Files modified since their writer last closed them, with the last modification.
     writing: HashMap<PathBuf, Instant>,
@@ -133,15 +134,8 @@ impl FileEvents {
         let now = Instant::now();
         let mut state = crate::lock::lock(&self.state);
         state.writing.retain(|_, deadline| *deadline > now);
-        let touched = std::mem::replace(&mut state.touched, Some(BTreeSet::new()));
+        let touched = state.touched.replace(BTreeSet::new());
         Pending { writing: state.writing.clone(), root_replaced: std::mem::take(&mut state.root_replaced), touched }
-    }
-}
-
-impl Default for EventState {
-    fn default() -> Self {
-        // Until events have named files, everything is new.
-        Self { writing: HashMap::new(), root_replaced: false, touched: None }
     }
 }
 
