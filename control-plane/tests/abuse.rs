@@ -133,3 +133,94 @@ async fn hostile_manifests_are_refused_quickly_and_the_good_ones_served() {
     }
     assert!(logged.len() < 20_000, "hostile names are not logged whole ({} bytes)", logged.len());
 }
+
+/// The server's resident memory, in KiB.
+fn rss_kib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_names_a_stream_holds_are_bounded_in_bytes_and_their_memory_returns_when_it_closes() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    const STREAMS: usize = 16;
+    /// Requests of 200 names of 500 bytes per type: 900 kB, just under the 1 MiB default.
+    const REQUESTS: usize = 9;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), service("web", 80)).unwrap();
+    let server = Server::start(dir.path(), &[], Stdio::null());
+    let _healthy = subscriber(server.xds, node("healthy")).await;
+    let baseline = rss_kib(&server);
+    let names = |stream: usize, request: usize| -> Vec<String> {
+        (0..200).map(|i| format!("{stream:02}-{request:03}-{i:03}-{}", "n".repeat(488))).collect()
+    };
+    let mut held = Vec::new();
+    for stream in 0..STREAMS {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.xds)).unwrap().connect().await.unwrap();
+        let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+            .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        // Names that exist nowhere, for two types: each request is answered (they are absent).
+        for request in 0..REQUESTS {
+            for ty in [EDS, support::CDS] {
+                let ask = DeltaDiscoveryRequest {
+                    type_url: ty.into(),
+                    node: (request == 0 && ty == EDS).then(|| node(&format!("hoarder-{stream}"))),
+                    resource_names_subscribe: names(stream, request),
+                    ..Default::default()
+                };
+                tx.send(ask).await.unwrap();
+                let answered = tokio::time::timeout(Duration::from_secs(10), responses.message()).await;
+                assert!(matches!(answered, Ok(Ok(Some(_)))), "stream {stream} request {request} {ty}: {answered:?}");
+            }
+        }
+        held.push((tx, responses));
+    }
+    let peak = rss_kib(&server);
+    // 200 kB more passes the limit: refused, naming the flag.
+    let (tx, responses) = held.last_mut().unwrap();
+    let subscribe = [names(99, 0), names(99, 1)].concat();
+    let more =
+        DeltaDiscoveryRequest { type_url: EDS.into(), resource_names_subscribe: subscribe, ..Default::default() };
+    tx.send(more).await.unwrap();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), responses.message()).await.unwrap() {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("--max-subscription-bytes"), "{status}");
+    drop(held);
+    server.wait_until("every hoarding stream is closed", || server.metric("edgexds_xds_streams{") <= 1.0);
+    // Freed memory goes back to the system after the allocator's decay time (1 s); what stays
+    // is the tables' grown capacity and the allocator's own (about 5 MiB, measured).
+    const MARGIN_KIB: u64 = 8 * 1024;
+    let closed = Instant::now();
+    let mut after = rss_kib(&server);
+    while after >= baseline + MARGIN_KIB && closed.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = rss_kib(&server);
+    }
+    eprintln!(
+        "RSS: {baseline} KiB at rest, {peak} KiB with {STREAMS} streams near their name limit, {after} KiB {:?} after they closed",
+        closed.elapsed()
+    );
+    let bound = STREAMS as u64 * 2 * 1024;
+    assert!(peak < baseline + 2 * bound, "about 1 MiB of names per type and stream, at most twice that in all");
+    assert!(
+        after < baseline + MARGIN_KIB,
+        "memory returns to within 8 MiB of the baseline: {after} KiB after, {baseline} KiB before"
+    );
+}

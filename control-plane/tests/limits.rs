@@ -67,9 +67,13 @@ impl Service {
         }
     }
 
-    /// A first message naming `names`, from `node`.
+    /// A first message naming `names` names, from `node`.
     fn message(self, node: Node, names: usize) -> Vec<u8> {
-        let names: Vec<String> = (0..names).map(|i| format!("name-{i}")).collect();
+        self.message_naming(node, (0..names).map(|i| format!("name-{i}")).collect())
+    }
+
+    /// A first message naming `names`, from `node`.
+    fn message_naming(self, node: Node, names: Vec<String>) -> Vec<u8> {
         match self {
             Service::Ads(true) | Service::Single(_, true) => DeltaDiscoveryRequest {
                 type_url: self.type_url().into(),
@@ -239,6 +243,8 @@ fn flags(limit: Limit) -> Vec<&'static str> {
         Limit::NodeBytes => &["--max-node-bytes", "300"],
         Limit::NackMessageBytes => &["--max-nack-message-bytes", "16"],
         Limit::SubscriptionNames => &["--max-subscription-names", "5"],
+        Limit::NameBytes => &["--max-name-bytes", "64"],
+        Limit::SubscriptionBytes => &["--max-subscription-bytes", "100"],
         Limit::StreamsPerConnection => &["--max-streams-per-connection", "2"],
         Limit::Connections => &["--max-connections", "2"],
         Limit::ConnectionsPerPeer => &["--max-connections-per-peer", "2"],
@@ -257,7 +263,9 @@ fn flags(limit: Limit) -> Vec<&'static str> {
 fn applies(limit: Limit, service: Service) -> bool {
     match limit {
         Limit::NodeBytes => service.is_xds() || service == Service::Hds,
-        Limit::NackMessageBytes | Limit::SubscriptionNames => service.is_xds(),
+        Limit::NackMessageBytes | Limit::SubscriptionNames | Limit::NameBytes | Limit::SubscriptionBytes => {
+            service.is_xds()
+        }
         Limit::StreamsPerConnection
         | Limit::Connections
         | Limit::ConnectionsPerPeer
@@ -280,9 +288,24 @@ async fn trigger(limit: Limit, service: Service, server: &Server) -> Option<toni
             Some(call.status().await)
         }
         Limit::SubscriptionNames => {
+            // Beyond the limit and beyond what the snapshot serves of any type (3 at most).
             let mut connection = Connection::open(xds).await;
             let mut call = connection.call(service).await;
-            call.send(framed(&service.message(node("names"), 6)));
+            call.send(framed(&service.message(node("names"), 20)));
+            Some(call.status().await)
+        }
+        Limit::NameBytes => {
+            let mut connection = Connection::open(xds).await;
+            let mut call = connection.call(service).await;
+            call.send(framed(&service.message_naming(node("long"), vec!["n".repeat(100)])));
+            Some(call.status().await)
+        }
+        Limit::SubscriptionBytes => {
+            // 500 bytes of names, beyond the limit and the names the snapshot serves.
+            let mut connection = Connection::open(xds).await;
+            let mut call = connection.call(service).await;
+            let names = (0..50).map(|i| format!("name-{i:04}")).collect();
+            call.send(framed(&service.message_naming(node("bytes"), names)));
             Some(call.status().await)
         }
         Limit::NackMessageBytes => {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex};
 
-use super::intern;
+use super::names::shared;
 use crate::lock::lock;
 
 /// Shards, so streams subscribing at once (a reconnect storm) rarely wait for each other.
@@ -59,7 +59,9 @@ impl Table {
             shard.entries[local as usize].1 += 1;
             return join(shard_index, local);
         }
-        let shared = intern(name);
+        // A name a snapshot serves shares its allocation; any other one is this table's own,
+        // freed with its last holder instead of lingering in the interner.
+        let shared = shared(name).unwrap_or_else(|| Arc::from(name));
         let local = match shard.free.pop() {
             Some(local) => {
                 shard.entries[local as usize] = (Some(shared.clone()), 1);
@@ -125,6 +127,8 @@ fn name_of(id: u32) -> Option<Arc<str>> {
 pub struct NameSet {
     entries: Vec<u32>,
     flagged: usize,
+    /// The bytes of the names in the set: what a client's subscription holds in names.
+    bytes: usize,
 }
 
 impl std::fmt::Debug for NameSet {
@@ -142,6 +146,11 @@ impl NameSet {
         self.entries.is_empty()
     }
 
+    /// The bytes of the names in the set.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     fn position(&self, name: &str) -> Option<usize> {
         let id = lookup(name)?;
         self.entries.binary_search_by(|entry| (entry >> 1).cmp(&id)).ok()
@@ -149,6 +158,12 @@ impl NameSet {
 
     pub fn contains(&self, name: &str) -> bool {
         self.position(name).is_some()
+    }
+
+    /// The set's own allocation of `name`, if the set holds it.
+    pub fn shared(&self, name: &str) -> Option<Arc<str>> {
+        let at = self.position(name)?;
+        name_of(self.entries[at] >> 1)
     }
 
     /// `None` if `name` is not in the set, else its flag.
@@ -165,7 +180,12 @@ impl NameSet {
     /// name already in the set keeps its flag.
     pub fn extend<'a>(&mut self, names: impl IntoIterator<Item = (&'a str, bool)>) {
         let before = self.entries.len();
-        self.entries.extend(names.into_iter().map(|(name, flag)| acquire(name) << 1 | u32::from(flag)));
+        let mut added = 0;
+        self.entries.extend(names.into_iter().map(|(name, flag)| {
+            added += name.len();
+            acquire(name) << 1 | u32::from(flag)
+        }));
+        self.bytes += added;
         if self.entries.len() == before {
             return;
         }
@@ -180,7 +200,10 @@ impl NameSet {
             }
             same
         });
-        repeats.into_iter().for_each(release);
+        for id in repeats {
+            self.bytes -= name_of(id).map_or(0, |name| name.len());
+            release(id);
+        }
         self.flagged = self.entries.iter().filter(|entry| *entry & 1 == 1).count();
         if self.entries.capacity() > 2 * self.entries.len() + 16 {
             self.entries.shrink_to_fit();
@@ -191,6 +214,7 @@ impl NameSet {
         let Some(at) = self.position(name) else { return false };
         let entry = self.entries.remove(at);
         self.flagged -= (entry & 1) as usize;
+        self.bytes -= name.len();
         release(entry >> 1);
         true
     }

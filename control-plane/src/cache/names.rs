@@ -30,6 +30,14 @@ static TABLES: LazyLock<Tables> = LazyLock::new(|| Tables {
     shards: std::array::from_fn(|_| Mutex::new(Table { names: HashSet::new(), sweep_at: FIRST_SWEEP })),
 });
 
+/// The shared copy of `name`, if one is held: names a snapshot serves are, names nobody
+/// serves (a client naming what does not exist) are not, and should not be made so.
+pub fn shared(name: &str) -> Option<Arc<str>> {
+    let tables = &*TABLES;
+    let shard = tables.hasher.hash_one(name) as usize % SHARDS;
+    lock(&tables.shards[shard]).names.get(name).cloned()
+}
+
 /// The shared copy of `name`.
 pub fn intern(name: &str) -> Arc<str> {
     let tables = &*TABLES;

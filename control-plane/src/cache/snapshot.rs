@@ -80,6 +80,8 @@ pub struct Snapshot {
     /// client holding the whole type is at.
     sums: [u64; ResourceType::COUNT],
     versions: [String; ResourceType::COUNT],
+    /// Per type, the bytes of every name: what a client subscribed to all of it holds.
+    name_bytes: [usize; ResourceType::COUNT],
     /// When the source change this snapshot carries was first seen, for push-latency metrics.
     pub observed_at: Option<std::time::Instant>,
     /// Set by the cache: this snapshot's number, and what changed since the one before it.
@@ -125,14 +127,16 @@ impl Snapshot {
     pub fn remove(&mut self, ty: ResourceType, name: &str) -> bool {
         let Some(old) = self.by_type[ty.index()].remove(name) else { return false };
         self.sums[ty.index()] = self.sums[ty.index()].wrapping_sub(entry_weight(name, &old));
+        self.name_bytes[ty.index()] -= name.len();
         true
     }
 
     fn insert(&mut self, ty: ResourceType, name: String, resource: Arc<VersionedResource>) {
         let sum = &mut self.sums[ty.index()];
         *sum = sum.wrapping_add(entry_weight(&name, &resource));
-        if let Some(old) = self.by_type[ty.index()].insert(super::intern(&name), resource) {
-            *sum = sum.wrapping_sub(entry_weight(&name, &old));
+        match self.by_type[ty.index()].insert(super::intern(&name), resource) {
+            Some(old) => *sum = sum.wrapping_sub(entry_weight(&name, &old)),
+            None => self.name_bytes[ty.index()] += name.len(),
         }
     }
 
@@ -162,6 +166,11 @@ impl Snapshot {
 
     pub fn len(&self, ty: ResourceType) -> usize {
         self.by_type[ty.index()].len()
+    }
+
+    /// The bytes of every name of `ty`.
+    pub fn name_bytes(&self, ty: ResourceType) -> usize {
+        self.name_bytes[ty.index()]
     }
 }
 

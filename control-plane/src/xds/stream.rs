@@ -68,8 +68,8 @@ impl XdsRequest for DeltaDiscoveryRequest {
 impl XdsRequest for DiscoveryRequest {
     const FLAVOUR: Flavour = Flavour::Sotw;
 
-    fn apply(self, state: &mut StreamState, _current: Option<&Snapshot>) -> Result<Answer, Refusal> {
-        state.handle_sotw_request(self)
+    fn apply(self, state: &mut StreamState, current: Option<&Snapshot>) -> Result<Answer, Refusal> {
+        state.handle_sotw_request(self, current)
     }
 }
 

@@ -233,16 +233,19 @@ impl StreamState {
 
     /// A state-of-the-world request. One with a stale nonce is ignored whole, as
     /// go-control-plane does: a newer response is already on its way.
-    pub fn handle_sotw_request(&mut self, mut request: DiscoveryRequest) -> Result<Answer, Refusal> {
+    pub fn handle_sotw_request(
+        &mut self,
+        mut request: DiscoveryRequest,
+        current: Option<&Snapshot>,
+    ) -> Result<Answer, Refusal> {
         self.requests += 1;
         self.first_node(request.node.take())?;
         let ty = self.resource_type(&request.type_url)?;
         let Some(answer) = self.answer(ty, &request.response_nonce, request.error_detail.as_ref()) else {
             return Ok(Answer::SubscriptionOnly);
         };
-        if request.resource_names.len() > self.limits.usize(Limit::SubscriptionNames) {
-            return Err(self.limits.refusal(Limit::SubscriptionNames, format!("{ty}")));
-        }
+        // The names are the whole subscription.
+        self.within_limits(ty, request.resource_names.iter().map(String::as_str), (0, 0), current)?;
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         // Listeners and clusters named by nobody means all of them (legacy wildcard), unless the
         // client named some before: then it unsubscribes from everything. Endpoints and routes
@@ -269,11 +272,19 @@ impl StreamState {
         // Stale: an answer to a superseded response. Its subscription changes still count.
         let answer =
             self.answer(ty, &request.response_nonce, request.error_detail.as_ref()).unwrap_or(Answer::SubscriptionOnly);
-        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
-        let offered = request.resource_names_subscribe.len().max(request.initial_resource_versions.len());
-        if offered > max_names || state.subscription.name_count() + request.resource_names_subscribe.len() > max_names {
-            return Err(self.limits.refusal(Limit::SubscriptionNames, format!("{ty}")));
+        let held = self.types[ty.index()]
+            .as_ref()
+            .map_or((0, 0), |t| (t.subscription.name_count(), t.subscription.name_bytes()));
+        let subscribed = request.resource_names_subscribe.iter().map(String::as_str);
+        self.within_limits(ty, subscribed, held, current)?;
+        let listed = request.initial_resource_versions.keys().map(String::as_str);
+        self.within_limits(ty, listed, (0, 0), current)?;
+        let too_long =
+            request.resource_names_unsubscribe.iter().find(|n| n.len() > self.limits.usize(Limit::NameBytes));
+        if let Some(name) = too_long {
+            return Err(self.limits.refusal(Limit::NameBytes, format!("{} bytes", name.len())));
         }
+        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         let changed = state.subscription.apply(
             SubscriptionRequest {
                 subscribe: &request.resource_names_subscribe,
@@ -288,6 +299,36 @@ impl StreamState {
             state.dirty = true;
         }
         Ok(answer)
+    }
+
+    /// Refuses what would make this stream hold more names of `ty` than its limits allow:
+    /// `held` (names and their bytes) and then `names`, counted beyond what the snapshot
+    /// being served holds of the type. A client subscribed to everything the snapshot asks it
+    /// to is never refused, however large the snapshot; one naming what does not exist is.
+    fn within_limits<'a>(
+        &self,
+        ty: ResourceType,
+        names: impl IntoIterator<Item = &'a str>,
+        held: (usize, usize),
+        current: Option<&Snapshot>,
+    ) -> Result<(), Refusal> {
+        let limits = &self.limits;
+        let (mut count, mut bytes) = held;
+        for name in names {
+            if name.len() > limits.usize(Limit::NameBytes) {
+                return Err(limits.refusal(Limit::NameBytes, format!("{} bytes", name.len())));
+            }
+            count += 1;
+            bytes += name.len();
+        }
+        let (served, served_bytes) = current.map_or((0, 0), |s| (s.len(ty), s.name_bytes(ty)));
+        if count > served.saturating_add(limits.usize(Limit::SubscriptionNames)) {
+            return Err(limits.refusal(Limit::SubscriptionNames, format!("{count} names of {ty}, {served} served")));
+        }
+        if bytes > served_bytes.saturating_add(limits.usize(Limit::SubscriptionBytes)) {
+            return Err(limits.refusal(Limit::SubscriptionBytes, format!("{bytes} bytes of {ty} names")));
+        }
+        Ok(())
     }
 
     fn resource_type(&self, type_url: &str) -> Result<ResourceType, Status> {

@@ -129,6 +129,11 @@ impl Subscription {
         self.subscribed.len()
     }
 
+    /// The bytes of the names asked for.
+    pub fn name_bytes(&self) -> usize {
+        self.subscribed.bytes()
+    }
+
     /// The set's answer for `name`, as far as `flag` leaves it to be asked.
     fn flag(&self, name: &str, flag: Flag) -> Option<bool> {
         match flag {
@@ -212,13 +217,15 @@ impl Subscription {
         format_version(hasher.digest())
     }
 
-    /// Exceptions are short-lived (a rebase drops those that agree), so their names are
-    /// plain copies; only subscribed names, which live as long as the stream, get ids.
+    /// An exception's name shares the allocation of the subscribed name when there is one
+    /// (a name told absent stays an exception for as long as it is subscribed), and is a
+    /// plain copy otherwise, since those are short-lived: a rebase drops them.
     fn set_known(&mut self, name: &str, known: Known) {
         match self.exceptions.get_mut(name) {
             Some(existing) => *existing = known,
             None => {
-                self.exceptions.insert(Arc::from(name), known);
+                let shared = self.subscribed.shared(name).unwrap_or_else(|| Arc::from(name));
+                self.exceptions.insert(shared, known);
             }
         }
     }
