@@ -102,6 +102,18 @@ pub fn bootstrap(node_id: &str, xds: SocketAddr) -> Value {
     })
 }
 
+/// The example bootstrap as it is, pointed at the test's edgexds, on `api_type`.
+pub fn sidecar_bootstrap(xds: SocketAddr, api_type: &str) -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/envoy-sidecar.yaml");
+    let text = std::fs::read_to_string(path).expect("the example bootstrap");
+    let mut config: Value = serde_norway::from_str(&text).expect("the example is YAML");
+    config["dynamic_resources"]["ads_config"]["api_type"] = json!(api_type);
+    config["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+    config["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"] = json!({"address": xds.ip().to_string(), "port_value": xds.port()});
+    config
+}
+
 /// How an Envoy reaches a TLS xDS port: the CA it trusts, and either a client certificate
 /// (and key) or a file holding a ServiceAccount token.
 pub struct XdsCredentials {

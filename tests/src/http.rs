@@ -1,6 +1,10 @@
 //! A minimal HTTP/1 client for talking to Envoy's listener and admin port.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
@@ -35,4 +39,18 @@ pub async fn post(url: &str, body: &str) -> Result<Reply> {
     let headers = response.headers().clone();
     let body = response.into_body().collect().await?.to_bytes();
     Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// `curl -x proxy url`: an absolute-form HTTP/1.1 request; the status and body.
+pub async fn through_proxy(proxy: SocketAddr, url: &str) -> Option<(u16, String)> {
+    let host = url.strip_prefix("http://")?.split('/').next()?;
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.ok()?;
+    let request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.ok()?.ok()?;
+    let reply = String::from_utf8_lossy(&reply);
+    let status = reply.split(' ').nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
 }

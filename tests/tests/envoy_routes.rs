@@ -8,40 +8,13 @@ use std::time::Duration;
 
 use edgexds::translate::TranslateOptions;
 use edgexds_tests::control_plane::{ControlPlane, web_service, web_slice};
-use edgexds_tests::envoy::Envoy;
+use edgexds_tests::envoy::{Envoy, sidecar_bootstrap};
+use edgexds_tests::http::through_proxy;
 use edgexds_tests::eventually;
 use edgexds_tests::upstream::Upstream;
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Envoy start-up and first syncs are slow on a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(30);
-
-/// The example bootstrap as it is, pointed at the test's edgexds, on `api_type`.
-fn example_bootstrap(xds: SocketAddr, api_type: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/envoy-sidecar.yaml");
-    let text = std::fs::read_to_string(path).expect("the example bootstrap");
-    let mut config: Value = serde_norway::from_str(&text).expect("the example is YAML");
-    config["dynamic_resources"]["ads_config"]["api_type"] = json!(api_type);
-    config["admin"]["address"]["socket_address"]["port_value"] = json!(0);
-    config["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-        ["socket_address"] = json!({"address": xds.ip().to_string(), "port_value": xds.port()});
-    config
-}
-
-/// `curl -x proxy url`: an absolute-form HTTP/1.1 request; the status and body.
-async fn through_proxy(proxy: SocketAddr, url: &str) -> Option<(u16, String)> {
-    let host = url.strip_prefix("http://")?.split('/').next()?;
-    let mut stream = tokio::net::TcpStream::connect(proxy).await.ok()?;
-    let request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.ok()?.ok()?;
-    let reply = String::from_utf8_lossy(&reply);
-    let status = reply.split(' ').nth(1)?.parse().ok()?;
-    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Some((status, body))
-}
 
 fn service_yaml(name: &str, port: u16, upstream: &Upstream) -> String {
     format!(
@@ -70,7 +43,7 @@ async fn setup(api_type: &str) -> (ControlPlane, SocketAddr, Upstream, Upstream,
     let cp = ControlPlane::start(options).await.expect("control plane starts");
     cp.write("web.yaml", &web_service());
     cp.write("web-slice.yaml", &web_slice(&[&one, &two]));
-    let envoy = Envoy::start_with(example_bootstrap(cp.xds_addr(), api_type)).await.expect("envoy starts");
+    let envoy = Envoy::start_with(sidecar_bootstrap(cp.xds_addr(), api_type)).await.expect("envoy starts");
     (cp, outbound, one, two, envoy)
 }
 
@@ -125,4 +98,33 @@ async fn an_envoy_on_state_of_the_world_ads_syncs_routes_and_follows_edits() {
     assert!(ads.unwrap_or(0) >= 1, "CDS was accepted over SotW");
     let rejected = envoy.stat("listener_manager.lds.update_rejected").await.unwrap_or_default();
     assert_eq!(rejected.unwrap_or(0), 0, "{}", envoy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_claiming_a_port_twice_is_refused_and_never_poisons_the_shared_route() {
+    let (cp, proxy, _one, _two, envoy) = setup("DELTA_GRPC").await;
+    answers(proxy, "http://web.shop/", 200).await;
+    // Two ports numbered 80: the API server would refuse it; so does the manifests source.
+    let bad = "apiVersion: v1\nkind: Service\nmetadata: { name: bad, namespace: shop }\n\
+               spec: { ports: [{ name: a, port: 80 }, { name: b, port: 80 }] }\n";
+    let api = Upstream::start("api", [127, 0, 0, 1].into(), 0).await.unwrap();
+    cp.write("bad.yaml", &format!("{bad}---\n{}", service_yaml("api", 8080, &api)));
+    // The existing Envoy takes the route with the good Service beside the bad one.
+    assert_eq!(answers(proxy, "http://api.shop:8080/", 200).await, "api");
+    let stat = |name: &'static str| {
+        let envoy = &envoy;
+        async move { envoy.stat(&format!("http.outbound.rds.outbound.{name}")).await.unwrap() }
+    };
+    assert!(stat("update_success").await.is_some_and(|n| n >= 2), "the route was taken again with api in it");
+    assert_eq!(stat("update_rejected").await, Some(0), "the outbound route was never rejected: {}", envoy.log());
+    let model = cp.running.models.borrow().clone().expect("a model");
+    let refused = model.diagnostics.iter().find(|d| d.object == "Service shop/bad").expect("the bad Service is reported");
+    assert!(refused.message.contains("bad.yaml:1: ") && refused.message.contains("Duplicate value: port 80"), "{refused:?}");
+    // A new Envoy gets a route it accepts, with every other Service in it.
+    drop(envoy);
+    let fresh = Envoy::start_with(sidecar_bootstrap(cp.xds_addr(), "DELTA_GRPC")).await.expect("envoy starts");
+    let body = answers(proxy, "http://web.shop/", 200).await;
+    assert!(body == "one" || body == "two", "{body}");
+    assert_eq!(answers(proxy, "http://api.shop:8080/", 200).await, "api");
+    drop(fresh);
 }

@@ -125,8 +125,62 @@ pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service,
                 app_protocol: AppProtocol::parse(p.app_protocol.as_deref()),
             })
         })
-        .collect::<Result<_, FieldError>>()?;
+        .collect::<Result<Vec<_>, FieldError>>()?;
+    check_ports(&ports)?;
     Ok(Service { key, ports, external_name: spec.type_.as_deref() == Some("ExternalName") })
+}
+
+/// The rules the API server applies across a Service's ports: names required when there
+/// are several, each a DNS label, no name or (port, protocol) twice, and a named target port
+/// an IANA service name. A Service breaking them would claim one route domain twice, which
+/// makes Envoy reject the shared outbound route for every Service.
+fn check_ports(ports: &[ServicePort]) -> Result<(), FieldError> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut numbers = std::collections::BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let field = |f: &str| format!("spec.ports[{i}]{f}");
+        if port.name.is_empty() && ports.len() > 1 {
+            return Err(error(field(".name"), "Required value: each port needs a name when there are several"));
+        }
+        if !port.name.is_empty() {
+            check_name(&field(".name"), &port.name, NameRule::Dns1035Label, 63, true)?;
+            if !names.insert(port.name.as_str()) {
+                return Err(error(field(".name"), format!("Duplicate value: {:?}", port.name)));
+            }
+        }
+        let protocol = match port.protocol {
+            PortProtocol::Tcp => "TCP",
+            PortProtocol::Udp => "UDP",
+            PortProtocol::Sctp => "SCTP",
+        };
+        if !numbers.insert((port.port, port.protocol)) {
+            return Err(error(field(""), format!("Duplicate value: port {} protocol {protocol}", port.port)));
+        }
+        if let TargetPort::Name(name) = &port.target_port
+            && !is_iana_service_name(name)
+        {
+            return Err(error(
+                field(".targetPort"),
+                format!(
+                    "{} must be an IANA service name (at most 15 lower-case letters, digits and '-', with a letter)",
+                    quoted(name)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An IANA service name, as Kubernetes checks a named port.
+fn is_iana_service_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 15
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.iter().any(u8::is_ascii_lowercase)
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+        && !name.contains("--")
 }
 
 pub fn slice(object: &KubeEndpointSlice, default_namespace: &str) -> Result<EndpointSlice, FieldError> {

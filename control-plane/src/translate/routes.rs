@@ -41,7 +41,12 @@ pub fn outbound_routes(virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
 /// The outbound route's virtual hosts for one Service, one per HTTP port. `unique_name`:
 /// no other namespace has a Service of this name, so `svc` alone may name it.
 pub fn virtual_hosts(service: &ResolvedService, cluster_domain: &str, unique_name: bool) -> Vec<VirtualHost> {
+    // Sources refuse a Service with a port twice, as the API server does; should one get
+    // through, its second port is left out, because a domain claimed twice makes Envoy
+    // reject the whole outbound route, every other Service's hosts with it.
+    let mut seen = std::collections::BTreeSet::new();
     http_ports_of(service)
+        .filter(|port| seen.insert(port.port.port))
         .map(|port| VirtualHost {
             name: port.cluster_name.clone(),
             domains: domains(&service.key, port.port.port, cluster_domain, unique_name),
