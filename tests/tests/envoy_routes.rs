@@ -9,8 +9,8 @@ use std::time::Duration;
 use edgexds::translate::TranslateOptions;
 use edgexds_tests::control_plane::{ControlPlane, web_service, web_slice};
 use edgexds_tests::envoy::{Envoy, sidecar_bootstrap};
-use edgexds_tests::http::through_proxy;
 use edgexds_tests::eventually;
+use edgexds_tests::http::through_proxy;
 use edgexds_tests::upstream::Upstream;
 
 /// Envoy start-up and first syncs are slow on a loaded 2-core machine.
@@ -118,8 +118,12 @@ async fn a_service_claiming_a_port_twice_is_refused_and_never_poisons_the_shared
     assert!(stat("update_success").await.is_some_and(|n| n >= 2), "the route was taken again with api in it");
     assert_eq!(stat("update_rejected").await, Some(0), "the outbound route was never rejected: {}", envoy.log());
     let model = cp.running.models.borrow().clone().expect("a model");
-    let refused = model.diagnostics.iter().find(|d| d.object == "Service shop/bad").expect("the bad Service is reported");
-    assert!(refused.message.contains("bad.yaml:1: ") && refused.message.contains("Duplicate value: port 80"), "{refused:?}");
+    let refused =
+        model.diagnostics.iter().find(|d| d.object == "Service shop/bad").expect("the bad Service is reported");
+    assert!(
+        refused.message.contains("bad.yaml:1: ") && refused.message.contains("Duplicate value: port 80"),
+        "{refused:?}"
+    );
     // A new Envoy gets a route it accepts, with every other Service in it.
     drop(envoy);
     let fresh = Envoy::start_with(sidecar_bootstrap(cp.xds_addr(), "DELTA_GRPC")).await.expect("envoy starts");

@@ -88,6 +88,9 @@ async fn the_crd_rules_reject_each_invalid_spec_with_its_message() {
         ),
         (json!({"targetRef": {"kind": "Pod", "name": "web"}}), "spec.targetRef.kind"),
         (json!({"targetRef": target, "intervalMs": 10}), "spec.intervalMs"),
+        // A line break in a header would make every sidecar reject the cluster.
+        (json!({"targetRef": target, "http": {"host": "web\r\nX-Evil: 1"}}), "spec.http.host"),
+        (json!({"targetRef": target, "http": {"path": "/ok\nGET /evil"}}), "spec.http.path"),
     ];
     for (index, (spec, message)) in cases.into_iter().enumerate() {
         let refused = rejection(&admin, probe(&ns, &format!("bad-{index}"), spec.clone())).await;

@@ -7,7 +7,10 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::limits::{INTERVAL_MS, MAX_NAME_BYTES, MAX_OVERRIDES, MAX_PATH_BYTES, THRESHOLD, TIMEOUT_MS};
+use crate::model::limits::{
+    HEADER_VALUE_PATTERN, INTERVAL_MS, MAX_NAME_BYTES, MAX_OVERRIDES, MAX_PATH_BYTES, PATH_PATTERN, THRESHOLD,
+    TIMEOUT_MS,
+};
 
 /// What to probe, how often, and per-endpoint exceptions.
 // Clippy reads the repeated printcolumn(...) arguments of the derive as duplicated attributes.
@@ -106,11 +109,11 @@ fn service_kind() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct HttpProbe {
     #[serde(default = "default_http_path")]
-    #[schemars(length(max = MAX_PATH_BYTES))]
+    #[schemars(length(max = MAX_PATH_BYTES), regex(pattern = PATH_PATTERN))]
     pub path: String,
     /// Host header; Envoy's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = MAX_PATH_BYTES))]
+    #[schemars(length(max = MAX_PATH_BYTES), regex(pattern = HEADER_VALUE_PATTERN))]
     pub host: Option<String>,
 }
 

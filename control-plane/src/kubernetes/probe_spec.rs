@@ -8,7 +8,9 @@ use globset::Glob;
 use ipnet::IpNet;
 
 use crate::kubernetes::crd::{EndpointMatch, HealthProbeSpec, ProbeOverride};
-use crate::model::limits::{INTERVAL_MS, MAX_NAME_BYTES, MAX_OVERRIDES, MAX_PATH_BYTES, THRESHOLD, TIMEOUT_MS};
+use crate::model::limits::{
+    INTERVAL_MS, MAX_NAME_BYTES, MAX_OVERRIDES, MAX_PATH_BYTES, THRESHOLD, TIMEOUT_MS, is_header_value,
+};
 use crate::model::{
     CheckKind, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_MS, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT_MS,
     FieldError, ObjectKey, Override, ProbePolicy, ValidProbe,
@@ -89,6 +91,11 @@ fn check_kind(spec: &HealthProbeSpec) -> Result<CheckKind, FieldError> {
         check_len("spec.http.host", http.host.as_ref(), MAX_PATH_BYTES)?;
         if !http.path.starts_with('/') {
             return Err(invalid("spec.http.path", format!("must start with '/', got {:?}", http.path)));
+        }
+        for (field, value) in [("spec.http.path", Some(&http.path)), ("spec.http.host", http.host.as_ref())] {
+            if value.is_some_and(|v| !is_header_value(v)) {
+                return Err(invalid(field, "must not contain NUL, CR or LF: it is sent in an HTTP request header"));
+            }
         }
         return Ok(CheckKind::Http { path: http.path.clone(), host: http.host.clone().filter(|h| !h.is_empty()) });
     }
@@ -231,6 +238,15 @@ mod tests {
         );
         let bad_path = HealthProbeSpec { http: Some(HttpProbe { path: "healthz".into(), host: None }), ..spec() };
         assert_eq!(validate(&key(), &bad_path).unwrap_err().field, "spec.http.path");
+        for (path, host, field) in
+            [("/ok\r\nX: y", None, "spec.http.path"), ("/ok", Some("web\nX: y"), "spec.http.host")]
+        {
+            let broken =
+                HealthProbeSpec { http: Some(HttpProbe { path: path.into(), host: host.map(Into::into) }), ..spec() };
+            let error = validate(&key(), &broken).unwrap_err();
+            assert_eq!(error.field, field);
+            assert!(error.to_string().contains("must not contain NUL, CR or LF"), "{error}");
+        }
     }
 
     #[test]

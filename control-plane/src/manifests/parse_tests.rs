@@ -213,13 +213,20 @@ fn deep_nesting_is_refused_before_parsing() {
 
 #[test]
 fn service_ports_are_checked_across_as_the_api_server_checks_them() {
-    let service = |ports: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{ name: web, namespace: shop }}\nspec: {{ ports: [{ports}] }}\n");
+    let service = |ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{ name: web, namespace: shop }}\nspec: {{ ports: [{ports}] }}\n"
+        )
+    };
     for (ports, why) in [
         ("{ name: a, port: 80 }, { name: b, port: 80 }", "spec.ports[1]: Duplicate value: port 80 protocol TCP"),
         ("{ name: a, port: 80 }, { name: a, port: 81 }", "spec.ports[1].name: Duplicate value: \"a\""),
         ("{ port: 80 }, { name: b, port: 81 }", "spec.ports[0].name: Required value"),
         ("{ name: Web_1, port: 80 }", "spec.ports[0].name: \"Web_1\" must be an RFC 1123 label"),
-        ("{ name: a, port: 80, targetPort: web--http }", "spec.ports[0].targetPort: \"web--http\" must be an IANA service name"),
+        (
+            "{ name: a, port: 80, targetPort: web--http }",
+            "spec.ports[0].targetPort: \"web--http\" must be an IANA service name",
+        ),
     ] {
         let error = parse("svc.yaml", &service(ports)).unwrap_err();
         assert!(error.message.contains(why), "{ports}: {error}");

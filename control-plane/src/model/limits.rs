@@ -21,3 +21,16 @@ pub fn text_prefix(text: &str, max: usize) -> &str {
     let end = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
     &text[..end]
 }
+
+/// An HTTP header value as Envoy's validation takes one (non-strict): no NUL, CR or LF. A
+/// probe's host and path go into requests Envoy makes, so a value with a line break would
+/// make every sidecar reject the cluster it is in. The CRD's schema says the same with
+/// [`HEADER_VALUE_PATTERN`] and [`PATH_PATTERN`].
+pub fn is_header_value(value: &str) -> bool {
+    !value.contains(['\0', '\r', '\n'])
+}
+
+/// [`is_header_value`] as the CRD's schema pattern (RE2, as the API server reads it).
+pub const HEADER_VALUE_PATTERN: &str = "^[^\\x00\\r\\n]*$";
+/// An HTTP probe's path: it starts with `/`, and is a header value.
+pub const PATH_PATTERN: &str = "^/[^\\x00\\r\\n]*$";
