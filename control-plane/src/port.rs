@@ -6,6 +6,7 @@
 //! Imports: auth.
 
 pub mod budget;
+pub mod client_faults;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

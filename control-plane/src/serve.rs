@@ -406,7 +406,10 @@ fn spawn_port(port: XdsPort) -> Task {
         }
         None => grpc,
     };
-    let router = grpc.into_axum_router().merge(xds.router());
+    let router = grpc
+        .into_axum_router()
+        .layer(axum::middleware::map_response(port::client_faults::client_faults))
+        .merge(xds.router());
     let incoming = TcpListenerStream::new(port.listener).filter_map(|accepted| async move {
         let stream = match accepted {
             Ok(stream) => stream,

@@ -430,3 +430,29 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout_a
     assert!(started.elapsed() < Duration::from_secs(4), "after the 1 s handshake timeout");
     server.wait_until("it is counted", || hits(&server, Limit::HandshakeTimeout) == 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_is_not_valid_protobuf_is_invalid_argument_on_every_service() {
+    let dir = manifests();
+    let server = Server::start(dir.path(), &["--active-health-checks", "hds"], Stdio::null());
+    // A node whose id (field 1) is not UTF-8, in the field each first message carries it in.
+    let bad_node: &[u8] = &[0x0a, 0x02, 0xff, 0xfe];
+    for service in services() {
+        let node_field: u8 = match service {
+            Service::Ads(true) | Service::Single(_, true) => 1,
+            Service::Ads(false) | Service::Single(_, false) | Service::Csds => 2,
+            Service::Hds => 1,
+        };
+        let mut message = vec![node_field << 3 | 2, bad_node.len() as u8];
+        message.extend_from_slice(bad_node);
+        if service == Service::Hds {
+            // health_check_request (field 1) around the node.
+            message = [vec![0x0a, message.len() as u8], message].concat();
+        }
+        let mut connection = Connection::open(server.xds).await;
+        let mut call = connection.call(service).await;
+        call.send(framed(&message));
+        let status = call.status().await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{service:?}: {status}");
+    }
+}

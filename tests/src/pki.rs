@@ -43,6 +43,14 @@ impl TestCa {
         self.issue(dir, name, params)
     }
 
+    /// A serving certificate for 127.0.0.1 and localhost that expired in 2021.
+    pub fn expired_server(&self, dir: &Path, name: &str) -> Result<Issued> {
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        self.issue(dir, name, params)
+    }
+
     /// A client certificate named `name`, carrying `spiffe` as a URI SAN when given.
     pub fn client(&self, dir: &Path, name: &str, spiffe: Option<&str>) -> Result<Issued> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;

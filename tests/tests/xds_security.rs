@@ -47,6 +47,17 @@ async fn a_rotated_certificate_serves_new_connections_and_open_streams_stay_up()
     .await;
     assert!(DeltaClient::connect_tls(addr, old_ca.pem(), None).await.is_ok(), "the old certificate is kept");
 
+    // An expired pair is refused too: it would load, and then fail every handshake.
+    let expired_dir = tempfile::tempdir().unwrap();
+    let expired = new_ca.expired_server(expired_dir.path(), "xds").unwrap();
+    write_atomically(&served.key, &std::fs::read_to_string(&expired.key).unwrap());
+    write_atomically(&served.cert, &std::fs::read_to_string(&expired.cert).unwrap());
+    eventually(Duration::from_secs(10), "the expired certificate refused", || async {
+        (edgexds_tests::metric(&cp.running, "edgexds_auth_tls_reloads_total{result=\"failed\"}") >= 2.0).then_some(())
+    })
+    .await;
+    assert!(DeltaClient::connect_tls(addr, old_ca.pem(), None).await.is_ok(), "the old certificate is kept");
+
     // As a Secret update does: the new pair replaces the files.
     let rotated_dir = tempfile::tempdir().unwrap();
     let rotated = new_ca.server(rotated_dir.path(), "xds").unwrap();

@@ -52,14 +52,25 @@ impl Identity {
     /// namespace in its metadata (`NAMESPACE` as Istio sets it, or `namespace`) other than
     /// its identity's, or a pod name other than the one its bound token names.
     pub fn agrees_with(&self, node: &Node) -> Result<(), Status> {
-        let field = |keys: &[&str]| {
-            let fields = &node.metadata.as_ref()?.fields;
-            keys.iter().find_map(|key| match fields.get(*key)?.kind.as_ref()? {
-                Kind::StringValue(value) if !value.is_empty() => Some(value.clone()),
-                _ => None,
-            })
+        // Every spelling a node gives must say the same: a contradiction is a lie in one of them.
+        let field = |keys: [&str; 2]| -> Result<Option<String>, Status> {
+            let Some(metadata) = node.metadata.as_ref() else { return Ok(None) };
+            let said: Vec<(&str, &String)> = keys
+                .iter()
+                .filter_map(|key| match metadata.fields.get(*key)?.kind.as_ref()? {
+                    Kind::StringValue(value) if !value.is_empty() => Some((*key, value)),
+                    _ => None,
+                })
+                .collect();
+            match said.as_slice() {
+                [(a, first), (b, second)] if first != second => Err(Status::permission_denied(format!(
+                    "node {} says {a} {first} and {b} {second}: one node, one answer",
+                    node.id
+                ))),
+                _ => Ok(said.first().map(|(_, value)| (*value).clone())),
+            }
         };
-        if let Some(namespace) = field(&["NAMESPACE", "namespace"])
+        if let Some(namespace) = field(["NAMESPACE", "namespace"])?
             && namespace != self.namespace
         {
             return Err(Status::permission_denied(format!(
@@ -67,7 +78,7 @@ impl Identity {
                 node.id
             )));
         }
-        if let (Some(pod), Some(bound)) = (field(&["POD_NAME", "pod_name"]), &self.pod)
+        if let (Some(pod), Some(bound)) = (field(["POD_NAME", "pod_name"])?, &self.pod)
             && pod != *bound
         {
             return Err(Status::permission_denied(format!(
@@ -139,5 +150,16 @@ mod tests {
         id.pod = Some("web-1".into());
         assert!(id.agrees_with(&node(&[("POD_NAME", "web-1")])).is_ok());
         assert!(id.agrees_with(&node(&[("POD_NAME", "web-2")])).is_err());
+    }
+
+    #[test]
+    fn a_node_whose_two_spellings_of_a_field_contradict_each_other_is_refused() {
+        let mut id = Identity::from_spiffe("spiffe://td/ns/shop/sa/web").unwrap();
+        id.pod = Some("web-1".into());
+        let refused = id.agrees_with(&node(&[("NAMESPACE", "shop"), ("namespace", "payments")])).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(refused.message().contains("says NAMESPACE shop and namespace payments"), "{}", refused.message());
+        assert!(id.agrees_with(&node(&[("POD_NAME", "web-1"), ("pod_name", "web-9")])).is_err());
+        assert!(id.agrees_with(&node(&[("NAMESPACE", "shop"), ("namespace", "shop")])).is_ok(), "agreeing is fine");
     }
 }

@@ -155,6 +155,19 @@ fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
     if certs.is_empty() {
         return Err(format!("{}: no certificate", settings.cert.display()));
     }
+    // An expired certificate loads, and then every handshake fails: refuse it, and keep the
+    // one in force.
+    let (_, leaf) = x509_parser::parse_x509_certificate(certs[0].as_ref())
+        .map_err(|e| format!("{}: not an X.509 certificate: {e}", settings.cert.display()))?;
+    let validity = leaf.validity();
+    if !validity.is_valid() {
+        return Err(format!(
+            "{}: the certificate is valid from {} to {}, not now",
+            settings.cert.display(),
+            validity.not_before,
+            validity.not_after
+        ));
+    }
     let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| format!("{}: {e}", settings.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())

@@ -223,6 +223,18 @@ pub fn slice(object: &KubeEndpointSlice, default_namespace: &str) -> Result<Endp
                 let address: IpAddr = first.parse().map_err(|_| {
                     error(format!("endpoints[{i}].addresses[0]"), format!("{first:?} is not an IP address"))
                 })?;
+                // The API server refuses an address of the other family than the slice's.
+                let family_agrees = match address_type {
+                    AddressType::Ipv4 => address.is_ipv4(),
+                    AddressType::Ipv6 => address.is_ipv6(),
+                    AddressType::Fqdn => true,
+                };
+                if !family_agrees {
+                    return Err(error(
+                        format!("endpoints[{i}].addresses[0]"),
+                        format!("{first:?} is not an address of the slice's addressType {}", object.address_type),
+                    ));
+                }
                 let conditions = e.conditions.as_ref().map_or_else(EndpointConditions::default, |c| {
                     EndpointConditions { ready: c.ready, serving: c.serving, terminating: c.terminating }
                 });

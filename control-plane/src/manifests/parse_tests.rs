@@ -127,6 +127,19 @@ endpoints:
 }
 
 #[test]
+fn an_address_of_the_other_family_than_the_slice_is_refused() {
+    let slice = |family: &str, address: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{ name: s }}\naddressType: {family}\nendpoints: [{{ addresses: [\"{address}\"] }}]\n"
+        )
+    };
+    let error = parse("s.yaml", &slice("IPv4", "fd00::1")).unwrap_err();
+    assert!(error.message.contains("\"fd00::1\" is not an address of the slice's addressType IPv4"), "{error}");
+    assert!(parse("s.yaml", &slice("IPv6", "10.0.0.1")).is_err());
+    assert!(parse("s.yaml", &slice("IPv6", "fd00::1")).is_ok());
+}
+
+#[test]
 fn fqdn_slices_parse_without_endpoints() {
     let text = "apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
