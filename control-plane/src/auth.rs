@@ -8,15 +8,16 @@
 pub mod access;
 pub mod authenticator;
 pub mod identity;
+pub mod jwt;
 pub mod metrics;
 pub mod tls;
 pub mod tokens;
 
 pub use access::Access;
-pub use authenticator::{AuthModes, Authenticator};
+pub use authenticator::{AuthFailure, AuthModes, Authenticated, Authenticator, Revocation};
 pub use identity::Identity;
 pub use tls::{ClientCerts, ServerTls, TlsSettings};
-pub use tokens::TokenReviewer;
+pub use tokens::{TokenReviewer, TokenSettings};
 
 use std::sync::Arc;
 
@@ -43,8 +44,10 @@ impl Security {
 pub struct AuthContext {
     pub tls: Option<TlsSettings>,
     pub modes: AuthModes,
-    /// The audiences a ServiceAccount token must be for.
-    pub token_audiences: Vec<String>,
+    /// How ServiceAccount tokens are verified.
+    pub tokens: TokenSettings,
+    /// TokenReviews one client address may cause a second.
+    pub reviews_per_peer: u32,
     /// Who may read every proxy's state (CSDS).
     pub admin_identities: Vec<String>,
     /// The client TokenReviews go through; without one, the in-cluster or kubeconfig one.
@@ -56,9 +59,10 @@ pub struct AuthContext {
 /// Loads TLS (watched for rotation until shutdown) and sets up the authenticator; a token
 /// reviewer needs a Kubernetes client.
 pub async fn start(context: AuthContext) -> Result<Security> {
-    let AuthContext { tls, modes, token_audiences, admin_identities, review_client, metrics, shutdown } = context;
+    let AuthContext { tls, modes, tokens, reviews_per_peer, admin_identities, review_client, metrics, shutdown } =
+        context;
     let tls = match tls {
-        Some(settings) => Some(ServerTls::start(settings, metrics.clone(), shutdown).map_err(Error::Tls)?),
+        Some(settings) => Some(ServerTls::start(settings, metrics.clone(), shutdown.clone()).map_err(Error::Tls)?),
         None => None,
     };
     let tokens = if modes.token {
@@ -66,7 +70,9 @@ pub async fn start(context: AuthContext) -> Result<Security> {
             Some(client) => client,
             None => kube::Client::try_default().await.map_err(Error::KubeConfig)?,
         };
-        Some(TokenReviewer::new(client, token_audiences, metrics.clone()))
+        let reviewer = TokenReviewer::new(client, tokens, reviews_per_peer, metrics.clone());
+        tokio::spawn(reviewer.clone().run_rechecks(shutdown));
+        Some(reviewer)
     } else {
         None
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use edgexds::auth::{Access, AuthModes, ClientCerts, TlsSettings};
+use edgexds::auth::{Access, AuthModes, ClientCerts, TlsSettings, TokenSettings};
 use edgexds::hds::HdsConfig;
 use edgexds::ops::telemetry::LogFormat;
 use edgexds::pipeline::{MAX_DELAY, PipelineConfig};
@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// Audience a ServiceAccount token must be issued for (--xds-auth token).
     #[arg(long, env = "EDGEXDS_XDS_TOKEN_AUDIENCE", default_value = "edgexds")]
     pub xds_token_audience: String,
+    /// How long a token's TokenReview is trusted before it is reviewed again; tokens of
+    /// open streams are reviewed again in the background, and a refused one ends them. A
+    /// revoked token stops working within this plus the API server's own 10s cache.
+    #[arg(long, env = "EDGEXDS_TOKEN_RECHECK_INTERVAL", default_value = "30s", value_parser = parse_recheck)]
+    pub token_recheck_interval: Duration,
     /// What one client may cost on the xDS port: a flag per limit.
     #[command(flatten)]
     pub limits: Limits,
@@ -130,6 +135,16 @@ fn parse_debounce(text: &str) -> Result<Duration, String> {
     let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 100ms or 1s)"))?;
     if value > MAX_DELAY {
         return Err(format!("must be at most {}", humantime::format_duration(MAX_DELAY)));
+    }
+    Ok(value)
+}
+
+/// Between 1s and 1h: rechecking more often than the API server's own cache (10s) learns
+/// nothing sooner, and an hour is how long the chart's tokens live.
+fn parse_recheck(text: &str) -> Result<Duration, String> {
+    let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 30s or 1m)"))?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&value) {
+        return Err("must be between 1s and 1h".into());
     }
     Ok(value)
 }
@@ -209,7 +224,10 @@ impl ServeArgs {
             review_client: None,
             tls,
             auth,
-            token_audiences: vec![self.xds_token_audience.clone()],
+            tokens: TokenSettings {
+                audiences: vec![self.xds_token_audience.clone()],
+                recheck: self.token_recheck_interval,
+            },
             admin_identities: listed(&self.admin_identities),
         }
     }

@@ -7,10 +7,12 @@
 
 pub mod budget;
 pub mod client_faults;
+pub mod connections;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod request_layer;
+pub mod stream_body;
 
 pub use budget::ByteBudget;
 pub use limits::{Limit, Limits, Refusal, kept_node, truncate};

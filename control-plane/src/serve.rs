@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
-use crate::auth::{self, AuthModes, Security, TlsSettings};
+use crate::auth::{self, AuthModes, Security, TlsSettings, TokenSettings};
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::hds::{self, HdsConfig, HdsHub, HdsServer};
@@ -23,7 +23,7 @@ use crate::manifests;
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::MetricsRegistry;
 use crate::pipeline::{self, PipelineConfig, PipelineMetrics, SourceMetrics};
-use crate::port::{self, Limits, PortMetrics};
+use crate::port::{self, Limit, Limits, PortMetrics};
 use crate::shutdown::{Shutdown, Task};
 use crate::xds::{ClientStatus, ProxyRegistry, StreamEnv, XdsMetrics, XdsServer};
 
@@ -114,8 +114,8 @@ pub struct XdsSecurity {
     pub review_client: Option<kube::Client>,
     pub tls: Option<TlsSettings>,
     pub auth: AuthModes,
-    /// The audiences a ServiceAccount token must be for (`token` auth).
-    pub token_audiences: Vec<String>,
+    /// How ServiceAccount tokens are verified (`token` auth).
+    pub tokens: TokenSettings,
     /// Who may read every proxy's state through CSDS, when clients authenticate.
     pub admin_identities: Vec<String>,
 }
@@ -125,7 +125,7 @@ impl std::fmt::Debug for XdsSecurity {
         f.debug_struct("XdsSecurity")
             .field("tls", &self.tls)
             .field("auth", &self.auth)
-            .field("token_audiences", &self.token_audiences)
+            .field("tokens", &self.tokens)
             .field("admin_identities", &self.admin_identities)
             .finish_non_exhaustive()
     }
@@ -277,7 +277,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let security = auth::start(auth::AuthContext {
         tls: config.xds_security.tls.clone(),
         modes: config.xds_security.auth,
-        token_audiences: config.xds_security.token_audiences.clone(),
+        tokens: config.xds_security.tokens.clone(),
+        reviews_per_peer: u32::try_from(config.limits.get(Limit::TokenReviewsPerPeer)).unwrap_or(u32::MAX),
         admin_identities: config.xds_security.admin_identities.clone(),
         review_client,
         metrics: auth_metrics.unwrap_or_default(),

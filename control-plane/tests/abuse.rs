@@ -6,7 +6,8 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{EDS, Server, http_get, node, service, slice, subscriber};
+use support::binary::http_get;
+use support::{EDS, Server, node, service, slice, subscriber};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_plain_rewrite_never_publishes_the_empty_or_half_written_file() {
@@ -134,17 +135,6 @@ async fn hostile_manifests_are_refused_quickly_and_the_good_ones_served() {
     assert!(logged.len() < 20_000, "hostile names are not logged whole ({} bytes)", logged.len());
 }
 
-/// The server's resident memory, in KiB.
-fn rss_kib(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_names_a_stream_holds_are_bounded_in_bytes_and_their_memory_returns_when_it_closes() {
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -156,7 +146,7 @@ async fn the_names_a_stream_holds_are_bounded_in_bytes_and_their_memory_returns_
     std::fs::write(dir.path().join("web.yaml"), service("web", 80)).unwrap();
     let server = Server::start(dir.path(), &[], Stdio::null());
     let _healthy = subscriber(server.xds, node("healthy")).await;
-    let baseline = rss_kib(&server);
+    let baseline = server.rss_kib();
     let names = |stream: usize, request: usize| -> Vec<String> {
         (0..200).map(|i| format!("{stream:02}-{request:03}-{i:03}-{}", "n".repeat(488))).collect()
     };
@@ -186,7 +176,7 @@ async fn the_names_a_stream_holds_are_bounded_in_bytes_and_their_memory_returns_
         }
         held.push((tx, responses));
     }
-    let peak = rss_kib(&server);
+    let peak = server.rss_kib();
     // 200 kB more passes the limit: refused, naming the flag.
     let (tx, responses) = held.last_mut().unwrap();
     let subscribe = [names(99, 0), names(99, 1)].concat();
@@ -208,10 +198,10 @@ async fn the_names_a_stream_holds_are_bounded_in_bytes_and_their_memory_returns_
     // is the tables' grown capacity and the allocator's own (about 5 MiB, measured).
     const MARGIN_KIB: u64 = 8 * 1024;
     let closed = Instant::now();
-    let mut after = rss_kib(&server);
+    let mut after = server.rss_kib();
     while after >= baseline + MARGIN_KIB && closed.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        after = rss_kib(&server);
+        after = server.rss_kib();
     }
     eprintln!(
         "RSS: {baseline} KiB at rest, {peak} KiB with {STREAMS} streams near their name limit, {after} KiB {:?} after they closed",

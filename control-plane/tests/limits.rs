@@ -22,7 +22,8 @@ use envoy_types::pb::envoy::service::health::v3::{HealthCheckRequest, HealthChec
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::google::rpc;
 use prost::Message;
-use support::{Server, http_get, service, slice};
+use support::binary::http_get;
+use support::{Server, service, slice};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Service {
@@ -145,6 +146,8 @@ fn started(len: usize, sent: usize) -> Bytes {
 /// One HTTP/2 connection to the xDS port.
 struct Connection {
     send: h2::client::SendRequest<Bytes>,
+    /// Ends when the connection does.
+    driver: tokio::task::JoinHandle<()>,
 }
 
 /// One gRPC call on a connection: what goes up, and the response as it arrives.
@@ -158,14 +161,18 @@ impl Connection {
     async fn open(xds: SocketAddr) -> Self {
         let tcp = tokio::net::TcpStream::connect(xds).await.expect("connect");
         let (send, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
-        tokio::spawn(async move {
+        let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        Self { send }
+        Self { send, driver }
     }
 
     async fn call(&mut self, service: Service) -> Call {
-        let request = axum::http::Request::post(format!("http://edgexds{}", service.path()))
+        self.call_path(&service.path()).await
+    }
+
+    async fn call_path(&mut self, path: &str) -> Call {
+        let request = axum::http::Request::post(format!("http://edgexds{path}"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(())
@@ -248,7 +255,10 @@ fn flags(limit: Limit) -> Vec<&'static str> {
         Limit::StreamsPerConnection => &["--max-streams-per-connection", "2"],
         Limit::Connections => &["--max-connections", "2"],
         Limit::ConnectionsPerPeer => &["--max-connections-per-peer", "2"],
+        Limit::UnauthenticatedConnections => &["--max-unauthenticated-connections", "2"],
+        Limit::UnauthenticatedGrace => &["--unauthenticated-grace", "1s"],
         Limit::HandshakeTimeout => &["--handshake-timeout", "1s"],
+        Limit::TokenReviewsPerPeer => &["--max-token-reviews-per-peer", "1"],
         Limit::RequestBytes => &["--max-request-bytes", "1024"],
         Limit::PendingRequestBytes => &["--max-pending-request-bytes", "2048", "--max-request-bytes", "2048"],
         Limit::RequestTimeout => &["--request-timeout", "1s"],
@@ -269,10 +279,13 @@ fn applies(limit: Limit, service: Service) -> bool {
         Limit::StreamsPerConnection
         | Limit::Connections
         | Limit::ConnectionsPerPeer
+        | Limit::UnauthenticatedConnections
         | Limit::RequestBytes
         | Limit::PendingRequestBytes
         | Limit::RequestTimeout => true,
-        Limit::HandshakeTimeout => false,
+        // These end connections, before or between services' calls (tested below), and
+        // token reviews need a real API server (`tests/tests/xds_tokens.rs`).
+        Limit::HandshakeTimeout | Limit::UnauthenticatedGrace | Limit::TokenReviewsPerPeer => false,
         Limit::ConcurrentCsds | Limit::CsdsResponseBytes => service == Service::Csds,
     }
 }
@@ -341,10 +354,27 @@ async fn trigger(limit: Limit, service: Service, server: &Server) -> Option<toni
             let mut held = Vec::new();
             for _ in 0..2 {
                 let mut connection = Connection::open(xds).await;
-                // A connection counts once it is accepted; a call makes sure it was.
-                let call = connection.call(Service::Ads(true)).await;
+                // A connection counts once it is accepted, and as authenticated once a call was
+                // let in; the call's response headers say it was.
+                let mut call = connection.call(Service::Ads(true)).await;
+                call.body().await.expect("let in");
                 held.push((connection, call));
             }
+            let mut extra = Connection::open(xds).await;
+            let call = extra.call(service).await;
+            Some(call.status().await)
+        }
+        Limit::UnauthenticatedConnections => {
+            server.wait_until("the last service's connections are closed", || {
+                server.metric("edgexds_xds_connections") == 0.0
+            });
+            // Connections that opened no stream yet, all from this address: the pool is full,
+            // and this address holds the most.
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                held.push(Connection::open(xds).await);
+            }
+            server.wait_until("both are held", || server.metric("edgexds_xds_unauthenticated_connections") == 2.0);
             let mut extra = Connection::open(xds).await;
             let call = extra.call(service).await;
             Some(call.status().await)
@@ -387,7 +417,9 @@ async fn trigger(limit: Limit, service: Service, server: &Server) -> Option<toni
         }
         // Answers are built in microseconds, so two cannot be made to overlap from outside;
         // `xds::csds` holds a slot by hand to test this refusal.
-        Limit::ConcurrentCsds | Limit::HandshakeTimeout => unreachable!("not triggered per service"),
+        Limit::ConcurrentCsds | Limit::HandshakeTimeout | Limit::UnauthenticatedGrace | Limit::TokenReviewsPerPeer => {
+            unreachable!("not triggered per service")
+        }
     }
 }
 
@@ -397,7 +429,8 @@ async fn every_limit_refuses_every_service_it_bounds_with_its_status_and_flag_an
     for limit in Limit::ALL {
         let spec = limit.spec();
         let applied: Vec<Service> = services().into_iter().filter(|s| applies(limit, *s)).collect();
-        if matches!(limit, Limit::ConcurrentCsds | Limit::HandshakeTimeout) {
+        // ConcurrentCsds bounds CSDS, but cannot be made to refuse from outside (see `trigger`).
+        if applied.is_empty() || limit == Limit::ConcurrentCsds {
             continue;
         }
         let server = Server::start(dir.path(), &flags(limit), Stdio::null());
@@ -429,6 +462,31 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout_a
     assert!(read.is_ok(), "closed by the server, not timed out: {read:?}");
     assert!(started.elapsed() < Duration::from_secs(4), "after the 1 s handshake timeout");
     server.wait_until("it is counted", || hits(&server, Limit::HandshakeTimeout) == 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_no_stream_holds_is_closed_after_the_grace_and_one_a_stream_holds_is_not() {
+    let dir = manifests();
+    let server = Server::start(dir.path(), &flags(Limit::UnauthenticatedGrace), Stdio::null());
+    // A connection whose only call was answered: nothing holds it.
+    let mut answered = Connection::open(server.xds).await;
+    let started = std::time::Instant::now();
+    let mut check = answered.call_path("/grpc.health.v1.Health/Check").await;
+    check.up.send_data(framed(&[]), true).expect("the stream is open");
+    assert_eq!(check.status().await.code(), tonic::Code::Ok);
+    // One with a stream open all along.
+    let mut holding = Connection::open(server.xds).await;
+    let mut stream = holding.call(Service::Ads(true)).await;
+    stream.send(framed(&Service::Ads(true).message(node("held"), 0)));
+    stream.first_message().await;
+
+    tokio::time::timeout(Duration::from_secs(10), answered.driver).await.expect("closed").unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1), "not before the 1 s grace");
+    assert!(!holding.driver.is_finished(), "a held connection stays");
+    server.wait_until("it is counted", || hits(&server, Limit::UnauthenticatedGrace) == 1.0);
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(10), holding.driver).await.expect("closed once its stream ended").unwrap();
+    server.wait_until("it is counted", || hits(&server, Limit::UnauthenticatedGrace) == 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::Value;
-use support::{Server, http_get, node, subscriber};
+use support::binary::http_get;
+use support::{Server, node, subscriber};
 
 const SERVICE: &str = "apiVersion: v1
 kind: Service

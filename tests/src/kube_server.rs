@@ -20,8 +20,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::ApiResource;
@@ -392,6 +392,23 @@ impl KubeServer {
         name: &str,
         audiences: &[&str],
     ) -> Result<PathBuf> {
+        let token = self.token(admin, namespace, name, audiences, None).await?;
+        let path = self.dir.join(format!("{namespace}-{name}-{}.kubeconfig", self.namespaces.load(Ordering::Relaxed)));
+        std::fs::write(&path, kubeconfig(&self.url, &self.ca, json!({"token": token})))?;
+        Ok(path)
+    }
+
+    /// A token for ServiceAccount `namespace/name` (created if missing) from the TokenRequest
+    /// API, for `audiences` (the API server's own when empty), valid for an hour, and bound to
+    /// `pod` when given (it stops working when the pod is deleted).
+    pub async fn token(
+        &self,
+        admin: &kube::Client,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+        pod: Option<&Pod>,
+    ) -> Result<String> {
         let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), namespace);
         let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
         match accounts.create(&PostParams::default(), &account).await {
@@ -399,19 +416,22 @@ impl KubeServer {
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
+        let bound = pod.map(|pod| BoundObjectReference {
+            kind: Some("Pod".into()),
+            api_version: Some("v1".into()),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+        });
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                bound_object_ref: bound,
                 expiration_seconds: Some(3600),
-                ..Default::default()
             },
             ..Default::default()
         };
         let token = accounts.create_token_request(name, &PostParams::default(), &request).await?;
-        let token = token.status.context("TokenRequest returned no status")?.token;
-        let path = self.dir.join(format!("{namespace}-{name}-{}.kubeconfig", self.namespaces.load(Ordering::Relaxed)));
-        std::fs::write(&path, kubeconfig(&self.url, &self.ca, json!({"token": token})))?;
-        Ok(path)
+        Ok(token.status.context("TokenRequest returned no status")?.token)
     }
 
     /// A ServiceAccount token signed with the server's own signing key, carrying `claims`:

@@ -1,6 +1,7 @@
 //! Support for end-to-end tests: a real Envoy, local upstreams, and edgexds in-process.
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod careless_writer;
 pub mod control_plane;
 pub mod envoy;

@@ -151,6 +151,16 @@ pub async fn tls_channel(
     ca: &str,
     client: Option<(&str, &str)>,
 ) -> Result<Channel, Status> {
+    tls_channel_from(None, addr, ca, client).await
+}
+
+/// Same, from local address `from` when given (a loopback address standing for one client).
+pub async fn tls_channel_from(
+    from: Option<std::net::IpAddr>,
+    addr: std::net::SocketAddr,
+    ca: &str,
+    client: Option<(&str, &str)>,
+) -> Result<Channel, Status> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
     if let Some((cert, key)) = client {
@@ -159,7 +169,8 @@ pub async fn tls_channel(
     let endpoint = Endpoint::from_shared(format!("https://{addr}"))
         .map_err(|e| Status::invalid_argument(e.to_string()))?
         .tls_config(tls)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .local_address(from);
     endpoint.connect().await.map_err(|e| Status::unavailable(format!("{e:?}")))
 }
 
@@ -232,7 +243,22 @@ impl DeltaClient {
         let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (requests, rx) = mpsc::channel(16);
         let responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
-        Ok(Self { requests, responses, first: true, node: None, quiet: Quiet::for_node("test-node") })
+        Ok(Self::started(requests, responses))
+    }
+
+    /// A delta ADS stream on `channel` carrying `token` as its bearer token; an error when
+    /// the stream is refused.
+    pub async fn ads_with_token(channel: Channel, token: &str) -> Result<Self, Status> {
+        let authorization: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {token}").parse().map_err(|_| Status::invalid_argument("not a header value"))?;
+        let mut client =
+            AggregatedDiscoveryServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+                request.metadata_mut().insert("authorization", authorization.clone());
+                Ok(request)
+            });
+        let (requests, rx) = mpsc::channel(16);
+        let responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Self::started(requests, responses))
     }
 
     async fn open<F, Fut>(call: F) -> Self
@@ -242,6 +268,10 @@ impl DeltaClient {
     {
         let (requests, rx) = mpsc::channel(16);
         let responses = call(ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
+        Self::started(requests, responses)
+    }
+
+    fn started(requests: mpsc::Sender<DeltaDiscoveryRequest>, responses: Streaming<DeltaDiscoveryResponse>) -> Self {
         Self { requests, responses, first: true, node: None, quiet: Quiet::for_node("test-node") }
     }
 

@@ -93,7 +93,7 @@ async fn envoy_with_a_token_file_syncs_and_uses_the_replaced_token_after_a_recon
             client_certs: ClientCerts::NotAsked,
         }),
         auth: AuthModes { mtls: false, token: true },
-        token_audiences: vec!["edgexds".into()],
+        tokens: edgexds::auth::TokenSettings { audiences: vec!["edgexds".into()], ..Default::default() },
         admin_identities: Vec::new(),
     };
     let files = manifests(&one, &two);

@@ -16,33 +16,9 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-
-/// A token for `account` with audience edgexds, bound to `pod` when given.
-async fn token(admin: &kube::Client, ns: &str, account: &str, pod: Option<&Pod>) -> String {
-    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), ns);
-    let _ = accounts
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": account}})).unwrap())
-        .await;
-    let bound = pod.map(|pod| BoundObjectReference {
-        kind: Some("Pod".into()),
-        api_version: Some("v1".into()),
-        name: pod.metadata.name.clone(),
-        uid: pod.metadata.uid.clone(),
-    });
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec!["edgexds".into()],
-            bound_object_ref: bound,
-            expiration_seconds: Some(3600),
-        },
-        ..Default::default()
-    };
-    accounts.create_token_request(account, &PostParams::default(), &request).await.unwrap().status.unwrap().token
-}
 
 fn checker_node(node_name: &str) -> Node {
     let value = Value { kind: Some(Kind::StringValue(node_name.to_owned())) };
@@ -67,9 +43,10 @@ async fn hds_and_csds_admit_only_the_identities_allowed_and_checkers_only_for_th
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "checker"}})).unwrap())
         .await;
     let pod = Api::<Pod>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &pod).await.unwrap();
-    let checker = token(&admin, &ns, "checker", Some(&pod)).await;
-    let sidecar = token(&admin, &ns, "sidecar", None).await;
-    let ops = token(&admin, &ns, "ops", None).await;
+    let checker = server.token(&admin, &ns, "checker", &["edgexds"], Some(&pod)).await.unwrap();
+    let token = |account: &'static str| server.token(&admin, &ns, account, &["edgexds"], None);
+    let sidecar = token("sidecar").await.unwrap();
+    let ops = token("ops").await.unwrap();
 
     let pki = tempfile::tempdir().unwrap();
     let ca = TestCa::new("xds").unwrap();
@@ -85,7 +62,7 @@ async fn hds_and_csds_admit_only_the_identities_allowed_and_checkers_only_for_th
             client_certs: ClientCerts::NotAsked,
         }),
         auth: AuthModes { mtls: false, token: true },
-        token_audiences: vec!["edgexds".into()],
+        tokens: edgexds::auth::TokenSettings { audiences: vec!["edgexds".into()], ..Default::default() },
         admin_identities: vec![format!("{ns}/ops")],
     };
     let translate = TranslateOptions { active_health_checks: ActiveHealthChecks::Hds, ..Default::default() };

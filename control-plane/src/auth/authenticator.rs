@@ -2,14 +2,16 @@
 //! whatever is added later — before it reaches a service, except gRPC health, which
 //! kubelet and load balancers probe without credentials.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
+use tokio::sync::watch;
 use tonic::Status;
 
 use super::Identity;
 use super::metrics::AuthMetrics;
-use super::tokens::TokenReviewer;
+use super::tokens::{TokenError, TokenReviewer};
 
 /// The ways a client may prove who it is; any one suffices. None: everyone is let in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,40 +63,81 @@ impl Authenticator {
         Self::new(AuthModes::default(), None, AuthMetrics::default())
     }
 
-    /// The caller's identity (`None` when authentication is off and it presented none), or
-    /// `UNAUTHENTICATED` saying what was expected.
+    /// Who the caller from `peer` is (`None` when authentication is off and it presented no
+    /// certificate), or why it is not let in.
     pub async fn authenticate(
         &self,
         certificate: Option<&Identity>,
         headers: &HeaderMap,
-    ) -> Result<Option<Identity>, Status> {
+        peer: Option<IpAddr>,
+    ) -> Result<Option<Authenticated>, AuthFailure> {
         if self.modes.mtls
             && let Some(identity) = certificate
         {
             self.metrics.request("mtls", "accepted");
-            return Ok(Some(identity.clone()));
+            return Ok(Some(Authenticated { identity: identity.clone(), revocation: None }));
         }
         if self.modes.token
             && let Some(tokens) = &self.tokens
             && let Some(token) = bearer(headers)
         {
-            return match tokens.verify(token).await {
-                Ok(identity) => {
+            return match tokens.verify(token, peer).await {
+                Ok(verified) => {
                     self.metrics.request("token", "accepted");
-                    Ok(Some(identity))
+                    let revocation = Some(Revocation::new(verified.revoked));
+                    Ok(Some(Authenticated { identity: verified.identity, revocation }))
                 }
-                Err(status) => {
+                Err(TokenError::RateLimited) => {
+                    self.metrics.request("token", "rate_limited");
+                    Err(AuthFailure::RateLimited)
+                }
+                Err(TokenError::Status(status)) => {
                     let result = if status.code() == tonic::Code::Unavailable { "unavailable" } else { "refused" };
                     self.metrics.request("token", result);
-                    Err(status)
+                    Err(AuthFailure::Refused(status))
                 }
             };
         }
         if !self.modes.any() {
-            return Ok(certificate.cloned());
+            return Ok(certificate.map(|identity| Authenticated { identity: identity.clone(), revocation: None }));
         }
         self.metrics.request("none", "refused");
-        Err(Status::unauthenticated(format!("edgexds expects {}", self.modes.expected())))
+        Err(AuthFailure::Refused(Status::unauthenticated(format!("edgexds expects {}", self.modes.expected()))))
+    }
+}
+
+/// A caller let in: who it is, and for a token, whether the API server still honours it.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub identity: Identity,
+    pub revocation: Option<Revocation>,
+}
+
+/// Why a caller is not let in.
+#[derive(Debug)]
+pub enum AuthFailure {
+    /// The status it gets: refused, or not verifiable now.
+    Refused(Status),
+    /// Its address has caused more token reviews than its rate allows (a per-client limit).
+    RateLimited,
+}
+
+/// Turns true once the token a request was let in with is no longer honoured; the port ends
+/// a stream opened with it then.
+#[derive(Clone, Debug)]
+pub struct Revocation(watch::Receiver<bool>);
+
+impl Revocation {
+    /// Follows `revoked`, which turns true on revocation.
+    pub fn new(revoked: watch::Receiver<bool>) -> Self {
+        Self(revoked)
+    }
+
+    /// Resolves once the token is revoked; never, if it is not.
+    pub async fn revoked(&mut self) {
+        if self.0.wait_for(|revoked| *revoked).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -119,18 +162,23 @@ mod tests {
     #[tokio::test]
     async fn with_mtls_a_request_without_a_spiffe_certificate_is_unauthenticated_and_says_what_is_expected() {
         let auth = Authenticator::new(AuthModes { mtls: true, token: false }, None, AuthMetrics::default());
-        let refused = auth.authenticate(None, &headers(Some("Bearer x"))).await.unwrap_err();
+        let Err(AuthFailure::Refused(refused)) = auth.authenticate(None, &headers(Some("Bearer x")), None).await else {
+            panic!("let in")
+        };
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         assert!(refused.message().contains("spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>"));
         let id = Identity::from_spiffe("spiffe://td/ns/shop/sa/web").unwrap();
-        assert_eq!(auth.authenticate(Some(&id), &headers(None)).await.unwrap(), Some(id));
+        let authenticated = auth.authenticate(Some(&id), &headers(None), None).await.unwrap();
+        assert_eq!(authenticated.map(|a| a.identity), Some(id));
     }
 
     #[tokio::test]
     async fn with_tokens_a_request_without_a_bearer_token_is_unauthenticated() {
         let auth = Authenticator::new(AuthModes { mtls: false, token: true }, None, AuthMetrics::default());
         for value in [None, Some("Basic abc"), Some("Bearer ")] {
-            let refused = auth.authenticate(None, &headers(value)).await.unwrap_err();
+            let Err(AuthFailure::Refused(refused)) = auth.authenticate(None, &headers(value), None).await else {
+                panic!("let in")
+            };
             assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{value:?}");
             assert!(refused.message().contains("ServiceAccount token"), "{}", refused.message());
         }
@@ -139,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn without_authentication_everyone_is_in_and_health_is_always_open() {
         let auth = Authenticator::open();
-        assert_eq!(auth.authenticate(None, &headers(None)).await.unwrap(), None);
+        assert!(auth.authenticate(None, &headers(None), None).await.unwrap().is_none());
         assert!(exempt("/grpc.health.v1.Health/Check") && exempt("/grpc.health.v1.Health/Watch"));
         assert!(!exempt("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"));
     }

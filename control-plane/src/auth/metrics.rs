@@ -16,7 +16,9 @@ pub struct OutcomeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    /// cached, accepted, refused, unreachable, busy; for TLS reloads: loaded, failed.
+    /// For token reviews: cached, cached_refusal, invalid (refused without a review),
+    /// rate_limited, busy, accepted, refused, rechecked, revoked, unreachable, forbidden.
+    /// For TLS reloads: loaded, failed.
     pub result: &'static str,
 }
 

@@ -1,133 +1,461 @@
-//! Kubernetes ServiceAccount tokens, verified by the API server's TokenReview and cached
-//! per token hash until the token expires.
+//! Kubernetes ServiceAccount tokens: checked here first ([`super::jwt`]), then verified by
+//! the API server's TokenReview, cached per token hash, and verified again on a schedule so
+//! that a token the API server no longer honours stops working here too.
 //!
-//! The cache is what keeps a fleet of reconnecting proxies from costing a TokenReview each:
-//! one review per token per lifetime. It is bounded, holds hashes rather than tokens, and
-//! remembers refusals briefly so a client repeating a bad token costs one review per
-//! [`REFUSAL_TTL`]. While the API server is unreachable, cached tokens keep working until
-//! they expire, and unknown ones are refused: failing open would let anyone in.
+//! What a flood of bad tokens costs is paid by the one sending them:
+//! - a token that is not a JWT, is expired, is for another audience or issuer, or is not
+//!   signed by the cluster's keys is refused without a review;
+//! - reviews are limited per client address, and a client past its rate is refused;
+//! - reviews wait briefly for a free slot (a burst of newcomers is queued, not refused);
+//! - refusals are remembered apart from verified tokens, so they never evict them.
+//!
+//! Revocation: a verified token is trusted for [`TokenSettings::recheck`] after its last
+//! review; used after that, it is reviewed again, and tokens of open streams are reviewed
+//! again in the background. A token the API server refuses closes its streams. The API
+//! server itself caches review answers for 10 s, so a deleted pod's token stops working here
+//! within the recheck interval plus those 10 s. While the API server is unreachable, verified
+//! tokens keep working until they expire, and unknown ones are refused.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::Engine;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tonic::Status;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Identity;
+use super::jwt::{self, IssuerKeys, LocalRefusal};
 use super::metrics::AuthMetrics;
+use crate::lock::lock;
+use crate::shutdown::{self, Shutdown};
 
-/// Tokens remembered at most; beyond, expired entries go first, then arbitrary ones.
+/// Verified tokens remembered at most; beyond, expired ones go first, then ones no stream uses.
 pub const MAX_CACHED_TOKENS: usize = 10_000;
+/// Refusals remembered at most, apart from verified tokens.
+const MAX_REFUSALS: usize = 2_048;
 /// How long a refusal is remembered.
 pub const REFUSAL_TTL: Duration = Duration::from_secs(10);
 /// How long an accepted token without an `exp` claim is trusted before it is reviewed again.
 const NO_EXPIRY_TTL: Duration = Duration::from_secs(300);
 /// Reviews in flight at once: a flood of new tokens must not become a flood at the API server.
 const MAX_REVIEWS_IN_FLIGHT: usize = 16;
+/// How long a review may wait for a slot: newcomers in a burst are queued, not refused.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// How long a review may take.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+/// Client addresses whose review rate is tracked at most; idle ones are forgotten first.
+const MAX_PEERS: usize = 4_096;
+/// The issuer's keys are fetched again this often, and at most this often when a token names
+/// a key they lack (the API server rotated its keys).
+const KEYS_REFRESH: Duration = Duration::from_secs(600);
+const KEYS_RETRY: Duration = Duration::from_secs(30);
 
 type TokenHash = [u8; 32];
 
-struct Cached {
-    outcome: Result<Identity, String>,
-    until: Instant,
+/// How tokens are verified.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    /// The audiences a token must be for; none: any.
+    pub audiences: Vec<String>,
+    /// How long a review's verdict is trusted before the token is reviewed again.
+    pub recheck: Duration,
+}
+
+/// How long a review's verdict is trusted by default: with the API server's own 10 s cache,
+/// a revoked token stops working within about 50 s, while 1,000 open streams cost the API
+/// server about 33 reviews a second.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self { audiences: Vec::new(), recheck: DEFAULT_RECHECK }
+    }
+}
+
+/// A token verified: who it is, and a flag that turns true if the API server stops
+/// honouring it (streams opened with it end then).
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub identity: Identity,
+    pub revoked: watch::Receiver<bool>,
+}
+
+/// Why a token was not verified.
+#[derive(Debug)]
+pub enum TokenError {
+    /// Refused, or not verifiable now: the status says which, and why.
+    Status(Status),
+    /// This client address has caused more reviews than its rate allows.
+    RateLimited,
+}
+
+struct Trusted {
+    identity: Identity,
+    /// The token's expiry, or how long a token without one is trusted.
+    expires: Instant,
+    /// When the API server last vouched for it.
+    reviewed: Instant,
+    /// Kept to review it again while streams use it.
+    token: Arc<str>,
+    revoked: watch::Sender<bool>,
+}
+
+/// What the cache says of a token.
+enum Cached {
+    Fresh(Verified),
+    Stale(Verified),
+    Refused(String),
+}
+
+/// A token bucket per client address.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Keys {
+    keys: Option<Arc<IssuerKeys>>,
+    fetched: Option<Instant>,
+    warned: bool,
 }
 
 pub struct TokenReviewer {
     client: kube::Client,
-    audiences: Vec<String>,
-    cache: Mutex<HashMap<TokenHash, Cached>>,
+    settings: TokenSettings,
+    /// Reviews a second one client address may cause (and as many at once, as a burst).
+    reviews_per_peer: u32,
+    trusted: Mutex<HashMap<TokenHash, Trusted>>,
+    refused: Mutex<HashMap<TokenHash, (String, Instant)>>,
+    peers: Mutex<HashMap<IpAddr, Bucket>>,
+    keys: tokio::sync::Mutex<Keys>,
     in_flight: Semaphore,
     metrics: AuthMetrics,
 }
 
 impl TokenReviewer {
-    pub fn new(client: kube::Client, audiences: Vec<String>, metrics: AuthMetrics) -> Arc<Self> {
+    pub fn new(
+        client: kube::Client,
+        settings: TokenSettings,
+        reviews_per_peer: u32,
+        metrics: AuthMetrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
-            audiences,
-            cache: Mutex::default(),
+            settings,
+            reviews_per_peer,
+            trusted: Mutex::default(),
+            refused: Mutex::default(),
+            peers: Mutex::default(),
+            keys: tokio::sync::Mutex::default(),
             in_flight: Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
             metrics,
         })
     }
 
-    /// The identity behind `token`, from the cache or a TokenReview.
-    pub async fn verify(&self, token: &str) -> Result<Identity, Status> {
+    /// The identity behind `token`, sent from `peer`: from the cache, or after local checks
+    /// and a TokenReview.
+    pub async fn verify(&self, token: &str, peer: Option<IpAddr>) -> Result<Verified, TokenError> {
         let key = hash(token);
-        if let Some(cached) = self.cached(&key) {
-            self.metrics.token_review("cached");
-            return cached.map_err(Status::unauthenticated);
-        }
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            self.metrics.token_review("busy");
-            return Err(Status::unavailable("too many token reviews in flight; retry"));
+        let stale = match self.cached(&key) {
+            Some(Cached::Fresh(verified)) => {
+                self.metrics.token_review("cached");
+                return Ok(verified);
+            }
+            Some(Cached::Refused(why)) => {
+                self.metrics.token_review("cached_refusal");
+                return Err(TokenError::Status(Status::unauthenticated(why)));
+            }
+            Some(Cached::Stale(verified)) => Some(verified),
+            None => None,
         };
-        let review = tokio::time::timeout(REVIEW_TIMEOUT, self.review(token)).await;
-        let outcome = match review {
-            Ok(Ok(outcome)) => outcome,
+        if let Some(verified) = stale {
+            return self.verify_again(key, token, peer, verified).await;
+        }
+        if let Err(why) = self.check_locally(token).await {
+            self.metrics.token_review("invalid");
+            self.remember_refusal(key, why.clone());
+            return Err(TokenError::Status(Status::unauthenticated(why)));
+        }
+        if !self.take_review(peer) {
+            self.metrics.token_review("rate_limited");
+            return Err(TokenError::RateLimited);
+        }
+        let Ok(Ok(_slot)) = tokio::time::timeout(QUEUE_WAIT, self.in_flight.acquire()).await else {
+            self.metrics.token_review("busy");
+            return Err(TokenError::Status(Status::unavailable("too many token reviews in flight; retry")));
+        };
+        match self.review_and_record(key, token, false).await {
+            Ok(Ok(verified)) => Ok(verified),
+            Ok(Err(why)) => Err(TokenError::Status(Status::unauthenticated(why))),
+            Err(status) => Err(TokenError::Status(status)),
+        }
+    }
+
+    /// Reviews `token` and records the answer: trusted (again), or refused; a token trusted
+    /// before (`known`) and now refused is revoked, which ends its streams. `Err`: no answer.
+    async fn review_and_record(
+        &self,
+        key: TokenHash,
+        token: &str,
+        known: bool,
+    ) -> Result<Result<Verified, String>, Status> {
+        Ok(match self.review(token).await? {
+            Ok(identity) => {
+                self.metrics.token_review(if known { "rechecked" } else { "accepted" });
+                Ok(self.trust(key, token, identity))
+            }
+            Err(why) if known => {
+                self.metrics.token_review("revoked");
+                self.revoke(key, why.clone());
+                Err(why)
+            }
+            Err(why) => {
+                self.metrics.token_review("refused");
+                self.remember_refusal(key, why.clone());
+                Err(why)
+            }
+        })
+    }
+
+    /// A cached verdict: a verified token, fresh (reviewed within the recheck interval) or
+    /// stale, or a recent refusal.
+    fn cached(&self, key: &TokenHash) -> Option<Cached> {
+        let now = Instant::now();
+        if let Some(trusted) = lock(&self.trusted).get(key).filter(|t| t.expires > now) {
+            let verified = Verified { identity: trusted.identity.clone(), revoked: trusted.revoked.subscribe() };
+            return Some(match now.duration_since(trusted.reviewed) < self.settings.recheck {
+                true => Cached::Fresh(verified),
+                false => Cached::Stale(verified),
+            });
+        }
+        let refused = lock(&self.refused);
+        refused.get(key).filter(|(_, until)| *until > now).map(|(why, _)| Cached::Refused(why.clone()))
+    }
+
+    /// A verified token used after its recheck interval: reviewed again when a review can be
+    /// had now; if none can (the client's rate, no free slot, the API server away), it keeps
+    /// working on its last verdict, and its streams are rechecked in the background.
+    async fn verify_again(
+        &self,
+        key: TokenHash,
+        token: &str,
+        peer: Option<IpAddr>,
+        last: Verified,
+    ) -> Result<Verified, TokenError> {
+        let slot = self.in_flight.try_acquire();
+        if slot.is_err() || !self.take_review(peer) {
+            self.metrics.token_review("cached");
+            return Ok(last);
+        }
+        match self.review_and_record(key, token, true).await {
+            Ok(Ok(verified)) => Ok(verified),
+            Ok(Err(why)) => Err(TokenError::Status(Status::unauthenticated(why))),
+            // The API server is away: what was verified keeps working.
+            Err(_) => Ok(last),
+        }
+    }
+
+    /// Ends the streams `key` opened and remembers why it is refused.
+    fn revoke(&self, key: TokenHash, why: String) {
+        info!(%why, "a token in use is no longer honoured; its streams end");
+        if let Some(trusted) = lock(&self.trusted).remove(&key) {
+            trusted.revoked.send_replace(true);
+        }
+        self.remember_refusal(key, why);
+    }
+
+    /// The checks that need no review; the issuer's keys are fetched when they are not known.
+    async fn check_locally(&self, token: &str) -> Result<(), String> {
+        let keys = self.issuer_keys(false).await;
+        match jwt::check(token, &self.settings.audiences, keys.as_deref()) {
+            Ok(()) => Ok(()),
+            Err(LocalRefusal::Invalid(why)) => Err(why),
+            Err(LocalRefusal::UnknownKey(kid)) => {
+                // The API server may have rotated its keys: fetch them again (at most so often).
+                let keys = self.issuer_keys(true).await;
+                match jwt::check(token, &self.settings.audiences, keys.as_deref()) {
+                    Ok(()) => Ok(()),
+                    Err(LocalRefusal::Invalid(why)) => Err(why),
+                    Err(LocalRefusal::UnknownKey(_)) => {
+                        Err(format!("the token is signed with key {kid:?}, which this cluster does not publish"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The issuer's keys, fetched when missing or old, or (`stale`) when a token names one they lack.
+    async fn issuer_keys(&self, stale: bool) -> Option<Arc<IssuerKeys>> {
+        let mut keys = self.keys.lock().await;
+        let due = match keys.fetched {
+            None => true,
+            Some(at) if keys.keys.is_none() || stale => at.elapsed() >= KEYS_RETRY,
+            Some(at) => at.elapsed() >= KEYS_REFRESH,
+        };
+        if due {
+            keys.fetched = Some(Instant::now());
+            match self.fetch_keys().await {
+                Ok(fetched) => {
+                    if keys.keys.is_none() {
+                        info!(issuer = %fetched.issuer, "tokens are checked against the issuer's published keys");
+                    }
+                    keys.keys = Some(Arc::new(fetched));
+                }
+                Err(error) if !keys.warned => {
+                    keys.warned = true;
+                    warn!(%error, "cannot read the service-account issuer's keys; tokens are checked by TokenReview alone");
+                }
+                Err(error) => debug!(%error, "cannot read the service-account issuer's keys"),
+            }
+        }
+        keys.keys.clone()
+    }
+
+    async fn fetch_keys(&self) -> Result<IssuerKeys, String> {
+        let discovery = self.get_text("/.well-known/openid-configuration").await?;
+        let jwks = self.get_text("/openid/v1/jwks").await?;
+        IssuerKeys::parse(&discovery, &jwks)
+    }
+
+    async fn get_text(&self, path: &'static str) -> Result<String, String> {
+        let request = axum::http::Request::get(path).body(Vec::new()).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(REVIEW_TIMEOUT, self.client.request_text(request)).await {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err(error)) => Err(format!("{path}: {error}")),
+            Err(_) => Err(format!("{path}: timed out")),
+        }
+    }
+
+    /// Takes one review from `peer`'s budget; `false` when it has none left.
+    fn take_review(&self, peer: Option<IpAddr>) -> bool {
+        let Some(peer) = peer else { return true };
+        let rate = f64::from(self.reviews_per_peer.max(1));
+        let now = Instant::now();
+        let mut peers = lock(&self.peers);
+        if peers.len() >= MAX_PEERS && !peers.contains_key(&peer) {
+            // Forget the addresses whose budget refilled: they cost nothing to recreate.
+            peers.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < rate);
+            if peers.len() >= MAX_PEERS {
+                return false;
+            }
+        }
+        let bucket = peers.entry(peer).or_insert(Bucket { tokens: rate, at: now });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
+        bucket.at = now;
+        if bucket.tokens < 1.0 {
+            return false;
+        }
+        bucket.tokens -= 1.0;
+        true
+    }
+
+    /// `Ok(Err(why))` is a refusal by the API server; `Err` means no answer, which keeps a
+    /// token trusted before working (the API server is away) and refuses an unknown one.
+    async fn review(&self, token: &str) -> Result<Result<Identity, String>, Status> {
+        let request = TokenReview {
+            spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: Some(self.settings.audiences.clone()) },
+            ..Default::default()
+        };
+        let api = Api::<TokenReview>::all(self.client.clone());
+        match tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &request)).await {
+            Ok(Ok(reviewed)) => Ok(identity_of(&reviewed, &self.settings.audiences)),
             Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
                 // Not an outage but a deployment error: say so where an operator looks.
                 self.metrics.token_review("forbidden");
                 warn!(message = %status.message, "cannot verify tokens: edgexds may not create tokenreviews (RBAC)");
-                return Err(Status::unavailable(
+                Err(Status::unavailable(
                     "cannot verify the token: edgexds is not allowed to create TokenReviews (RBAC)",
-                ));
+                ))
             }
             Ok(Err(error)) => {
                 self.metrics.token_review("unreachable");
                 debug!(%error, "TokenReview failed");
-                return Err(Status::unavailable(
+                Err(Status::unavailable(
                     "cannot verify the token: the Kubernetes API is unreachable (tokens verified before keep working)",
-                ));
+                ))
             }
             Err(_) => {
                 self.metrics.token_review("unreachable");
-                return Err(Status::unavailable("cannot verify the token: the TokenReview timed out"));
-            }
-        };
-        let until = match &outcome {
-            Ok(_) => expiry(token).map_or(Instant::now() + NO_EXPIRY_TTL, |left| Instant::now() + left),
-            Err(_) => Instant::now() + REFUSAL_TTL,
-        };
-        self.metrics.token_review(if outcome.is_ok() { "accepted" } else { "refused" });
-        self.remember(key, Cached { outcome: outcome.clone(), until });
-        outcome.map_err(Status::unauthenticated)
-    }
-
-    fn cached(&self, key: &TokenHash) -> Option<Result<Identity, String>> {
-        let cache = crate::lock::lock(&self.cache);
-        cache.get(key).filter(|c| c.until > Instant::now()).map(|c| c.outcome.clone())
-    }
-
-    fn remember(&self, key: TokenHash, entry: Cached) {
-        let mut cache = crate::lock::lock(&self.cache);
-        if cache.len() >= MAX_CACHED_TOKENS {
-            let now = Instant::now();
-            cache.retain(|_, c| c.until > now);
-            while cache.len() >= MAX_CACHED_TOKENS {
-                let Some(any) = cache.keys().next().copied() else { break };
-                cache.remove(&any);
+                Err(Status::unavailable("cannot verify the token: the TokenReview timed out"))
             }
         }
-        cache.insert(key, entry);
-        self.metrics.cached_tokens.set(cache.len() as i64);
     }
 
-    /// `Ok(Err(why))` is a refusal by the API server; `Err` means no answer.
-    async fn review(&self, token: &str) -> kube::Result<Result<Identity, String>> {
-        let request = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: Some(self.audiences.clone()) },
-            ..Default::default()
-        };
-        let reviewed = Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), &request).await?;
-        Ok(identity_of(&reviewed, &self.audiences))
+    /// Trusts `token` as `identity` from now, until it expires or a review refuses it.
+    fn trust(&self, key: TokenHash, token: &str, identity: Identity) -> Verified {
+        let now = Instant::now();
+        let expires = now + jwt::expires_in(token).unwrap_or(NO_EXPIRY_TTL);
+        let mut trusted = lock(&self.trusted);
+        if !trusted.contains_key(&key) && trusted.len() >= MAX_CACHED_TOKENS {
+            trusted.retain(|_, t| t.expires > now);
+            if trusted.len() >= MAX_CACHED_TOKENS {
+                trusted.retain(|_, t| t.revoked.receiver_count() > 0);
+            }
+            while trusted.len() >= MAX_CACHED_TOKENS {
+                let Some(any) = trusted.keys().next().copied() else { break };
+                trusted.remove(&any);
+            }
+        }
+        let entry = trusted.entry(key).or_insert_with(|| Trusted {
+            identity: identity.clone(),
+            expires,
+            reviewed: now,
+            token: Arc::from(token),
+            revoked: watch::Sender::new(false),
+        });
+        entry.identity = identity.clone();
+        entry.reviewed = now;
+        let revoked = entry.revoked.subscribe();
+        self.metrics.cached_tokens.set(trusted.len() as i64);
+        Verified { identity, revoked }
+    }
+
+    fn remember_refusal(&self, key: TokenHash, why: String) {
+        let now = Instant::now();
+        let mut refused = lock(&self.refused);
+        if refused.len() >= MAX_REFUSALS {
+            refused.retain(|_, (_, until)| *until > now);
+            while refused.len() >= MAX_REFUSALS {
+                let Some(any) = refused.keys().next().copied() else { break };
+                refused.remove(&any);
+            }
+        }
+        refused.insert(key, (why, now + REFUSAL_TTL));
+    }
+
+    /// Reviews again, every quarter of the recheck interval, the tokens open streams use that
+    /// were last reviewed more than the interval ago; a refused one ends its streams. Runs until
+    /// shutdown.
+    pub async fn run_rechecks(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut ticks = tokio::time::interval((self.settings.recheck / 4).max(Duration::from_millis(250)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown::requested(&mut shutdown) => return,
+            }
+            let due: Vec<(TokenHash, Arc<str>)> = {
+                let now = Instant::now();
+                let trusted = lock(&self.trusted);
+                trusted
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.revoked.receiver_count() > 0 && now.duration_since(t.reviewed) >= self.settings.recheck
+                    })
+                    .map(|(key, t)| (*key, t.token.clone()))
+                    .collect()
+            };
+            for (key, token) in due {
+                let Ok(_slot) = self.in_flight.acquire().await else { return };
+                // Without an answer (the API server away), what was verified keeps working.
+                let _ = self.review_and_record(key, &token, true).await;
+            }
+        }
     }
 }
 
@@ -171,17 +499,6 @@ fn hash(token: &str) -> TokenHash {
     let mut key = [0; 32];
     key.copy_from_slice(digest.as_ref());
     key
-}
-
-/// How long until the token's `exp` claim. The API server verified the signature; this
-/// only reads when to ask it again.
-fn expiry(token: &str) -> Option<Duration> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_u64()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(exp.saturating_sub(now)))
 }
 
 #[cfg(test)]
@@ -232,15 +549,5 @@ mod tests {
             identity_of(&refused, &audiences).unwrap_err(),
             "token rejected by the Kubernetes API: token expired"
         );
-    }
-
-    #[test]
-    fn the_expiry_comes_from_the_exp_claim_and_garbage_has_none() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{}}}", now + 600));
-        let left = expiry(&format!("header.{claims}.signature")).unwrap();
-        assert!(left <= Duration::from_secs(600) && left >= Duration::from_secs(590), "{left:?}");
-        assert_eq!(expiry("not-a-jwt"), None);
-        assert_eq!(expiry("a.!!!.c"), None);
     }
 }

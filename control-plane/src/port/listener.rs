@@ -4,11 +4,10 @@
 //! connection limits (connections per peer and in total, streams per connection, and a
 //! deadline for a new connection's TLS handshake and first request).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,20 +15,20 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tonic::Status;
 use tower::ServiceExt;
 use tracing::debug;
 
+use super::connections::{Connections, Slot};
 use super::limits::{Limit, Limits};
 use super::metrics::PortMetrics;
 use super::request_layer::RequestLimits;
-use crate::auth::{Identity, Security, authenticator};
+use super::stream_body::{Places, StreamBody, StreamCount};
+use crate::auth::{AuthFailure, Authenticated, Identity, Security, authenticator};
 use crate::shutdown::{self, Shutdown};
 
 /// Bytes HTTP/2 may queue per stream beyond what it can write now. hyper's default (400 kB)
@@ -62,61 +61,8 @@ fn http2(limits: &Limits) -> Builder<TokioExecutor> {
     builder
 }
 
-/// Open connections, in total and by peer address.
-#[derive(Default)]
-struct Connections {
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-    refusing: std::sync::atomic::AtomicUsize,
-}
-
-/// Holds a connection's place in [`Connections`] until the connection ends.
-struct Admitted {
-    connections: Arc<Connections>,
-    peer: Option<IpAddr>,
-    metrics: PortMetrics,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut open = crate::lock::lock(&self.connections.open);
-        open.0 -= 1;
-        if let Some(peer) = self.peer
-            && let Some(count) = open.1.get_mut(&peer)
-        {
-            *count -= 1;
-            if *count == 0 {
-                open.1.remove(&peer);
-            }
-        }
-        self.metrics.connections.dec();
-    }
-}
-
-impl Connections {
-    fn admit(
-        self: &Arc<Self>,
-        peer: Option<IpAddr>,
-        limits: &Limits,
-        metrics: &PortMetrics,
-    ) -> Result<Admitted, Limit> {
-        let mut open = crate::lock::lock(&self.open);
-        if open.0 >= limits.usize(Limit::Connections) {
-            return Err(Limit::Connections);
-        }
-        if let Some(peer) = peer {
-            let count = open.1.entry(peer).or_default();
-            if *count >= limits.usize(Limit::ConnectionsPerPeer) {
-                return Err(Limit::ConnectionsPerPeer);
-            }
-            *count += 1;
-        }
-        open.0 += 1;
-        metrics.connections.inc();
-        Ok(Admitted { connections: self.clone(), peer, metrics: metrics.clone() })
-    }
-}
-
-/// The router behind one connection, counting its streams against the limit.
+/// The router behind one connection: each request is authenticated, counted against the
+/// connection's streams, and (once let in) holds the connection open while it lasts.
 #[derive(Clone)]
 struct ConnectionService {
     router: Router,
@@ -130,6 +76,10 @@ struct ConnectionService {
     security: Security,
     /// The identity in the client's verified certificate.
     certificate: Option<Identity>,
+    peer: Option<IpAddr>,
+    /// The connection's place, or the limit that refused it one (its requests are answered
+    /// with that refusal and nothing else).
+    admission: Result<Arc<Slot>, Limit>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
@@ -139,43 +89,58 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.spoke.store(true, Ordering::Relaxed);
-        if u64::from(self.streams.fetch_add(1, Ordering::AcqRel)) >= self.limits.get(Limit::StreamsPerConnection) {
-            self.streams.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.limit_hits.hit(Limit::StreamsPerConnection);
-            let status = self.limits.refusal(Limit::StreamsPerConnection, "").status;
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        let open = StreamCount(self.streams.clone());
-        let router = self.router.clone();
-        let requests = self.requests.clone();
-        let (auth, certificate) = (self.security.auth.clone(), self.certificate.clone());
-        Box::pin(async move {
-            let mut request = request;
-            if !authenticator::exempt(request.uri().path()) {
-                match auth.authenticate(certificate.as_ref(), request.headers()).await {
-                    // Services read who is calling from the request's extensions.
-                    Ok(Some(identity)) => drop(request.extensions_mut().insert(identity)),
-                    Ok(None) => {}
-                    Err(status) => return Ok(status.into_http()),
-                }
-            }
-            let response = router.oneshot(request.map(|body| Body::new(requests.wrap(body)))).await?;
-            // The stream counts until its response body (the whole xDS stream) is dropped.
-            Ok(response.map(|body| {
-                Body::new(body.map_frame(move |frame| {
-                    let _held = &open;
-                    frame
-                }))
-            }))
-        })
+        // Counted here, in the order the streams arrive, not in the order their tasks run.
+        let count = StreamCount::take(&self.streams, self.limits.get(Limit::StreamsPerConnection));
+        let this = self.clone();
+        Box::pin(async move { Ok(this.answer(request, count).await) })
     }
 }
 
-struct StreamCount(Arc<AtomicU32>);
-
-impl Drop for StreamCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl ConnectionService {
+    async fn answer(self, mut request: Request<Incoming>, count: Option<StreamCount>) -> Response<Body> {
+        let slot = match &self.admission {
+            Ok(slot) => slot,
+            Err(limit) => return self.limits.refusal(*limit, "").status.into_http(),
+        };
+        let refuse = |limit: Limit| {
+            self.metrics.limit_hits.hit(limit);
+            self.limits.refusal(limit, "").status.into_http()
+        };
+        let Some(count) = count else {
+            return refuse(Limit::StreamsPerConnection);
+        };
+        let auth = &self.security.auth;
+        let mut revocation = None;
+        let holds = if authenticator::exempt(request.uri().path()) {
+            // gRPC health proves nothing, so it holds the connection only when nothing need be proven.
+            !auth.enforced()
+        } else {
+            match auth.authenticate(self.certificate.as_ref(), request.headers(), self.peer).await {
+                Ok(Some(Authenticated { identity, revocation: revoked })) => {
+                    revocation = revoked.map(|revoked| (revoked, identity.clone()));
+                    // Services read who is calling from the request's extensions.
+                    request.extensions_mut().insert(identity);
+                }
+                Ok(None) => {}
+                Err(AuthFailure::Refused(status)) => return status.into_http(),
+                Err(AuthFailure::RateLimited) => return refuse(Limit::TokenReviewsPerPeer),
+            }
+            true
+        };
+        let held = match holds {
+            true => match slot.prove() {
+                Ok(()) => Some(slot.hold()),
+                Err(limit) => return refuse(limit),
+            },
+            false => None,
+        };
+        let requests = self.requests.clone();
+        let response = match self.router.oneshot(request.map(|body| Body::new(requests.wrap(body)))).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        // The stream keeps its places until its response body (the whole stream) is dropped.
+        response.map(|body| Body::new(StreamBody::new(body, Places { count, held }, revocation)))
     }
 }
 
@@ -215,28 +180,28 @@ async fn serve<S, I>(
 {
     let builder = http2(&limits);
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Connections::default());
+    let connections = Connections::new(limits, metrics.clone());
+    let refusing = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(RequestLimits::new(limits, metrics.clone()));
     loop {
         tokio::select! {
             connection = incoming.next() => {
                 let Some((io, peer)) = connection else { break };
-                let (router, admitted) = match connections.admit(peer, &limits, &metrics) {
-                    Ok(admitted) => (router.clone(), Some(admitted)),
+                let admission = match connections.admit(peer) {
+                    Ok(slot) => Ok(Arc::new(slot)),
                     Err(limit) => {
-                        let message = limits.refusal(limit, "").status.message().to_owned();
                         metrics.limit_hits.hit(limit);
-                        if connections.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
-                            connections.refusing.fetch_sub(1, Ordering::AcqRel);
+                        if refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+                            refusing.fetch_sub(1, Ordering::AcqRel);
                             continue;
                         }
-                        debug!(?peer, "{message}");
-                        (refusing_router(message), None)
+                        debug!(?peer, "{}", limits.refusal(limit, "").status.message());
+                        Err(limit)
                     }
                 };
                 let spoke = Arc::new(AtomicBool::new(false));
                 let mut service = ConnectionService {
-                    router,
+                    router: router.clone(),
                     streams: Arc::default(),
                     limits,
                     requests: requests.clone(),
@@ -244,10 +209,11 @@ async fn serve<S, I>(
                     metrics: metrics.clone(),
                     security: security.clone(),
                     certificate: None,
+                    peer,
+                    admission: admission.clone(),
                 };
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
                 let tls = security.tls.as_ref().map(|tls| tls.acceptor());
-                let handshake = limits.duration(Limit::HandshakeTimeout);
                 let metrics_for_tls = metrics.clone();
                 // The TLS handshake runs in the connection's task, under the same deadline as
                 // the first request, so a client that stalls it holds up nobody else.
@@ -267,30 +233,21 @@ async fn serve<S, I>(
                         },
                     }
                 };
-                let refusals = connections.clone();
-                let metrics_for_task = metrics.clone();
+                let (refusing, metrics, limits) = (refusing.clone(), metrics.clone(), limits);
                 tokio::spawn(async move {
-                    let refused = admitted.is_none();
-                    let silent = async {
-                        tokio::time::sleep(handshake).await;
-                        // A refused connection has had its answer by now.
-                        if spoke.load(Ordering::Relaxed) && !refused {
-                            std::future::pending::<()>().await;
-                        }
-                    };
+                    let closing = closing(&admission, &spoke, &limits);
                     tokio::select! {
                         ended = connection => if let Err(e) = ended {
                             debug!(error = %e, "xDS connection ended with an error");
                         },
-                        () = silent => if !refused {
-                            metrics_for_task.limit_hits.hit(Limit::HandshakeTimeout);
-                            debug!(?peer, after = ?handshake, "closing an xDS connection that sent no request");
+                        limit = closing => if let Some(limit) = limit {
+                            metrics.limit_hits.hit(limit);
+                            debug!(?peer, "closing an xDS connection: {}", limits.refusal(limit, "").status.message());
                         },
                     }
-                    if refused {
-                        refusals.refusing.fetch_sub(1, Ordering::AcqRel);
+                    if admission.is_err() {
+                        refusing.fetch_sub(1, Ordering::AcqRel);
                     }
-                    drop(admitted);
                 });
             }
             () = shutdown::requested(&mut shutdown) => break,
@@ -299,10 +256,25 @@ async fn serve<S, I>(
     graceful.shutdown().await;
 }
 
-/// Answers every request on a connection over a limit with `message`.
-fn refusing_router(message: String) -> Router {
-    Router::new().fallback(move || {
-        let message = message.clone();
-        async move { Status::resource_exhausted(message).into_http::<Body>() }
-    })
+/// Resolves when the connection must close, with the limit that closes it: it sent no
+/// request in time, had no stream holding it for the grace period, or gave its place to a
+/// newcomer. A refused connection goes once it has had time to read its answer.
+async fn closing(admission: &Result<Arc<Slot>, Limit>, spoke: &AtomicBool, limits: &Limits) -> Option<Limit> {
+    let handshake = limits.duration(Limit::HandshakeTimeout);
+    let Ok(slot) = admission else {
+        tokio::time::sleep(handshake).await;
+        return None;
+    };
+    let silent = async {
+        tokio::time::sleep(handshake).await;
+        if spoke.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = silent => Some(Limit::HandshakeTimeout),
+        () = slot.idle(limits.duration(Limit::UnauthenticatedGrace)) => Some(Limit::UnauthenticatedGrace),
+        // Counted when the newcomer took the place.
+        () = slot.evicted() => None,
+    }
 }

@@ -40,6 +40,8 @@ impl Default for LimitHits {
 #[derive(Clone)]
 pub struct PortMetrics {
     pub connections: Gauge,
+    /// Connections that have not yet had a stream let in by authentication.
+    pub unauthenticated_connections: Gauge,
     /// Bytes of request messages started but not yet received whole, across every stream.
     pub pending_request_bytes: Gauge,
     pub tls_handshake_failures: Counter,
@@ -61,12 +63,18 @@ impl PortMetrics {
         root.register("limit_hits", "Inputs refused or cut by a per-client limit, by limit", family);
         let metrics = Self {
             connections: Gauge::default(),
+            unauthenticated_connections: Gauge::default(),
             pending_request_bytes: Gauge::default(),
             tls_handshake_failures: Counter::default(),
             limit_hits,
         };
         let xds = root.sub_registry_with_prefix("xds");
         xds.register("connections", "Open connections on the xDS port", metrics.connections.clone());
+        xds.register(
+            "unauthenticated_connections",
+            "Open connections on the xDS port that have not yet had a stream let in by authentication (--max-unauthenticated-connections)",
+            metrics.unauthenticated_connections.clone(),
+        );
         xds.register(
             "pending_request_bytes",
             "Bytes of request messages started but not yet received whole, across every stream (--max-pending-request-bytes)",

@@ -1,0 +1,124 @@
+//! The `edgexds` binary on free loopback ports, for tests that run the real thing: started on
+//! a manifests directory with extra flags and environment, read through its admin port and
+//! `/proc`. Shared by this crate and by `control-plane/tests` (which include this file), so
+//! it uses only std.
+//!
+//! The binary is `EDGEXDS_BIN` when set (to measure another build, e.g. "before"), else the
+//! one Cargo built for the package's own tests, else the one beside this test binary
+//! (`target/<profile>/edgexds`, which `cargo test --workspace` builds).
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `edgexds` binary these tests run.
+pub fn edgexds_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("EDGEXDS_BIN") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = option_env!("CARGO_BIN_EXE_edgexds") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let beside = exe.parent().and_then(Path::parent).map(|dir| dir.join("edgexds"));
+    beside
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| panic!("no edgexds binary beside {}: run `cargo build -p edgexds`", exe.display()))
+}
+
+pub struct Server {
+    pub child: Child,
+    pub xds: SocketAddr,
+    pub admin: SocketAddr,
+    pub debug: SocketAddr,
+}
+
+impl Server {
+    /// Starts the binary on `dir` with `extra` flags; its log goes to `stderr`.
+    pub fn start(dir: &Path, extra: &[&str], stderr: Stdio) -> Self {
+        Self::start_with_env(dir, extra, &[], stderr)
+    }
+
+    /// Same, with `env` set for it (e.g. `KUBECONFIG`, or limits as their variables, which
+    /// a build without them ignores).
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
+        let [xds, admin, debug]: [SocketAddr; 3] =
+            std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let child = Command::new(edgexds_binary())
+            .args(["serve", "--manifests"])
+            .arg(dir)
+            .args(["--xds-addr", &xds.to_string(), "--admin-addr", &admin.to_string()])
+            .args(["--debug-addr", &debug.to_string()])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("edgexds runs");
+        let server = Self { child, xds, admin, debug };
+        server.wait_until("ready", || http_get(admin, "/readyz").is_some_and(|(status, _)| status == 200));
+        server
+    }
+
+    /// Polls `done` until it holds (an event the test waits for), at most 20 s.
+    pub fn wait_until(&self, what: &str, done: impl FnMut() -> bool) {
+        self.wait_until_within(Duration::from_secs(20), what, done);
+    }
+
+    pub fn wait_until_within(&self, limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The sum of every sample of `name` (a series name or its prefix with labels).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, text) = http_get(self.admin, "/metrics").expect("metrics answer");
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    }
+
+    /// User plus system CPU time so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let status = reply.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, reply.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()))
+}
