@@ -10,12 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, error, info, warn};
 
-use super::file_events::{FileEvents, Pending};
+use super::file_events::{FileEvents, FileStat, Pending, WRITER_QUIET};
 use super::parse::{Located, MAX_FILE_BYTES, ParseError, Parsed, is_manifest, parse_file};
 use crate::error::{Error, Result};
 use crate::model::{Diagnostic, ObjectKey, ObjectKind, SourceState};
@@ -30,29 +30,6 @@ const UNWATCHED_QUIET: Duration = Duration::from_secs(1);
 const MAX_DEPTH: usize = 16;
 /// Manifest files in the whole tree, at most; a larger tree is refused and the last state kept.
 pub const MAX_FILES: usize = 10_000;
-
-/// What identifies a file's content without reading it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStat {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    modified: Option<SystemTime>,
-    ctime: (i64, i64),
-}
-
-impl FileStat {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            modified: meta.modified().ok(),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
 
 /// The manifest files a scan found with their metadata, and the known files that are gone.
 type Found = (Vec<(PathBuf, std::fs::Metadata)>, Vec<PathBuf>);
@@ -141,6 +118,10 @@ impl ManifestDir {
             }
             let defer_until = match trigger {
                 Trigger::Events if pending.is_mid_write(&path) => pending.writing.get(&path).copied(),
+                // Changed since its writer closed it, though no event says so yet: a new write
+                // (`cmd > file` truncating) began after the close that woke this scan. Its own
+                // events will wake the next one.
+                Trigger::Events if pending.changed_since_settled(&path, stat) => Some(now + WRITER_QUIET),
                 Trigger::Periodic => recently_modified(&meta).map(|age| now + UNWATCHED_QUIET.saturating_sub(age)),
                 _ => None,
             };
@@ -678,6 +659,27 @@ mod tests {
         std::fs::write(&file, API).unwrap();
         assert!(scan(&mut dir).unwrap().changed, "closed: the new content is taken");
         assert_eq!(names(&dir), ["shop/api"]);
+    }
+
+    #[test]
+    fn a_write_that_begins_after_the_close_that_woke_the_scan_is_not_taken_before_its_events_arrive() {
+        use notify::event::{AccessKind, AccessMode, EventKind};
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("web.yaml");
+        std::fs::write(&file, WEB).unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        scan(&mut dir).unwrap();
+        // The writer closes its first write, which wakes a scan ...
+        std::fs::write(&file, format!("{WEB}# again\n")).unwrap();
+        let events = FileEvents::new();
+        let close = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write))).add_path(file.clone());
+        events.record(tmp.path(), &close);
+        let pending = events.take();
+        // ... and truncates the file for the next before the scan reads it, its event not in yet.
+        std::fs::write(&file, "").unwrap();
+        let outcome = dir.rescan(Trigger::Events, &pending).unwrap();
+        assert!(!outcome.changed && outcome.recheck_at.is_some(), "{outcome:?}");
+        assert_eq!(names(&dir), ["shop/web"], "the truncated file is not taken");
     }
 
     #[test]

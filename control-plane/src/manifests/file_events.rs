@@ -6,11 +6,14 @@
 //! or the watcher wakes itself forever. And `cmd > file` truncates first and writes
 //! later: a file modified but not yet closed by its writer is mid-write, so its
 //! content is not taken until the writer closes it (or goes quiet for [`WRITER_QUIET`]).
+//! A write may also begin between the close that wakes a scan and the scan's read, before
+//! its first event arrives: the file as it was when closed (or moved into place) is
+//! remembered, and a file found otherwise is mid-write too.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
 use tokio::sync::Notify;
@@ -24,6 +27,29 @@ const MAX_TRACKED_WRITES: usize = 10_000;
 /// Files named by events between two scans, at most; past it, the whole tree is looked at.
 const MAX_TOUCHED: usize = 1_000;
 
+/// What identifies a file's content without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    dev: u64,
+    ino: u64,
+    pub len: u64,
+    modified: Option<SystemTime>,
+    ctime: (i64, i64),
+}
+
+impl FileStat {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
 /// Shared between the watcher thread, which records events, and the rescan loop.
 #[derive(Debug, Default)]
 pub struct FileEvents {
@@ -36,6 +62,8 @@ pub struct FileEvents {
 struct EventState {
     /// Files modified since their writer last closed them, with the last modification.
     writing: HashMap<PathBuf, Instant>,
+    /// Files as their writer closed them, or as they were moved into place.
+    settled: HashMap<PathBuf, FileStat>,
     /// The root itself was removed, created or moved: its watch must be set up again.
     root_replaced: bool,
     /// The files events named since the last scan; `None` when the whole tree must be looked
@@ -51,11 +79,18 @@ pub struct Pending {
     pub root_replaced: bool,
     /// The only files that can have changed, when events say; `None`: any file can have.
     pub touched: Option<BTreeSet<PathBuf>>,
+    /// The touched files as they were when last closed or moved into place.
+    pub settled: HashMap<PathBuf, FileStat>,
 }
 
 impl Pending {
     pub fn is_mid_write(&self, path: &Path) -> bool {
         self.writing.contains_key(path)
+    }
+
+    /// Whether `path`, now `stat`, differs from how its writer left it: written again since.
+    pub fn changed_since_settled(&self, path: &Path, stat: FileStat) -> bool {
+        self.settled.get(path).is_some_and(|settled| *settled != stat)
     }
 
     /// When the oldest open write counts as finished, if any file is mid-write.
@@ -83,6 +118,7 @@ impl FileEvents {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                 for path in &event.paths {
                     state.writing.remove(path);
+                    state.settle(path);
                 }
                 true
             }
@@ -110,6 +146,7 @@ impl FileEvents {
             _ => {
                 for path in &event.paths {
                     state.writing.remove(path);
+                    state.settle(path);
                 }
                 true
             }
@@ -135,11 +172,34 @@ impl FileEvents {
         let mut state = crate::lock::lock(&self.state);
         state.writing.retain(|_, deadline| *deadline > now);
         let touched = state.touched.replace(BTreeSet::new());
-        Pending { writing: state.writing.clone(), root_replaced: std::mem::take(&mut state.root_replaced), touched }
+        let settled = match &touched {
+            Some(touched) => touched.iter().filter_map(|p| Some((p.clone(), *state.settled.get(p)?))).collect(),
+            None => state.settled.clone(),
+        };
+        Pending {
+            writing: state.writing.clone(),
+            root_replaced: std::mem::take(&mut state.root_replaced),
+            touched,
+            settled,
+        }
     }
 }
 
 impl EventState {
+    /// Remembers `path` as it is now, done with; forgets it if it is gone.
+    fn settle(&mut self, path: &Path) {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {
+                if self.settled.len() < MAX_TRACKED_WRITES || self.settled.contains_key(path) {
+                    self.settled.insert(path.to_owned(), FileStat::of(&meta));
+                }
+            }
+            _ => {
+                self.settled.remove(path);
+            }
+        }
+    }
+
     /// Notes the files `event` may have changed, or that any may have.
     fn touch(&mut self, root: &Path, event: &notify::Event) {
         let Some(touched) = &mut self.touched else { return };
