@@ -217,3 +217,44 @@ async fn after_naming_clusters_an_empty_list_unsubscribes_instead_of_asking_for_
     let none = client.next().await;
     assert!(none.resources.is_empty(), "not every cluster: {:?}", bodies(&none));
 }
+
+/// A first request on a new stream, naming `names` and the version the client holds.
+fn reconnecting(
+    type_url: &str,
+    names: &[&str],
+    version: &str,
+) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest {
+    envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        version_info: version.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_with_the_version_it_holds_is_resent_nothing_and_with_another_everything() {
+    let h = Harness::start();
+    h.publish_all(&[(Cluster, "a", "A"), (Cluster, "b", "B"), (ClusterLoadAssignment, "a", "EA")], &[]);
+    let mut ads = h.sotw_ads().await;
+    ads.subscribe(CDS, &[]).await;
+    let clusters = ads.next().await;
+    ads.ack(&clusters, &[]).await;
+    ads.subscribe(EDS, &["a"]).await;
+    let endpoints = ads.next().await;
+    ads.ack(&endpoints, &["a"]).await;
+    drop(ads);
+
+    // A new stream, to this replica or another serving the same: the versions it holds.
+    let mut again = h.sotw_ads().await;
+    again.send(reconnecting(CDS, &[], &clusters.version_info)).await;
+    again.send(reconnecting(EDS, &["a"], &endpoints.version_info)).await;
+    again.assert_quiet().await;
+    // What changes after still reaches it, whole for clusters.
+    h.publish_all(&[(Cluster, "a", "A2"), (Cluster, "b", "B"), (ClusterLoadAssignment, "a", "EA")], &[]);
+    assert_eq!(bodies(&again.next().await), ["A2", "B"]);
+    // A client holding another version gets everything.
+    let mut behind = h.sotw_ads().await;
+    behind.send(reconnecting(CDS, &[], &clusters.version_info)).await;
+    assert_eq!(bodies(&behind.next().await), ["A2", "B"]);
+}

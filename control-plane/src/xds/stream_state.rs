@@ -250,10 +250,29 @@ impl StreamState {
         // Listeners and clusters named by nobody means all of them (legacy wildcard), unless the
         // client named some before: then it unsubscribes from everything. Endpoints and routes
         // never mean all.
-        let legacy = !state.subscription.is_started() || state.subscription.is_wildcard();
+        let first = !state.subscription.is_started();
+        let legacy = first || state.subscription.is_wildcard();
         let wildcard = ty.full_state() && request.resource_names.is_empty() && legacy;
         if state.subscription.replace(&request.resource_names, wildcard) {
             state.dirty = true;
+        }
+        // A client reconnecting, to this replica or another serving the same resources, names
+        // the version it holds: when that is what it is due, it is resent nothing (an empty
+        // state-of-the-world response would tell it to drop everything).
+        if first
+            && !request.version_info.is_empty()
+            && let Some(snapshot) = current
+            && state.subscription.take_held_version(&request.version_info, snapshot.resources(ty))
+        {
+            let held = Sent {
+                nonce: String::new(),
+                version: request.version_info,
+                at: Instant::now(),
+                wall: SystemTime::now(),
+            };
+            state.sent = Some(held.clone());
+            state.acked = Some(held);
+            state.dirty = false;
         }
         Ok(answer)
     }

@@ -31,6 +31,19 @@ pub struct SubscriptionRequest<'a> {
     pub current: Option<&'a Resources>,
 }
 
+/// A version for a set of names and their versions: a hash of each, in name order, so two
+/// replicas serving the same resources give the same version.
+fn version_of<'a>(held: impl Iterator<Item = (&'a str, u64)>) -> String {
+    let mut held: Vec<(&str, u64)> = held.collect();
+    held.sort_unstable();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (name, hash) in held {
+        hasher.update(name.as_bytes());
+        hasher.update(&hash.to_le_bytes());
+    }
+    format_version(hasher.digest())
+}
+
 /// A resource with its name, as responses carry it.
 pub type Named = (Arc<str>, Arc<VersionedResource>);
 
@@ -207,14 +220,22 @@ impl Subscription {
     /// A version for everything the client holds: a hash of each name and version, so two
     /// replicas serving the same resources give the same version.
     pub fn held_version(&self) -> String {
-        let mut held: Vec<(&str, u64)> = self.held().collect();
-        held.sort_unstable();
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for (name, hash) in held {
-            hasher.update(name.as_bytes());
-            hasher.update(&hash.to_le_bytes());
+        version_of(self.held())
+    }
+
+    /// A state-of-the-world client's first request on a new stream says, in `version_info`,
+    /// the version of what it holds of the type ([`Subscription::held_version`]). When that is
+    /// the version of everything it is due from `resources`, it holds all of it already, as a
+    /// client reconnecting after a replica restart does: that is recorded, and nothing is
+    /// resent. Says whether it was.
+    pub fn take_held_version(&mut self, version_info: &str, resources: &Resources) -> bool {
+        let due = self.changes(resources);
+        let holds_all = due.removed.is_empty()
+            && version_of(due.updated.iter().map(|(name, resource)| (&**name, resource.hash))) == version_info;
+        if holds_all {
+            self.record_sent(&due);
         }
-        format_version(hasher.digest())
+        holds_all
     }
 
     /// An exception's name shares the allocation of the subscribed name when there is one
