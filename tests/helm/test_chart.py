@@ -286,14 +286,15 @@ def test_with_cert_manager_the_chart_asks_it_for_a_ca_and_a_renewable_serving_ce
 # RBAC, least privilege for real: edgexds runs with the chart's ServiceAccount token.
 
 def shop(namespace: str) -> list[dict]:
-    """A Service, its EndpointSlice and a HealthProbe: every watch has something to list."""
+    """A Service, its EndpointSlice and a HealthProbe: every watch has something to list. No
+    traffic is ever sent here: the address is TEST-NET-1's (RFC 5737), never a real host's."""
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
          "spec": {"ports": [{"name": "http", "port": 80}]}},
         {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
          "metadata": {"name": "web-1", "namespace": namespace, "labels": {"kubernetes.io/service-name": "web"}},
          "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
-         "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}]},
+         "endpoints": [{"addresses": ["192.0.2.1"], "conditions": {"ready": True}}]},
         {"apiVersion": "edgexds.io/v1alpha1", "kind": "HealthProbe", "metadata": {"name": "web", "namespace": namespace},
          "spec": {"targetRef": {"name": "web"}, "http": {}}},
     ]
@@ -388,17 +389,17 @@ def test_without_any_one_cluster_role_rule_edgexds_fails_visibly(cluster, rbac_r
 
 
 def test_namespaced_roles_are_enough_and_each_rule_is_needed(cluster, tmp_path):
-    cluster.ensure_namespace("shop", "payments")
-    for namespace in ["shop", "payments"]:
+    cluster.ensure_namespace("orders", "payments")
+    for namespace in ["orders", "payments"]:
         cluster.apply(*shop(namespace))
-    objects = install(cluster, {"watchNamespaces": ["shop", "payments"]})
+    objects = install(cluster, {"watchNamespaces": ["orders", "payments"]})
     try:
         kubeconfig = cluster.token_kubeconfig(tmp_path, "edge", "edgexds")
-        serves_and_writes_status(cluster, kubeconfig, "payments", "--namespaces=shop,payments")
+        serves_and_writes_status(cluster, kubeconfig, "payments", "--namespaces=orders,payments")
         for verb, resource in RBAC_VERBS:
             role = objects["Role", "payments", "edgexds"]
             without(cluster, "Role", "edgexds", "payments", verb, resource)
-            fails_visibly(cluster, kubeconfig, "payments", verb, resource, "--namespaces=shop,payments")
+            fails_visibly(cluster, kubeconfig, "payments", verb, resource, "--namespaces=orders,payments")
             cluster.apply({"apiVersion": role["apiVersion"], "kind": "Role",
                            "metadata": {"name": "edgexds", "namespace": "payments"}, "rules": role["rules"]})
     finally:

@@ -9,10 +9,8 @@ DNS names, with the name the certificate carries kept for verification).
 """
 
 import base64
-import http.server
 import json
 import pathlib
-import threading
 import time
 import urllib.request
 
@@ -20,7 +18,7 @@ import grpc
 import pytest
 import yaml
 from charts import install, uninstall
-from realparts import PATIENCE, Cluster, Edgexds, Envoy, free_port, host_ip, outcome
+from realparts import PATIENCE, Cluster, Edgexds, Envoy, free_port, outcome
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "secure"
@@ -38,38 +36,18 @@ def field(number: int, payload: bytes) -> bytes:
 CLUSTERS = field(1, field(1, b"probe")) + field(2, b"type.googleapis.com/envoy.config.cluster.v3.Cluster")
 
 
-class Upstream(http.server.BaseHTTPRequestHandler):
-    """The web Service's one endpoint: 200 for traffic and for the HealthProbe's /healthz."""
-
-    def do_GET(self):
-        body = b"web\n"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
-def upstream():
-    server = http.server.ThreadingHTTPServer((host_ip(), 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address
-    server.shutdown()
+def upstream(cluster):
+    """The web Service's one pod, on the test kubelet: it answers every path, /healthz too."""
+    cluster.ensure_namespace("shop")
+    return cluster.run_pod("shop", "web-0", "web"), 8080
 
 
-def shop(address: tuple[str, int]) -> list[dict]:
-    ip, port = address
+def shop() -> list[dict]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web-client", "namespace": "shop"}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
-         "spec": {"ports": [{"name": "http", "port": 80}]}},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": "web-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
-         "addressType": "IPv4", "ports": [{"name": "http", "port": port}],
-         "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}]},
+         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
         {"apiVersion": "edgexds.io/v1alpha1", "kind": "HealthProbe", "metadata": {"name": "web", "namespace": "shop"},
          "spec": {"targetRef": {"name": "web"}, "http": {}, "intervalMs": 1000}},
     ]
@@ -125,8 +103,7 @@ class Release:
 
 @pytest.fixture(scope="module")
 def release(cluster, upstream, tmp_path_factory):
-    cluster.ensure_namespace("shop")
-    cluster.apply(*shop(upstream))
+    cluster.apply(*shop())
     started = Release(cluster, tmp_path_factory.mktemp("secure"))
     yield started
     started.close()
@@ -144,7 +121,7 @@ def test_a_sidecar_from_the_example_syncs_over_tls_with_its_token_and_routes_tra
         endpoint = f"web.shop:80::{upstream[0]}:{upstream[1]}::"
         sidecar.until("the web cluster and its endpoint", lambda: endpoint in sidecar.get("/clusters"))
         with urllib.request.urlopen(f"http://127.0.0.1:{listener}/", timeout=5) as reply:
-            assert (reply.status, reply.read()) == (200, b"web\n")
+            assert (reply.status, reply.read()) == (200, b"web-0")
         proxies = json.loads(release.edgexds.get("/debug/proxies", base=release.edgexds.debug)[1])
         print("\n/debug/proxies:", json.dumps(proxies)[:600])
         assert [p["identity"] for p in proxies] == ["shop/web-client"], "the sidecar is known by its identity"

@@ -1,5 +1,6 @@
-"""Real parts for the Python tests: the suite's kube-apiserver (through `kube-test-server`)
-with kubectl, and the edgexds binary with its admin port and metrics."""
+"""Real parts for the Python tests: the suite's cluster (through `kube-test-server`: the real
+kube-apiserver, controllers and scheduler, and the test kubelet running pods as processes in
+network namespaces) with kubectl, and the edgexds binary with its admin port and metrics."""
 
 import json
 import os
@@ -24,7 +25,7 @@ def free_port() -> int:
 
 
 class Cluster:
-    """The real kube-apiserver of this test session, and kubectl for it."""
+    """The real cluster of this test session, and kubectl for it."""
 
     def __init__(self):
         server = TARGET / "kube-test-server"
@@ -34,6 +35,7 @@ class Cluster:
         assert line, "kube-test-server exited before the API server was ready"
         ready = json.loads(line)
         self.url, self.kubeconfig, self.kubectl_binary = ready["url"], ready["kubeconfig"], ready["kubectl"]
+        self.upstream_pod_spec = ready["upstream_pod_spec"]
         self.bin_dir = pathlib.Path(self.kubectl_binary).parent
         self.ca = json.loads(pathlib.Path(self.kubeconfig).read_text())["clusters"][0]["cluster"]["certificate-authority"]
 
@@ -52,6 +54,15 @@ class Cluster:
     def apply(self, *objects: dict):
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                      input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+
+    def run_pod(self, namespace: str, name: str, app: str) -> str:
+        """Runs an upstream pod (answering with its name on port 8080) labelled app=`app` on the
+        test kubelet, once it is ready; its address."""
+        self.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
+                                                                   "labels": {"app": app}},
+                    "spec": self.upstream_pod_spec})
+        self.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace, f"--timeout={PATIENCE}s")
+        return self.get("pod", name, namespace)["status"]["podIP"]
 
     def ensure_namespace(self, *names: str):
         self.apply(*({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names))
@@ -113,16 +124,6 @@ class Edgexds:
         self.process.terminate()
         output, _ = self.process.communicate(timeout=30)
         return output
-
-
-def host_ip() -> str:
-    """This host's address as other hosts would reach it: the API server refuses loopback
-    endpoints. No packet is sent: connecting a UDP socket only picks a route."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.200", 9))
-        address = s.getsockname()[0]
-    assert not address.startswith("127."), "this machine needs a non-loopback IPv4 address and route"
-    return address
 
 
 class Envoy:

@@ -11,6 +11,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,19 @@ pub fn edgexds_binary() -> PathBuf {
     if let Some(path) = option_env!("CARGO_BIN_EXE_edgexds") {
         return PathBuf::from(path);
     }
+    sibling("edgexds")
+}
+
+/// A binary of this crate (`test-upstream`, say), beside the running test binary's
+/// directory, as `cargo test --workspace` builds it.
+pub fn sibling(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let beside = exe.parent().and_then(Path::parent).map(|dir| dir.join("edgexds"));
-    beside
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| panic!("no edgexds binary beside {}: run `cargo build -p edgexds`", exe.display()))
+    let dir = exe.parent().expect("a directory");
+    // target/<profile>/deps/<test>: binaries are one level up; a binary runs from target/<profile>.
+    let candidates = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()];
+    candidates.into_iter().find(|path| path.is_file()).unwrap_or_else(|| {
+        panic!("no {name} binary beside {}: run `cargo build -p edgexds-tests --bins`", exe.display())
+    })
 }
 
 pub struct Server {
@@ -38,6 +47,23 @@ pub struct Server {
     pub xds: SocketAddr,
     pub admin: SocketAddr,
     pub debug: SocketAddr,
+}
+
+/// The three ports the binary listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub xds: SocketAddr,
+    pub admin: SocketAddr,
+    pub debug: SocketAddr,
+}
+
+impl Ports {
+    /// Three free loopback ports.
+    pub fn free() -> Self {
+        let [xds, admin, debug]: [SocketAddr; 3] =
+            std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        Self { xds, admin, debug }
+    }
 }
 
 impl Server {
@@ -49,14 +75,19 @@ impl Server {
     /// Same, with `env` set for it (e.g. `KUBECONFIG`, or limits as their variables, which
     /// a build without them ignores).
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
-        let [xds, admin, debug]: [SocketAddr; 3] =
-            std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let dir = dir.display().to_string();
+        let args = [&["--manifests", dir.as_str()][..], extra].concat();
+        Self::launch(Ports::free(), &args, env, stderr)
+    }
+
+    /// `edgexds serve` on `ports` with `args` and `env`, once it is ready.
+    pub fn launch(ports: Ports, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
+        let Ports { xds, admin, debug } = ports;
         let child = Command::new(edgexds_binary())
-            .args(["serve", "--manifests"])
-            .arg(dir)
+            .arg("serve")
             .args(["--xds-addr", &xds.to_string(), "--admin-addr", &admin.to_string()])
             .args(["--debug-addr", &debug.to_string()])
-            .args(extra)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -64,8 +95,21 @@ impl Server {
             .spawn()
             .expect("edgexds runs");
         let server = Self { child, xds, admin, debug };
-        server.wait_until("ready", || http_get(admin, "/readyz").is_some_and(|(status, _)| status == 200));
+        server.wait_until_within(Duration::from_secs(60), "ready", || {
+            http_get(admin, "/readyz").is_some_and(|(status, _)| status == 200)
+        });
         server
+    }
+
+    /// The ports it listens on, for a replacement to take.
+    pub fn ports(&self) -> Ports {
+        Ports { xds: self.xds, admin: self.admin, debug: self.debug }
+    }
+
+    /// Stops it as Kubernetes stops a pod (SIGTERM) and waits until it has exited.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
     }
 
     /// Polls `done` until it holds (an event the test waits for), at most 20 s.

@@ -270,6 +270,11 @@ impl Envoy {
         http::get(&format!("{}{path}", self.listener)).await
     }
 
+    /// Every endpoint Envoy has for `cluster`, by address, with its EDS health_status.
+    pub async fn endpoint_states(&self, cluster: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        endpoint_states(&self.admin, cluster).await
+    }
+
     /// The sidecar's EDS health_status of `address` in `cluster`, if Envoy has that endpoint.
     pub async fn endpoint_health(&self, cluster: &str, address: SocketAddr) -> Result<Option<String>> {
         let Some((_, endpoints)) = self.cluster_and_endpoints(cluster).await? else { return Ok(None) };
@@ -288,6 +293,25 @@ impl Envoy {
         let reply = http::get(&format!("{}/stats?filter=^{}$", self.admin, name.replace('.', "\\."))).await?;
         Ok(reply.body.lines().find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok())))
     }
+}
+
+/// Every endpoint the Envoy with admin address `admin` has for `cluster`, by address (ip:port),
+/// with the health status EDS gave it (`/clusters`' `eds_health_status`, which keeps
+/// DRAINING apart where the config dump shows it as UNHEALTHY); a function of the admin
+/// address so a watcher task can poll it.
+pub async fn endpoint_states(admin: &str, cluster: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let reply = http::get(&format!("{admin}/clusters?format=json")).await?;
+    let clusters: Value = serde_json::from_str(&reply.body).with_context(|| format!("/clusters: {}", reply.body))?;
+    let mut states = std::collections::BTreeMap::new();
+    for status in clusters["cluster_statuses"].as_array().into_iter().flatten().filter(|c| c["name"] == cluster) {
+        for host in status["host_statuses"].as_array().into_iter().flatten() {
+            let socket = &host["address"]["socket_address"];
+            let address = format!("{}:{}", socket["address"].as_str().unwrap_or_default(), socket["port_value"]);
+            let health = host["health_status"]["eds_health_status"].as_str().unwrap_or("UNKNOWN").to_owned();
+            states.insert(address, health);
+        }
+    }
+    Ok(states)
 }
 
 /// Every lb_endpoint of a ClusterLoadAssignment as JSON, across localities.

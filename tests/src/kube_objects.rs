@@ -76,3 +76,79 @@ pub fn endpoint_slice(namespace: &str, name: &str, service: &str, address: std::
         }]
     })
 }
+
+/// The port every `test-upstream` container listens on.
+pub const UPSTREAM_PORT: u16 = 8080;
+
+/// How a test pod's upstream process behaves.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// How long it keeps serving after SIGTERM.
+    pub drain_seconds: u32,
+    /// The preStop sleep, before SIGTERM.
+    pub pre_stop_seconds: u32,
+    /// The pod's terminationGracePeriodSeconds.
+    pub grace_seconds: u32,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self { drain_seconds: 0, pre_stop_seconds: 0, grace_seconds: 10 }
+    }
+}
+
+impl Upstream {
+    /// The pod spec: one `test-upstream` container answering with the pod's name, ready by
+    /// `GET /healthz` every second, with the downward API giving it its name.
+    pub fn pod_spec(&self) -> Value {
+        let mut container = json!({
+            "name": "app", "image": "test-upstream",
+            "command": ["test-upstream", "--port", UPSTREAM_PORT.to_string(), "--drain", format!("{}s", self.drain_seconds)],
+            "ports": [{"name": "http", "containerPort": UPSTREAM_PORT, "protocol": "TCP"}],
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 1},
+        });
+        if self.pre_stop_seconds > 0 {
+            container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": self.pre_stop_seconds}}});
+        }
+        json!({"containers": [container], "terminationGracePeriodSeconds": self.grace_seconds})
+    }
+
+    /// A Pod of its own, labelled `app: <app>`.
+    pub fn pod(&self, namespace: &str, name: &str, app: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+            "spec": self.pod_spec(),
+        })
+    }
+
+    /// A Deployment of `replicas` pods labelled `app: <name>`, rolled one surge pod at a time
+    /// and never below `replicas` ready (`maxSurge: 1, maxUnavailable: 0`).
+    pub fn deployment(&self, namespace: &str, name: &str, replicas: u32) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": self.pod_spec()},
+            }
+        })
+    }
+}
+
+/// A Service selecting `app: <name>`, port `port` to the pods' `http` port; the controller
+/// writes its slices. `app_protocol` as the Service's port gives it (e.g. `grpc`).
+pub fn selecting_service(namespace: &str, name: &str, port: u16, app_protocol: Option<&str>) -> Value {
+    let mut service_port = json!({"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"});
+    if let Some(protocol) = app_protocol {
+        service_port["appProtocol"] = json!(protocol);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [service_port]}
+    })
+}

@@ -2,19 +2,19 @@
 //!
 //! Started envtest-style on free loopback ports: RBAC authorization, a generated CA that signs
 //! the serving certificate and an admin client certificate (group `system:masters`), generated
-//! service-account signing keys, and our HealthProbe CRD applied and Established. There is no
-//! controller-manager or scheduler: what the API server itself does (validation, defaulting,
-//! CEL, RBAC, server-side apply, watches, TokenRequest) is real; controllers' work is not.
+//! service-account signing keys, and our HealthProbe CRD applied and Established. The real
+//! kube-controller-manager (EndpointSlice, Deployment, ReplicaSet and garbage-collector
+//! controllers) and kube-scheduler run beside it; pods run on the test kubelet
+//! ([`crate::kubelet`]).
 //!
 //! [`KubeServer::shared`] starts one server per test binary, shared by its tests; each test
 //! takes a fresh namespace. The processes run under a small shell supervisor that reads its
 //! stdin: when the test process ends, for whatever reason, the pipe closes and the supervisor
 //! stops the server and removes its data, so nothing outlives the tests.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,26 +27,16 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
+use crate::supervised::Supervised;
+
 /// How long a fresh kube-apiserver may take to answer `/readyz` on a loaded 2-core machine.
 const STARTUP: Duration = Duration::from_secs(90);
 
-/// Kills its child when its stdin closes (the test process ended) or when told to, and
-/// exits with the child, so that a server that dies is seen at once. SIGKILL, because a
-/// graceful kube-apiserver shutdown takes many seconds and an outage is a crash anyway.
-const SUPERVISOR: &str = r#"
-exec 3<&0
-"$@" &
-child=$!
-(read -r _ <&3 || true; kill -KILL "$child" 2>/dev/null) &
-wait "$child"
-status=$?
-if [ -n "${EDGEXDS_REMOVE_AFTER:-}" ]; then rm -rf "$EDGEXDS_REMOVE_AFTER"; fi
-exit $status
-"#;
-
-/// The three binaries; built (or found in the build cache) on first use.
+/// The binaries; built (or found in the build cache) on first use.
 pub struct Binaries {
     pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
     pub etcd: PathBuf,
     pub kubectl: PathBuf,
 }
@@ -79,47 +69,23 @@ impl Binaries {
         };
         let binaries = Binaries {
             kube_apiserver: dir.join("kube-apiserver"),
+            kube_controller_manager: dir.join("kube-controller-manager"),
+            kube_scheduler: dir.join("kube-scheduler"),
             etcd: dir.join("etcd"),
             kubectl: dir.join("kubectl"),
         };
-        for path in [&binaries.kube_apiserver, &binaries.etcd, &binaries.kubectl] {
+        for path in [
+            &binaries.kube_apiserver,
+            &binaries.kube_controller_manager,
+            &binaries.kube_scheduler,
+            &binaries.etcd,
+            &binaries.kubectl,
+        ] {
             if !path.is_file() {
                 bail!("{} is missing; tests/k8s/build builds it", path.display());
             }
         }
         Ok(binaries)
-    }
-}
-
-struct Supervised {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Supervised {
-    fn spawn(program: &Path, args: &[String], log: &Path, remove_after: Option<&Path>) -> Result<Self> {
-        let log_file = std::fs::File::create(log)?;
-        let mut command = Command::new("sh");
-        command.arg("-c").arg(SUPERVISOR).arg("supervisor").arg(program).args(args);
-        command.stdin(Stdio::piped()).stdout(log_file.try_clone()?).stderr(log_file);
-        if let Some(dir) = remove_after {
-            command.env("EDGEXDS_REMOVE_AFTER", dir);
-        }
-        let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
-        let stdin = child.stdin.take();
-        Ok(Self { child, stdin })
-    }
-
-    fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Tells the supervisor to stop its child, and waits until both are gone.
-    fn stop(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.write_all(b"stop\n");
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -175,6 +141,8 @@ pub struct KubeServer {
     /// More API servers on the same etcd, as in a highly available control plane.
     replicas: Mutex<Vec<Supervised>>,
     etcd: Mutex<Supervised>,
+    /// kube-controller-manager and kube-scheduler.
+    controllers: Mutex<Vec<Supervised>>,
     namespaces: AtomicU32,
 }
 
@@ -250,13 +218,53 @@ impl KubeServer {
             apiserver: Mutex::new(apiserver),
             replicas: Mutex::new(Vec::new()),
             etcd: Mutex::new(etcd),
+            controllers: Mutex::new(Vec::new()),
             namespaces: AtomicU32::new(0),
         };
         server.wait_ready(&server.admin_kubeconfig)?;
+        server.start_controllers()?;
         let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/healthprobes.edgexds.io.yaml");
         server.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])?;
         server.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/healthprobes.edgexds.io"])?;
         Ok(server)
+    }
+
+    /// The controllers a cluster's Services and workloads need: the EndpointSlice controller
+    /// writes every slice of a Service with a selector, Deployments roll through ReplicaSets,
+    /// the garbage collector removes what their owners left, and the scheduler binds Pods to
+    /// the test kubelet's Nodes. Nothing else runs: no node lifecycle (the test kubelet lifts
+    /// its Nodes' not-ready taint itself), no ServiceAccount tokens controller.
+    fn start_controllers(&self) -> Result<()> {
+        let binaries = Binaries::get()?;
+        let kubeconfig = format!("--kubeconfig={}", self.admin_kubeconfig.display());
+        let manager = vec![
+            kubeconfig.clone(),
+            "--leader-elect=false".into(),
+            "--controllers=endpointslice-controller,deployment-controller,replicaset-controller,garbage-collector-controller".into(),
+            "--secure-port=0".into(),
+            "--use-service-account-credentials=false".into(),
+            // A test scales to hundreds of pods at once; the default 20 requests a second
+            // would make that a minute.
+            "--kube-api-qps=200".into(),
+            "--kube-api-burst=400".into(),
+        ];
+        let scheduler = vec![
+            kubeconfig,
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--kube-api-qps=200".into(),
+            "--kube-api-burst=400".into(),
+        ];
+        let mut controllers = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
+        let log = |name: &str| self.dir.join(format!("{name}.log"));
+        controllers.push(Supervised::spawn(
+            &binaries.kube_controller_manager,
+            &manager,
+            &log("controller-manager"),
+            None,
+        )?);
+        controllers.push(Supervised::spawn(&binaries.kube_scheduler, &scheduler, &log("scheduler"), None)?);
+        Ok(())
     }
 
     fn wait_ready(&self, kubeconfig: &Path) -> Result<()> {
@@ -464,6 +472,9 @@ impl KubeServer {
 
 impl Drop for KubeServer {
     fn drop(&mut self) {
+        for controller in self.controllers.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            controller.stop();
+        }
         self.apiserver.get_mut().unwrap_or_else(|e| e.into_inner()).stop();
         for replica in self.replicas.get_mut().unwrap_or_else(|e| e.into_inner()) {
             replica.stop();
@@ -480,21 +491,6 @@ fn kubeconfig(url: &str, ca: &Path, user: Value) -> String {
         "users": [{"name": "test", "user": user}],
     })
     .to_string()
-}
-
-/// This host's address as other hosts would reach it: a real API server refuses loopback
-/// (and link-local) endpoint addresses, so upstreams that Envoy reaches through an
-/// EndpointSlice listen here. No packet is sent: connecting a UDP socket only picks a route.
-pub fn host_ip() -> std::net::IpAddr {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
-    socket
-        .connect("192.0.2.200:9")
-        .or_else(|_| socket.connect("198.51.100.1:9"))
-        .and_then(|()| socket.local_addr())
-        .map(|addr| addr.ip())
-        .ok()
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        .expect("this machine needs a non-loopback IPv4 address and route: the API server refuses loopback endpoints")
 }
 
 /// A client from a kubeconfig file, bound to the calling test's runtime.
@@ -532,8 +528,9 @@ pub async fn apply(client: &kube::Client, object: &Value) -> Result<DynamicObjec
 /// The API of a test object kind: "Service", "EndpointSlice" or "HealthProbe".
 fn api_of(client: &kube::Client, kind: &str, namespace: &str) -> Api<DynamicObject> {
     let api_version = match kind {
-        "Service" => "v1",
+        "Service" | "Pod" | "Node" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
+        "Deployment" => "apps/v1",
         _ => "edgexds.io/v1alpha1",
     };
     let resource = resource_of(&json!({"apiVersion": api_version, "kind": kind}));

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod careless_writer;
+pub mod cluster;
 pub mod control_plane;
 pub mod envoy;
 pub mod hds_client;
@@ -10,8 +11,12 @@ pub mod http;
 pub mod kube_objects;
 pub mod kube_server;
 pub mod kube_session;
+pub mod kubelet;
+pub mod mesh;
 pub mod pki;
 pub mod sotw;
+pub mod supervised;
+pub mod traffic;
 pub mod upstream;
 pub mod xds;
 

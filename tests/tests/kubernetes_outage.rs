@@ -2,18 +2,20 @@
 //! while it serves an Envoy, with changes and an etcd compaction made meanwhile through a
 //! second API server on the same etcd, so that edgexds's watches come back to `410 Gone`.
 //!
-//! This binary has a server of its own: stopping it would disturb other tests.
+//! This binary has a cluster of its own: stopping it would disturb other tests. The
+//! upstreams are pods on the test kubelet, but their slices are written here: the changes
+//! are made while the API server the controllers use is down, which no controller can do.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use edgexds::serve::Running;
+use edgexds_tests::cluster::{Cluster, default_nodes, run_pod};
 use edgexds_tests::control_plane::ControlPlane;
 use edgexds_tests::envoy::Envoy;
 use edgexds_tests::http;
-use edgexds_tests::kube_objects::{endpoint_slice, service, web_probe};
-use edgexds_tests::kube_server::{KubeServer, apply, client_from, delete, host_ip};
-use edgexds_tests::upstream::Upstream;
+use edgexds_tests::kube_objects::{UPSTREAM_PORT, endpoint_slice, service, web_probe};
+use edgexds_tests::kube_server::{KubeServer, apply, client_from, delete};
 use edgexds_tests::xds::{CDS, DeltaClient, names, removed};
 use edgexds_tests::{eventually, metric};
 use serde_json::json;
@@ -39,15 +41,18 @@ async fn upstreams_answering(envoy: &Envoy) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_keep_envoy_routing_and_edgexds_converges_after_410_gone() {
     edgexds_tests::init_test_logs();
-    let server = tokio::task::spawn_blocking(KubeServer::start).await.unwrap().unwrap();
-    let server: &'static KubeServer = Box::leak(Box::new(server));
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&default_nodes()[..1])).await.unwrap().unwrap();
+    let cluster: &'static Cluster = Box::leak(Box::new(cluster));
+    let server: &'static KubeServer = &cluster.kube;
     let admin = server.admin_client().await.unwrap();
     server.named_namespace(&admin, "shop").await.unwrap();
-    let (one, two) = Upstream::pair_on(host_ip(), "one", "two").await;
+    // Pods no Service selects: their slices are this test's.
+    let one = run_pod(&admin, "shop", "web-0", "backend").await;
+    let two = run_pod(&admin, "shop", "web-1", "backend").await;
     apply(&admin, &service("shop", "web", 80, json!({}))).await.unwrap();
     apply(&admin, &service("shop", "api", 81, json!({}))).await.unwrap();
-    apply(&admin, &endpoint_slice("shop", "web-1", "web", one.addr, "web-0")).await.unwrap();
-    apply(&admin, &endpoint_slice("shop", "web-2", "web", two.addr, "web-1")).await.unwrap();
+    apply(&admin, &endpoint_slice("shop", "web-1", "web", (one, UPSTREAM_PORT).into(), "web-0")).await.unwrap();
+    apply(&admin, &endpoint_slice("shop", "web-2", "web", (two, UPSTREAM_PORT).into(), "web-1")).await.unwrap();
     apply(&admin, &web_probe("shop", "web", "web", 5000, 500)).await.unwrap();
 
     // 1. The API server is down when edgexds starts: not ready, and nothing served, until it is back.
@@ -69,7 +74,7 @@ async fn outages_keep_envoy_routing_and_edgexds_converges_after_410_gone() {
     eventually(Duration::from_secs(10), "ready", || async { (readyz(&cp).await == 200).then_some(()) }).await;
 
     let envoy = Envoy::start("k8s-sidecar", cp.xds_addr).await.unwrap();
-    let both: BTreeSet<String> = ["one".into(), "two".into()].into();
+    let both: BTreeSet<String> = ["web-0".into(), "web-1".into()].into();
     eventually(Duration::from_secs(30), "both upstreams", || async {
         (upstreams_answering(&envoy).await == both).then_some(())
     })
@@ -105,8 +110,8 @@ async fn outages_keep_envoy_routing_and_edgexds_converges_after_410_gone() {
     let response = client.next_within(Duration::from_secs(30)).await.unwrap();
     assert_eq!(removed(&response), ["api.shop:81"]);
     client.ack(&response).await;
-    let (_, converged) = eventually(Duration::from_secs(30), "traffic only to upstream one", || async {
-        (upstreams_answering(&envoy).await == BTreeSet::from(["one".to_owned()])).then_some(())
+    let (_, converged) = eventually(Duration::from_secs(30), "traffic only to web-0", || async {
+        (upstreams_answering(&envoy).await == BTreeSet::from(["web-0".to_owned()])).then_some(())
     })
     .await;
     println!(

@@ -16,10 +16,16 @@
 //!   edgexds-load --csds-loop ...   during the churn, one CSDS client asks for every proxy's state
 //!                                (names and versions, without contents) back to back, and its
 //!                                answer times are reported beside the clients' convergence
-//!   edgexds-load --kube --server target/release/edgexds ...   the same objects, created and
-//!                                changed through a real kube-apiserver (built by tests/k8s/build,
-//!                                found through EDGEXDS_KUBE_BIN) and watched by edgexds: the
-//!                                whole path from an EndpointSlice write to the last client
+//!   edgexds-load --kube --server target/release/edgexds ...   a real cluster instead (see
+//!                                `cluster`: the real kube-apiserver, EndpointSlice, Deployment and
+//!                                ReplicaSet controllers and scheduler, built by tests/k8s/build,
+//!                                and the test kubelet): each Service a Deployment of --endpoints
+//!                                pods running as processes, its slices written by the controller;
+//!                                the churn alternates readiness flips (the pod's readiness check
+//!                                fails, the kubelet writes Ready=False) and pod replacements (a
+//!                                pod deleted, the Deployment replacing it), and convergence runs
+//!                                from the pod status change to the last client. Also reports the
+//!                                API server's watch events per change
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,8 +35,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use edgexds_tests::cluster::Cluster as TestCluster;
 use edgexds_tests::control_plane::write_atomically;
-use edgexds_tests::kube_server::{KubeServer, apply};
+use edgexds_tests::kube_objects::{UPSTREAM_PORT, Upstream, selecting_service};
+use edgexds_tests::kube_server::apply;
+use edgexds_tests::kubelet::{NodeSpec, PodEvent};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -38,6 +47,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams};
 use prost::Message;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -139,37 +151,128 @@ fn generate(dir: &Path, services: usize, endpoints: usize) -> Result<()> {
     Ok(())
 }
 
-/// A real kube-apiserver holding the generated objects, for edgexds to watch.
-struct KubeSource {
-    server: KubeServer,
+/// A real cluster running the generated Services' pods, for edgexds to watch.
+struct ClusterSource {
+    cluster: TestCluster,
     client: kube::Client,
+    /// Pods whose readiness this run turned off, by Service.
+    flipped: Mutex<BTreeMap<usize, String>>,
 }
 
-impl KubeSource {
-    /// Starts the server and creates every object of the generated manifests through its API.
-    async fn start(manifests: &Path) -> Result<Self> {
-        let server = KubeServer::start()?;
-        let client = server.admin_client().await?;
-        server.named_namespace(&client, "load").await?;
-        let source = Self { server, client };
+impl ClusterSource {
+    /// A cluster with Nodes enough for `services` Deployments of `pods` pods, all ready.
+    async fn start(services: usize, pods: usize) -> Result<Self> {
+        let nodes = (services * pods).div_ceil(240).clamp(1, 16);
+        let specs: Vec<NodeSpec> =
+            (0..nodes).map(|n| NodeSpec::new(&format!("node-{n}"), &format!("zone-{}", n % 3))).collect();
+        let cluster = tokio::task::spawn_blocking(move || TestCluster::start(&specs)).await??;
+        let client = cluster.kube.admin_client().await?;
+        cluster.kube.named_namespace(&client, "load").await?;
         let started = Instant::now();
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(manifests)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-        files.sort();
-        for file in &files {
-            source.apply_yaml(&std::fs::read_to_string(file)?).await?;
+        for s in 0..services {
+            apply(&client, &selecting_service("load", &format!("svc-{s}"), 80, None)).await?;
+            let probe = json!({"apiVersion": "edgexds.io/v1alpha1", "kind": "HealthProbe",
+                "metadata": {"name": format!("svc-{s}"), "namespace": "load"},
+                "spec": {"targetRef": {"name": format!("svc-{s}")}, "intervalMs": 5000,
+                         "overrides": [{"match": {"zone": "zone-0"}, "intervalMs": 1000}]}});
+            apply(&client, &probe).await?;
+            apply(&client, &Upstream::default().deployment("load", &format!("svc-{s}"), pods as u32)).await?;
         }
-        eprintln!("created {} files' objects through the API server in {:?}", files.len(), started.elapsed());
-        Ok(source)
+        let want = services * pods;
+        let slices = Api::<EndpointSlice>::namespaced(client.clone(), "load");
+        loop {
+            let ready = slices
+                .list(&Default::default())
+                .await?
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+                .count();
+            if ready == want {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("{ready} of {want} pods ready after 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("{want} pods of {services} Services ready through the controllers in {:?}", started.elapsed());
+        Ok(Self { cluster, client, flipped: Mutex::default() })
     }
 
-    /// Server-side applies every document of `text`.
-    async fn apply_yaml(&self, text: &str) -> Result<()> {
-        for document in text.split("\n---\n") {
-            let object: serde_json::Value = serde_norway::from_str(document)?;
-            apply(&self.client, &object).await?;
+    /// One change to Service `service`: even ones flip a pod's readiness, odd ones replace a
+    /// pod. Returns when the pod's status changed: the kubelet's write of Ready, or the
+    /// deletion taking effect.
+    async fn change(&self, change: usize, service: usize) -> Result<Instant> {
+        let pods = Api::<Pod>::namespaced(self.client.clone(), "load");
+        let listed = pods.list(&ListParams::default().labels(&format!("app=svc-{service}"))).await?;
+        let flipped = self.flipped.lock().unwrap_or_else(|e| e.into_inner()).get(&service).cloned();
+        let running = |p: &&Pod| {
+            p.metadata.deletion_timestamp.is_none() && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
+        };
+        if change.is_multiple_of(2) {
+            // Back to ready if this Service has a flipped pod; else one goes unready.
+            let (pod, ready) = match flipped
+                .as_ref()
+                .and_then(|name| listed.items.iter().find(|p| p.metadata.name.as_ref() == Some(name)))
+            {
+                Some(pod) => (pod, true),
+                None => (listed.items.iter().find(running).context("no running pod")?, false),
+            };
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+            let key = format!("load/{name}");
+            let before = self.cluster.kubelet.timeline.events(&key).len();
+            edgexds_tests::http::post(&format!("http://{ip}:{UPSTREAM_PORT}/admin/ready?to={ready}"), "").await?;
+            let written = PodEvent::Ready(ready);
+            self.cluster
+                .kubelet
+                .timeline
+                .wait_until(Duration::from_secs(30), "the kubelet writes the readiness", |t| {
+                    t.events(&key).iter().skip(before).any(|(_, e)| *e == written)
+                })
+                .await;
+            let mut flipped = self.flipped.lock().unwrap_or_else(|e| e.into_inner());
+            match ready {
+                true => flipped.remove(&service),
+                false => flipped.insert(service, name),
+            };
+            let at = self
+                .cluster
+                .kubelet
+                .timeline
+                .events(&key)
+                .iter()
+                .skip(before)
+                .find(|(_, e)| *e == written)
+                .map(|(at, _)| *at);
+            Ok(at.unwrap_or_else(Instant::now))
+        } else {
+            let pod = listed
+                .items
+                .iter()
+                .filter(running)
+                .find(|p| p.metadata.name != flipped)
+                .context("no running pod to replace")?;
+            pods.delete(pod.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::default()).await?;
+            Ok(Instant::now())
         }
-        Ok(())
+    }
+
+    /// Watch events the API server has sent so far: in all, and of EndpointSlices.
+    fn watch_events(&self) -> Result<(f64, f64)> {
+        let text = self.cluster.kube.kubectl(&["get", "--raw", "/metrics"])?;
+        let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let events = text.lines().filter(|l| l.starts_with("apiserver_watch_events_total{"));
+        let (mut all, mut slices) = (0.0, 0.0);
+        for line in events {
+            all += value(line);
+            if line.contains("resource=\"endpointslices\"") || line.contains("kind=\"EndpointSlice\"") {
+                slices += value(line);
+            }
+        }
+        Ok((all, slices))
     }
 }
 
@@ -423,7 +526,7 @@ async fn main() -> Result<()> {
         generate(&manifests, o.services, o.endpoints)?;
     }
     let kube = match o.kube {
-        true => Some(KubeSource::start(&manifests).await?),
+        true => Some(ClusterSource::start(o.services, o.endpoints).await?),
         false => None,
     };
     let (_server, xds, pid, admin) = match (&o.server, o.xds) {
@@ -433,7 +536,9 @@ async fn main() -> Result<()> {
             let mut command = Command::new(binary);
             command.arg("serve");
             match &kube {
-                Some(kube) => command.env("KUBECONFIG", &kube.server.admin_kubeconfig),
+                Some(kube) => {
+                    command.env("KUBECONFIG", &kube.cluster.kube.admin_kubeconfig).args(["--namespaces", "load"])
+                }
                 None => command.arg("--manifests").arg(&manifests),
             };
             let child = command
@@ -496,6 +601,8 @@ async fn main() -> Result<()> {
 
     // Churn: rewrite one slice at a time; each change must reach every client.
     let mut convergence = Vec::new();
+    // With --kube, by kind of change: readiness flips (even changes), replacements (odd).
+    let mut by_kind: [Vec<Duration>; 2] = Default::default();
     let bytes_before: usize = helds.iter().map(|h| lock(h).bytes).sum();
     let pushes_before = match admin {
         Some(admin) => push_latency_totals(admin).await,
@@ -505,18 +612,22 @@ async fn main() -> Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         (stop, tokio::spawn(csds_loop(xds, stopped)))
     });
+    let watch_events_before = kube.as_ref().map(ClusterSource::watch_events).transpose()?;
     for change in 1..=o.changes {
         let service = (change * 7919) % o.services;
         let name = format!("svc-{service}.load:80");
         let old: Vec<Option<String>> = helds.iter().map(|h| lock(h).versions[1].get(&name).cloned()).collect();
-        let started = Instant::now();
-        match &kube {
-            Some(kube) => kube.apply_yaml(&slice_yaml(service, o.endpoints, change)).await?,
-            None => write_atomically(
-                &manifests.join(format!("svc-{service}-slice.yaml")),
-                &slice_yaml(service, o.endpoints, change),
-            ),
-        }
+        let started = match &kube {
+            Some(kube) => kube.change(change, service).await?,
+            None => {
+                let started = Instant::now();
+                write_atomically(
+                    &manifests.join(format!("svc-{service}-slice.yaml")),
+                    &slice_yaml(service, o.endpoints, change),
+                );
+                started
+            }
+        };
         let arrived =
             |helds: &[Shared]| helds.iter().zip(&old).all(|(h, old)| lock(h).versions[1].get(&name) != old.as_ref());
         wait_until(Duration::from_secs(30), "change reaching every client", || arrived(&helds)).await?;
@@ -531,8 +642,17 @@ async fn main() -> Result<()> {
             .max()
             .unwrap_or(started);
         convergence.push(last.saturating_duration_since(started));
+        by_kind[change % 2].push(last.saturating_duration_since(started));
         tokio::time::sleep(o.interval).await;
     }
+    let watch_events = match (&kube, watch_events_before) {
+        (Some(kube), Some((all, slices))) => {
+            let (all_after, slices_after) = kube.watch_events()?;
+            let per = |n: f64| n / o.changes.max(1) as f64;
+            Some((per(all_after - all), per(slices_after - slices)))
+        }
+        _ => None,
+    };
     let csds = match csds {
         Some((stop, task)) => {
             let _ = stop.send(true);
@@ -551,6 +671,9 @@ async fn main() -> Result<()> {
         _ => None,
     };
     convergence.sort();
+    for kind in &mut by_kind {
+        kind.sort();
+    }
 
     // Reconnect storm: drop everyone, come back at once with what each holds.
     for task in &tasks {
@@ -641,6 +764,11 @@ async fn main() -> Result<()> {
         "server_cpu_seconds": cpu,
         "server_peak_rss_kib": rss,
         "server_rss_after_kib": rss_now,
+        "apiserver_watch_events_per_change": watch_events.map(|(all, slices)| json!({"all": all, "endpointslices": slices})),
+        "convergence_by_kind_ms": o.kube.then(|| json!({
+            "readiness_flip": {"p50": ms(percentile(&by_kind[0], 0.5)), "p99": ms(percentile(&by_kind[0], 0.99))},
+            "replacement": {"p50": ms(percentile(&by_kind[1], 0.5)), "p99": ms(percentile(&by_kind[1], 0.99))},
+        })),
     });
     println!(
         "edgexds-load: {} {} clients over {} connections, {} services x {} endpoints",
@@ -664,6 +792,15 @@ async fn main() -> Result<()> {
         ms(percentile(&convergence, 1.0)),
         o.changes
     );
+    if o.kube {
+        for (kind, times) in [("readiness flips", &by_kind[0]), ("pod replacements", &by_kind[1])] {
+            println!(
+                "    {kind:<34} p50 {:.1} ms  p99 {:.1} ms",
+                ms(percentile(times, 0.5)),
+                ms(percentile(times, 0.99))
+            );
+        }
+    }
     if let Some(mean) = server_push_ms {
         println!("    server's share: change observed -> response written, mean {mean:.1} ms");
     }
@@ -675,6 +812,9 @@ async fn main() -> Result<()> {
             ms(percentile(&times, 0.99)),
             times.len()
         );
+    }
+    if let Some((all, slices)) = watch_events {
+        println!("  API server watch events per change    {all:>10.1}  ({slices:.1} of EndpointSlices)");
     }
     println!("  bytes on the wire per change          {:>10.0}", per_change);
     println!("  reconnect storm, all clients served   {:>10.1} ms", ms(storm));

@@ -1,0 +1,113 @@
+//! The process a test pod runs (see `kubelet`): an upstream that says which pod answered.
+//!
+//! On `--port` (HTTP/1.1 and HTTP/2 without TLS, so gRPC too), on every address of its network
+//! namespace:
+//! - `GET /healthz`: 200 while ready, 503 when not (what the pod's readiness probe asks);
+//! - `POST /admin/ready?to=false` (or `true`): the test flips readiness;
+//! - `POST /test.Greeter/Who`: a gRPC call answered with the pod's name (raw bytes, no proto);
+//! - anything else: 200 with the pod's name as the body and in `x-pod`.
+//!
+//! The pod's name comes from `POD_NAME`. On SIGTERM it keeps serving for `--drain` (a
+//! graceful shutdown, as a well-behaved server does), then exits 0.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+
+struct Pod {
+    name: String,
+    ready: AtomicBool,
+}
+
+fn flag(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let port: u16 = flag("--port").unwrap_or_else(|| "8080".into()).parse()?;
+    let drain = flag("--drain").map(|d| humantime::parse_duration(&d)).transpose()?.unwrap_or(Duration::ZERO);
+    let pod = Arc::new(Pod {
+        name: std::env::var("POD_NAME").unwrap_or_else(|_| "unnamed".into()),
+        ready: AtomicBool::new(true),
+    });
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/admin/ready", post(set_ready))
+        .route("/test.Greeter/Who", post(who))
+        .fallback(hello)
+        .with_state(pod.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        () = serve(&listener, &router) => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("{}: SIGTERM; serving for {drain:?} more", pod.name);
+    // A terminating pod still accepts and answers while it drains.
+    let _ = tokio::time::timeout(drain, serve(&listener, &router)).await;
+    eprintln!("{}: exiting", pod.name);
+    Ok(())
+}
+
+async fn serve(listener: &tokio::net::TcpListener, router: &Router) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn healthz(State(pod): State<Arc<Pod>>) -> StatusCode {
+    if pod.ready.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+}
+
+#[derive(serde::Deserialize)]
+struct Ready {
+    to: bool,
+}
+
+async fn set_ready(State(pod): State<Arc<Pod>>, Query(ready): Query<Ready>) -> StatusCode {
+    pod.ready.store(ready.to, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}
+
+async fn hello(State(pod): State<Arc<Pod>>) -> (HeaderMap, String) {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&pod.name) {
+        headers.insert("x-pod", value);
+    }
+    (headers, pod.name.clone())
+}
+
+/// One gRPC message, the pod's name, then `grpc-status: 0`.
+async fn who(State(pod): State<Arc<Pod>>) -> Response<Body> {
+    let mut message = vec![0u8];
+    message.extend_from_slice(&(pod.name.len() as u32).to_be_bytes());
+    message.extend_from_slice(pod.name.as_bytes());
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames: [Result<Frame<Bytes>, Infallible>; 2] =
+        [Ok(Frame::data(Bytes::from(message))), Ok(Frame::trailers(trailers))];
+    let body = Body::new(StreamBody::new(futures_util::stream::iter(frames)));
+    let mut response = Response::new(body);
+    response.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+    response
+}
