@@ -468,9 +468,10 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout_a
 async fn a_connection_no_stream_holds_is_closed_after_the_grace_and_one_a_stream_holds_is_not() {
     let dir = manifests();
     let server = Server::start(dir.path(), &flags(Limit::UnauthenticatedGrace), Stdio::null());
-    // A connection whose only call was answered: nothing holds it.
-    let mut answered = Connection::open(server.xds).await;
+    // A connection whose only call was answered: nothing holds it. Its grace runs from the
+    // server's accept, which comes after this instant and before the handshake ends.
     let started = std::time::Instant::now();
+    let mut answered = Connection::open(server.xds).await;
     let mut check = answered.call_path("/grpc.health.v1.Health/Check").await;
     check.up.send_data(framed(&[]), true).expect("the stream is open");
     assert_eq!(check.status().await.code(), tonic::Code::Ok);
