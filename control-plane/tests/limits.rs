@@ -386,6 +386,11 @@ async fn trigger(limit: Limit, service: Service, server: &Server) -> Option<toni
             Some(call.status().await)
         }
         Limit::PendingRequestBytes => {
+            // The last round's holder may still be counted: had this round's holder come after
+            // this round's call, the holder would be the one refused, and the call left hanging.
+            server.wait_until("the last holder's bytes are released", || {
+                server.metric("edgexds_xds_pending_request_bytes") == 0.0
+            });
             let mut holder = Connection::open(xds).await;
             let mut held = holder.call(Service::Ads(true)).await;
             held.send(started(2000, 1500));
