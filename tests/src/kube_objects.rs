@@ -89,11 +89,19 @@ pub struct Upstream {
     pub pre_stop_seconds: u32,
     /// The pod's terminationGracePeriodSeconds.
     pub grace_seconds: u32,
+    /// Also serves HTTPS on port `https` ([`UPSTREAM_TLS_PORT`], certificate for this name)
+    /// and a TCP echo on port `echo` ([`UPSTREAM_ECHO_PORT`]).
+    pub tls_name: Option<String>,
 }
+
+/// The HTTPS port of an upstream with a `tls_name`.
+pub const UPSTREAM_TLS_PORT: u16 = 8443;
+/// The TCP echo port of an upstream with a `tls_name`.
+pub const UPSTREAM_ECHO_PORT: u16 = 7000;
 
 impl Default for Upstream {
     fn default() -> Self {
-        Self { drain_seconds: 0, pre_stop_seconds: 0, grace_seconds: 10 }
+        Self { drain_seconds: 0, pre_stop_seconds: 0, grace_seconds: 10, tls_name: None }
     }
 }
 
@@ -108,6 +116,22 @@ impl Upstream {
             "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
             "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 1},
         });
+        if let Some(name) = &self.tls_name {
+            let args = [
+                "--tls-port",
+                &UPSTREAM_TLS_PORT.to_string(),
+                "--tls-name",
+                name,
+                "--echo-port",
+                &UPSTREAM_ECHO_PORT.to_string(),
+            ]
+            .map(|a| json!(a));
+            container["command"].as_array_mut().expect("a command").extend(args);
+            container["ports"].as_array_mut().expect("ports").extend([
+                json!({"name": "https", "containerPort": UPSTREAM_TLS_PORT, "protocol": "TCP"}),
+                json!({"name": "echo", "containerPort": UPSTREAM_ECHO_PORT, "protocol": "TCP"}),
+            ]);
+        }
         if self.pre_stop_seconds > 0 {
             container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": self.pre_stop_seconds}}});
         }

@@ -14,6 +14,7 @@ pub mod kube_session;
 pub mod kubelet;
 pub mod mesh;
 pub mod pki;
+pub mod proxied;
 pub mod sotw;
 pub mod supervised;
 pub mod traffic;

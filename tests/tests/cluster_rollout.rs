@@ -133,7 +133,7 @@ fn draining_by_pod(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_restart_while_traffic_flows_fails_no_request_and_lands_only_on_ready_pods() {
     let (cluster, admin, ns) = session().await;
-    let upstream = Upstream { drain_seconds: 2, pre_stop_seconds: 1, grace_seconds: 10 };
+    let upstream = Upstream { drain_seconds: 2, pre_stop_seconds: 1, grace_seconds: 10, ..Default::default() };
     deploy(&admin, &ns, &upstream, 6).await;
     let mesh = Mesh::start(cluster, &ns, 1).await.unwrap();
     sidecar_reaches(&mesh, &ns, 6).await;
@@ -167,7 +167,7 @@ async fn a_rollout_restart_while_traffic_flows_fails_no_request_and_lands_only_o
 async fn a_terminating_pod_that_still_serves_is_draining_gets_no_new_requests_and_leaves_when_dropped() {
     let (cluster, admin, ns) = session().await;
     // A long preStop keeps the pod serving while terminating, long enough to look at.
-    let upstream = Upstream { drain_seconds: 1, pre_stop_seconds: 6, grace_seconds: 20 };
+    let upstream = Upstream { drain_seconds: 1, pre_stop_seconds: 6, grace_seconds: 20, ..Default::default() };
     deploy(&admin, &ns, &upstream, 3).await;
     let mesh = Mesh::start(cluster, &ns, 1).await.unwrap();
     sidecar_reaches(&mesh, &ns, 3).await;
@@ -228,7 +228,7 @@ async fn a_terminating_pod_that_still_serves_is_draining_gets_no_new_requests_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_edgexds_replica_by_replica_during_a_rollout_fails_no_request_and_resends_nothing() {
     let (cluster, admin, ns) = session().await;
-    let upstream = Upstream { drain_seconds: 2, pre_stop_seconds: 1, grace_seconds: 10 };
+    let upstream = Upstream { drain_seconds: 2, pre_stop_seconds: 1, grace_seconds: 10, ..Default::default() };
     deploy(&admin, &ns, &upstream, 4).await;
     let mut mesh = Mesh::start(cluster, &ns, 2).await.unwrap();
     sidecar_reaches(&mesh, &ns, 4).await;

@@ -69,7 +69,7 @@ async fn a_pod_runs_on_its_own_address_and_its_status_and_slice_say_so_as_in_a_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_pod_terminates_in_the_kubelets_order_and_serves_until_its_process_stops() {
     let (cluster, admin, ns) = session().await;
-    let upstream = Upstream { drain_seconds: 2, pre_stop_seconds: 1, grace_seconds: 10 };
+    let upstream = Upstream { drain_seconds: 2, pre_stop_seconds: 1, grace_seconds: 10, ..Default::default() };
     apply(&admin, &selecting_service(&ns, "leaving", 80, None)).await.unwrap();
     apply(&admin, &upstream.pod(&ns, "leaving-0", "leaving")).await.unwrap();
     let pod = wait_pod(&admin, &ns, "leaving-0", PATIENCE, "the pod is ready", pod_ready).await.unwrap();

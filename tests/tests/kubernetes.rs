@@ -3,6 +3,12 @@
 //!
 //! One server serves every test of this binary; each test works in a namespace of its own
 //! and runs edgexds limited to that namespace.
+//!
+//! Its EndpointSlices are written by hand, on purpose: these tests check the exact slice
+//! shapes edgexds reads (a create, an update adding one address, a delete, per kind), which
+//! the controller cannot be made to write one at a time, and no traffic flows to their
+//! addresses. Slices from the real controller, with pods behind them, are the subject of
+//! `cluster_rollout.rs`, `cluster_churn.rs` and `envoy_kubernetes.rs`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

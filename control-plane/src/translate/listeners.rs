@@ -11,12 +11,14 @@ use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, RuntimeUInt32, SocketAddress,
-    SubstitutionFormatString, address,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, Http2ProtocolOptions, RuntimeUInt32,
+    SocketAddress, SubstitutionFormatString, address,
 };
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+    RouteSpecifier, UpgradeConfig,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
@@ -30,9 +32,18 @@ pub const OUTBOUND: &str = "outbound";
 /// The sidecar's outbound listener: plain HTTP on `address` (absolute-form requests too, so
 /// `HTTP_PROXY` works), routed by Host over RDS route [`OUTBOUND`]. A host no Service claims
 /// gets a 404 whose body names it.
+///
+/// It is also the proxy `HTTPS_PROXY` and `grpc_proxy` name: a CONNECT (HTTP/1.1, or HTTP/2
+/// with `allow_connect`) is routed by its `host:port` like any request, and the route
+/// tunnels it as TCP to the port's cluster, so TLS and any TCP protocol pass through it.
+/// WebSocket upgrades pass too.
 pub fn outbound_listener(address: SocketAddr) -> Listener {
     let mut manager = connection_manager(OUTBOUND);
     manager.stat_prefix = OUTBOUND.to_owned();
+    manager.upgrade_configs = ["CONNECT", "websocket"]
+        .map(|upgrade_type| UpgradeConfig { upgrade_type: upgrade_type.into(), ..Default::default() })
+        .to_vec();
+    manager.http2_protocol_options = Some(Http2ProtocolOptions { allow_connect: true, ..Default::default() });
     manager.local_reply_config = Some(LocalReplyConfig {
         mappers: vec![ResponseMapper {
             filter: Some(AccessLogFilter {

@@ -1,9 +1,12 @@
 //! RouteConfigurations: the sidecar's outbound routes (one virtual host per Service port,
-//! under every name Kubernetes DNS gives it), and one per gRPC listener name.
+//! under every name Kubernetes DNS gives it, taking plain requests and CONNECT tunnels), and
+//! one per gRPC listener name.
 
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
-use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_action::UpgradeConfig;
+use envoy_types::pb::envoy::config::route::v3::route_action::upgrade_config::ConnectConfig;
+use envoy_types::pb::envoy::config::route::v3::route_match::{ConnectMatcher, PathSpecifier};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost};
 use envoy_types::pb::google::protobuf::Duration;
 
@@ -50,7 +53,7 @@ pub fn virtual_hosts(service: &ResolvedService, cluster_domain: &str, unique_nam
         .map(|port| VirtualHost {
             name: port.cluster_name.clone(),
             domains: domains(&service.key, port.port.port, cluster_domain, unique_name),
-            routes: vec![route_to(&port.cluster_name, "/")],
+            routes: vec![tunnel_to(&port.cluster_name), route_to(&port.cluster_name, "/")],
             ..Default::default()
         })
         .collect()
@@ -73,6 +76,29 @@ pub fn grpc_routes(name: &str, cluster: &str) -> RouteConfiguration {
             routes: vec![route_to(cluster, "")],
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// A CONNECT to the port's name, terminated here and carried as TCP to its cluster: the
+/// client's bytes (TLS, gRPC, any protocol) reach a ready endpoint untouched. CONNECT has no
+/// path, so the prefix route never takes it, and this one takes nothing else.
+fn tunnel_to(cluster: &str) -> Route {
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::ConnectMatcher(ConnectMatcher {})),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_owned())),
+            timeout: Some(Duration { seconds: 0, nanos: 0 }),
+            upgrade_configs: vec![UpgradeConfig {
+                upgrade_type: "CONNECT".into(),
+                connect_config: Some(ConnectConfig::default()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
         ..Default::default()
     }
 }

@@ -130,6 +130,42 @@ fn the_outbound_listener_takes_its_routes_over_rds_and_names_an_unknown_host_in_
 }
 
 #[test]
+fn a_connect_to_a_port_is_tunnelled_to_its_cluster_and_every_other_request_is_routed() {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let options = TranslateOptions::default();
+    let routes = outbound_routes_of(&services(vec![service("shop", "web", &[("http", 80), ("tls", 443)])]), &options);
+    for host in &routes.virtual_hosts {
+        let [tunnel, plain] = host.routes.as_slice() else { panic!("two routes: {host:?}") };
+        assert!(matches!(
+            tunnel.r#match.as_ref().and_then(|m| m.path_specifier.as_ref()),
+            Some(PathSpecifier::ConnectMatcher(_))
+        ));
+        let Some(Action::Route(action)) = &tunnel.action else { panic!("{tunnel:?}") };
+        let upgrade = &action.upgrade_configs[0];
+        assert_eq!(upgrade.upgrade_type, "CONNECT");
+        assert!(upgrade.connect_config.is_some(), "terminated here, carried as TCP");
+        assert_eq!((cluster_of(tunnel), cluster_of(plain)), (host.name.as_str(), host.name.as_str()));
+    }
+    let all: Vec<(Listener, bool)> = decoded(&snapshot(&services(vec![]), &options), ResourceType::Listener);
+    let Some(FilterConfig::TypedConfig(any)) = &all[0].0.filter_chains[0].filters[0].config_type else {
+        panic!("no connection manager")
+    };
+    let hcm = manager(any);
+    let upgrades: Vec<&str> = hcm.upgrade_configs.iter().map(|u| u.upgrade_type.as_str()).collect();
+    assert_eq!(upgrades, ["CONNECT", "websocket"]);
+    assert!(hcm.http2_protocol_options.is_some_and(|o| o.allow_connect), "HTTP/2 CONNECT too");
+    let grpc: Vec<RouteConfiguration> = decoded::<RouteConfiguration>(
+        &snapshot(&services(vec![service("shop", "web", &[("http", 80)])]), &options),
+        ResourceType::RouteConfiguration,
+    )
+    .into_iter()
+    .map(|(r, _)| r)
+    .filter(|r| r.name != OUTBOUND)
+    .collect();
+    assert!(grpc.iter().all(|r| r.virtual_hosts[0].routes.len() == 1), "proxyless clients' routes are unchanged");
+}
+
+#[test]
 fn each_http_port_gets_two_named_only_grpc_listeners_with_rds_and_the_router_last() {
     let options = TranslateOptions::default();
     let mut udp = service("shop", "dns", &[("dns", 53)]);

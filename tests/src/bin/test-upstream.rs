@@ -7,6 +7,10 @@
 //! - `POST /test.Greeter/Who`: a gRPC call answered with the pod's name (raw bytes, no proto);
 //! - anything else: 200 with the pod's name as the body and in `x-pod`.
 //!
+//! With `--tls-port`, the same over TLS (HTTP/1.1 and HTTP/2 by ALPN), with a certificate
+//! made at start for `--tls-name`; with `--echo-port`, a raw TCP echo: the tunnels of a
+//! sidecar's CONNECT carry both untouched.
+//!
 //! The pod's name comes from `POD_NAME`. On SIGTERM it keeps serving for `--drain` (a
 //! graceful shutdown, as a well-behaved server does), then exits 0.
 
@@ -52,6 +56,15 @@ async fn main() -> anyhow::Result<()> {
         .route("/test.Greeter/Who", post(who))
         .fallback(hello)
         .with_state(pod.clone());
+    if let Some(tls_port) = flag("--tls-port") {
+        let acceptor = tls_acceptor(&flag("--tls-name").unwrap_or_else(|| "localhost".into()))?;
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], tls_port.parse()?))).await?;
+        tokio::spawn(serve_tls(listener, acceptor, router.clone()));
+    }
+    if let Some(echo_port) = flag("--echo-port") {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], echo_port.parse()?))).await?;
+        tokio::spawn(echo(listener));
+    }
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -71,6 +84,42 @@ async fn serve(listener: &tokio::net::TcpListener, router: &Router) {
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// A TLS acceptor whose certificate, self-signed, names `name`; it offers h2 and HTTP/1.1.
+fn tls_acceptor(name: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: Router) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (acceptor, service) = (acceptor.clone(), TowerToHyperService::new(router.clone()));
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(stream).await else { return };
+            let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// Sends back every byte it gets, until the client closes.
+async fn echo(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let (mut from, mut to) = stream.split();
+            let _ = tokio::io::copy(&mut from, &mut to).await;
         });
     }
 }

@@ -1,0 +1,83 @@
+//! Clients an app runs with a sidecar's proxy environment, each a real, independent program
+//! that reads that environment itself: curl for HTTP and HTTPS, grpcio for gRPC; and a raw
+//! CONNECT for TCP, as any proxy-aware client sends it.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The proxy variables an app container gets, all naming `proxy`.
+pub fn proxy_env(proxy: SocketAddr) -> Vec<(String, String)> {
+    let url = format!("http://{proxy}");
+    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "grpc_proxy"]
+        .into_iter()
+        .map(|name| (name.to_owned(), url.clone()))
+        .collect()
+}
+
+/// Runs `program` with exactly `env` (and `PATH`), returning its stdout; fails with its
+/// stderr when it fails.
+async fn run(program: &std::path::Path, args: &[&str], env: &[(String, String)]) -> Result<String> {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).env_clear().stdin(Stdio::null()).kill_on_drop(true);
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .with_context(|| format!("{} timed out", program.display()))??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("{} {args:?}: {}: {stdout}{}", program.display(), output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(stdout)
+}
+
+/// `curl url` with `env`: plain HTTP goes as an absolute-form request to `http_proxy`, HTTPS
+/// through a CONNECT tunnel to `HTTPS_PROXY` (the upstream's certificate is self-signed, so
+/// it is not verified; TLS still runs end to end). The body.
+pub async fn curl(url: &str, env: &[(String, String)]) -> Result<String> {
+    run(std::path::Path::new("curl"), &["-sS", "--fail", "--insecure", "--max-time", "10", url], env).await
+}
+
+/// One grpcio call of /test.Greeter/Who on `target` with `env`: the pod that answered.
+pub async fn grpcio_who(target: &str, env: &[(String, String)]) -> Result<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/proxied_grpc.py");
+    let script = script.to_str().context("a UTF-8 path")?.to_owned();
+    Ok(run(&crate::traffic::python(), &[&script, target], env).await?.trim().to_owned())
+}
+
+/// Opens a CONNECT tunnel to `target` through `proxy`: the stream past the proxy's answer, or
+/// the proxy's status line and body when it refuses.
+pub async fn connect(proxy: SocketAddr, target: &str) -> Result<std::result::Result<tokio::net::TcpStream, String>> {
+    let mut stream = tokio::net::TcpStream::connect(proxy).await?;
+    stream.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await?;
+    // Read the answer's head byte by byte, so no tunnelled byte is taken with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        if tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await?? == 0 {
+            bail!("the proxy closed during its answer: {}", String::from_utf8_lossy(&head));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if head.starts_with("HTTP/1.1 200") {
+        return Ok(Ok(stream));
+    }
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut body)).await;
+    Ok(Err(format!("{}{}", head.lines().next().unwrap_or_default(), String::from_utf8_lossy(&body))))
+}
+
+/// Sends `message` down a tunnel to an echo server and reads it back.
+pub async fn echo(mut stream: tokio::net::TcpStream, message: &[u8]) -> Result<Vec<u8>> {
+    stream.write_all(message).await?;
+    let mut back = vec![0; message.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut back)).await??;
+    Ok(back)
+}
