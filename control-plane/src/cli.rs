@@ -9,10 +9,11 @@ use clap::{Args, Parser, Subcommand};
 
 use edgexds::auth::{Access, AuthModes, ClientCerts, TlsSettings, TokenSettings};
 use edgexds::hds::HdsConfig;
+use edgexds::inject::SidecarTemplate;
 use edgexds::ops::telemetry::LogFormat;
 use edgexds::pipeline::{MAX_DELAY, PipelineConfig};
 use edgexds::port::Limits;
-use edgexds::serve::{KubernetesSource, ServeConfig, Source, XdsSecurity};
+use edgexds::serve::{InjectConfig, KubernetesSource, ServeConfig, Source, XdsSecurity};
 use edgexds::translate::{ActiveHealthChecks, TranslateOptions};
 
 #[derive(Debug, Parser)]
@@ -123,12 +124,47 @@ pub struct ServeArgs {
     /// What one client may cost on the xDS port: a flag per limit.
     #[command(flatten)]
     pub limits: Limits,
+    /// The sidecar injection webhook.
+    #[command(flatten)]
+    pub inject: InjectArgs,
     /// Log output format.
     #[arg(long, env = "EDGEXDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter, e.g. `info` or `edgexds=debug`.
     #[arg(long, env = "EDGEXDS_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Serve the sidecar injection webhook here (HTTPS with --xds-tls-cert), e.g. 0.0.0.0:15443.
+    #[arg(long, env = "EDGEXDS_WEBHOOK_ADDR", requires_all = ["inject_xds_address", "inject_ca_file", "xds_tls_cert"])]
+    pub webhook_addr: Option<SocketAddr>,
+    /// The sidecar's Envoy image.
+    #[arg(long, env = "EDGEXDS_INJECT_IMAGE", default_value = "envoyproxy/envoy:v1.40.0")]
+    pub inject_image: String,
+    /// The sidecar's container resources, as JSON.
+    #[arg(long, env = "EDGEXDS_INJECT_RESOURCES", value_parser = parse_resources,
+          default_value = r#"{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}"#)]
+    pub inject_resources: serde_json::Value,
+    /// An extra argument for every sidecar's Envoy; repeat for more.
+    #[arg(long = "inject-arg", env = "EDGEXDS_INJECT_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    pub inject_args: Vec<String>,
+    /// The xDS address sidecars dial, `host:port`: the edgexds Service's name, which the
+    /// xDS certificate carries.
+    #[arg(long, env = "EDGEXDS_INJECT_XDS_ADDRESS")]
+    pub inject_xds_address: Option<String>,
+    /// The CA (PEM) sidecars trust for the xDS port; it travels inside each sidecar's bootstrap.
+    #[arg(long, env = "EDGEXDS_INJECT_CA_FILE", value_name = "FILE")]
+    pub inject_ca_file: Option<PathBuf>,
+}
+
+fn parse_resources(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("must be a JSON object, e.g. {\"requests\":{\"cpu\":\"50m\"}}".into());
+    }
+    Ok(value)
 }
 
 fn parse_debounce(text: &str) -> Result<Duration, String> {
@@ -199,7 +235,28 @@ impl ServeArgs {
             },
             limits: self.limits,
             xds_security: self.xds_security(),
+            inject: self.inject_config(),
         }
+    }
+
+    fn inject_config(&self) -> Option<InjectConfig> {
+        let args = &self.inject;
+        let (addr, xds_address, ca_file) =
+            (args.webhook_addr?, args.inject_xds_address.clone()?, args.inject_ca_file.clone()?);
+        Some(InjectConfig {
+            addr,
+            ca_file,
+            template: SidecarTemplate {
+                image: args.inject_image.clone(),
+                resources: args.inject_resources.clone(),
+                extra_args: args.inject_args.iter().filter(|a| !a.is_empty()).cloned().collect(),
+                xds_address,
+                ca_pem: String::new(),
+                token_audience: self.xds_token_audience.clone(),
+                outbound_listener: self.outbound_listener,
+                cluster_domain: self.cluster_domain.clone(),
+            },
+        })
     }
 
     pub fn xds_security(&self) -> XdsSecurity {

@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-const EDGES: [&str; 9] = ["kubernetes", "manifests", "xds", "hds", "ops", "serve", "pipeline", "auth", "port"];
+const EDGES: [&str; 10] =
+    ["kubernetes", "manifests", "xds", "hds", "ops", "serve", "pipeline", "auth", "port", "inject"];
 const FOREIGN_TO_MODEL: [&str; 5] = ["kube::", "k8s_openapi", "prost", "envoy_types", "tonic"];
 
 /// The non-test source of a module: its file and everything under its folder, minus test

@@ -18,6 +18,7 @@ pub mod translate;
 // The edges.
 pub mod auth;
 pub mod hds;
+pub mod inject;
 pub mod kubernetes;
 pub mod manifests;
 pub mod ops;

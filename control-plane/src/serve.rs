@@ -18,6 +18,7 @@ use crate::auth::{self, AuthModes, Security, TlsSettings, TokenSettings};
 use crate::cache::SnapshotCache;
 use crate::error::{Error, Result};
 use crate::hds::{self, HdsConfig, HdsHub, HdsServer};
+use crate::inject;
 use crate::kubernetes::{self, KubernetesConfig};
 use crate::manifests;
 use crate::ops::admin::{self, AdminState};
@@ -104,6 +105,33 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// TLS and client authentication on the xDS port.
     pub xds_security: XdsSecurity,
+    /// The sidecar injection webhook, when it is served.
+    pub inject: Option<InjectConfig>,
+}
+
+impl InjectConfig {
+    /// The template with the CA read from `ca_file`.
+    async fn template_with_ca(&self) -> Result<inject::SidecarTemplate> {
+        let file = self.ca_file.display();
+        let ca_pem = tokio::fs::read_to_string(&self.ca_file)
+            .await
+            .map_err(|e| Error::Config(format!("--inject-ca-file {file}: {e}")))?;
+        if !ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::Config(format!("--inject-ca-file {file}: no PEM certificate in it")));
+        }
+        Ok(inject::SidecarTemplate { ca_pem, ..self.template.clone() })
+    }
+}
+
+/// The sidecar injection webhook: where it listens (HTTPS, with the xDS port's certificate)
+/// and what it injects.
+#[derive(Clone, Debug)]
+pub struct InjectConfig {
+    pub addr: SocketAddr,
+    /// Its `ca_pem` is read from `ca_file` at start.
+    pub template: inject::SidecarTemplate,
+    /// The CA sidecars trust for the xDS port.
+    pub ca_file: PathBuf,
 }
 
 /// How the xDS port proves itself and who may use it.
@@ -151,6 +179,8 @@ pub struct Running {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub debug_addr: SocketAddr,
+    /// Present when the injection webhook is served.
+    pub webhook_addr: Option<SocketAddr>,
     pub cache: Arc<SnapshotCache>,
     /// Every subsystem's metrics, as `/metrics` serves them.
     pub metrics: Arc<MetricsRegistry>,
@@ -168,6 +198,7 @@ struct Bound {
     xds: TcpListener,
     admin: TcpListener,
     debug: TcpListener,
+    webhook: Option<TcpListener>,
 }
 
 impl Bound {
@@ -179,6 +210,10 @@ impl Bound {
             xds: bind("xDS gRPC server", config.xds_addr).await?,
             admin: bind("admin server", config.admin_addr).await?,
             debug: bind("debug server", config.debug_addr).await?,
+            webhook: match &config.inject {
+                Some(inject) => Some(bind("injection webhook", inject.addr).await?),
+                None => None,
+            },
         })
     }
 }
@@ -213,9 +248,16 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         matches!(source, Resolved::Manifests(_)).then(|| manifests::ManifestMetrics::register(&mut registry));
     let secured = config.xds_security.auth.any() || config.xds_security.tls.is_some();
     let auth_metrics = secured.then(|| auth::metrics::AuthMetrics::register(&mut registry));
+
+    let sidecar_template = match &config.inject {
+        Some(inject) => Some(inject.template_with_ca().await?),
+        None => None,
+    };
+    let proxies = Arc::new(ProxyRegistry::with_template(sidecar_template.as_ref().map(inject::SidecarTemplate::hash)));
+    let inject_metrics =
+        sidecar_template.is_some().then(|| inject::InjectMetrics::register(&mut registry, proxies.clone()));
     let metrics = Arc::new(MetricsRegistry::new(registry));
 
-    let proxies = Arc::new(ProxyRegistry::default());
     let (states, states_rx) = watch::channel(None);
     let (models, models_rx) = watch::channel(None);
     let mut tasks = Vec::new();
@@ -300,6 +342,33 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         }),
     ));
 
+    let webhook_addr = match (bound.webhook, sidecar_template) {
+        (Some(listener), Some(template)) => {
+            let webhook_addr = local_addr("injection webhook", &listener)?;
+            // The webhook proves itself with the xDS port's certificate: one certificate,
+            // one renewal, one CA in the webhook configuration.
+            let Some(xds_tls) = &config.xds_security.tls else {
+                return Err(Error::Config("--webhook-addr needs --xds-tls-cert and --xds-tls-key: the API server calls webhooks over HTTPS only".into()));
+            };
+            let settings =
+                TlsSettings { client_ca: None, client_certs: auth::ClientCerts::NotAsked, ..xds_tls.clone() };
+
+            let tls = auth::ServerTls::start(settings, Default::default(), shutdown.clone()).map_err(Error::Config)?;
+            tasks.push((
+                "injection webhook",
+                inject::server::spawn(inject::server::WebhookContext {
+                    listener,
+                    tls,
+                    template,
+                    metrics: inject_metrics.clone().unwrap_or_default(),
+                    shutdown: shutdown.clone(),
+                }),
+            ));
+            Some(webhook_addr)
+        }
+        _ => None,
+    };
+
     let admin = AdminState {
         cache: cache.clone(),
         metrics: metrics.clone(),
@@ -317,6 +386,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         xds_addr,
         admin_addr,
         debug_addr,
+        webhook_addr,
         cache,
         metrics,
         xds_metrics,

@@ -74,8 +74,10 @@ def test_values_schema_rejects_bad_values(tmp_path, bad):
         ({"xds": {"tls": {"source": "secret"}}}, "needs xds.tls.secretName"),
         ({"activeHealthChecks": {"mode": "hds"}, "hdsCheckers": {"enabled": True},
           "xds": {"auth": {"modes": ["mtls"], "clientCASecret": "mesh-ca"}}}, "add token to xds.auth.modes"),
+        ({"xds": {"tls": {"source": "none"}, "auth": {"modes": ["none"]}}}, "injection needs xds.tls"),
     ],
-    ids=["token-auth-without-tls", "mtls-without-client-ca", "none-with-token", "secret-without-name", "checkers-without-token-auth"],
+    ids=["token-auth-without-tls", "mtls-without-client-ca", "none-with-token", "secret-without-name", "checkers-without-token-auth",
+         "injection-without-tls"],
 )
 def test_security_settings_that_would_leave_the_port_open_or_unusable_are_refused_with_what_to_do(cluster, values, says):
     # Helm's lint only logs a template's fail(); an install renders for real and stops.
@@ -98,6 +100,26 @@ def rules(role: dict) -> list[tuple[str, str]]:
     return sorted((verb, resource) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"])
 
 
+def assert_injection_webhook_is_selective_and_trusts_the_ca(webhook: dict, secret: dict):
+    excluded = ["kube-system", "kube-public", "kube-node-lease", "edge"]
+    by_name = {w["name"]: w for w in webhook["webhooks"]}
+    assert sorted(by_name) == ["namespace.inject.edgexds.io", "pod.inject.edgexds.io"]
+    for hook in by_name.values():
+        assert (hook["failurePolicy"], hook["sideEffects"], hook["reinvocationPolicy"], hook["timeoutSeconds"]) == \
+            ("Fail", "None", "IfNeeded", 10)
+        assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                                  "resources": ["pods"], "scope": "Namespaced"}]
+        assert hook["clientConfig"]["service"] == {"name": "edgexds", "namespace": "edge", "path": "/inject", "port": 443}
+        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"], "the CA the serving certificate chains to"
+        assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded} in \
+            hook["namespaceSelector"]["matchExpressions"], "the API server never calls it for these"
+    namespace, pod = by_name["namespace.inject.edgexds.io"], by_name["pod.inject.edgexds.io"]
+    assert {"key": "edgexds.io/inject", "operator": "In", "values": ["enabled"]} in namespace["namespaceSelector"]["matchExpressions"]
+    assert namespace["objectSelector"]["matchExpressions"] == [{"key": "edgexds.io/inject", "operator": "NotIn", "values": ["false"]}]
+    assert {"key": "edgexds.io/inject", "operator": "NotIn", "values": ["enabled"]} in pod["namespaceSelector"]["matchExpressions"]
+    assert pod["objectSelector"]["matchExpressions"] == [{"key": "edgexds.io/inject", "operator": "In", "values": ["true"]}]
+
+
 def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_rbac(cluster):
     objects = install(cluster)
     kinds = sorted((kind, ns or "", name) for kind, ns, name in objects)
@@ -109,11 +131,14 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
         ("ClusterRoleBinding", "", "edgexds-tokenreview"),
         ("CustomResourceDefinition", "", "healthprobes.edgexds.io"),
         ("Deployment", "edge", "edgexds"),
+        ("MutatingWebhookConfiguration", "edge", "edgexds-edge-inject"),
         ("Secret", "edge", "edgexds-xds-tls"),
         ("Service", "edge", "edgexds"),
         ("ServiceAccount", "edge", "edgexds"),
     ]
     assert rules(objects["ClusterRole", None, "edgexds"]) == RBAC_VERBS
+    webhook = objects["MutatingWebhookConfiguration", "edge", "edgexds-edge-inject"]
+    assert_injection_webhook_is_selective_and_trusts_the_ca(webhook, objects["Secret", "edge", "edgexds-xds-tls"])
     assert rules(objects["ClusterRole", None, "edgexds-tokenreview"]) == [("create", "tokenreviews")]
     deployment = objects["Deployment", "edge", "edgexds"]
     assert deployment["spec"]["replicas"] == 1
@@ -157,6 +182,8 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
     assert upgraded["Deployment", "edge", "edgexds"]["metadata"]["generation"] == 2
     # The generated CA outlives upgrades: a new one would cut off every client that trusts it.
     assert upgraded["Secret", "edge", "edgexds-xds-tls"]["data"] == secret["data"]
+    assert_injection_webhook_is_selective_and_trusts_the_ca(
+        upgraded["MutatingWebhookConfiguration", "edge", "edgexds-edge-inject"], secret)
     uninstall(cluster, upgraded)
 
 
@@ -271,6 +298,10 @@ def test_with_cert_manager_the_chart_asks_it_for_a_ca_and_a_renewable_serving_ce
     assert objects["Certificate", "cm", "edgexds-xds-ca"]["spec"]["isCA"] is True
     pod = objects["Deployment", "cm", "edgexds"]["spec"]["template"]["spec"]
     assert pod["volumes"][0]["secret"]["secretName"] == "edgexds-xds-tls"
+    # The webhook serves the same certificate; cert-manager's CA injector fills in its CA.
+    webhook = objects["MutatingWebhookConfiguration", "cm", "edgexds-cm-inject"]
+    assert webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "cm/edgexds-xds"
+    assert all("caBundle" not in w["clientConfig"] for w in webhook["webhooks"])
     uninstall(cluster, objects, namespace="cm")
 
     # With an issuer of the platform's own, the chart creates no CA of its own.

@@ -67,9 +67,9 @@ class Release:
             (self.tls / key).write_bytes(base64.b64decode(secret[key]))
         container = self.objects["Deployment", NAMESPACE, "edgexds"]["spec"]["template"]["spec"]["containers"][0]
         args = [a.replace("/var/run/edgexds/tls", str(self.tls)) for a in container["args"][1:]
-                if not a.startswith(("--xds-addr=", "--admin-addr=", "--log-format="))]
+                if not a.startswith(("--xds-addr=", "--admin-addr=", "--log-format=", "--webhook-addr="))]
         kubeconfig = cluster.token_kubeconfig(directory, NAMESPACE, "edgexds")
-        self.edgexds = Edgexds(kubeconfig, *args)
+        self.edgexds = Edgexds(kubeconfig, *args, f"--webhook-addr=127.0.0.1:{free_port()}")
         self.edgexds.until("ready", lambda: self.edgexds.get("/readyz")[0] == 200)
 
     def credentials(self, name: str, namespace: str, account: str, *token_args: str) -> pathlib.Path:

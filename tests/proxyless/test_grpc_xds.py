@@ -15,7 +15,7 @@ from concurrent import futures
 
 import grpc
 import pytest
-from realparts import PATIENCE, Edgexds, free_port
+from realparts import PATIENCE, Edgexds, free_port, until
 
 DEBOUNCE_MS = 100
 SERVICE = "greeter"
@@ -110,16 +110,6 @@ def picks(channel: grpc.Channel, calls: int = 30) -> dict[str, int]:
         who = channel.unary_unary(METHOD)(b"", timeout=5).decode()
         seen[who] = seen.get(who, 0) + 1
     return seen
-
-
-def until(what: str, check, patience: float = PATIENCE):
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {patience} s")
 
 
 def test_both_target_forms_become_ready_and_calls_reach_every_ready_endpoint_and_never_a_not_ready_one(setup):

@@ -18,6 +18,17 @@ TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "de
 PATIENCE = 30  # seconds: an "eventually" bound for a loaded 2-core machine, not a performance target
 
 
+def until(what: str, check, patience: float = PATIENCE):
+    """Waits until `check()` gives something true, and returns it."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {patience} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

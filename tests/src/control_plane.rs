@@ -85,6 +85,7 @@ impl ControlPlane {
             hds,
             limits: Limits::default(),
             xds_security: XdsSecurity::default(),
+            inject: None,
         })
     }
 
@@ -124,6 +125,7 @@ impl ControlPlane {
             hds,
             limits: Default::default(),
             xds_security: Default::default(),
+            inject: None,
         })
         .await?)
     }

@@ -192,6 +192,9 @@ impl KubeServer {
             // Loopback cannot be the kubernetes Service endpoint; nothing here needs that endpoint.
             "--endpoint-reconciler-type=none".into(),
             "--authorization-mode=RBAC".into(),
+            // Webhooks are called at a Service's endpoint (a pod's own address on the test
+            // kubelet), as no ClusterIP is routed here.
+            "--enable-aggregator-routing=true".into(),
             format!("--service-account-key-file={}", pki.service_account_public_key.display()),
             format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
@@ -240,7 +243,7 @@ impl KubeServer {
         let manager = vec![
             kubeconfig.clone(),
             "--leader-elect=false".into(),
-            "--controllers=endpointslice-controller,deployment-controller,replicaset-controller,garbage-collector-controller".into(),
+            "--controllers=endpointslice-controller,endpoints-controller,deployment-controller,replicaset-controller,garbage-collector-controller".into(),
             "--secure-port=0".into(),
             "--use-service-account-credentials=false".into(),
             // A test scales to hundreds of pods at once; the default 20 requests a second

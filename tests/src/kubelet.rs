@@ -70,9 +70,14 @@ pub struct Kubelet {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// The programs a pod's container may name: `test-upstream` from this crate's binaries.
+/// The programs a pod's container may name: `test-upstream` from this crate's binaries, and
+/// `edgexds` itself (the webhook's tests run it as a pod, where the API server can call it).
 pub fn default_programs() -> HashMap<String, PathBuf> {
-    [("test-upstream".to_owned(), crate::binary::sibling("test-upstream"))].into()
+    [
+        ("test-upstream".to_owned(), crate::binary::sibling("test-upstream")),
+        ("edgexds".to_owned(), crate::binary::edgexds_binary()),
+    ]
+    .into()
 }
 
 impl Kubelet {

@@ -1,6 +1,6 @@
 //! Clients an app runs with a sidecar's proxy environment, each a real, independent program
-//! that reads that environment itself: curl for HTTP and HTTPS, grpcio for gRPC; and a raw
-//! CONNECT for TCP, as any proxy-aware client sends it.
+//! that reads that environment itself: curl for HTTP and HTTPS, grpcio and grpc-go for gRPC;
+//! and a raw CONNECT for TCP, as any proxy-aware client sends it.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -9,12 +9,37 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The proxy variables an app container gets, all naming `proxy`.
-pub fn proxy_env(proxy: SocketAddr) -> Vec<(String, String)> {
-    let url = format!("http://{proxy}");
-    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "grpc_proxy"]
-        .into_iter()
-        .map(|name| (name.to_owned(), url.clone()))
+/// Exactly the environment the sidecar injector gives an app container, for a sidecar whose
+/// outbound listener is `proxy`, expanded as the kubelet expands it (`$(VAR)` from the
+/// downward API; the pod's address and the API server's stand in as loopback here).
+pub fn injected_env(proxy: SocketAddr) -> Vec<(String, String)> {
+    use edgexds::inject::mutate::{Decision, decide};
+    let template = edgexds::inject::SidecarTemplate {
+        image: "envoy".into(),
+        resources: serde_json::json!({}),
+        extra_args: vec![],
+        xds_address: "edgexds.edgexds.svc:18000".into(),
+        ca_pem: String::new(),
+        token_audience: "edgexds".into(),
+        outbound_listener: proxy,
+        cluster_domain: "cluster.local".into(),
+    };
+    let mut pod = serde_json::json!({"metadata": {"name": "app", "namespace": "shop"},
+                                     "spec": {"containers": [{"name": "app", "image": "app"}]}});
+    let Ok(Decision::Inject(patch)) = decide(&serde_json::from_value(pod.clone()).expect("a pod"), &template) else {
+        panic!("the pod is injected")
+    };
+    json_patch::patch(&mut pod, &patch).expect("the patch applies");
+    let downward = [("$(EDGEXDS_POD_IP)", "127.0.0.1"), ("$(KUBERNETES_SERVICE_HOST)", "127.0.0.1")];
+    pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| {
+            let value = e["value"].as_str()?;
+            let value = downward.iter().fold(value.to_owned(), |v, (from, to)| v.replace(from, to));
+            Some((e["name"].as_str()?.to_owned(), value))
+        })
         .collect()
 }
 
@@ -49,6 +74,22 @@ pub async fn grpcio_who(target: &str, env: &[(String, String)]) -> Result<String
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/proxied_grpc.py");
     let script = script.to_str().context("a UTF-8 path")?.to_owned();
     Ok(run(&crate::traffic::python(), &[&script, target], env).await?.trim().to_owned())
+}
+
+/// One call of /test.Greeter/Who on `target` by a Go program built from
+/// google.golang.org/grpc (`tests/grpc-go`, built by `tests/run`), which honours `HTTPS_PROXY`.
+pub async fn grpc_go_who(target: &str, env: &[(String, String)]) -> Result<String> {
+    let binary = match std::env::var_os("EDGEXDS_GRPC_GO_CLIENT") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/grpc-go-client"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "no {}: tests/run builds it (cd tests/grpc-go && go build -o ../../target/grpc-go-client .)",
+            binary.display()
+        );
+    }
+    Ok(run(&binary, &[target], env).await?.trim().to_owned())
 }
 
 /// Opens a CONNECT tunnel to `target` through `proxy`: the stream past the proxy's answer, or

@@ -1,14 +1,15 @@
 //! The sidecar's outbound listener as the proxy apps name in `HTTP_PROXY`, `HTTPS_PROXY` and
 //! `grpc_proxy`, on a real cluster (pods from the real controllers, on the test kubelet)
-//! through a real Envoy: plain HTTP, HTTPS end to end and gRPC through CONNECT, a raw TCP
-//! protocol through CONNECT, and a CONNECT to a name no Service answers to refused.
+//! through a real Envoy, with exactly the environment the injector gives an app: plain HTTP,
+//! HTTPS end to end and gRPC (grpcio and grpc-go) through CONNECT, a raw TCP protocol through
+//! CONNECT, and a CONNECT to a name no Service answers to refused.
 
 use edgexds_tests::cluster::{Cluster, endpoint_conditions, wait_slices};
 use edgexds_tests::eventually;
 use edgexds_tests::kube_objects::Upstream;
 use edgexds_tests::kube_server::apply;
 use edgexds_tests::mesh::{Mesh, SETTLE};
-use edgexds_tests::proxied::{connect, curl, echo, grpcio_who, proxy_env};
+use edgexds_tests::proxied::{connect, curl, echo, grpc_go_who, grpcio_who, injected_env};
 use serde_json::json;
 
 /// Two pods of web serving HTTP, HTTPS and a TCP echo, behind Service web's ports 80, 443 and
@@ -44,7 +45,8 @@ async fn http_https_grpc_and_tcp_reach_a_service_through_the_sidecar_and_an_unkn
     let ns = cluster.kube.namespace(&admin).await.unwrap();
     deploy(&admin, &ns).await;
     let mesh = Mesh::start(cluster, &ns, 1).await.unwrap();
-    let env = proxy_env(mesh.proxy);
+    // Exactly what the injector gives an app container, pointed at this sidecar.
+    let env = injected_env(mesh.proxy);
     let is_pod = |body: &str| body.starts_with("web-");
 
     let (plain, _) = eventually(SETTLE, "plain HTTP through the sidecar", || async {
@@ -62,6 +64,8 @@ async fn http_https_grpc_and_tcp_reach_a_service_through_the_sidecar_and_an_unkn
     }
     let pod = grpcio_who(&format!("web.{ns}:80"), &env).await.unwrap();
     assert!(is_pod(&pod), "grpcio through grpc_proxy: {pod}");
+    let pod = grpc_go_who(&format!("web.{ns}:80"), &env).await.unwrap();
+    assert!(is_pod(&pod), "grpc-go through HTTPS_PROXY: {pod}");
 
     let tunnel = connect(mesh.proxy, &format!("web.{ns}:7000")).await.unwrap().expect("a tunnel to the echo port");
     assert_eq!(echo(tunnel, b"any protocol at all\n").await.unwrap(), b"any protocol at all\n");

@@ -113,3 +113,74 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "hdsCheckers authenticate with a projected ServiceAccount token: add token to xds.auth.modes" }}
 {{- end }}
 {{- end }}
+
+{{/* Refuses injection where it cannot work, with what to do instead. */}}
+{{- define "edgexds.checkInjection" -}}
+{{- if .Values.injection.enabled }}
+{{- if not (semverCompare ">=1.29.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "injection needs Kubernetes 1.29 or newer, for native sidecars (init containers with restartPolicy Always); this cluster is %s: set injection.enabled=false" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- if eq (include "edgexds.tlsSource" .) "none" }}
+{{- fail "injection needs xds.tls: the API server calls webhooks over HTTPS only, and the webhook serves the xDS certificate; set xds.tls.source, or injection.enabled=false" }}
+{{- end }}
+{{- if not (has .Values.injection.failurePolicy (list "Fail" "Ignore")) }}
+{{- fail "injection.failurePolicy is Fail or Ignore" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The xDS address injected sidecars dial: the Service's name its certificate carries. */}}
+{{- define "edgexds.xdsAddress" -}}
+{{- printf "%s.%s.svc:%v" (include "edgexds.fullname" .) .Release.Namespace .Values.service.xdsPort }}
+{{- end }}
+
+{{/* The MutatingWebhookConfiguration; `caBundle` is the CA when the chart knows it (base64),
+     else cert-manager's CA injector fills it in. Two webhooks: namespaces that opt in, and
+     pods that opt in elsewhere; the system namespaces and the release's own never reach it. */}}
+{{- define "edgexds.injectionWebhook" -}}
+{{- $root := .root }}
+{{- $fullname := include "edgexds.fullname" $root }}
+{{- $excluded := list "kube-system" "kube-public" "kube-node-lease" $root.Release.Namespace }}
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: {{ $fullname }}-{{ $root.Release.Namespace }}-inject
+  labels:
+    {{- include "edgexds.labels" $root | nindent 4 }}
+  {{- if eq (include "edgexds.tlsSource" $root) "certManager" }}
+  annotations:
+    cert-manager.io/inject-ca-from: {{ $root.Release.Namespace }}/{{ $fullname }}-xds
+  {{- end }}
+webhooks:
+{{- range $webhook := list (dict "name" "namespace" "namespaceOp" "In" "podOp" "NotIn" "podValue" "false") (dict "name" "pod" "namespaceOp" "NotIn" "podOp" "In" "podValue" "true") }}
+  - name: {{ $webhook.name }}.inject.edgexds.io
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    failurePolicy: {{ $root.Values.injection.failurePolicy }}
+    timeoutSeconds: {{ $root.Values.injection.timeoutSeconds }}
+    reinvocationPolicy: IfNeeded
+    matchPolicy: Equivalent
+    clientConfig:
+      service:
+        name: {{ $fullname }}
+        namespace: {{ $root.Release.Namespace }}
+        path: /inject
+        port: 443
+      {{- with $.caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
+    rules:
+      - operations: [CREATE]
+        apiGroups: [""]
+        apiVersions: [v1]
+        resources: [pods]
+        scope: Namespaced
+    namespaceSelector:
+      matchExpressions:
+        - { key: edgexds.io/inject, operator: {{ $webhook.namespaceOp }}, values: [enabled] }
+        - { key: kubernetes.io/metadata.name, operator: NotIn, values: {{ $excluded | toJson }} }
+    objectSelector:
+      matchExpressions:
+        - { key: edgexds.io/inject, operator: {{ $webhook.podOp }}, values: [{{ $webhook.podValue | quote }}] }
+{{- end }}
+{{- end }}

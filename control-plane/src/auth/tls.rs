@@ -75,6 +75,14 @@ impl ServerTls {
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.borrow().clone())
     }
+
+    /// The same certificate for an HTTPS server that is not gRPC: HTTP/1.1 offered beside h2
+    /// (the API server calls webhooks over either).
+    pub fn https_acceptor(&self) -> TlsAcceptor {
+        let mut config = ServerConfig::clone(&self.current.borrow());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
 }
 
 /// The directories holding the files: a Kubernetes Secret volume replaces a symlinked

@@ -29,8 +29,21 @@ fn short(version: Option<&String>) -> String {
 /// The table, then one line per NACK with Envoy's own message.
 pub fn render(proxies: &[ProxyReport]) -> String {
     let mut rows = vec![
-        ["NODE", "CLUSTER", "LOCALITY", "METHOD", "CDS", "EDS", "LDS", "RDS", "STATE", "CONNECTED", "CLIENT"]
-            .map(String::from),
+        [
+            "NODE",
+            "CLUSTER",
+            "LOCALITY",
+            "METHOD",
+            "CDS",
+            "EDS",
+            "LDS",
+            "RDS",
+            "STATE",
+            "SIDECAR",
+            "CONNECTED",
+            "CLIENT",
+        ]
+        .map(String::from),
     ];
     for p in proxies {
         let column = |ty: &str| {
@@ -58,6 +71,11 @@ pub fn render(proxies: &[ProxyReport]) -> String {
             column("lds"),
             column("rds"),
             state.to_owned(),
+            match (&p.sidecar_template, p.outdated) {
+                (None, _) => "-".to_owned(),
+                (Some(_), false) => "current".to_owned(),
+                (Some(_), true) => "OUTDATED".to_owned(),
+            },
             p.connected_since.clone(),
             if p.client.is_empty() { p.user_agent.clone() } else { p.client.clone() },
         ]);
@@ -80,6 +98,15 @@ pub fn render(proxies: &[ProxyReport]) -> String {
                 );
             }
         }
+    }
+    let outdated: Vec<&str> = proxies.iter().filter(|p| p.outdated).map(|p| p.node_id.as_str()).collect();
+    if !outdated.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} sidecar(s) injected from an older template or edgexds version; restart their workloads: {}",
+            outdated.len(),
+            outdated.join(", ")
+        );
     }
     if proxies.is_empty() {
         out.push_str("(no proxies connected)\n");
@@ -119,6 +146,8 @@ mod tests {
             connected_since: "2026-01-01T00:00:00Z".into(),
             state,
             types: BTreeMap::from([("cds".to_owned(), cds)]),
+            sidecar_template: None,
+            outdated: false,
         }
     }
 
@@ -130,5 +159,22 @@ mod tests {
         assert!(lines[1].contains("sidecar-1") && lines[1].contains("01234567 [2]") && lines[1].contains("SYNCED"));
         let nacked = render(&[proxy(SyncState::Nacked, Some("bad cluster"))]);
         assert!(nacked.contains("sidecar-1 rejected cds version fedcba98: bad cluster"), "{nacked}");
+    }
+
+    #[test]
+    fn a_sidecar_from_an_older_template_is_flagged_with_what_to_do() {
+        let current = ProxyReport { sidecar_template: Some("aaaa".into()), ..proxy(SyncState::Synced, None) };
+        let old = ProxyReport {
+            node_id: "web-1.shop".into(),
+            sidecar_template: Some("bbbb".into()),
+            outdated: true,
+            ..proxy(SyncState::Synced, None)
+        };
+        let table = render(&[current, old]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].contains("current") && lines[2].contains("OUTDATED"), "{table}");
+        assert!(table.contains(
+            "1 sidecar(s) injected from an older template or edgexds version; restart their workloads: web-1.shop"
+        ));
     }
 }

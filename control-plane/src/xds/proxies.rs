@@ -26,7 +26,13 @@ pub struct ProxyRegistry {
     next_id: AtomicU64,
     streams: Mutex<BTreeMap<u64, StreamHandle>>,
     nacks_seen: Mutex<HashSet<(String, ResourceType, String)>>,
+    /// The hash of the sidecar template this process injects, when it injects: a sidecar
+    /// reporting another one was injected from an older template or version.
+    current_template: Option<String>,
 }
+
+/// The node metadata key an injected sidecar reports its template hash in.
+pub const TEMPLATE_METADATA: &str = "edgexds.io/template";
 
 /// Removes its stream from the registry when dropped.
 pub struct Registration {
@@ -85,9 +91,37 @@ pub struct ProxyReport {
     pub connected_since: String,
     pub state: SyncState,
     pub types: BTreeMap<String, TypeReport>,
+    /// The template hash an injected sidecar reports (node metadata `edgexds.io/template`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_template: Option<String>,
+    /// Injected from another template or edgexds version than this one injects now: its
+    /// workload needs a restart to get the current sidecar.
+    #[serde(default)]
+    pub outdated: bool,
+}
+
+/// The template hash a stream's node reports, if it is an injected sidecar.
+fn template_of(stream: &StreamView) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let field = stream.node.as_ref()?.metadata.as_ref()?.fields.get(TEMPLATE_METADATA)?;
+    match field.kind.as_ref()? {
+        Kind::StringValue(hash) => Some(hash.chars().take(64).collect()),
+        _ => None,
+    }
 }
 
 impl ProxyRegistry {
+    /// A registry that judges injected sidecars against `current_template`.
+    pub fn with_template(current_template: Option<String>) -> Self {
+        Self { current_template, ..Self::default() }
+    }
+
+    /// Connected streams whose sidecar was injected from another template than the current.
+    pub fn outdated_sidecars(&self) -> usize {
+        let Some(current) = &self.current_template else { return 0 };
+        self.streams().iter().filter(|s| template_of(&s.view()).is_some_and(|t| t != *current)).count()
+    }
+
     pub fn register(self: &Arc<Self>, stream: StreamHandle) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.streams).insert(id, stream);
@@ -117,7 +151,12 @@ impl ProxyRegistry {
             .zip(holdings)
             .map(|(stream, held)| {
                 let counts = held.map(|held| held.map(|t| t.map(|names| names.len())));
-                report(&stream.view(), counts.unwrap_or_default())
+                let mut report = report(&stream.view(), counts.unwrap_or_default());
+                report.outdated = match (&report.sidecar_template, &self.current_template) {
+                    (Some(injected), Some(current)) => injected != current,
+                    _ => false,
+                };
+                report
             })
             .collect()
     }
@@ -186,6 +225,8 @@ fn report(stream: &StreamView, held: [Option<usize>; ResourceType::COUNT]) -> Pr
         connected_since: crate::timestamp::rfc3339(stream.connected_at),
         state: sync_state(stream),
         types,
+        sidecar_template: template_of(stream),
+        outdated: false,
     }
 }
 /// The client as an operator names it. gRPC's C-core wrappers announce themselves as
