@@ -8,13 +8,19 @@ its ServiceAccount's token: with every rule it serves and writes status, and wit
 one rule it fails visibly.
 """
 
+import asyncio
 import base64
+import http.server
 import json
 import pathlib
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import tomllib
+import urllib.error
+import urllib.request
 
 import helm_sdkpy as helm
 import pytest
@@ -435,3 +441,108 @@ def test_namespaced_roles_are_enough_and_each_rule_is_needed(cluster, tmp_path):
                            "metadata": {"name": "edgexds", "namespace": "payments"}, "rules": role["rules"]})
     finally:
         uninstall(cluster, objects)
+
+
+def test_uninstall_removes_the_webhook_configuration_before_the_service_behind_it(cluster):
+    """Pod creation must never wait on a webhook whose Service is gone: the API server's own
+    watch events, ordered by their resourceVersions (one etcd revision for all), show the
+    order Helm deleted them in."""
+    objects = install(cluster, release="edgexds", namespace="order")
+
+    def events(watcher: subprocess.Popen):
+        decoder, buffered = json.JSONDecoder(), ""
+        for line in watcher.stdout:
+            buffered += line
+            try:
+                event, _ = decoder.raw_decode(buffered.strip())
+            except json.JSONDecodeError:
+                continue
+            buffered = ""
+            yield event
+
+    watches = {}
+    for kind, name, namespace in [("mutatingwebhookconfigurations", "edgexds-order-inject", None),
+                                  ("services", "edgexds", "order")]:
+        args = [cluster.kubectl_binary, f"--kubeconfig={cluster.kubeconfig}", "get", kind,
+                f"--field-selector=metadata.name={name}", "--watch", "--output-watch-events", "-o", "json"]
+        watcher = subprocess.Popen(args + (["-n", namespace] if namespace else []), stdout=subprocess.PIPE, text=True)
+        stream = events(watcher)
+        assert next(stream)["type"] == "ADDED", "the watch is open: it listed the object"
+        watches[kind] = (watcher, stream)
+    uninstall(cluster, objects, namespace="order")
+    deleted = {}
+    for kind, (watcher, stream) in watches.items():
+        deleted[kind] = next(int(e["object"]["metadata"]["resourceVersion"]) for e in stream if e["type"] == "DELETED")
+        watcher.kill()
+    assert deleted["mutatingwebhookconfigurations"] < deleted["services"], deleted
+
+
+class OlderVersion:
+    """The real API server behind a plain-HTTP proxy on loopback that reports another Kubernetes
+    version at /version, as a cluster older than the test server would: Helm takes its
+    Capabilities.KubeVersion from there."""
+
+    def __init__(self, cluster: Cluster, version: str, directory: pathlib.Path):
+        config = json.loads(pathlib.Path(cluster.kubeconfig).read_text())
+        user = config["users"][0]["user"]
+        context = ssl.create_default_context(cafile=cluster.ca)
+        context.load_cert_chain(user["client-certificate"], user["client-key"])
+        upstream = cluster.url
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def forward(self):
+                if self.path.split("?")[0] == "/version":
+                    body = json.dumps({"major": "1", "minor": version.split(".")[1], "gitVersion": f"v{version}",
+                                       "platform": "linux/amd64"}).encode()
+                    status, headers = 200, {"Content-Type": "application/json"}
+                else:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    request = urllib.request.Request(upstream + self.path, data=self.rfile.read(length) if length else None,
+                                                     method=self.command,
+                                                     headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                    try:
+                        with urllib.request.urlopen(request, context=context, timeout=30) as reply:
+                            status, headers, body = reply.status, dict(reply.headers), reply.read()
+                    except urllib.error.HTTPError as error:
+                        status, headers, body = error.code, dict(error.headers), error.read()
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = directory / "older.kubeconfig"
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "older",
+            "clusters": [{"name": "older", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
+            "contexts": [{"name": "older", "context": {"cluster": "older", "user": "none"}}],
+            "users": [{"name": "none", "user": {}}],
+        }))
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_with_injection_on_a_cluster_older_than_1_29_is_refused_with_why(cluster, tmp_path):
+    older = OlderVersion(cluster, "1.28.9", tmp_path)
+    try:
+        config = helm.Configuration(namespace="older", kubeconfig=str(older.kubeconfig))
+        with pytest.raises(helm.InstallError, match="injection needs Kubernetes 1.29 or newer"):
+            asyncio.run(helm.Install(config).run("edgexds", str(CHART), values=None, wait=False, timeout=60,
+                                                 create_namespace=True))
+        # The same cluster takes the chart with injection off.
+        result = asyncio.run(helm.Install(config).run("edgexds", str(CHART), values={"injection": {"enabled": False}},
+                                                      wait=False, timeout=60, create_namespace=True))
+        assert result["info"]["status"] == "deployed"
+        asyncio.run(helm.Uninstall(config).run("edgexds", wait=False))
+    finally:
+        older.close()

@@ -164,7 +164,7 @@ def test_pods_are_injected_where_namespace_and_pod_labels_say_and_never_in_syste
     finally:
         cluster.kubectl("label", "namespace", "kube-public", "edgexds.io/inject-")
     stored = cluster.get("pod", "case-plain", ON) or {}
-    print("\nan injected pod spec:", json.dumps(stored.get("spec", {}))[:3000])
+    print("\nan injected pod spec:", json.dumps(stored.get("spec", {})))
 
 
 def test_the_injected_spec_is_a_native_sidecar_with_its_bootstrap_and_the_apps_proxy_env(release):

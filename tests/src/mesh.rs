@@ -28,8 +28,14 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// `replicas` edgexds processes watching `namespace`, and a sidecar Envoy connected to them.
+    /// `replicas` edgexds processes watching `namespace`, and a sidecar Envoy connected to them
+    /// over delta ADS.
     pub async fn start(cluster: &Cluster, namespace: &str, replicas: usize) -> Result<Self> {
+        Self::start_with(cluster, namespace, replicas, "DELTA_GRPC").await
+    }
+
+    /// The same, the sidecar speaking `api_type` (`DELTA_GRPC`, or `GRPC` for state of the world).
+    pub async fn start_with(cluster: &Cluster, namespace: &str, replicas: usize, api_type: &str) -> Result<Self> {
         let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let args = serve_args(namespace, proxy);
         let kubeconfig = cluster.kube.admin_kubeconfig.display().to_string();
@@ -38,7 +44,7 @@ impl Mesh {
             started.push(launch(Ports::free(), &args, &kubeconfig).await);
         }
         let xds: Vec<SocketAddr> = started.iter().map(|s| s.xds).collect();
-        let mut bootstrap = sidecar_bootstrap(xds[0], "DELTA_GRPC");
+        let mut bootstrap = sidecar_bootstrap(xds[0], api_type);
         bootstrap["node"]["id"] = json!(format!("sidecar-{namespace}"));
         let endpoints: Vec<_> = xds
             .iter()

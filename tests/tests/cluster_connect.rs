@@ -44,7 +44,15 @@ async fn http_https_grpc_and_tcp_reach_a_service_through_the_sidecar_and_an_unkn
     let admin = cluster.kube.admin_client().await.unwrap();
     let ns = cluster.kube.namespace(&admin).await.unwrap();
     deploy(&admin, &ns).await;
-    let mesh = Mesh::start(cluster, &ns, 1).await.unwrap();
+    // The tunnel is in the routes every flavour serves: a delta sidecar and a SotW one.
+    for api_type in ["DELTA_GRPC", "GRPC"] {
+        eprintln!("sidecar over {api_type}");
+        let mesh = Mesh::start_with(cluster, &ns, 1, api_type).await.unwrap();
+        through_the_sidecar(&mesh, &ns).await;
+    }
+}
+
+async fn through_the_sidecar(mesh: &Mesh, ns: &str) {
     // Exactly what the injector gives an app container, pointed at this sidecar.
     let env = injected_env(mesh.proxy);
     let is_pod = |body: &str| body.starts_with("web-");
