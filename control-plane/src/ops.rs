@@ -5,5 +5,6 @@
 
 pub mod admin;
 pub mod metrics;
+pub mod process_metrics;
 pub mod proxy_status;
 pub mod telemetry;

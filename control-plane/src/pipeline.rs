@@ -35,6 +35,9 @@ pub struct PipelineMetrics {
     translation: Histogram,
     snapshot_clusters: Gauge,
     snapshot_endpoints: Gauge,
+    /// When the last snapshot was published, Unix seconds: with `source_events` still
+    /// rising, a stale one says the pipeline is stuck.
+    snapshot_published: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for PipelineMetrics {
@@ -50,6 +53,7 @@ impl PipelineMetrics {
             translation: histograms::latency(),
             snapshot_clusters: Gauge::default(),
             snapshot_endpoints: Gauge::default(),
+            snapshot_published: Gauge::default(),
         };
         root.register_with_unit(
             "translation_duration",
@@ -59,6 +63,12 @@ impl PipelineMetrics {
         );
         root.register("snapshot_clusters", "Clusters in the current snapshot", metrics.snapshot_clusters.clone());
         root.register("snapshot_endpoints", "Endpoints in the current snapshot", metrics.snapshot_endpoints.clone());
+        root.register_with_unit(
+            "snapshot_published_timestamp",
+            "When the last snapshot was published, in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.snapshot_published.clone(),
+        );
         metrics
     }
 }
@@ -209,6 +219,8 @@ async fn run(context: PipelineContext) {
             (diff.count(ResourceType::Cluster), diff.count(ResourceType::ClusterLoadAssignment));
         let unchanged = diff.is_empty();
         cache.publish_diffed(snapshot, diff);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        metrics.snapshot_published.set(now.as_secs_f64());
         builder = Some(working);
         if let Some(model) = model {
             report_new_diagnostics(&reported, &model);

@@ -1,6 +1,7 @@
 //! The one metrics registry behind `/metrics`. Each subsystem registers its own
 //! metrics into it (xDS, HDS, sources, pipeline); this file adds only what belongs
-//! to the process: build information and dropped log lines.
+//! to the process: build information, dropped log lines, and the standard `process_*`
+//! series (unprefixed, as every dashboard names them).
 
 use std::sync::Mutex;
 
@@ -17,6 +18,8 @@ struct VersionLabel {
 
 pub struct MetricsRegistry {
     registry: Mutex<Registry>,
+    /// Holds the `process_*` collector, outside the `edgexds_` prefix.
+    process: Registry,
     log_lines_dropped: Counter,
 }
 
@@ -42,7 +45,9 @@ impl MetricsRegistry {
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "edgexds build information", build_info);
-        Self { registry: Mutex::new(registry), log_lines_dropped }
+        let mut process = Registry::default();
+        process.register_collector(Box::new(super::process_metrics::ProcessCollector));
+        Self { registry: Mutex::new(registry), process, log_lines_dropped }
     }
 
     pub fn encode(&self) -> String {
@@ -50,6 +55,7 @@ impl MetricsRegistry {
         self.log_lines_dropped.inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         let mut text = String::new();
         // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.process);
         let _ = prometheus_client::encoding::text::encode(&mut text, &crate::lock::lock(&self.registry));
         text
     }
