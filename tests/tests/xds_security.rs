@@ -31,6 +31,9 @@ async fn a_rotated_certificate_serves_new_connections_and_open_streams_stay_up()
     let security = XdsSecurity { tls: Some(settings), ..Default::default() };
     let cp = ControlPlane::start_secured(manifests(), security).await.unwrap();
     let addr = cp.xds_addr();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let expiry = edgexds_tests::metric(&cp.running, "edgexds_auth_certificate_expiry_timestamp_seconds");
+    assert!(expiry > now + 86_400.0, "the certificate in force expires at {expiry}, for a certificate-expiring alert");
 
     let mut open = DeltaClient::connect_tls(addr, old_ca.pem(), None).await.unwrap();
     open.subscribe(CDS, &[]).await;

@@ -28,6 +28,8 @@ pub struct AuthMetrics {
     pub token_reviews: Family<ResultLabel, Counter>,
     pub cached_tokens: Gauge,
     pub tls_reloads: Family<ResultLabel, Counter>,
+    /// When the serving certificate in force expires, Unix seconds.
+    pub certificate_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl AuthMetrics {
@@ -45,6 +47,12 @@ impl AuthMetrics {
             "tls_reloads",
             "Reloads of the xDS TLS files after they changed: loaded, or failed (the previous certificate kept)",
             metrics.tls_reloads.clone(),
+        );
+        auth.register_with_unit(
+            "certificate_expiry_timestamp",
+            "When the xDS port's serving certificate in force expires (the injection webhook serves the same one), in seconds since the Unix epoch",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.certificate_expiry.clone(),
         );
         metrics
     }

@@ -51,7 +51,8 @@ pub struct ServerTls {
 impl ServerTls {
     /// Loads the files (an error if they do not load) and re-reads them on change until `shutdown`.
     pub fn start(settings: TlsSettings, metrics: AuthMetrics, shutdown: Shutdown) -> Result<Self, String> {
-        let config = load(&settings)?;
+        let (config, expiry) = load(&settings)?;
+        metrics.certificate_expiry.set(expiry);
         let (sender, current) = watch::channel(config);
         let (changed_tx, changed_rx) = mpsc::channel(1);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -134,8 +135,9 @@ async fn reload_on_change(
             continue;
         }
         match load(settings) {
-            Ok(config) => {
+            Ok((config, expiry)) => {
                 sender.send_replace(config);
+                metrics.certificate_expiry.set(expiry);
                 loaded = now;
                 metrics.tls_reload("loaded");
                 info!(cert = %settings.cert.display(), "xDS TLS files reloaded; new connections use them");
@@ -156,7 +158,8 @@ fn fingerprint(settings: &TlsSettings) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
-fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+/// The server configuration, and when its certificate expires (Unix seconds).
+fn load(settings: &TlsSettings) -> Result<(Arc<ServerConfig>, f64), String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| format!("{}: {e}", settings.cert.display()))?;
@@ -168,6 +171,7 @@ fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
     let (_, leaf) = x509_parser::parse_x509_certificate(certs[0].as_ref())
         .map_err(|e| format!("{}: not an X.509 certificate: {e}", settings.cert.display()))?;
     let validity = leaf.validity();
+    let expiry = validity.not_after.timestamp() as f64;
     if !validity.is_valid() {
         return Err(format!(
             "{}: the certificate is valid from {} to {}, not now",
@@ -204,7 +208,7 @@ fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| format!("{} and {}: {e}", settings.cert.display(), settings.key.display()))?;
     // gRPC speaks HTTP/2 only.
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), expiry))
 }
 
 /// The identity in a verified client certificate: its first SPIFFE URI SAN that names a
