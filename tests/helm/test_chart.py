@@ -546,3 +546,18 @@ def test_with_injection_on_a_cluster_older_than_1_29_is_refused_with_why(cluster
         asyncio.run(helm.Uninstall(config).run("edgexds", wait=False))
     finally:
         older.close()
+
+
+def test_every_alert_has_a_severity_a_summary_a_description_a_runbook_section_and_both_promtool_cases():
+    rules = yaml.safe_load((CHART / "files" / "edgexds.rules.yaml").read_text())
+    alerts = [r for group in rules["groups"] for r in group["rules"] if "alert" in r]
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {line[4:].strip().lower() for line in runbook.splitlines() if line.startswith("### ")}
+    cases = {t["name"] for t in yaml.safe_load((ROOT / "tests" / "prometheus" / "edgexds.rules.test.yaml").read_text())["tests"]}
+    for alert in alerts:
+        name = alert["alert"]
+        assert alert["labels"]["severity"] in ("critical", "warning"), name
+        assert alert["annotations"]["summary"] and "{{" in alert["annotations"]["description"], name
+        url = alert["annotations"]["runbook_url"]
+        assert url.endswith(f"docs/operations.md#{name.lower()}") and name.lower() in anchors, f"{name}: no section in docs/operations.md"
+        assert {f"{name} fires", f"{name} stays quiet"} <= cases, f"{name}: promtool cases"
