@@ -95,6 +95,11 @@ impl SourceMetrics {
     pub fn register(root: &mut Registry) -> Self {
         let metrics = Self { events: Family::default() };
         root.register("source_events", "Changes seen from the source", metrics.events.clone());
+        // Present at 0 from startup for every kind a source reports.
+        for kind in crate::model::ObjectKind::ALL.map(crate::model::ObjectKind::label).into_iter().chain(["manifests"])
+        {
+            metrics.events.get_or_create(&KindLabel { kind }).inc_by(0);
+        }
         metrics
     }
 

@@ -256,6 +256,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let proxies = Arc::new(ProxyRegistry::with_template(sidecar_template.as_ref().map(inject::SidecarTemplate::hash)));
     let inject_metrics =
         sidecar_template.is_some().then(|| inject::InjectMetrics::register(&mut registry, proxies.clone()));
+    registry.register_collector(Box::new(crate::xds::proxies::ProxiesCollector(proxies.clone())));
     let metrics = Arc::new(MetricsRegistry::new(registry));
 
     let (states, states_rx) = watch::channel(None);

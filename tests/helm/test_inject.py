@@ -251,6 +251,8 @@ def test_the_injected_sidecar_runs_syncs_as_its_pod_and_carries_an_apps_traffic(
         ours = [p for p in proxies if p["node_id"] == f"client.{ON}"]
         assert ours and ours[0]["identity"].startswith(f"{ON}/app"), proxies
         assert ours[0]["sidecar_template"] and not ours[0]["outdated"]
+        release.edgexds.until("the sidecar counted as a synced delta Envoy", lambda: release.edgexds.metric(
+            'edgexds_xds_proxies{flavour="delta",client="envoy",state="SYNCED"}') >= 1)
         assert release.edgexds.metric("edgexds_inject_outdated_sidecars") == 0
 
         # The app: exactly the injected environment, expanded as the kubelet does.
@@ -292,6 +294,26 @@ def ready(port: int) -> bool:
 def curl(url: str, env: dict) -> str:
     result = subprocess.run(["curl", "-sS", "--max-time", "5", url], env=env, capture_output=True, text=True)
     return result.stdout
+
+
+def test_every_dashboard_panel_queries_metrics_this_edgexds_exports_through_a_templated_datasource(release):
+    """edgexds as the chart runs it (Kubernetes source, TLS, token auth, injection): every
+    series a panel names is one it exports."""
+    import re
+
+    dashboard = json.loads((ROOT / "charts" / "edgexds" / "files" / "dashboard.json").read_text())
+    assert [v["name"] for v in dashboard["templating"]["list"]][:1] == ["datasource"]
+    _, text = release.edgexds.get("/metrics")
+    exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 20
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"] and all(t["expr"] and t["datasource"]["uid"] == "${datasource}" for t in panel["targets"]), panel["title"]
+        for target in panel["targets"]:
+            for name in re.findall(r"\b((?:edgexds|process)_[a-z0-9_]+)", target["expr"]):
+                base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+                assert name in exported or base in exported, f"{panel['title']}: {name} is not exported"
 
 
 def test_with_the_webhook_stopped_labelled_namespaces_refuse_pods_and_others_do_not(release):

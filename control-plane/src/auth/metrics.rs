@@ -54,6 +54,17 @@ impl AuthMetrics {
             prometheus_client::registry::Unit::Seconds,
             metrics.certificate_expiry.clone(),
         );
+        // Present at 0 from startup, so alerts and panels read 0, not "no data".
+        for (method, result) in [("mtls", "accepted"), ("token", "accepted"), ("token", "refused"), ("none", "refused")]
+        {
+            metrics.requests.get_or_create(&OutcomeLabel { method, result }).inc_by(0);
+        }
+        for result in ["cached", "accepted", "refused", "invalid", "rate_limited", "unreachable", "forbidden"] {
+            metrics.token_reviews.get_or_create(&ResultLabel { result }).inc_by(0);
+        }
+        for result in ["loaded", "failed"] {
+            metrics.tls_reloads.get_or_create(&ResultLabel { result }).inc_by(0);
+        }
         metrics
     }
 

@@ -51,6 +51,14 @@ impl KubeMetrics {
             metrics.watches_failing.clone(),
         );
         kube.register("status_writes", "HealthProbe status writes, by result", metrics.status_writes.clone());
+        // Present at 0 from startup, so alerts and panels read 0, not "no data".
+        for kind in crate::model::ObjectKind::ALL.map(crate::model::ObjectKind::label) {
+            let _ = metrics.lists.get_or_create(&KindLabel { kind });
+            let _ = metrics.watch_failures.get_or_create(&FailureLabel { kind, code: "none".into() });
+        }
+        for result in ["written", "failed"] {
+            let _ = metrics.status_writes.get_or_create(&ResultLabel { result });
+        }
         metrics
     }
 

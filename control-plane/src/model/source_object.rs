@@ -15,6 +15,8 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
+    pub const ALL: [ObjectKind; 3] = [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe];
+
     /// The Kubernetes kind, as manifests and logs name it.
     pub fn name(self) -> &'static str {
         match self {

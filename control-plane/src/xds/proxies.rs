@@ -240,3 +240,69 @@ fn client_kind(name: &str, version: &str) -> String {
         format!("{name} {version}").trim().to_owned()
     }
 }
+
+/// `edgexds_xds_proxies{flavour, client, state}`: connected streams by flavour, kind of client
+/// (`envoy`, or `grpc-<language>`: bounded, no versions) and sync state, counted from the
+/// streams' views at each scrape. Every state is present at 0 for each flavour and client
+/// kind seen.
+pub struct ProxiesCollector(pub Arc<ProxyRegistry>);
+
+impl std::fmt::Debug for ProxiesCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxiesCollector")
+    }
+}
+
+impl ProxiesCollector {
+    /// `(flavour, client, state)` → streams, zero rows included for every state.
+    pub fn counts(&self) -> BTreeMap<(String, String, &'static str), i64> {
+        let mut counts = BTreeMap::new();
+        for flavour in ["delta", "sotw"] {
+            for state in ["SYNCED", "STALE", "NACKED"] {
+                counts.insert((flavour.to_owned(), "envoy".to_owned(), state), 0);
+            }
+        }
+        for stream in self.0.streams() {
+            let view = stream.view();
+            let node = view.node.as_deref();
+            let agent = node.map_or("", |n| n.user_agent_name.as_str());
+            let client = if agent.starts_with("gRPC") {
+                format!("grpc-{}", agent.split_whitespace().last().unwrap_or_default().to_lowercase())
+            } else if agent.is_empty() {
+                "unknown".to_owned()
+            } else {
+                agent.split_whitespace().next().unwrap_or_default().chars().take(32).collect()
+            };
+            let state = match sync_state(&view) {
+                SyncState::Synced => "SYNCED",
+                SyncState::Stale => "STALE",
+                SyncState::Nacked => "NACKED",
+            };
+            let flavour = view.flavour.name().to_owned();
+            for zero in ["SYNCED", "STALE", "NACKED"] {
+                counts.entry((flavour.clone(), client.clone(), zero)).or_insert(0);
+            }
+            *counts.entry((flavour, client, state)).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+impl prometheus_client::collector::Collector for ProxiesCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let mut family = encoder.encode_descriptor(
+            "xds_proxies",
+            "Connected xDS streams by flavour, kind of client and sync state",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for ((flavour, client, state), count) in self.counts() {
+            let labels = [("flavour", flavour.as_str()), ("client", client.as_str()), ("state", state)];
+            let metric = family.encode_family(&labels)?;
+            ConstGauge::new(count).encode(metric)?;
+        }
+        Ok(())
+    }
+}
