@@ -11,20 +11,27 @@ API, issuing the pod's token (TokenRequest), placing the token file, and the add
 is dialled at (its loopback port instead of the Service's DNS name, the certificate's name
 kept for verification). The webhook's pod runs edgexds on an empty manifests directory: pods
 on the test kubelet cannot reach the API server, which listens on the host's loopback.
+
+The same release also carries the operations checks that need edgexds as the chart runs it
+(Kubernetes source, TLS, token auth, injection): the dashboard's series, and a real
+Prometheus (built from its Go module) scraping it, with the alert rules firing and resolving.
 """
 
 import base64
 import json
 import os
 import pathlib
+import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
+import grpc
 import pytest
 from charts import install, uninstall
-from realparts import PATIENCE, TARGET, Cluster, Edgexds, Envoy, free_port, until
+from realparts import PATIENCE, TARGET, Cluster, Edgexds, Envoy, Prometheus, free_port, outcome, until
 
 NAMESPACE = "mesh-system"
 SERVICE = f"edgexds.{NAMESPACE}.svc"
@@ -299,8 +306,6 @@ def curl(url: str, env: dict) -> str:
 def test_every_dashboard_panel_queries_metrics_this_edgexds_exports_through_a_templated_datasource(release):
     """edgexds as the chart runs it (Kubernetes source, TLS, token auth, injection): every
     series a panel names is one it exports."""
-    import re
-
     dashboard = json.loads((ROOT / "charts" / "edgexds" / "files" / "dashboard.json").read_text())
     assert [v["name"] for v in dashboard["templating"]["list"]][:1] == ["datasource"]
     _, text = release.edgexds.get("/metrics")
@@ -314,6 +319,77 @@ def test_every_dashboard_panel_queries_metrics_this_edgexds_exports_through_a_te
             for name in re.findall(r"\b((?:edgexds|process)_[a-z0-9_]+)", target["expr"]):
                 base = re.sub(r"_(total|bucket|sum|count)$", "", name)
                 assert name in exported or base in exported, f"{panel['title']}: {name} is not exported"
+
+
+def scaled_rules(directory: pathlib.Path) -> pathlib.Path:
+    """The chart's alert rules with their windows and `for` durations in seconds instead of
+    minutes, so a test sees them fire and resolve; the expressions are otherwise the same."""
+    text = (ROOT / "charts" / "edgexds" / "files" / "edgexds.rules.yaml").read_text()
+    text = re.sub(r"\[\d+m\]", "[15s]", text)
+    text = re.sub(r"for: \d+m", "for: 0s", text)
+    path = directory / "edgexds.rules.yaml"
+    path.write_text(text)
+    return path
+
+
+def varint_field(number: int, payload: bytes) -> bytes:
+    length, encoded = len(payload), b""
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + encoded + payload
+
+
+def test_a_real_prometheus_scrapes_edgexds_every_panel_has_data_and_the_nack_and_limit_alerts_fire_and_resolve(
+        release, cluster, tmp_path):
+    prometheus = Prometheus(tmp_path, [release.edgexds.admin[7:]], scaled_rules(tmp_path))
+    try:
+        dashboard = json.loads((ROOT / "charts" / "edgexds" / "files" / "dashboard.json").read_text())
+        queries = [t["expr"].replace("$job", "edgexds") for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
+
+        def empty_panels():
+            return [q for q in queries if not prometheus.query(q)]
+
+        until("every dashboard query returns data", lambda: not empty_panels() or None, patience=2 * PATIENCE)
+        assert prometheus.firing() == set(), "a healthy edgexds fires nothing"
+
+        # A proxy that NACKs everything, with its own pod-bound token, and a client whose
+        # requests hit the name-length limit over and over.
+        token = tmp_path / "token"
+        token.write_text(cluster.kubectl("create", "token", "app", "-n", ON, "--audience=edgexds", "--duration=1h").stdout.strip())
+        nacking = subprocess.Popen([str(TARGET / "xds-nack-client"), release.edgexds.xds, str(release.tls / "ca.crt"), SERVICE,
+                                    str(token), "nacking-proxy", ON], stdout=subprocess.PIPE, text=True)
+        stop = threading.Event()
+
+        def hit_the_name_limit():
+            credentials = grpc.ssl_channel_credentials((release.tls / "ca.crt").read_bytes())
+            channel = grpc.secure_channel(release.edgexds.xds, credentials, options=[("grpc.ssl_target_name_override", SERVICE)])
+            request = (varint_field(1, varint_field(1, b"limit-prober"))
+                       + varint_field(2, b"type.googleapis.com/envoy.config.cluster.v3.Cluster")
+                       + varint_field(3, b"n" * 600))
+            while not stop.is_set():
+                outcome(channel, "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+                        True, token.read_text(), request)
+                stop.wait(0.3)
+
+        hitter = threading.Thread(target=hit_the_name_limit, daemon=True)
+        hitter.start()
+        try:
+            assert nacking.stdout.readline().startswith("nacked"), "the client NACKed"
+            until("both alerts fire", lambda: {"EdgexdsProxiesNacking", "EdgexdsLimitHitsSustained"} <= prometheus.firing() or None,
+                  patience=2 * PATIENCE)
+            print("\nfiring:", sorted(prometheus.firing()))
+        finally:
+            stop.set()
+            nacking.terminate()
+            hitter.join(timeout=10)
+        until("both alerts resolve", lambda: not ({"EdgexdsProxiesNacking", "EdgexdsLimitHitsSustained"} & prometheus.firing()) or None,
+              patience=2 * PATIENCE)
+        assert not re.search(r"level=error", prometheus.log.read_text(), re.IGNORECASE), prometheus.log.read_text()[-2000:]
+    finally:
+        prometheus.stop()
 
 
 def test_with_the_webhook_stopped_labelled_namespaces_refuse_pods_and_others_do_not(release):

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import grpc
@@ -190,3 +191,49 @@ def outcome(chan: grpc.Channel, path: str, streaming: bool, token: str | None = 
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return grpc.StatusCode.OK, "stream kept open"
         return error.code(), error.details() or ""
+
+
+class Prometheus:
+    """A real Prometheus (built from its Go module by tests/prometheus/build) scraping `targets`
+    as job `edgexds` every second, evaluating `rules` every second, its API on loopback."""
+
+    def __init__(self, tmp_path: pathlib.Path, targets: list[str], rules: pathlib.Path):
+        directory = os.environ.get("EDGEXDS_PROMETHEUS_BIN")
+        assert directory, "EDGEXDS_PROMETHEUS_BIN is unset: tests/run sets it (tests/prometheus/build)"
+        binary = pathlib.Path(directory) / "prometheus"
+        assert binary.exists(), f"{binary} is missing: tests/prometheus/build makes it"
+        config = tmp_path / "prometheus.yml"
+        config.write_text(json.dumps({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(rules)],
+            "scrape_configs": [{"job_name": "edgexds", "static_configs": [{"targets": targets}]}],
+        }))
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = tmp_path / "prometheus.log"
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address={self.url[7:]}"],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        until("Prometheus is ready", lambda: self._get("/-/ready") is not None)
+
+    def _get(self, path: str):
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as reply:
+                return reply.read().decode()
+        except OSError:
+            return None
+
+    def query(self, expr: str) -> list:
+        """The instant vector `expr` gives now ([] when it gives nothing)."""
+        body = self._get("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        answer = json.loads(body or "{}")
+        assert answer.get("status") == "success", f"{expr}: {body}"
+        return answer["data"]["result"]
+
+    def firing(self) -> set[str]:
+        answer = json.loads(self._get("/api/v1/alerts") or "{}")
+        return {a["labels"]["alertname"] for a in answer.get("data", {}).get("alerts", []) if a["state"] == "firing"}
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
