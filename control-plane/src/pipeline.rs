@@ -82,6 +82,9 @@ pub struct KindLabel {
 #[derive(Clone)]
 pub struct SourceMetrics {
     events: Family<KindLabel, Counter>,
+    /// 1 while the source is in sync: every watch listed and none failing, or the manifests
+    /// directory read; 0 before and while it is not (the last good state is served).
+    synced: Gauge,
 }
 
 impl Default for SourceMetrics {
@@ -93,14 +96,24 @@ impl Default for SourceMetrics {
 
 impl SourceMetrics {
     pub fn register(root: &mut Registry) -> Self {
-        let metrics = Self { events: Family::default() };
+        let metrics = Self { events: Family::default(), synced: Gauge::default() };
         root.register("source_events", "Changes seen from the source", metrics.events.clone());
+        root.register(
+            "source_synced",
+            "1 while the source is in sync (every watch listed and none failing, or the manifests directory read), else 0",
+            metrics.synced.clone(),
+        );
         // Present at 0 from startup for every kind a source reports.
         for kind in crate::model::ObjectKind::ALL.map(crate::model::ObjectKind::label).into_iter().chain(["manifests"])
         {
             metrics.events.get_or_create(&KindLabel { kind }).inc_by(0);
         }
         metrics
+    }
+
+    /// Whether the source is in sync now.
+    pub fn synced(&self, synced: bool) {
+        self.synced.set(i64::from(synced));
     }
 
     /// One change seen from the source, by kind of object (or `manifests`).

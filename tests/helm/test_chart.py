@@ -12,6 +12,7 @@ import asyncio
 import base64
 import http.server
 import json
+import os
 import pathlib
 import ssl
 import subprocess
@@ -561,3 +562,28 @@ def test_every_alert_has_a_severity_a_summary_a_description_a_runbook_section_an
         url = alert["annotations"]["runbook_url"]
         assert url.endswith(f"docs/operations.md#{name.lower()}") and name.lower() in anchors, f"{name}: no section in docs/operations.md"
         assert {f"{name} fires", f"{name} stays quiet"} <= cases, f"{name}: promtool cases"
+
+
+@pytest.fixture
+def operator_crds(cluster):
+    directory = pathlib.Path(os.environ.get("EDGEXDS_PROMETHEUS_BIN", "")) / "operator-crds"
+    crds = sorted(directory.glob("*.yaml"))
+    assert crds, f"tests/prometheus/build puts the Prometheus Operator's CRDs in {directory} (EDGEXDS_PROMETHEUS_BIN)"
+    for crd in crds:
+        cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+    yield
+    for crd in crds:
+        cluster.kubectl("delete", "--wait=true", "-f", str(crd))
+
+
+def test_with_the_prometheus_operator_the_chart_ships_its_rules_and_scrape_config_and_the_server_accepts_them(
+        cluster, operator_crds):
+    objects = install(cluster, {"serviceMonitor": {"enabled": True}}, release="edgexds", namespace="mon")
+    rule = objects["PrometheusRule", "mon", "edgexds"]
+    shipped = yaml.safe_load((CHART / "files" / "edgexds.rules.yaml").read_text())
+    assert rule["spec"] == shipped, "the PrometheusRule is the promtool-tested rules file, as stored by the server"
+    monitor = objects["ServiceMonitor", "mon", "edgexds"]
+    assert monitor["spec"]["endpoints"] == [{"port": "http-admin", "path": "/metrics", "interval": "30s"}]
+    uninstall(cluster, objects, namespace="mon")

@@ -66,6 +66,7 @@ async fn outages_keep_envoy_routing_and_edgexds_converges_after_410_gone() {
     })
     .await;
     assert_eq!(readyz(&cp).await, 503, "not ready before the initial lists");
+    assert_eq!(metric(&cp, "edgexds_source_synced"), 0.0, "not in sync before the initial lists");
     client.assert_quiet().await;
     tokio::task::spawn_blocking(|| server.restart_apiserver()).await.unwrap().unwrap();
     let cds = client.next_within(Duration::from_secs(30)).await.unwrap();
@@ -102,6 +103,7 @@ async fn outages_keep_envoy_routing_and_edgexds_converges_after_410_gone() {
     assert_eq!(failed, 0, "{failed} of {requests} requests failed while the API server was away");
     assert_eq!(readyz(&cp).await, 200, "still ready: Envoys keep their endpoints during an outage");
     assert!(metric(&cp, "edgexds_kube_watches_failing") > 0.0);
+    assert_eq!(metric(&cp, "edgexds_source_synced"), 0.0, "out of sync while a watch fails, though still ready");
     client.assert_quiet().await;
 
     // 3. Back: the watches get 410 Gone, re-list, and the changes made meanwhile arrive.
@@ -129,7 +131,8 @@ async fn outages_keep_envoy_routing_and_edgexds_converges_after_410_gone() {
         cp.metrics.encode().lines().filter(|l| l.contains("kube_")).collect::<Vec<_>>().join("\n")
     );
     eventually(Duration::from_secs(10), "watches recovered", || async {
-        (metric(&cp, "edgexds_kube_watches_failing") == 0.0).then_some(())
+        (metric(&cp, "edgexds_kube_watches_failing") == 0.0 && metric(&cp, "edgexds_source_synced") == 1.0)
+            .then_some(())
     })
     .await;
 }

@@ -259,6 +259,7 @@ pub async fn run(
                 debug!(watch = %scopes[index].describe(), %error, "watch still failing");
             }
         }
+        metrics.synced(store.synced() && !failing.contains(&true));
     }
 }
 

@@ -411,6 +411,7 @@ pub async fn run(context: super::ManifestsContext) -> Result<()> {
         .await
         .map_err(|source| Error::Task { what: "a manifests scan", source })?;
         let mut recheck_at = None;
+        metrics.synced(outcome.is_ok());
         match outcome {
             Ok(outcome) => {
                 recheck_at = outcome.recheck_at;
