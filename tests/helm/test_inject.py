@@ -342,7 +342,7 @@ def varint_field(number: int, payload: bytes) -> bytes:
     return bytes([number << 3 | 2]) + encoded + payload
 
 
-def test_a_real_prometheus_scrapes_edgexds_every_panel_has_data_and_the_nack_and_limit_alerts_fire_and_resolve(
+def test_a_real_prometheus_scrapes_edgexds_every_panel_has_data_under_load_and_the_nack_and_limit_alerts_fire_and_resolve(
         release, cluster, tmp_path):
     prometheus = Prometheus(tmp_path, [release.edgexds.admin[7:]], scaled_rules(tmp_path))
     try:
@@ -352,8 +352,21 @@ def test_a_real_prometheus_scrapes_edgexds_every_panel_has_data_and_the_nack_and
         def empty_panels():
             return [q for q in queries if not prometheus.query(q)]
 
-        until("every dashboard query returns data", lambda: not empty_panels() or None, patience=2 * PATIENCE)
-        assert prometheus.firing() == set(), "a healthy edgexds fires nothing"
+        # And a second edgexds under the load tool's clients and churn, scraped beside it.
+        load = subprocess.Popen([str(TARGET / "edgexds-load"), "--server", str(TARGET / "edgexds"), "--clients", "20",
+                                 "--services", "20", "--endpoints", "5", "--changes", "200", "--interval-ms", "200"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            loaded = next(line.split()[-1] for line in load.stderr if line.startswith("server admin:"))
+            prometheus.add_target(loaded)
+            until("the loaded edgexds is scraped with its clients",
+                  lambda: prometheus.query(f'sum(edgexds_xds_proxies{{instance="{loaded}"}}) >= 20') or None)
+            until("every dashboard query returns data while the load runs", lambda: not empty_panels() or None,
+                  patience=2 * PATIENCE)
+            assert load.poll() is None, "the load was still running"
+        finally:
+            load.kill()
+        assert prometheus.firing() == set(), "healthy, even under load, edgexds fires nothing"
 
         # A proxy that NACKs everything, with its own pod-bound token, and a client whose
         # requests hit the name-length limit over and over.

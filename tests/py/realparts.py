@@ -203,10 +203,13 @@ class Prometheus:
         binary = pathlib.Path(directory) / "prometheus"
         assert binary.exists(), f"{binary} is missing: tests/prometheus/build makes it"
         config = tmp_path / "prometheus.yml"
+        self.targets_file = tmp_path / "targets.json"
+        self.targets = list(targets)
+        self.targets_file.write_text(json.dumps([{"targets": self.targets}]))
         config.write_text(json.dumps({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": "edgexds", "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": "edgexds", "file_sd_configs": [{"files": [str(self.targets_file)]}]}],
         }))
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = tmp_path / "prometheus.log"
@@ -222,6 +225,13 @@ class Prometheus:
                 return reply.read().decode()
         except OSError:
             return None
+
+    def add_target(self, target: str):
+        """Scrapes `target` too, from its next discovery (file-based, watched)."""
+        self.targets.append(target)
+        temporary = self.targets_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps([{"targets": self.targets}]))
+        temporary.rename(self.targets_file)
 
     def query(self, expr: str) -> list:
         """The instant vector `expr` gives now ([] when it gives nothing)."""

@@ -561,6 +561,8 @@ async fn main() -> Result<()> {
             if !ok {
                 bail!("server did not become ready");
             }
+            // For whoever watches the run from outside (a Prometheus scraping it, say).
+            eprintln!("server admin: 127.0.0.1:{admin}");
             (Some(server), SocketAddr::from(([127, 0, 0, 1], port)), Some(pid), Some(admin))
         }
         (None, Some(xds)) => (None, xds, o.server_pid, None),
