@@ -236,7 +236,8 @@ def test_install_with_every_option_on(cluster):
     assert pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == "exds"
     assert objects["PodDisruptionBudget", "edge", name]["spec"]["minAvailable"] == 2
     policy = objects["NetworkPolicy", "edge", name]["spec"]
-    assert [rule["ports"][0]["port"] for rule in policy["ingress"]] == ["grpc-xds", "http-admin"]
+    assert [rule["ports"][0]["port"] for rule in policy["ingress"]] == ["grpc-xds", "http-admin", "https-webhook"]
+    assert "from" not in policy["ingress"][2], "the API server reaches the webhook from wherever it runs"
     for flag in ["--active-health-checks=hds", "--hds-checkers-per-endpoint=3", "--hds-report-interval=250ms",
                  "--hds-checker-identities=edge/edgexds-full-checker,shop/web", "--admin-identities=monitoring/ops",
                  "--xds-auth=mtls,token", "--xds-token-audience=edgexds-edge",
