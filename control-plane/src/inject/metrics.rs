@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::xds::ProxyRegistry;
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
     /// The sidecar was injected.
     Injected,
@@ -27,15 +27,30 @@ pub enum Outcome {
     Invalid,
 }
 
+impl Outcome {
+    const ALL: [Outcome; 4] = [Outcome::Injected, Outcome::Left, Outcome::Refused, Outcome::Invalid];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Injected => "injected",
+            Outcome::Left => "left",
+            Outcome::Refused => "refused",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
-    outcome: Outcome,
+    outcome: &'static str,
 }
 
 #[derive(Clone)]
 pub struct InjectMetrics {
     reviews: Family<OutcomeLabel, Counter>,
     duration: Histogram,
+    /// Connections closed unserved: past the connection limit, or a failed TLS handshake.
+    pub connections_refused: Counter,
 }
 
 impl Default for InjectMetrics {
@@ -69,9 +84,13 @@ impl Collector for OutdatedSidecars {
 
 impl InjectMetrics {
     pub fn register(root: &mut Registry, proxies: Arc<ProxyRegistry>) -> Self {
-        let metrics = Self { reviews: Family::default(), duration: crate::histograms::latency() };
-        for outcome in [Outcome::Injected, Outcome::Left, Outcome::Refused, Outcome::Invalid] {
-            let _ = metrics.reviews.get_or_create(&OutcomeLabel { outcome });
+        let metrics = Self {
+            reviews: Family::default(),
+            duration: crate::histograms::latency(),
+            connections_refused: Counter::default(),
+        };
+        for outcome in Outcome::ALL {
+            let _ = metrics.reviews.get_or_create(&OutcomeLabel { outcome: outcome.label() });
         }
         let inject = root.sub_registry_with_prefix("inject");
         inject.register(
@@ -85,12 +104,17 @@ impl InjectMetrics {
             prometheus_client::registry::Unit::Seconds,
             metrics.duration.clone(),
         );
+        inject.register(
+            "connections_refused",
+            "Webhook connections closed unserved: past the 64 open at once, or a TLS handshake that failed or took over 5 s",
+            metrics.connections_refused.clone(),
+        );
         root.register_collector(Box::new(OutdatedSidecars(proxies)));
         metrics
     }
 
     pub fn count(&self, outcome: Outcome) {
-        self.reviews.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.reviews.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
     }
 
     pub fn observe(&self, elapsed: Duration) {

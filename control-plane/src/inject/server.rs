@@ -56,7 +56,7 @@ pub fn spawn(context: WebhookContext) -> Task {
     let router = Router::new()
         .route(PATH, post(review))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Webhook { template: Arc::new(template), metrics });
+        .with_state(Webhook { template: Arc::new(template), metrics: metrics.clone() });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
@@ -72,13 +72,16 @@ pub fn spawn(context: WebhookContext) -> Task {
                 }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                debug!(%peer, "webhook connection refused: {MAX_CONNECTIONS} open");
+                metrics.connections_refused.inc();
+                warn!(%peer, "webhook connection refused: {MAX_CONNECTIONS} open already");
                 continue;
             };
             let (acceptor, service) = (tls.https_acceptor(), TowerToHyperService::new(router.clone()));
+            let refused = metrics.connections_refused.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                    refused.inc();
                     debug!(%peer, "webhook TLS handshake failed or timed out");
                     return;
                 };
