@@ -22,6 +22,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -353,9 +354,10 @@ def test_a_real_prometheus_scrapes_edgexds_every_panel_has_data_under_load_and_t
             return [q for q in queries if not prometheus.query(q)]
 
         # And a second edgexds under the load tool's clients and churn, scraped beside it.
+        # Its own process group: the server it starts goes with it, however the test ends.
         load = subprocess.Popen([str(TARGET / "edgexds-load"), "--server", str(TARGET / "edgexds"), "--clients", "20",
                                  "--services", "20", "--endpoints", "5", "--changes", "200", "--interval-ms", "200"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             loaded = next(line.split()[-1] for line in load.stderr if line.startswith("server admin:"))
             prometheus.add_target(loaded)
@@ -365,7 +367,8 @@ def test_a_real_prometheus_scrapes_edgexds_every_panel_has_data_under_load_and_t
                   patience=2 * PATIENCE)
             assert load.poll() is None, "the load was still running"
         finally:
-            load.kill()
+            os.killpg(load.pid, signal.SIGKILL)
+            load.wait(timeout=30)
         assert prometheus.firing() == set(), "healthy, even under load, edgexds fires nothing"
 
         # A proxy that NACKs everything, with its own pod-bound token, and a client whose

@@ -533,6 +533,7 @@ async fn main() -> Result<()> {
         (Some(binary), _) => {
             let port = free_port()?;
             let admin = free_port()?;
+            let debug = free_port()?;
             let mut command = Command::new(binary);
             command.arg("serve");
             match &kube {
@@ -543,6 +544,8 @@ async fn main() -> Result<()> {
             };
             let child = command
                 .args(["--xds-addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+                // Its own debug port too: the default one may be another server's.
+                .args(["--debug-addr", &format!("127.0.0.1:{debug}")])
                 .args(["--log-level", "warn"])
                 .stdout(Stdio::null())
                 .spawn()
