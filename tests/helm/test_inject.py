@@ -39,6 +39,9 @@ SERVICE = f"edgexds.{NAMESPACE}.svc"
 WEBHOOK = "edgexds-mesh-system-inject"
 ON, OFF = "inject-on", "inject-off"
 PARKED = "parked"  # a Node no kubelet runs: pods bound to it are stored and never started
+# Unschedulable and tainted, so the scheduler never sends other tests' pods there.
+PARKED_NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": PARKED},
+               "spec": {"unschedulable": True, "taints": [{"key": "edgexds.io/parked", "effect": "NoSchedule"}]}}
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -127,13 +130,14 @@ def dechunk(data: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def release(cluster, tmp_path_factory):
-    cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": PARKED}},
+    cluster.apply(PARKED_NODE,
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ON, "labels": {"edgexds.io/inject": "enabled"}}},
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OFF}},
                   *({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": ns}} for ns in (ON, OFF)))
     started = Release(cluster, tmp_path_factory.mktemp("inject"))
     yield started
     print(started.close()[-3000:])
+    cluster.kubectl("delete", "node", PARKED, "--ignore-not-found")
 
 
 def app_pod(namespace: str, name: str, labels: dict | None = None, annotations: dict | None = None) -> dict:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests" / "py"))
 sys.path.insert(0, str(ROOT / "tests" / "helm"))
 
 from realparts import Cluster  # noqa: E402
-from test_inject import NAMESPACE, OFF, ON, PARKED, Release, app_pod  # noqa: E402
+from test_inject import NAMESPACE, OFF, ON, PARKED_NODE, Release, app_pod  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,7 +34,7 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     cluster = Cluster()
     try:
-        cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": PARKED}},
+        cluster.apply(PARKED_NODE,
                       {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ON, "labels": {"edgexds.io/inject": "enabled"}}},
                       {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OFF}},
                       *({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": ns}} for ns in (ON, OFF)))
