@@ -56,11 +56,7 @@ pub fn render(proxies: &[ProxyReport]) -> String {
                 },
             )
         };
-        let state = match p.state {
-            SyncState::Synced => "SYNCED",
-            SyncState::Stale => "STALE",
-            SyncState::Nacked => "NACKED",
-        };
+        let state = p.state.name();
         rows.push([
             p.node_id.clone(),
             p.cluster.clone(),

@@ -54,6 +54,19 @@ pub enum SyncState {
     Nacked,
 }
 
+impl SyncState {
+    pub const ALL: [SyncState; 3] = [SyncState::Synced, SyncState::Stale, SyncState::Nacked];
+
+    /// As `proxy-status` and the `state` metric label name it (and its JSON form).
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncState::Synced => "SYNCED",
+            SyncState::Stale => "STALE",
+            SyncState::Nacked => "NACKED",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypeReport {
     pub subscribed: String,
@@ -116,10 +129,15 @@ impl ProxyRegistry {
         Self { current_template, ..Self::default() }
     }
 
+    /// Whether a sidecar reporting `injected` came from another template than the one this
+    /// process injects now (never, when it injects nothing).
+    fn outdated(&self, injected: Option<&str>) -> bool {
+        matches!((injected, &self.current_template), (Some(injected), Some(current)) if injected != current)
+    }
+
     /// Connected streams whose sidecar was injected from another template than the current.
     pub fn outdated_sidecars(&self) -> usize {
-        let Some(current) = &self.current_template else { return 0 };
-        self.streams().iter().filter(|s| template_of(&s.view()).is_some_and(|t| t != *current)).count()
+        self.streams().iter().filter(|s| self.outdated(template_of(&s.view()).as_deref())).count()
     }
 
     pub fn register(self: &Arc<Self>, stream: StreamHandle) -> Registration {
@@ -152,10 +170,7 @@ impl ProxyRegistry {
             .map(|(stream, held)| {
                 let counts = held.map(|held| held.map(|t| t.map(|names| names.len())));
                 let mut report = report(&stream.view(), counts.unwrap_or_default());
-                report.outdated = match (&report.sidecar_template, &self.current_template) {
-                    (Some(injected), Some(current)) => injected != current,
-                    _ => false,
-                };
+                report.outdated = self.outdated(report.sidecar_template.as_deref());
                 report
             })
             .collect()
@@ -258,8 +273,8 @@ impl ProxiesCollector {
     pub fn counts(&self) -> BTreeMap<(String, String, &'static str), i64> {
         let mut counts = BTreeMap::new();
         for flavour in ["delta", "sotw"] {
-            for state in ["SYNCED", "STALE", "NACKED"] {
-                counts.insert((flavour.to_owned(), "envoy".to_owned(), state), 0);
+            for state in SyncState::ALL {
+                counts.insert((flavour.to_owned(), "envoy".to_owned(), state.name()), 0);
             }
         }
         for stream in self.0.streams() {
@@ -273,14 +288,10 @@ impl ProxiesCollector {
             } else {
                 agent.split_whitespace().next().unwrap_or_default().chars().take(32).collect()
             };
-            let state = match sync_state(&view) {
-                SyncState::Synced => "SYNCED",
-                SyncState::Stale => "STALE",
-                SyncState::Nacked => "NACKED",
-            };
+            let state = sync_state(&view).name();
             let flavour = view.flavour.name().to_owned();
-            for zero in ["SYNCED", "STALE", "NACKED"] {
-                counts.entry((flavour.clone(), client.clone(), zero)).or_insert(0);
+            for zero in SyncState::ALL {
+                counts.entry((flavour.clone(), client.clone(), zero.name())).or_insert(0);
             }
             *counts.entry((flavour, client, state)).or_insert(0) += 1;
         }
