@@ -280,14 +280,7 @@ impl ProxiesCollector {
         for stream in self.0.streams() {
             let view = stream.view();
             let node = view.node.as_deref();
-            let agent = node.map_or("", |n| n.user_agent_name.as_str());
-            let client = if agent.starts_with("gRPC") {
-                format!("grpc-{}", agent.split_whitespace().last().unwrap_or_default().to_lowercase())
-            } else if agent.is_empty() {
-                "unknown".to_owned()
-            } else {
-                agent.split_whitespace().next().unwrap_or_default().chars().take(32).collect()
-            };
+            let client = client_label(node.map_or("", |n| n.user_agent_name.as_str())).to_owned();
             let state = sync_state(&view).name();
             let flavour = view.flavour.name().to_owned();
             for zero in SyncState::ALL {
@@ -296,6 +289,31 @@ impl ProxiesCollector {
             *counts.entry((flavour, client, state)).or_insert(0) += 1;
         }
         counts
+    }
+}
+
+/// The `client` label for a node's `user_agent_name`, from a fixed set: the name is the
+/// client's to choose, and a label value per invented name would let clients grow the
+/// metric without bound.
+fn client_label(agent: &str) -> &'static str {
+    const GRPC: [(&str, &str); 8] = [
+        ("python", "grpc-python"),
+        ("go", "grpc-go"),
+        ("java", "grpc-java"),
+        ("c++", "grpc-cpp"),
+        ("ruby", "grpc-ruby"),
+        ("php", "grpc-php"),
+        ("node", "grpc-node"),
+        ("c#", "grpc-csharp"),
+    ];
+    match agent.split_whitespace().next() {
+        Some("envoy") => "envoy",
+        Some("gRPC") => {
+            let language = agent.split_whitespace().last().unwrap_or_default().to_ascii_lowercase();
+            GRPC.iter().find(|(name, _)| *name == language).map_or("grpc-other", |(_, label)| label)
+        }
+        Some(_) => "other",
+        None => "unknown",
     }
 }
 
@@ -315,5 +333,20 @@ impl prometheus_client::collector::Collector for ProxiesCollector {
             ConstGauge::new(count).encode(metric)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod client_label_tests {
+    use super::client_label;
+
+    #[test]
+    fn the_client_label_comes_from_a_fixed_set_whatever_a_node_calls_itself() {
+        assert_eq!(client_label("envoy"), "envoy");
+        assert_eq!(client_label("gRPC C-core linux Python"), "grpc-python");
+        assert_eq!(client_label("gRPC Go"), "grpc-go");
+        assert_eq!(client_label("gRPC C-core linux Brainfuck"), "grpc-other");
+        assert_eq!(client_label("my-own-proxy-v17"), "other");
+        assert_eq!(client_label(""), "unknown");
     }
 }
