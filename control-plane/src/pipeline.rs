@@ -104,7 +104,8 @@ impl SourceMetrics {
             metrics.synced.clone(),
         );
         // Present at 0 from startup for every kind a source reports.
-        for kind in crate::model::ObjectKind::ALL.map(crate::model::ObjectKind::label).into_iter().chain(["manifests"])
+        for kind in
+            crate::model::ObjectKind::ALL.map(crate::model::ObjectKind::label).into_iter().chain([MANIFESTS_EVENT])
         {
             metrics.events.get_or_create(&KindLabel { kind }).inc_by(0);
         }
@@ -121,6 +122,9 @@ impl SourceMetrics {
         self.events.get_or_create(&KindLabel { kind }).inc();
     }
 }
+
+/// The `source_events` kind of a manifests scan that changed something: it names no kind.
+pub const MANIFESTS_EVENT: &str = "manifests";
 
 /// What a source publishes: its whole current state, `None` until its first full one.
 pub type StateSender = watch::Sender<Option<Arc<SourceState>>>;

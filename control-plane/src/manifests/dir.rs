@@ -416,7 +416,7 @@ pub async fn run(context: super::ManifestsContext) -> Result<()> {
             Ok(outcome) => {
                 recheck_at = outcome.recheck_at;
                 if outcome.changed || !published {
-                    metrics.event("manifests");
+                    metrics.event(crate::pipeline::MANIFESTS_EVENT);
                     let state = dir.state();
                     info!(
                         services = state.services.len(),
