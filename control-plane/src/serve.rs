@@ -353,7 +353,6 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             };
             let settings =
                 TlsSettings { client_ca: None, client_certs: auth::ClientCerts::NotAsked, ..xds_tls.clone() };
-
             let tls = auth::ServerTls::start(settings, Default::default(), shutdown.clone()).map_err(Error::Config)?;
             tasks.push((
                 "injection webhook",
