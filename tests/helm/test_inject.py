@@ -73,8 +73,7 @@ class Release:
             }]},
         }
         cluster.apply(self.webhook_pod)
-        cluster.kubectl("wait", "--for=condition=Ready", "pod/edgexds-webhook", "-n", NAMESPACE, f"--timeout={PATIENCE}s")
-        self.webhook_ip = cluster.get("pod", "edgexds-webhook", NAMESPACE)["status"]["podIP"]
+        self.webhook_ip = cluster.wait_ready(NAMESPACE, "edgexds-webhook")["status"]["podIP"]
         until("the Service lists the webhook's pod", self._listed)
         # edgexds as the Deployment runs it, for the sidecars to sync with.
         args = [a.replace("/var/run/edgexds/tls", str(self.tls)) for a in self.container["args"][1:]

@@ -7,6 +7,7 @@ import os
 import pathlib
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -42,12 +43,16 @@ class Cluster:
     def __init__(self):
         server = TARGET / "kube-test-server"
         assert server.exists(), f"{server} is missing: tests/run builds it (cargo build -p edgexds-tests)"
-        self.process = subprocess.Popen([server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # What the cluster (its kubelet above all) says goes to a file, for a failure to quote.
+        self.log = tempfile.NamedTemporaryFile(prefix="kube-test-server-", suffix=".log", delete=False)
+        self.process = subprocess.Popen([server], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                        text=True)
         line = self.process.stdout.readline()
         assert line, "kube-test-server exited before the API server was ready"
         ready = json.loads(line)
         self.url, self.kubeconfig, self.kubectl_binary = ready["url"], ready["kubeconfig"], ready["kubectl"]
         self.upstream_pod_spec = ready["upstream_pod_spec"]
+        self.logs = pathlib.Path(ready["logs"])
         self.bin_dir = pathlib.Path(self.kubectl_binary).parent
         self.ca = json.loads(pathlib.Path(self.kubeconfig).read_text())["clusters"][0]["cluster"]["certificate-authority"]
 
@@ -73,8 +78,41 @@ class Cluster:
         self.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
                                                                    "labels": {"app": app}},
                     "spec": self.upstream_pod_spec})
-        self.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace, f"--timeout={PATIENCE}s")
-        return self.get("pod", name, namespace)["status"]["podIP"]
+        return self.wait_ready(namespace, name)["status"]["podIP"]
+
+    def wait_ready(self, namespace: str, name: str) -> dict:
+        """The pod, once Ready; or a failure that says what the cluster knows about it."""
+        waited = self.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace,
+                              f"--timeout={PATIENCE}s", check=False)
+        pod = self.get("pod", name, namespace)
+        if waited.returncode != 0:
+            raise AssertionError(f"pod {namespace}/{name} not ready: {waited.stderr.strip()}\n"
+                                 f"{self.why_not_running(namespace, name, pod)}")
+        return pod
+
+    def why_not_running(self, namespace: str, name: str, pod: dict | None) -> str:
+        """What a person would look at when a pod does not run: where it is bound, its status,
+        the Nodes, and the namespace's events."""
+        nodes = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        events = self.kubectl("get", "events", "-n", namespace, "-o", "custom-columns=OBJ:.involvedObject.name,"
+                              "REASON:.reason,MESSAGE:.message", check=False).stdout
+        said = [line for line in pathlib.Path(self.log.name).read_text(errors="replace").splitlines()
+                if f"{namespace}/{name}" in line][-20:]
+        logs = pathlib.Path(tempfile.gettempdir()) / f"edgexds-kubelet-{self.process.pid}"
+        output = {log.name: log.read_text(errors="replace")[-1500:] for log in logs.glob(f"{namespace}_{name}_*.log")}
+        return json.dumps({
+            "metadata": pod and {k: pod["metadata"].get(k) for k in ("uid", "deletionTimestamp", "creationTimestamp")},
+            "nodeName": pod and pod["spec"].get("nodeName"),
+            "status": pod and pod.get("status"),
+            "nodes": [{"name": n["metadata"]["name"], "unschedulable": n["spec"].get("unschedulable"),
+                       "taints": n["spec"].get("taints"),
+                       "ready": [c["status"] for c in n["status"].get("conditions", []) if c["type"] == "Ready"]}
+                      for n in nodes],
+            "kubelet said": said,
+            "scheduler said": [line for line in (self.logs / "scheduler.log").read_text(errors="replace").splitlines()
+                               if name in line][-10:],
+            "container output": output,
+        }) + "\nevents:\n" + events
 
     def ensure_namespace(self, *names: str):
         self.apply(*({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names))
@@ -93,6 +131,7 @@ class Cluster:
     def close(self):
         self.process.stdin.close()
         self.process.wait(timeout=60)
+        os.unlink(self.log.name)
 
 
 class Edgexds:

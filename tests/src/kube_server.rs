@@ -134,7 +134,8 @@ pub struct KubeServer {
     pub etcd_url: String,
     /// A kubeconfig for the admin client certificate, usable by kubectl and edgexds alike.
     pub admin_kubeconfig: PathBuf,
-    dir: PathBuf,
+    /// Where the API server, etcd and the controllers write their logs.
+    pub dir: PathBuf,
     ca: PathBuf,
     apiserver_args: Vec<String>,
     apiserver: Mutex<Supervised>,

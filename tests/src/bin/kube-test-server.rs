@@ -2,8 +2,9 @@
 //! and scheduler, and the test kubelet running pods as real processes) for tests outside Rust
 //! — the Helm chart tests — and keeps it until its stdin closes.
 //!
-//! Prints one JSON line once the cluster is ready: `{"url", "kubeconfig", "kubectl",
-//! "upstream_pod_spec"}`; the last is a pod spec whose container the kubelet runs as an
+//! Prints one JSON line once the cluster is ready: `{"url", "kubeconfig", "logs", "kubectl",
+//! "upstream_pod_spec"}`: `logs` is the directory of the API server's and controllers' logs;
+//! the last is a pod spec whose container the kubelet runs as an
 //! upstream answering with the pod's name on port 8080.
 
 use std::io::Read;
@@ -17,6 +18,7 @@ fn main() -> anyhow::Result<()> {
     let ready = serde_json::json!({
         "url": cluster.kube.url,
         "kubeconfig": cluster.kube.admin_kubeconfig,
+        "logs": cluster.kube.dir,
         "kubectl": Binaries::get()?.kubectl,
         "upstream_pod_spec": Upstream::default().pod_spec(),
     });
