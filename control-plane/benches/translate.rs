@@ -30,9 +30,10 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
             target_port: TargetPort::Number(8080),
             app_protocol: Default::default(),
         };
-        state
-            .services
-            .insert(key.clone(), Arc::new(Service { key: key.clone(), ports: vec![port], external_name: false }));
+        state.services.insert(
+            key.clone(),
+            Arc::new(Service { key: key.clone(), ports: vec![port], external_name: false, traffic_distribution: None }),
+        );
         let slice = EndpointSlice {
             key: ObjectKey::new(&key.namespace, format!("{}-1", key.name)),
             service_name: Some(key.name.to_string()),
@@ -46,6 +47,7 @@ fn state(services: u32, endpoints: u32, probes: bool) -> SourceState {
                     node_name: Some(format!("node-{}", e % 5)),
                     pod_name: Some(format!("{}-{e}", key.name)),
                     hostname: None,
+                    hints: Default::default(),
                 })
                 .collect(),
         };
@@ -80,7 +82,7 @@ fn eds_translate_encode(c: &mut Criterion) {
             let options = TranslateOptions::default();
             let verdicts = CheckVerdicts::default();
             let bytes: usize =
-                model.ports().map(|p| load_assignment(p, &options, &verdicts).encode_to_vec().len()).sum();
+                model.ports().map(|p| load_assignment(p, &options, &verdicts, None).encode_to_vec().len()).sum();
             let total = u64::from(services * endpoints);
             eprintln!(
                 "eds {services}x{endpoints} metadata={probes}: {bytes} bytes, {:.1} bytes/endpoint",
@@ -95,7 +97,7 @@ fn eds_translate_encode(c: &mut Criterion) {
                 b.iter(|| {
                     black_box(model)
                         .ports()
-                        .map(|p| load_assignment(p, &options, &verdicts).encode_to_vec().len())
+                        .map(|p| load_assignment(p, &options, &verdicts, None).encode_to_vec().len())
                         .sum::<usize>()
                 })
             });
@@ -136,12 +138,12 @@ fn verdict_flip(c: &mut Criterion) {
         b.iter(|| build_snapshot(black_box(&input), &options, Some(&previous), &failing))
     });
     let mut builder = SnapshotBuilder::new(options.clone());
-    builder.update(&input, &healthy);
+    builder.update(&input, &healthy, &Default::default());
     let mut flip = false;
     group.bench_function("incremental", |b| {
         b.iter(|| {
             flip = !flip;
-            builder.update(black_box(&input), if flip { &failing } else { &healthy }).diff
+            builder.update(black_box(&input), if flip { &failing } else { &healthy }, &Default::default()).diff
         })
     });
     group.finish();
@@ -164,13 +166,13 @@ fn one_slice_change(c: &mut Criterion) {
         moved.endpoints[0].address = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1));
         let versions = [original, Arc::new(moved)];
         let mut builder = SnapshotBuilder::new(options.clone());
-        builder.update(&input, &verdicts);
+        builder.update(&input, &verdicts, &Default::default());
         let mut turn = 0;
         group.bench_function(BenchmarkId::new("incremental", services), |b| {
             b.iter(|| {
                 turn += 1;
                 input.slices.insert(key.clone(), versions[turn % 2].clone());
-                let update = builder.update(black_box(&input), &verdicts);
+                let update = builder.update(black_box(&input), &verdicts, &Default::default());
                 assert_eq!(update.diff.count(ResourceType::ClusterLoadAssignment), (1, 0));
                 update.diff
             })

@@ -6,11 +6,13 @@
 
 mod name_ids;
 mod names;
+mod places;
 mod resource_type;
 mod snapshot;
 
 pub use name_ids::NameSet;
 pub use names::intern;
+pub use places::{PlaceLease, Places, Variants};
 pub use resource_type::ResourceType;
 pub use snapshot::{Encoded, Resources, Snapshot, SnapshotDiff, VersionedResource, format_version, parse_version};
 
@@ -25,6 +27,9 @@ pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
 pub trait SnapshotSource: Send + Sync + 'static {
     fn subscribe(&self) -> SnapshotReceiver;
 
+    /// Where streams say their clients are, so that variants are built for those places.
+    fn places(&self) -> Arc<Places>;
+
     /// The snapshot being served now.
     fn current(&self) -> Option<Arc<Snapshot>> {
         self.subscribe().borrow().clone()
@@ -35,11 +40,12 @@ pub trait SnapshotSource: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct SnapshotCache {
     current: watch::Sender<Option<Arc<Snapshot>>>,
+    places: Arc<Places>,
 }
 
 impl Default for SnapshotCache {
     fn default() -> Self {
-        Self { current: watch::Sender::new(None) }
+        Self { current: watch::Sender::new(None), places: Arc::default() }
     }
 }
 
@@ -59,8 +65,8 @@ impl SnapshotCache {
             let first = current.is_none();
             if first || !diff.is_empty() {
                 // Streams in sync with the previous generation only look at what changed.
-                snapshot.generation = current.as_ref().map_or(1, |c| c.generation + 1);
-                snapshot.delta = current.is_some().then(|| Arc::new(diff));
+                let generation = current.as_ref().map_or(1, |c| c.generation + 1);
+                snapshot.stamp(generation, current.is_some().then(|| Arc::new(diff)));
                 *current = Some(Arc::new(snapshot));
                 return true;
             }
@@ -71,6 +77,10 @@ impl SnapshotCache {
     pub fn current(&self) -> Option<Arc<Snapshot>> {
         self.current.borrow().clone()
     }
+
+    pub fn places(&self) -> Arc<Places> {
+        self.places.clone()
+    }
 }
 
 impl SnapshotSource for SnapshotCache {
@@ -80,5 +90,9 @@ impl SnapshotSource for SnapshotCache {
 
     fn current(&self) -> Option<Arc<Snapshot>> {
         SnapshotCache::current(self)
+    }
+
+    fn places(&self) -> Arc<Places> {
+        SnapshotCache::places(self)
     }
 }

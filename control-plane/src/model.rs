@@ -7,6 +7,7 @@
 mod incremental;
 pub mod limits;
 mod object;
+mod place;
 mod probe;
 mod resolve;
 mod source_object;
@@ -17,9 +18,10 @@ pub(crate) mod fixtures;
 
 pub use incremental::ModelIndex;
 pub use object::{
-    AddressType, AppProtocol, EndpointConditions, EndpointSlice, ObjectKey, PortProtocol, Service, ServicePort,
-    SliceEndpoint, SlicePort, TargetPort,
+    AddressType, AppProtocol, EndpointConditions, EndpointHints, EndpointSlice, ObjectKey, PortProtocol, Service,
+    ServicePort, SliceEndpoint, SlicePort, TargetPort,
 };
+pub use place::{Node, Nodes, Place, PlaceClaim, PlaceSource, ResolvedPlace, TrafficDistribution};
 pub use probe::{
     CheckKind, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_MS, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT_MS,
     EndpointFacts, FieldError, HealthProbe, Override, ProbePolicy, ValidProbe,
@@ -44,6 +46,8 @@ pub struct SourceState {
     pub services: ObjectMap<Service>,
     pub slices: ObjectMap<EndpointSlice>,
     pub probes: ObjectMap<HealthProbe>,
+    /// Nodes, for the zone of a client whose token is bound to one (namespace empty).
+    pub nodes: Nodes,
     /// Objects the source refused, and why (with the file and line, for manifests); an
     /// object refused after it was accepted stays in the maps above in its last accepted version.
     pub refused: imbl::OrdSet<Diagnostic>,

@@ -4,12 +4,13 @@
 //! Imports: none.
 
 mod incremental;
+mod variants;
 
 pub use incremental::{SnapshotBuilder, Update};
 
 use incremental::outbound_listener;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{Encoded, ResourceType, Snapshot, SnapshotCache};
 use crate::histograms;
-use crate::model::{CheckVerdicts, Model, SourceState, resolve};
+use crate::model::{CheckVerdicts, Model, Place, SourceState, resolve};
 use crate::shutdown::{Shutdown, Task};
 use crate::translate::{self, TranslateOptions};
 
@@ -35,6 +36,9 @@ pub struct PipelineMetrics {
     translation: Histogram,
     snapshot_clusters: Gauge,
     snapshot_endpoints: Gauge,
+    /// Variants of the snapshot for client places, and the load assignments they hold of their own.
+    place_variants: Gauge,
+    localized_assignments: Gauge,
     /// When the last snapshot was published, Unix seconds: with `source_events` still
     /// rising, a stale one says the pipeline is stuck.
     snapshot_published: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -53,6 +57,8 @@ impl PipelineMetrics {
             translation: histograms::latency(),
             snapshot_clusters: Gauge::default(),
             snapshot_endpoints: Gauge::default(),
+            place_variants: Gauge::default(),
+            localized_assignments: Gauge::default(),
             snapshot_published: Gauge::default(),
         };
         root.register_with_unit(
@@ -63,6 +69,16 @@ impl PipelineMetrics {
         );
         root.register("snapshot_clusters", "Clusters in the current snapshot", metrics.snapshot_clusters.clone());
         root.register("snapshot_endpoints", "Endpoints in the current snapshot", metrics.snapshot_endpoints.clone());
+        root.register(
+            "place_variants",
+            "Variants of the snapshot for the places of connected clients (Services with a trafficDistribution)",
+            metrics.place_variants.clone(),
+        );
+        root.register(
+            "localized_assignments",
+            "Load assignments the place variants hold in place of the shared ones",
+            metrics.localized_assignments.clone(),
+        );
         root.register_with_unit(
             "snapshot_published_timestamp",
             "When the last snapshot was published, in seconds since the Unix epoch",
@@ -200,6 +216,8 @@ pub fn spawn(context: PipelineContext) -> Task {
 /// re-translates only the clusters it flips.
 async fn run(context: PipelineContext) {
     let PipelineContext { config, mut states, mut verdicts, cache, models, metrics, mut shutdown } = context;
+    // Where connected clients are: variants are built for these places.
+    let mut places = cache.places().subscribe();
     let mut reported = Model::default();
     // A state may already be waiting; otherwise wait for the first one.
     let mut pending = states.borrow_and_update().is_some();
@@ -209,6 +227,8 @@ async fn run(context: PipelineContext) {
             tokio::select! {
                 changed = states.changed() => if changed.is_err() { return },
                 changed = verdicts_changed(&mut verdicts) => if changed.is_err() { verdicts = None },
+                // The cache, which holds the sender, outlives this task.
+                _ = places.changed() => {},
                 () = crate::shutdown::requested(&mut shutdown) => return,
             }
         }
@@ -217,11 +237,12 @@ async fn run(context: PipelineContext) {
         debounce(config.debounce, &mut states).await;
         let Some(state) = states.borrow_and_update().clone() else { continue };
         let judged = verdicts.as_mut().map(|v| v.borrow_and_update().clone()).unwrap_or_default();
+        let at: BTreeSet<Place> = places.borrow_and_update().keys().cloned().collect();
         // After a failed update nothing built before can be trusted: start again from nothing.
         let mut working = builder.take().unwrap_or_else(|| SnapshotBuilder::new(config.translate.clone()));
         let started = Instant::now();
         let built = tokio::task::spawn_blocking(move || {
-            let update = working.update(&state, &judged);
+            let update = working.update(&state, &judged, &at);
             (working, update)
         })
         .await;
@@ -235,6 +256,9 @@ async fn run(context: PipelineContext) {
         let (clusters, endpoints) = (snapshot.len(ResourceType::Cluster), working.endpoints());
         metrics.snapshot_clusters.set(clusters as i64);
         metrics.snapshot_endpoints.set(endpoints as i64);
+        let (assignments, variants) = working.localized();
+        metrics.localized_assignments.set(assignments as i64);
+        metrics.place_variants.set(variants as i64);
         let model = update.model_changed.then(|| working.model().clone());
         let diff = update.diff;
         let ((cds_changed, cds_removed), (eds_changed, eds_removed)) =
@@ -359,6 +383,7 @@ mod tests {
                 app_protocol: Default::default(),
             }],
             external_name: false,
+            traffic_distribution: None,
         };
         state.services.insert(service.key.clone(), Arc::new(service));
         let options = TranslateOptions::default();
@@ -391,9 +416,9 @@ mod tests {
         let mut failing = CheckVerdicts::default();
         failing.insert("web.shop:80", "10.0.0.2:8080".parse().unwrap());
         let mut builder = SnapshotBuilder::new(options.clone());
-        builder.update(&input, &Arc::default());
+        builder.update(&input, &Arc::default(), &BTreeSet::new());
         let before = builder.snapshot().clone();
-        let update = builder.update(&input, &Arc::new(failing.clone()));
+        let update = builder.update(&input, &Arc::new(failing.clone()), &BTreeSet::new());
         assert!(!update.model_changed, "verdicts are an overlay, not part of the model");
         assert_eq!(update.diff.count(ResourceType::ClusterLoadAssignment), (1, 0));
         let (rebuilt, _) = build_snapshot(&input, &options, None, &failing);

@@ -11,6 +11,7 @@ pub mod connections;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod node_facts;
 pub mod request_layer;
 pub mod stream_body;
 

@@ -8,9 +8,9 @@ mod listeners;
 mod routes;
 
 pub use cluster::{cluster, hds_can_check, health_check};
-pub use contribution::{Contribution, contribution};
+pub use contribution::{Contribution, contribution, localized};
 pub use eds_wire::ClusterLoadAssignment;
-pub use endpoints::{METADATA_FILTER, load_assignment};
+pub use endpoints::{METADATA_FILTER, load_assignment, load_assignment_at};
 pub use listeners::{OUTBOUND, grpc_listener, outbound_listener};
 pub use routes::{grpc_names, grpc_routes, outbound_routes, virtual_hosts};
 
@@ -81,3 +81,7 @@ mod tests;
 #[cfg(test)]
 #[path = "translate/routing_tests.rs"]
 mod routing_tests;
+
+#[cfg(test)]
+#[path = "translate/locality_tests.rs"]
+mod locality_tests;

@@ -26,6 +26,7 @@ fn state(probe: Option<HealthProbeSpec>) -> SourceState {
             app_protocol: Default::default(),
         }],
         external_name: false,
+        traffic_distribution: None,
     };
     let endpoint = |ip: &str, ready: bool, zone: Option<&str>, pod: &str| SliceEndpoint {
         address: ip.parse().unwrap(),
@@ -34,6 +35,7 @@ fn state(probe: Option<HealthProbeSpec>) -> SourceState {
         node_name: None,
         pod_name: Some(pod.into()),
         hostname: None,
+        hints: Default::default(),
     };
     let slice = EndpointSlice {
         key: ObjectKey::new("shop", "web-1"),
@@ -89,7 +91,7 @@ fn envoy_cla_judged(
     verdicts: &CheckVerdicts,
 ) -> envoy_endpoint::ClusterLoadAssignment {
     let model = resolve(state);
-    let bytes = load_assignment(model.ports().next().unwrap(), &options, verdicts).encode_to_vec();
+    let bytes = load_assignment(model.ports().next().unwrap(), &options, verdicts, None).encode_to_vec();
     envoy_endpoint::ClusterLoadAssignment::decode(bytes.as_slice()).unwrap()
 }
 
@@ -193,7 +195,10 @@ fn encoding_is_deterministic() {
     let model = resolve(&state(Some(probe())));
     let options = TranslateOptions { typed_metadata: true, ..Default::default() };
     let encode = |model: &crate::model::Model| -> Vec<Vec<u8>> {
-        model.ports().map(|port| load_assignment(port, &options, &CheckVerdicts::default()).encode_to_vec()).collect()
+        model
+            .ports()
+            .map(|port| load_assignment(port, &options, &CheckVerdicts::default(), None).encode_to_vec())
+            .collect()
     };
     let once = encode(&model);
     for _ in 0..20 {

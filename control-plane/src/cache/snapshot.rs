@@ -7,6 +7,8 @@ use imbl::ordmap::DiffItem;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::ResourceType;
+use super::places::Variants;
+use crate::model::{Nodes, Place};
 
 /// One encoded resource. Its version is a hash of its bytes, so identical
 /// input gives identical versions in every process and after every restart.
@@ -87,6 +89,10 @@ pub struct Snapshot {
     /// Set by the cache: this snapshot's number, and what changed since the one before it.
     pub(super) generation: u64,
     pub(super) delta: Option<Arc<SnapshotDiff>>,
+    /// What clients at some places are served instead (empty in a variant itself).
+    variants: Arc<Variants>,
+    /// The Nodes, for the zone of a client whose token is bound to one.
+    nodes: Nodes,
 }
 
 impl PartialEq for Snapshot {
@@ -123,6 +129,11 @@ impl Snapshot {
         true
     }
 
+    /// Puts in a resource another snapshot holds, sharing it (a variant following its base).
+    pub fn put_shared(&mut self, ty: ResourceType, name: &str, resource: &Arc<VersionedResource>) {
+        self.insert(ty, name.to_owned(), resource.clone());
+    }
+
     /// Takes one resource out; says whether there was one.
     pub fn remove(&mut self, ty: ResourceType, name: &str) -> bool {
         let Some(old) = self.by_type[ty.index()].remove(name) else { return false };
@@ -147,6 +158,48 @@ impl Snapshot {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// What clients at `place` are served: a variant with their own load assignments, with
+    /// its key, or this snapshot (`None`). Streams diff within one of these only: a client
+    /// moved to another is diffed in full.
+    pub fn at(&self, place: &Place) -> (&Snapshot, Option<&Place>) {
+        match self.variants.at(place) {
+            Some((key, variant)) => (variant, Some(key)),
+            None => (self, None),
+        }
+    }
+
+    pub fn variants(&self) -> &Variants {
+        &self.variants
+    }
+
+    pub fn set_variants(&mut self, variants: Variants) {
+        self.variants = Arc::new(variants);
+    }
+
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    pub fn set_nodes(&mut self, nodes: Nodes) {
+        self.nodes = nodes;
+    }
+
+    /// Stamps this snapshot and its variants as generation `generation`, changed by `delta`
+    /// since the one before (one diff for all: it names what changed in any of them, and a
+    /// stream compares versions before it sends).
+    pub(super) fn stamp(&mut self, generation: u64, delta: Option<Arc<SnapshotDiff>>) {
+        self.generation = generation;
+        self.delta = delta.clone();
+        if !self.variants.by_key.is_empty() {
+            let variants = Arc::make_mut(&mut self.variants);
+            for variant in variants.by_key.values_mut() {
+                let variant = Arc::make_mut(variant);
+                variant.generation = generation;
+                variant.delta = delta.clone();
+            }
+        }
     }
 
     /// The names of `ty` that changed or vanished since generation `from`, if that was the previous one.

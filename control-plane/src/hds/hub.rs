@@ -4,6 +4,7 @@
 //! passing) goes through one lock, recomputes what it affects and publishes:
 //! schedules to each checker's watch channel, verdicts to the pipeline's.
 
+use crate::port::node_facts;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,7 +102,7 @@ impl HdsHub {
     /// Registers a checker; its schedule arrives on the returned channel.
     pub fn connect(&self, node: &Node, http: bool, tcp: bool, now: Instant) -> (CheckerId, Schedule) {
         let id = CheckerId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let info = Checker { id, node_name: node_name(node), zone: zone(node), http, tcp };
+        let info = Checker { id, node_name: node_facts::node_name(node), zone: node_facts::zone(node), http, tcp };
         info!(node = %node.id, zone = ?info.zone, node_name = ?info.node_name, "HDS checker connected");
         let (schedule, receiver) = watch::channel(None);
         let slot = CheckerSlot {
@@ -314,20 +315,6 @@ fn targets_by_cluster(targets: &[Target]) -> BTreeMap<String, usize> {
         *ready.entry(target.endpoint.cluster.to_string()).or_default() += 1;
     }
     ready
-}
-
-/// The Kubernetes node a checker runs on: node metadata `node_name` (or `NODE_NAME`).
-pub(crate) fn node_name(node: &Node) -> Option<String> {
-    use envoy_types::pb::google::protobuf::value::Kind;
-    let fields = &node.metadata.as_ref()?.fields;
-    ["node_name", "NODE_NAME"].iter().find_map(|key| match fields.get(*key)?.kind.as_ref()? {
-        Kind::StringValue(value) if !value.is_empty() => Some(value.clone()),
-        _ => None,
-    })
-}
-
-fn zone(node: &Node) -> Option<String> {
-    node.locality.as_ref().map(|l| l.zone.clone()).filter(|z| !z.is_empty())
 }
 
 fn address_of(reported: &ReportedEndpoint) -> Option<SocketAddr> {

@@ -199,7 +199,7 @@ impl CheckerStream {
 /// names no node (a certificate) gets no node preference at all.
 fn bind_node(mut node: Node, identity: Option<&Identity>, enforced: bool) -> Result<Node, Status> {
     let Some(identity) = identity.filter(|_| enforced) else { return Ok(node) };
-    let claimed = super::hub::node_name(&node);
+    let claimed = crate::port::node_facts::node_name(&node);
     match (&identity.node, claimed) {
         (Some(bound), Some(claimed)) if *bound != claimed => Err(Status::permission_denied(format!(
             "{identity} claims node_name {claimed}, but its token is bound to node {bound}"

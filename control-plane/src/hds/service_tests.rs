@@ -120,13 +120,17 @@ fn a_checker_claiming_another_node_than_its_token_is_bound_to_is_refused() {
         "edge/checker (pod checker-x on node-2) claims node_name node-1, but its token is bound to node node-2"
     );
     let kept = bind_node(claiming("node-2"), Some(&bound_to(Some("node-2"))), true).unwrap();
-    assert_eq!(crate::hds::hub::node_name(&kept).as_deref(), Some("node-2"));
+    assert_eq!(crate::port::node_facts::node_name(&kept).as_deref(), Some("node-2"));
 }
 
 #[test]
 fn a_checker_whose_identity_names_no_node_gets_no_node_preference() {
     let stripped = bind_node(claiming("node-1"), Some(&bound_to(None)), true).unwrap();
-    assert_eq!(crate::hds::hub::node_name(&stripped), None);
+    assert_eq!(crate::port::node_facts::node_name(&stripped), None);
     let unchecked = bind_node(claiming("node-1"), None, false).unwrap();
-    assert_eq!(crate::hds::hub::node_name(&unchecked).as_deref(), Some("node-1"), "without authentication, as before");
+    assert_eq!(
+        crate::port::node_facts::node_name(&unchecked).as_deref(),
+        Some("node-1"),
+        "without authentication, as before"
+    );
 }

@@ -12,11 +12,16 @@ use std::sync::Arc;
 use crate::kubernetes::crd::{HealthProbe as KubeHealthProbe, HealthProbeSpec, HealthProbeStatus};
 use crate::kubernetes::probe_spec;
 use crate::model::{
-    AddressType, AppProtocol, EndpointConditions, EndpointSlice, FieldError, HealthProbe, ObjectKey, PortProtocol,
-    Service, ServicePort, SliceEndpoint, SlicePort, TargetPort,
+    AddressType, AppProtocol, EndpointConditions, EndpointHints, EndpointSlice, FieldError, HealthProbe, Node,
+    ObjectKey, PortProtocol, Service, ServicePort, SliceEndpoint, SlicePort, TargetPort, TrafficDistribution,
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The zone a Node is in, as the kubelet or the cloud provider labels it.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// Topology Aware Routing's switch (`Auto`): the controller's zone hints, which
+/// kube-proxy follows as it follows `trafficDistribution: PreferSameZone`.
+const TOPOLOGY_MODE_ANNOTATION: &str = "service.kubernetes.io/topology-mode";
 
 fn error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError::new(field, message)
@@ -127,7 +132,23 @@ pub fn service(object: &KubeService, default_namespace: &str) -> Result<Service,
         })
         .collect::<Result<Vec<_>, FieldError>>()?;
     check_ports(&ports)?;
-    Ok(Service { key, ports, external_name: spec.type_.as_deref() == Some("ExternalName") })
+    let annotations = object.metadata.annotations.as_ref();
+    let topology_mode = annotations.and_then(|a| a.get(TOPOLOGY_MODE_ANNOTATION)).map(String::as_str);
+    let traffic_distribution = match (spec.traffic_distribution.as_deref(), topology_mode) {
+        (Some(value), _) => TrafficDistribution::parse(value),
+        (None, Some("Auto" | "auto")) => Some(TrafficDistribution::PreferSameZone),
+        (None, _) => None,
+    };
+    Ok(Service { key, ports, external_name: spec.type_.as_deref() == Some("ExternalName"), traffic_distribution })
+}
+
+/// A Node's name and zone label: all of a Node that matters here, so its metadata suffices.
+pub fn node(meta: &ObjectMeta) -> Result<Node, FieldError> {
+    let name = meta.name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| error("metadata.name", "is required"))?;
+    check_name("metadata.name", name, NameRule::Dns1123Subdomain, 253, false)?;
+    let key = ObjectKey::new("", name);
+    let zone = meta.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).filter(|z| !z.is_empty());
+    Ok(Node { key, zone: zone.map(|z| Arc::from(z.as_str())) })
 }
 
 /// The rules the API server applies across a Service's ports: names required when there
@@ -250,6 +271,10 @@ pub fn slice(object: &KubeEndpointSlice, default_namespace: &str) -> Result<Endp
                     node_name: e.node_name.clone(),
                     pod_name,
                     hostname: e.hostname.clone(),
+                    hints: e.hints.as_ref().map_or_else(EndpointHints::default, |h| EndpointHints {
+                        for_zones: h.for_zones.iter().flatten().map(|z| z.name.clone()).collect(),
+                        for_nodes: h.for_nodes.iter().flatten().map(|n| n.name.clone()).collect(),
+                    }),
                 })
             })
             .collect::<Result<_, FieldError>>()?

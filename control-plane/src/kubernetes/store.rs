@@ -134,6 +134,7 @@ mod tests {
                 app_protocol: Default::default(),
             }],
             external_name: false,
+            traffic_distribution: None,
         }));
         Item { object, status: None }
     }

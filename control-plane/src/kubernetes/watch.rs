@@ -1,5 +1,6 @@
-//! The Kubernetes source: watches Services, EndpointSlices and HealthProbes and
-//! publishes what they hold once every initial list has completed.
+//! The Kubernetes source: watches Services, EndpointSlices and HealthProbes (and Nodes,
+//! for the zones of clients) and publishes what they hold once every initial list has
+//! completed.
 //!
 //! Objects are converted to the model as they arrive and the API objects are
 //! dropped at once: only the compact model stays in memory. Watch errors (the
@@ -12,9 +13,9 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Service as KubeService;
+use k8s_openapi::api::core::v1::{Node as KubeNode, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice as KubeEndpointSlice;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
@@ -158,6 +159,10 @@ fn slice(object: &KubeEndpointSlice) -> Result<Item, FieldError> {
     convert::slice(object, "").map(|s| Item { object: SourceObject::EndpointSlice(s.into()), status: None })
 }
 
+fn node(object: &PartialObjectMeta<KubeNode>) -> Result<Item, FieldError> {
+    convert::node(&object.metadata).map(|n| Item { object: SourceObject::Node(n.into()), status: None })
+}
+
 fn probe(object: &DynamicObject) -> Result<Item, FieldError> {
     convert::probe_from_dynamic(object, "")
         .map(|(p, status)| Item { object: SourceObject::HealthProbe(p.into()), status: status.map(Arc::new) })
@@ -198,6 +203,12 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
             scopes.push(Scope { kind, namespace: namespace.clone() });
         }
     }
+    // Nodes are cluster-wide, whichever namespaces are watched: their zones place clients.
+    // By their metadata alone: a Node's status (images, conditions) is large and changes
+    // every few seconds, and only its zone label matters here.
+    let nodes = Api::<PartialObjectMeta<KubeNode>>::all(config.client.clone());
+    all.push(tagged(scopes.len(), ObjectKind::Node, nodes, watcher::Config::default(), node));
+    scopes.push(Scope { kind: ObjectKind::Node, namespace: None });
     (scopes, all)
 }
 
@@ -242,6 +253,7 @@ pub async fn run(
                             services = state.services.len(),
                             slices = state.slices.len(),
                             probes = state.probes.len(),
+                            nodes = state.nodes.len(),
                             "initial lists complete"
                         );
                     }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service as KubeService;
+use k8s_openapi::api::core::v1::{Node as KubeNode, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice as KubeEndpointSlice;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -103,9 +103,14 @@ impl Header {
             ("v1", "Service") => ObjectKind::Service,
             ("discovery.k8s.io/v1", "EndpointSlice") => ObjectKind::EndpointSlice,
             ("edgexds.io/v1alpha1", "HealthProbe") => ObjectKind::HealthProbe,
+            ("v1", "Node") => ObjectKind::Node,
             _ => return None,
         };
         let name = self.metadata.name.as_deref().filter(|n| !n.is_empty())?;
+        if kind == ObjectKind::Node {
+            // Nodes have no namespace.
+            return Some((kind, ObjectKey::new("", name)));
+        }
         let namespace = self.metadata.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE);
         Some((kind, ObjectKey::new(namespace, name)))
     }
@@ -268,7 +273,7 @@ fn parse_document(format: Format, doc: &str, outcomes: &mut Vec<Outcome>) -> Res
         return Ok(());
     }
     let object = header.object();
-    if object.is_none() && !matches!(header.kind.as_str(), "Service" | "EndpointSlice" | "HealthProbe") {
+    if object.is_none() && !matches!(header.kind.as_str(), "Service" | "EndpointSlice" | "HealthProbe" | "Node") {
         // Another kind (a Deployment beside its Service): not ours to take or refuse.
         return Ok(());
     }
@@ -306,6 +311,10 @@ fn convert_document(format: Format, doc: &str, header: &Header) -> Result<Option
                     Err(e) => Err(e.clone()),
                 })
                 .map_err(|e| (p.metadata.name, e))
+        }
+        ("v1", "Node") => {
+            let n: KubeNode = from_text(format, doc)?;
+            convert::node(&n.metadata).map(|c| SourceObject::Node(Arc::new(c))).map_err(|e| (n.metadata.name, e))
         }
         _ => return Ok(None),
     };

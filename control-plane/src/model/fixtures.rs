@@ -24,6 +24,7 @@ pub(crate) fn service(ns: &str, name: &str, ports: &[(&str, u16)]) -> Service {
             })
             .collect(),
         external_name: false,
+        traffic_distribution: None,
     }
 }
 
@@ -35,6 +36,7 @@ pub(crate) fn endpoint(ip: &str, ready: bool, zone: &str) -> SliceEndpoint {
         node_name: Some(format!("node-{zone}")),
         pod_name: Some(format!("pod-{ip}")),
         hostname: None,
+        hints: Default::default(),
     }
 }
 
@@ -76,6 +78,7 @@ pub(crate) fn state(services: Vec<Service>, slices: Vec<EndpointSlice>, probes: 
         services: services.into_iter().map(|s| (s.key.clone(), Arc::new(s))).collect(),
         slices: slices.into_iter().map(|s| (s.key.clone(), Arc::new(s))).collect(),
         probes: probes.into_iter().map(|p| (p.key.clone(), Arc::new(p))).collect(),
+        nodes: Default::default(),
         refused: Default::default(),
     }
 }

@@ -75,6 +75,8 @@ impl ModelIndex {
                 }
             }
         }
+        // Nodes touch no Service: they only say where clients are.
+        self.model.nodes = state.nodes.clone();
         for key in &touched {
             self.resolve_key(key);
         }

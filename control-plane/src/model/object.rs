@@ -93,6 +93,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// ExternalName Services have no endpoints and produce nothing.
     pub external_name: bool,
+    /// Where its traffic should stay, if anywhere.
+    pub traffic_distribution: Option<super::TrafficDistribution>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +145,14 @@ pub struct SliceEndpoint {
     pub node_name: Option<String>,
     pub pod_name: Option<String>,
     pub hostname: Option<String>,
+    pub hints: EndpointHints,
+}
+
+/// Where the EndpointSlice controller says an endpoint should be used from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointHints {
+    pub for_zones: Vec<String>,
+    pub for_nodes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

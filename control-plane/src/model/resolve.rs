@@ -30,6 +30,7 @@ pub struct ResolvedEndpoint {
     pub node_name: Option<String>,
     pub pod_name: Option<String>,
     pub hostname: Option<String>,
+    pub hints: super::object::EndpointHints,
     /// The effective probe values for this endpoint, when a probe covers its port.
     pub probe: Option<ProbePolicy>,
 }
@@ -53,6 +54,7 @@ pub struct ResolvedPort {
 pub struct ResolvedService {
     pub key: ObjectKey,
     pub ports: Vec<ResolvedPort>,
+    pub traffic_distribution: Option<super::TrafficDistribution>,
 }
 
 /// Why a probe's target could not be resolved.
@@ -96,6 +98,8 @@ pub struct Model {
     pub services: OrdMap<ObjectKey, Arc<ResolvedService>>,
     pub probes: OrdMap<ObjectKey, ProbeStatus>,
     pub diagnostics: OrdSet<Diagnostic>,
+    /// The Nodes, as the source has them.
+    pub nodes: super::Nodes,
 }
 
 impl Model {
@@ -143,7 +147,7 @@ pub fn cluster_service(cluster: &str) -> Option<ObjectKey> {
 /// Everything is resolved per Service key, from that Service, its slices and the probes
 /// that target it: [`super::ModelIndex`] re-resolves one key the same way.
 pub fn resolve(state: &SourceState) -> Model {
-    let mut model = Model { diagnostics: state.refused.clone(), ..Model::default() };
+    let mut model = Model { diagnostics: state.refused.clone(), nodes: state.nodes.clone(), ..Model::default() };
     let mut slices_of: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
     let mut probes_of: BTreeMap<ObjectKey, Vec<&HealthProbe>> = BTreeMap::new();
     for service in state.services.values() {
@@ -254,7 +258,7 @@ pub(super) fn resolve_target(
             .filter(|port| port.protocol != PortProtocol::Sctp)
             .map(|port| resolve_port(service, port, slices, &valid, &mut statuses))
             .collect();
-        ResolvedService { key: key.clone(), ports }
+        ResolvedService { key: key.clone(), ports, traffic_distribution: service.traffic_distribution }
     });
     if let Some(resolved) = &resolved {
         count_health_of(resolved, |key, healthy, unhealthy| {
@@ -332,6 +336,7 @@ fn merge_endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Resolve
                 node_name: endpoint.node_name.clone(),
                 pod_name: endpoint.pod_name.clone(),
                 hostname: endpoint.hostname.clone(),
+                hints: endpoint.hints.clone(),
                 probe: None,
             };
             merged

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::SourceState;
 use super::object::{EndpointSlice, ObjectKey, Service};
+use super::place::Node;
 use super::probe::HealthProbe;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -12,10 +13,12 @@ pub enum ObjectKind {
     Service,
     EndpointSlice,
     HealthProbe,
+    Node,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 3] = [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe];
+    pub const ALL: [ObjectKind; 4] =
+        [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe, ObjectKind::Node];
 
     /// The Kubernetes kind, as manifests and logs name it.
     pub fn name(self) -> &'static str {
@@ -23,6 +26,7 @@ impl ObjectKind {
             ObjectKind::Service => "Service",
             ObjectKind::EndpointSlice => "EndpointSlice",
             ObjectKind::HealthProbe => "HealthProbe",
+            ObjectKind::Node => "Node",
         }
     }
 
@@ -32,6 +36,7 @@ impl ObjectKind {
             ObjectKind::Service => "service",
             ObjectKind::EndpointSlice => "endpointslice",
             ObjectKind::HealthProbe => "healthprobe",
+            ObjectKind::Node => "node",
         }
     }
 }
@@ -41,6 +46,7 @@ pub enum SourceObject {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     HealthProbe(Arc<HealthProbe>),
+    Node(Arc<Node>),
 }
 
 impl SourceObject {
@@ -49,6 +55,7 @@ impl SourceObject {
             SourceObject::Service(s) => &s.key,
             SourceObject::EndpointSlice(s) => &s.key,
             SourceObject::HealthProbe(p) => &p.key,
+            SourceObject::Node(n) => &n.key,
         }
     }
 
@@ -57,6 +64,7 @@ impl SourceObject {
             SourceObject::Service(_) => ObjectKind::Service,
             SourceObject::EndpointSlice(_) => ObjectKind::EndpointSlice,
             SourceObject::HealthProbe(_) => ObjectKind::HealthProbe,
+            SourceObject::Node(..) => ObjectKind::Node,
         }
     }
 
@@ -66,6 +74,7 @@ impl SourceObject {
             SourceObject::Service(s) => state.services.get(&s.key) == Some(s),
             SourceObject::EndpointSlice(s) => state.slices.get(&s.key) == Some(s),
             SourceObject::HealthProbe(p) => state.probes.get(&p.key) == Some(p),
+            SourceObject::Node(n) => state.nodes.get(&n.key) == Some(n),
         }
     }
 
@@ -75,6 +84,7 @@ impl SourceObject {
             SourceObject::Service(s) => state.services.insert(s.key.clone(), s).is_some(),
             SourceObject::EndpointSlice(s) => state.slices.insert(s.key.clone(), s).is_some(),
             SourceObject::HealthProbe(p) => state.probes.insert(p.key.clone(), p).is_some(),
+            SourceObject::Node(n) => state.nodes.insert(n.key.clone(), n).is_some(),
         }
     }
 }
@@ -86,6 +96,7 @@ impl SourceState {
             ObjectKind::Service => self.services.remove(key).is_some(),
             ObjectKind::EndpointSlice => self.slices.remove(key).is_some(),
             ObjectKind::HealthProbe => self.probes.remove(key).is_some(),
+            ObjectKind::Node => self.nodes.remove(key).is_some(),
         }
     }
 
@@ -94,6 +105,7 @@ impl SourceState {
             ObjectKind::Service => self.services.contains_key(key),
             ObjectKind::EndpointSlice => self.slices.contains_key(key),
             ObjectKind::HealthProbe => self.probes.contains_key(key),
+            ObjectKind::Node => self.nodes.contains_key(key),
         }
     }
 }

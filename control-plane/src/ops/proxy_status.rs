@@ -33,6 +33,7 @@ pub fn render(proxies: &[ProxyReport]) -> String {
             "NODE",
             "CLUSTER",
             "LOCALITY",
+            "PLACE",
             "METHOD",
             "CDS",
             "EDS",
@@ -61,6 +62,7 @@ pub fn render(proxies: &[ProxyReport]) -> String {
             p.node_id.clone(),
             p.cluster.clone(),
             p.locality.clone(),
+            p.place.render(),
             format!("{}/{}", p.method, p.flavour),
             column("cds"),
             column("eds"),
@@ -142,6 +144,7 @@ mod tests {
             connected_since: "2026-01-01T00:00:00Z".into(),
             state,
             types: BTreeMap::from([("cds".to_owned(), cds)]),
+            place: Default::default(),
             sidecar_template: None,
             outdated: false,
         }

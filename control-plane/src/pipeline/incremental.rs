@@ -17,8 +17,9 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use prost::Message;
 
+use super::variants::PlaceVariants;
 use crate::cache::{Encoded, ResourceType, Snapshot, SnapshotDiff};
-use crate::model::{CheckVerdicts, Model, ModelIndex, ObjectKey, ResolvedService, SourceState};
+use crate::model::{CheckVerdicts, Model, ModelIndex, ObjectKey, Place, ResolvedService, SourceState};
 use crate::translate::{self, OUTBOUND, TranslateOptions};
 
 /// What one Service put into the snapshot.
@@ -43,6 +44,9 @@ pub struct SnapshotBuilder {
     snapshot: Snapshot,
     endpoints: usize,
     updated: bool,
+    /// The places clients are at, and the variants they need.
+    places: BTreeSet<Place>,
+    variants: PlaceVariants,
 }
 
 /// What one update changed.
@@ -69,6 +73,8 @@ impl SnapshotBuilder {
             snapshot,
             endpoints: 0,
             updated: false,
+            places: BTreeSet::new(),
+            variants: PlaceVariants::default(),
         }
     }
 
@@ -85,8 +91,13 @@ impl SnapshotBuilder {
         self.endpoints
     }
 
-    /// Brings the snapshot to `state` and `verdicts`.
-    pub fn update(&mut self, state: &SourceState, verdicts: &Arc<CheckVerdicts>) -> Update {
+    /// Load assignments of variants for client places, across variants; and the variants.
+    pub fn localized(&self) -> (usize, usize) {
+        (self.variants.assignments(), self.variants.published().by_key.len())
+    }
+
+    /// Brings the snapshot to `state` and `verdicts`, with variants for clients at `places`.
+    pub fn update(&mut self, state: &SourceState, verdicts: &Arc<CheckVerdicts>, places: &BTreeSet<Place>) -> Update {
         let mut touched = self.index.update(state);
         // The first model is news even when it is empty.
         let first = !std::mem::replace(&mut self.updated, true);
@@ -109,6 +120,14 @@ impl SnapshotBuilder {
             }
         }
         self.snapshot.seal();
+        if model_changed || &self.places != places || !touched.is_empty() {
+            self.places.clone_from(places);
+            let services = &self.index.model().services;
+            let context = (&self.options, &*self.verdicts);
+            self.variants.update(services, &touched, places, &self.snapshot, context, &mut diff);
+            self.snapshot.set_variants(self.variants.published().clone());
+            self.snapshot.set_nodes(self.index.model().nodes.clone());
+        }
         diff.normalize();
         Update { diff, model_changed }
     }

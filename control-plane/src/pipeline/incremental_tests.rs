@@ -1,6 +1,8 @@
-//! The incremental snapshot equals a full rebuild, after any sequence of source and verdict
-//! changes, and its recorded diff equals comparing the two snapshots.
+//! The incremental snapshot equals a full rebuild, after any sequence of source, verdict and
+//! client-place changes, its place variants equal variants built afresh, and its recorded
+//! diff names every change of either.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -9,7 +11,9 @@ use super::SnapshotBuilder;
 use crate::cache::{ResourceType, Snapshot, SnapshotDiff};
 use crate::kubernetes::crd::HealthProbeSpec;
 use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice};
-use crate::model::{AddressType, CheckVerdicts, ObjectKey, PortProtocol, SourceState, resolve};
+use crate::model::{
+    AddressType, CheckVerdicts, ObjectKey, Place, PortProtocol, SourceState, TrafficDistribution, resolve,
+};
 use crate::pipeline::build_snapshot;
 use crate::translate::{ActiveHealthChecks, TranslateOptions};
 
@@ -27,6 +31,7 @@ enum Change {
         ports: Vec<bool>,
         udp: bool,
         external: bool,
+        preference: Option<TrafficDistribution>,
     },
     DeleteService {
         ns: usize,
@@ -62,14 +67,28 @@ enum Change {
     /// The source publishes a state built afresh (as the manifests directory does), sharing
     /// no structure with the last one.
     Rebuild,
+    /// Clients are now at these places: (zone, node) of `ZONES` and `NODES`.
+    Places(Vec<(usize, usize)>),
 }
+
+/// Zones and nodes clients may be at: the fixtures' endpoints are in z1 and z2, on node-z1
+/// and node-z2; the rest have no endpoint.
+const ZONES: [Option<&str>; 4] = [Some("z1"), Some("z2"), Some("z9"), None];
+const NODES: [Option<&str>; 3] = [Some("node-z1"), Some("node-x"), None];
 
 fn change() -> impl Strategy<Value = Change> {
     let ns = 0..NAMESPACES.len();
     let name = 0..NAMES.len();
     prop_oneof![
-        4 => (ns.clone(), name.clone(), prop::collection::vec(any::<bool>(), 3), any::<bool>(), prop::bool::weighted(0.1))
-            .prop_map(|(ns, name, ports, udp, external)| Change::Service { ns, name, ports, udp, external }),
+        4 => (
+            ns.clone(),
+            name.clone(),
+            prop::collection::vec(any::<bool>(), 3),
+            any::<bool>(),
+            prop::bool::weighted(0.1),
+            prop::sample::select(vec![None, Some(TrafficDistribution::PreferSameZone), Some(TrafficDistribution::PreferSameNode)])
+        )
+            .prop_map(|(ns, name, ports, udp, external, preference)| Change::Service { ns, name, ports, udp, external, preference }),
         1 => (ns.clone(), name.clone()).prop_map(|(ns, name)| Change::DeleteService { ns, name }),
         5 => (
             ns.clone(),
@@ -102,12 +121,13 @@ fn change() -> impl Strategy<Value = Change> {
         2 => prop::collection::vec((ns, name, 0..2usize, 0..ADDRESSES.len()), 0..3).prop_map(Change::Verdicts),
         1 => (0..3usize, any::<bool>()).prop_map(|(index, on)| Change::Refuse(index, on)),
         1 => Just(Change::Rebuild),
+        2 => prop::collection::vec((0..ZONES.len(), 0..NODES.len()), 0..4).prop_map(Change::Places),
     ]
 }
 
-fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdicts>) {
+fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdicts>, places: &mut BTreeSet<Place>) {
     match change.clone() {
-        Change::Service { ns, name, ports, udp, external } => {
+        Change::Service { ns, name, ports, udp, external, preference } => {
             let chosen: Vec<_> = PORTS[..2].iter().zip(&ports).filter(|(_, on)| **on).map(|(p, _)| *p).collect();
             let mut svc = service(NAMESPACES[ns], NAMES[name], &chosen);
             if udp && ports[2] {
@@ -117,6 +137,7 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
                 }
             }
             svc.external_name = external;
+            svc.traffic_distribution = preference;
             state.services.insert(svc.key.clone(), Arc::new(svc));
         }
         Change::DeleteService { ns, name } => {
@@ -177,10 +198,44 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
                 services: state.services.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 slices: state.slices.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 probes: state.probes.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
+                nodes: state.nodes.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 refused: state.refused.iter().cloned().collect(),
             };
         }
+        Change::Places(at) => {
+            *places = at
+                .into_iter()
+                .map(|(zone, node)| Place { zone: ZONES[zone].map(Arc::from), node: NODES[node].map(Arc::from) })
+                .collect();
+        }
     }
+}
+
+/// The variants built afresh from `state`'s model for clients at `places`.
+fn variants_afresh(
+    state: &SourceState,
+    base: &Snapshot,
+    options: &TranslateOptions,
+    verdicts: &CheckVerdicts,
+    places: &BTreeSet<Place>,
+) -> crate::cache::Variants {
+    let model = resolve(state);
+    let mut variants = super::super::variants::PlaceVariants::default();
+    let every: BTreeSet<ObjectKey> = model.services.keys().cloned().collect();
+    variants.update(&model.services, &every, places, base, (options, verdicts), &mut SnapshotDiff::default());
+    variants.published().clone()
+}
+
+/// Every name that differs between `before` and `after` is in `diff`.
+fn covers(diff: &SnapshotDiff, before: &Snapshot, after: &Snapshot) -> Result<(), TestCaseError> {
+    let needed = SnapshotDiff::between(Some(before), after);
+    for ty in ResourceType::ALL {
+        for name in needed.changed[ty.index()].iter().chain(&needed.removed[ty.index()]) {
+            let named = diff.changed[ty.index()].contains(name) || diff.removed[ty.index()].contains(name);
+            prop_assert!(named, "{ty:?} {name} changed, but the diff does not say so");
+        }
+    }
+    Ok(())
 }
 
 fn options(hds: bool) -> TranslateOptions {
@@ -211,15 +266,30 @@ proptest! {
         let mut builder = SnapshotBuilder::new(options.clone());
         let mut state = SourceState::default();
         let mut verdicts = Arc::new(CheckVerdicts::default());
+        let mut places = BTreeSet::new();
         for change in &changes {
             let before = builder.snapshot().clone();
-            apply(change, &mut state, &mut verdicts);
-            let update = builder.update(&state, &verdicts);
+            apply(change, &mut state, &mut verdicts, &mut places);
+            let update = builder.update(&state, &verdicts, &places);
             let (rebuilt, model) = build_snapshot(&state, &options, None, &verdicts);
             assert_same(builder.snapshot(), &rebuilt);
             prop_assert_eq!(builder.model(), &model);
             prop_assert_eq!(builder.model(), &resolve(&state));
-            prop_assert_eq!(&update.diff, &SnapshotDiff::between(Some(&before), builder.snapshot()));
+            let afresh = variants_afresh(&state, &rebuilt, &options, &verdicts, &places);
+            let variants = builder.snapshot().variants();
+            prop_assert_eq!(&variants.of, &afresh.of);
+            for (key, variant) in &variants.by_key {
+                assert_same(variant, &afresh.by_key[key]);
+                if let Some(was) = before.variants().by_key.get(key) {
+                    covers(&update.diff, was, variant)?;
+                }
+            }
+            if variants.by_key.is_empty() && before.variants().by_key.is_empty() {
+                // Without variants the diff is exactly the base's.
+                prop_assert_eq!(&update.diff, &SnapshotDiff::between(Some(&before), builder.snapshot()));
+            } else {
+                covers(&update.diff, &before, builder.snapshot())?;
+            }
             let endpoints: usize = model.ports().map(|p| p.endpoints.len()).sum();
             prop_assert_eq!(builder.endpoints(), endpoints);
         }
@@ -236,7 +306,7 @@ fn the_outbound_route_assembled_from_encoded_virtual_hosts_is_byte_for_byte_the_
     }
     let options = TranslateOptions::default();
     let mut builder = SnapshotBuilder::new(options.clone());
-    builder.update(&state, &Arc::default());
+    builder.update(&state, &Arc::default(), &BTreeSet::new());
     let (rebuilt, _) = build_snapshot(&state, &options, None, &Default::default());
     let whole = &rebuilt.resources(ResourceType::RouteConfiguration)[crate::translate::OUTBOUND].body;
     let routes = builder.snapshot().resources(ResourceType::RouteConfiguration);
@@ -256,11 +326,11 @@ fn an_endpoint_change_replaces_only_its_load_assignment_and_shares_everything_el
         state.slices.insert(s.key.clone(), Arc::new(s));
     }
     let mut builder = SnapshotBuilder::new(TranslateOptions::default());
-    builder.update(&state, &Arc::default());
+    builder.update(&state, &Arc::default(), &BTreeSet::new());
     let before = builder.snapshot().clone();
     let moved = slice("a", "web", "web", &[("http", 8080)], vec![endpoint("10.0.0.9", true, "z1")]);
     state.slices.insert(moved.key.clone(), Arc::new(moved));
-    let update = builder.update(&state, &Arc::default());
+    let update = builder.update(&state, &Arc::default(), &BTreeSet::new());
     let mut expected = SnapshotDiff::default();
     expected.record(ResourceType::ClusterLoadAssignment, "web.a:80", false);
     assert_eq!(update.diff, expected);

@@ -5,9 +5,9 @@
 use envoy_types::pb::envoy::config::route::v3::VirtualHost;
 use prost::Message;
 
-use super::{TranslateOptions, cluster, grpc_targets, listeners, load_assignment, routes};
+use super::{TranslateOptions, cluster, grpc_targets, listeners, load_assignment, load_assignment_at, routes};
 use crate::cache::{Encoded, ResourceType};
-use crate::model::{CheckVerdicts, ResolvedService};
+use crate::model::{CheckVerdicts, Place, ResolvedService};
 
 /// One Service's part of a snapshot.
 #[derive(Debug, Default)]
@@ -35,7 +35,7 @@ pub fn contribution(
         resources.push(Encoded::from((ResourceType::Cluster, cluster.name.clone(), cluster.encode_to_vec())));
     }
     for port in &service.ports {
-        let assignment = load_assignment(port, options, verdicts);
+        let assignment = load_assignment(port, options, verdicts, service.traffic_distribution);
         let body = assignment.encode_to_vec();
         resources.push(Encoded::from((ResourceType::ClusterLoadAssignment, assignment.cluster_name, body)));
     }
@@ -57,4 +57,24 @@ pub fn contribution(
         virtual_hosts: routes::virtual_hosts(service, &options.cluster_domain, unique_name),
         endpoints: service.ports.iter().map(|p| p.endpoints.len()).sum(),
     }
+}
+
+/// The load assignments `service` sends clients at `place` in place of its shared ones: none
+/// for a Service without a preference, nor for a port where the place changes nothing.
+pub fn localized(
+    service: &ResolvedService,
+    options: &TranslateOptions,
+    verdicts: &CheckVerdicts,
+    place: &Place,
+) -> Vec<Encoded> {
+    let Some(preference) = service.traffic_distribution else { return Vec::new() };
+    service
+        .ports
+        .iter()
+        .filter_map(|port| load_assignment_at(port, options, verdicts, preference, place))
+        .map(|assignment| {
+            let body = assignment.encode_to_vec();
+            Encoded::from((ResourceType::ClusterLoadAssignment, assignment.cluster_name, body))
+        })
+        .collect()
 }

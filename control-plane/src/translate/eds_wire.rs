@@ -26,6 +26,9 @@ pub struct LocalityLbEndpoints {
     /// gRPC clients skip a locality without a weight; Envoy reads it only with locality-weighted LB.
     #[prost(message, optional, tag = "3")]
     pub load_balancing_weight: Option<UInt32Value>,
+    /// 0, the default, is not on the wire: assignments without priorities keep their bytes.
+    #[prost(uint32, tag = "5")]
+    pub priority: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, prost::Message, serde::Serialize)]

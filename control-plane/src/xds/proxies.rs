@@ -77,6 +77,36 @@ pub struct TypeReport {
     pub last_nack: Option<NackReport>,
 }
 
+/// A client's zone and node, each with who said it: `token` (the node its token is bound
+/// to), `node-label` (that Node's zone label), `client` (its own bootstrap), or `unknown`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceReport {
+    pub zone: Option<String>,
+    pub zone_from: String,
+    pub node: Option<String>,
+    pub node_from: String,
+}
+
+impl PlaceReport {
+    fn of(place: &crate::model::ResolvedPlace) -> Self {
+        Self {
+            zone: place.place.zone.as_deref().map(str::to_owned),
+            zone_from: place.zone_source.name().to_owned(),
+            node: place.place.node.as_deref().map(str::to_owned),
+            node_from: place.node_source.name().to_owned(),
+        }
+    }
+
+    /// `zone-a (node-label), node-1 (token)`, as `proxy-status` shows it.
+    pub fn render(&self) -> String {
+        let part = |value: &Option<String>, from: &str| match value {
+            Some(value) => format!("{value} ({from})"),
+            None => "-".to_owned(),
+        };
+        format!("{}, {}", part(&self.zone, &self.zone_from), part(&self.node, &self.node_from))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NackReport {
     pub version: String,
@@ -104,6 +134,9 @@ pub struct ProxyReport {
     pub connected_since: String,
     pub state: SyncState,
     pub types: BTreeMap<String, TypeReport>,
+    /// Where the client is as its Services' traffic preferences see it, and who said so.
+    #[serde(default)]
+    pub place: PlaceReport,
     /// The template hash an injected sidecar reports (node metadata `edgexds.io/template`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar_template: Option<String>,
@@ -240,6 +273,7 @@ fn report(stream: &StreamView, held: [Option<usize>; ResourceType::COUNT]) -> Pr
         connected_since: crate::timestamp::rfc3339(stream.connected_at),
         state: sync_state(stream),
         types,
+        place: PlaceReport::of(&stream.place),
         sidecar_template: template_of(stream),
         outdated: false,
     }

@@ -34,6 +34,7 @@ pub struct XdsServer {
 impl XdsServer {
     /// Every stream shares `env`: where it counts, registers, and what it may cost.
     pub fn new(cache: Arc<dyn SnapshotSource>, shutdown: Shutdown, env: StreamEnv) -> Self {
+        let env = StreamEnv { places: Some(cache.places()), ..env };
         Self { cache, shutdown, env }
     }
 

@@ -38,13 +38,15 @@ pub struct StreamEnv {
     pub limits: Limits,
     /// Who the client authenticated as, when it did.
     pub identity: Option<crate::auth::Identity>,
+    /// Where streams say their clients are; without it every client gets the shared assignments.
+    pub places: Option<Arc<crate::cache::Places>>,
 }
 
 impl StreamEnv {
     /// Streams that count into `metrics` and `limit_hits`, register in `proxies`, and may cost
     /// `limits`, with the default send budget.
     pub fn new(limits: Limits, metrics: Arc<XdsMetrics>, limit_hits: LimitHits, proxies: Arc<ProxyRegistry>) -> Self {
-        Self { metrics, limit_hits, proxies, budget: Arc::default(), limits, identity: None }
+        Self { metrics, limit_hits, proxies, budget: Arc::default(), limits, identity: None, places: None }
     }
 }
 
@@ -85,7 +87,8 @@ pub async fn run_stream<R, S>(
     R: XdsRequest,
     S: Stream<Item = Result<R, Status>> + Unpin,
 {
-    let mut state = StreamState::new(kind, env.limits).with_identity(env.identity.clone());
+    let mut state =
+        StreamState::new(kind, env.limits).with_identity(env.identity.clone()).with_places(env.places.clone());
     if R::FLAVOUR == Flavour::Sotw {
         state = state.sotw();
     }

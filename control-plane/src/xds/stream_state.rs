@@ -18,8 +18,9 @@ use super::response_wire::EncodedResponse;
 use super::subscription::{Changes, Part, Subscription, SubscriptionRequest};
 use super::view::{Holdings, Nack, Sent, StreamView, TypeView};
 use super::{Flavour, StreamKind, delta_response, sotw_response};
-use crate::cache::{ResourceType, Snapshot};
-use crate::port::{Limit, Limits, Refusal, kept_node, truncate};
+use crate::cache::{PlaceLease, Places, ResourceType, Snapshot};
+use crate::model::{Place, PlaceClaim, ResolvedPlace};
+use crate::port::{Limit, Limits, Refusal, kept_node, node_facts, truncate};
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -61,6 +62,13 @@ pub struct StreamState {
     identity: Option<Identity>,
     requests: u64,
     responses: u64,
+    /// Where the client is, from its node and identity; kept in `places` for the pipeline.
+    claim: Option<PlaceClaim>,
+    place: ResolvedPlace,
+    lease: Option<PlaceLease>,
+    places: Option<Arc<Places>>,
+    /// The variant the client is served (`None`: the shared snapshot).
+    served: Option<Place>,
 }
 
 /// A response to send, and what it carries, for the caller to count.
@@ -103,7 +111,44 @@ impl StreamState {
             identity: None,
             requests: 0,
             responses: 0,
+            claim: None,
+            place: ResolvedPlace::default(),
+            lease: None,
+            places: None,
+            served: None,
         }
+    }
+
+    /// A stream that reports its client's place into `places`, and is served that place's variant.
+    pub fn with_places(self, places: Option<Arc<Places>>) -> Self {
+        Self { places, ..self }
+    }
+
+    /// Where the client is, and who said so.
+    pub fn place(&self) -> &ResolvedPlace {
+        &self.place
+    }
+
+    /// What the client is served of `snapshot`: its place's variant, or the snapshot itself.
+    /// Its place is resolved again first (the Node of a bound token may have been labelled
+    /// since); a client moved to another variant forgets what it was synced with.
+    fn placed<'a>(&mut self, snapshot: &'a Snapshot) -> &'a Snapshot {
+        if let Some(claim) = &self.claim {
+            let resolved = claim.resolve(snapshot.nodes());
+            if resolved != self.place {
+                self.lease = self.places.as_ref().and_then(|places| places.enter(resolved.place.clone()));
+                self.place = resolved;
+            }
+        }
+        let (served, key) = snapshot.at(&self.place.place);
+        if key != self.served.as_ref() {
+            self.served = key.cloned();
+            for state in self.types.iter_mut().flatten() {
+                state.subscription.forget_generation();
+                state.dirty = true;
+            }
+        }
+        served
     }
 
     /// Responses of at most `bytes` of resources (a larger single resource still goes alone).
@@ -154,6 +199,7 @@ impl StreamState {
             requests: self.requests,
             responses: self.responses,
             busy: self.has_work(),
+            place: self.place.clone(),
         }
     }
 
@@ -187,6 +233,7 @@ impl StreamState {
             if let Some(identity) = &self.identity {
                 identity.agrees_with(&node)?;
             }
+            self.claim = Some(place_claim(&node, self.identity.as_ref()));
             self.node = Some(Arc::new(node));
         }
         Ok(())
@@ -240,6 +287,7 @@ impl StreamState {
     ) -> Result<Answer, Refusal> {
         self.requests += 1;
         self.first_node(request.node.take())?;
+        let current = current.map(|snapshot| self.placed(snapshot));
         let ty = self.resource_type(&request.type_url)?;
         let Some(answer) = self.answer(ty, &request.response_nonce, request.error_detail.as_ref()) else {
             return Ok(Answer::SubscriptionOnly);
@@ -286,6 +334,7 @@ impl StreamState {
     ) -> Result<Answer, Refusal> {
         self.requests += 1;
         self.first_node(request.node.take())?;
+        let current = current.map(|snapshot| self.placed(snapshot));
         let ty = self.resource_type(&request.type_url)?;
         let max_names = self.limits.usize(Limit::SubscriptionNames);
         // Stale: an answer to a superseded response. Its subscription changes still count.
@@ -373,6 +422,7 @@ impl StreamState {
 
     /// The next response, in [`ResourceType::ALL`] order, or `None` when the client is up to date.
     pub fn next_response(&mut self, snapshot: &Snapshot) -> Option<Outgoing> {
+        let snapshot = self.placed(snapshot);
         for ty in ResourceType::ALL {
             let whole = self.flavour == Flavour::Sotw && ty.full_state();
             let limit = self.response_bytes;
@@ -428,6 +478,16 @@ impl StreamState {
     }
 }
 
+/// What a client's node and identity say about where it is: the node its token is bound
+/// to, and what the client itself says (`node.locality.zone`, node metadata `node_name`).
+pub fn place_claim(node: &Node, identity: Option<&Identity>) -> PlaceClaim {
+    PlaceClaim {
+        bound_node: identity.and_then(|i| i.node.clone()),
+        zone: node_facts::zone(node),
+        node: node_facts::node_name(node),
+    }
+}
+
 /// Logs a NACK; `first` says whether this node already rejected this version before.
 pub fn log_nack(node: &str, ty: ResourceType, nack: &Nack, first: bool) {
     if first {
@@ -440,3 +500,7 @@ pub fn log_nack(node: &str, ty: ResourceType, nack: &Nack, first: bool) {
 #[cfg(test)]
 #[path = "stream_state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "place_tests.rs"]
+mod place_tests;

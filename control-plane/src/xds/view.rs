@@ -84,6 +84,8 @@ pub struct StreamView {
     pub responses: u64,
     /// Something is still to be looked at or sent; `false` once the stream is idle.
     pub busy: bool,
+    /// Where the client is, and who said so.
+    pub place: crate::model::ResolvedPlace,
 }
 
 impl StreamView {

@@ -41,6 +41,13 @@ impl Subscription {
         self.partial.is_some()
     }
 
+    /// The client is now served another snapshot than the one it was synced with (a variant
+    /// for its place, or the shared one again): what changed since is not known, so the next
+    /// response diffs everything it holds.
+    pub fn forget_generation(&mut self) {
+        self.synced = None;
+    }
+
     /// Whether the parts sent so far reached `name`.
     fn passed(&self, name: &str) -> bool {
         self.partial.as_ref().is_some_and(|p| name <= &*p.upto)

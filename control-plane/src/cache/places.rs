@@ -1,0 +1,111 @@
+//! Where connected clients are, and what clients at each place are served: the places
+//! streams report ([`Places`]), and the variants of a snapshot built for them ([`Variants`]).
+//!
+//! Streams enter their place here and the pipeline reads the set to build variants for the
+//! places in use only; variants are keyed by the place reduced to what some Service's
+//! endpoints make a difference for, so clients claiming places no endpoint is in cost nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::Snapshot;
+use crate::model::Place;
+
+/// The places of connected clients, with how many streams are at each.
+#[derive(Debug)]
+pub struct Places {
+    clients: watch::Sender<BTreeMap<Place, usize>>,
+}
+
+impl Default for Places {
+    fn default() -> Self {
+        Self { clients: watch::Sender::new(BTreeMap::new()) }
+    }
+}
+
+impl Places {
+    /// Counts a stream at `place` until the lease is dropped; a stream nowhere is not counted.
+    pub fn enter(self: &Arc<Self>, place: Place) -> Option<PlaceLease> {
+        if place.is_nowhere() {
+            return None;
+        }
+        self.clients.send_modify(|clients| *clients.entry(place.clone()).or_default() += 1);
+        Some(PlaceLease { places: self.clone(), place })
+    }
+
+    /// Changes whenever a place gains its first stream or loses its last one.
+    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<Place, usize>> {
+        self.clients.subscribe()
+    }
+}
+
+/// A stream's presence at its place.
+#[derive(Debug)]
+pub struct PlaceLease {
+    places: Arc<Places>,
+    place: Place,
+}
+
+impl PlaceLease {
+    pub fn place(&self) -> &Place {
+        &self.place
+    }
+}
+
+impl Drop for PlaceLease {
+    fn drop(&mut self) {
+        self.places.clients.send_if_modified(|clients| match clients.get_mut(&self.place) {
+            Some(1) => {
+                clients.remove(&self.place);
+                true
+            }
+            Some(count) => {
+                *count -= 1;
+                false
+            }
+            None => false,
+        });
+    }
+}
+
+/// What clients at some places are served instead of the snapshot holding this.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Variants {
+    /// Each client place with a variant, and the key of its variant.
+    pub of: BTreeMap<Place, Place>,
+    /// By key: the snapshot with that place's load assignments in place of the shared ones.
+    pub by_key: BTreeMap<Place, Arc<Snapshot>>,
+}
+
+impl Variants {
+    /// The variant clients at `place` are served, with its key; `None` for the shared snapshot.
+    pub fn at(&self, place: &Place) -> Option<(&Place, &Arc<Snapshot>)> {
+        let key = self.of.get(place)?;
+        self.by_key.get(key).map(|variant| (key, variant))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(name: &str) -> Place {
+        Place { zone: Some(name.into()), node: None }
+    }
+
+    #[test]
+    fn a_place_is_listed_while_a_stream_is_there_and_nowhere_is_never_listed() {
+        let places = Arc::new(Places::default());
+        let seen = places.subscribe();
+        assert!(places.enter(Place::default()).is_none());
+        let first = places.enter(zone("a"));
+        let second = places.enter(zone("a"));
+        assert_eq!(seen.borrow().get(&zone("a")), Some(&2));
+        drop(first);
+        assert_eq!(seen.borrow().get(&zone("a")), Some(&1));
+        drop(second);
+        assert!(seen.borrow().is_empty());
+    }
+}
