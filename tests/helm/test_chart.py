@@ -32,6 +32,8 @@ from realparts import PATIENCE, Cluster, Edgexds
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALL_ON = yaml.safe_load((ROOT / "tests" / "helm" / "values-all-on.yaml").read_text())
 RBAC_VERBS = sorted(tuple(v) for v in json.loads((ROOT / "tests" / "rbac-verbs.json").read_text()))
+# The Nodes' zones place clients: cluster-scoped, so a ClusterRole of its own in every mode.
+NODE_VERBS = [("list", "nodes"), ("watch", "nodes")]
 
 WARNING = 2  # Helm lint severities: 1 info, 2 warning, 3 error
 
@@ -133,8 +135,10 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
     print("\nrendered resources for default values:", *kinds, sep="\n  ")
     assert kinds == [
         ("ClusterRole", "", "edgexds"),
+        ("ClusterRole", "", "edgexds-nodes"),
         ("ClusterRole", "", "edgexds-tokenreview"),
         ("ClusterRoleBinding", "", "edgexds"),
+        ("ClusterRoleBinding", "", "edgexds-nodes"),
         ("ClusterRoleBinding", "", "edgexds-tokenreview"),
         ("CustomResourceDefinition", "", "healthprobes.edgexds.io"),
         ("Deployment", "edge", "edgexds"),
@@ -147,6 +151,7 @@ def test_install_with_defaults_creates_a_small_restricted_deployment_with_exact_
     webhook = objects["MutatingWebhookConfiguration", "edge", "edgexds-edge-inject"]
     assert_injection_webhook_is_selective_and_trusts_the_ca(webhook, objects["Secret", "edge", "edgexds-xds-tls"])
     assert rules(objects["ClusterRole", None, "edgexds-tokenreview"]) == [("create", "tokenreviews")]
+    assert rules(objects["ClusterRole", None, "edgexds-nodes"]) == NODE_VERBS
     deployment = objects["Deployment", "edge", "edgexds"]
     assert deployment["spec"]["replicas"] == 1
     pod = deployment["spec"]["template"]["spec"]
@@ -214,10 +219,12 @@ def test_install_with_watch_namespaces_grants_only_namespaced_roles(cluster):
         assert objects["RoleBinding", namespace, "edgexds"]["subjects"][0]["namespace"] == "edge"
     args = objects["Deployment", "edge", "edgexds"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespaces=shop,payments" in args
-    # TokenReview is cluster-scoped: the one cluster-wide grant left, and all it allows.
-    assert [k for k in objects if k[0].startswith("Cluster")] == [
-        ("ClusterRole", None, "edgexds-tokenreview"), ("ClusterRoleBinding", None, "edgexds-tokenreview")]
+    # TokenReview and Nodes are cluster-scoped: the only cluster-wide grants left, and all they allow.
+    assert sorted(k for k in objects if k[0].startswith("Cluster")) == [
+        ("ClusterRole", None, "edgexds-nodes"), ("ClusterRole", None, "edgexds-tokenreview"),
+        ("ClusterRoleBinding", None, "edgexds-nodes"), ("ClusterRoleBinding", None, "edgexds-tokenreview")]
     assert rules(objects["ClusterRole", None, "edgexds-tokenreview"]) == [("create", "tokenreviews")]
+    assert rules(objects["ClusterRole", None, "edgexds-nodes"]) == NODE_VERBS
     uninstall(cluster, objects)
 
 
@@ -384,7 +391,7 @@ def without(cluster: Cluster, kind: str, name: str, namespace: str | None, verb:
     cluster.apply({"apiVersion": role["apiVersion"], "kind": kind,
                    "metadata": {"name": name, **({"namespace": namespace} if namespace else {})}, "rules": rules})
     plural, _, subresource = resource.partition("/")
-    group = {"services": "", "endpointslices": ".discovery.k8s.io", "healthprobes": ".edgexds.io"}[plural]
+    group = {"services": "", "nodes": "", "endpointslices": ".discovery.k8s.io", "healthprobes": ".edgexds.io"}[plural]
     can_i = ["auth", "can-i", verb, plural + group, "--as=system:serviceaccount:edge:edgexds"]
     can_i += [f"--subresource={subresource}"] if subresource else []
     can_i += ["-n", namespace or "rbac-shop"]
@@ -394,7 +401,7 @@ def without(cluster: Cluster, kind: str, name: str, namespace: str | None, verb:
         time.sleep(0.1)
 
 
-KIND_OF = {"services": "service", "endpointslices": "endpointslice", "healthprobes": "healthprobe"}
+KIND_OF = {"services": "service", "endpointslices": "endpointslice", "healthprobes": "healthprobe", "nodes": "node"}
 
 
 def fails_visibly(cluster: Cluster, kubeconfig: str, namespace: str, verb: str, resource: str, *args: str):
@@ -424,6 +431,12 @@ def test_the_charts_cluster_role_is_exactly_enough(cluster, rbac_release, tmp_pa
                          ids=lambda v: v)
 def test_without_any_one_cluster_role_rule_edgexds_fails_visibly(cluster, rbac_release, tmp_path, verb, resource):
     without(cluster, "ClusterRole", "edgexds", None, verb, resource)
+    fails_visibly(cluster, cluster.token_kubeconfig(tmp_path, "edge", "edgexds"), "rbac-shop", verb, resource)
+
+
+@pytest.mark.parametrize("verb,resource", NODE_VERBS, ids=lambda v: v)
+def test_without_either_node_rule_edgexds_fails_visibly(cluster, rbac_release, tmp_path, verb, resource):
+    without(cluster, "ClusterRole", "edgexds-nodes", None, verb, resource)
     fails_visibly(cluster, cluster.token_kubeconfig(tmp_path, "edge", "edgexds"), "rbac-shop", verb, resource)
 
 

@@ -1,6 +1,6 @@
 """Proxyless gRPC traffic for the Rust cluster tests: grpcio's own xDS resolver (bootstrapped
 by GRPC_XDS_BOOTSTRAP) calls /test.Greeter/Who on `target` at `rate` calls a second until its
-stdin closes. It prints "ready" once the channel is, and at the end one JSON line per call:
+stdin closes. It prints "ready" once the channel is, then one JSON line per call as it completes:
 when it was sent and answered (wall clock, seconds), and the pod that answered or the error.
 
     GRPC_XDS_BOOTSTRAP=bootstrap.json python xds_load.py xds:///web.shop:80 50
@@ -26,7 +26,7 @@ def main() -> None:
 
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    results, lock = [], threading.Lock()
+    lock = threading.Lock()
 
     def call() -> None:
         sent = time.time()
@@ -35,7 +35,7 @@ def main() -> None:
         except grpc.RpcError as failure:
             pod, error = None, f"{failure.code()}: {failure.details()}"
         with lock:
-            results.append({"sent": sent, "done": time.time(), "pod": pod, "error": error})
+            print(json.dumps({"sent": sent, "done": time.time(), "pod": pod, "error": error}), flush=True)
 
     # A steady schedule: a slow call never delays the next one.
     with ThreadPoolExecutor(max_workers=64) as pool:
@@ -44,8 +44,6 @@ def main() -> None:
             pool.submit(call)
             next_at += 1 / rate
             time.sleep(max(0.0, next_at - time.monotonic()))
-    for result in results:
-        print(json.dumps(result))
     channel.close()
 
 

@@ -69,6 +69,32 @@ impl Mesh {
     }
 }
 
+/// A sidecar Envoy at a place (bootstrap `node.locality.zone`, and node metadata `node_name`
+/// as the injector sets it), with an edgexds replica of its own watching `namespace`, so that
+/// several sidecars on one machine each get their own outbound listener.
+pub struct PlacedSidecar {
+    pub replica: Server,
+    pub envoy: Envoy,
+    pub proxy: SocketAddr,
+}
+
+impl PlacedSidecar {
+    pub async fn start(cluster: &Cluster, namespace: &str, zone: &str, node_name: Option<&str>) -> Result<Self> {
+        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let replica =
+            launch(Ports::free(), &serve_args(namespace, proxy), &cluster.kube.admin_kubeconfig.display().to_string())
+                .await;
+        let mut bootstrap = sidecar_bootstrap(replica.xds, "DELTA_GRPC");
+        bootstrap["node"]["id"] = json!(format!("sidecar-{zone}-{}", node_name.unwrap_or("any")));
+        bootstrap["node"]["locality"] = json!({"zone": zone});
+        if let Some(node_name) = node_name {
+            bootstrap["node"]["metadata"]["node_name"] = json!(node_name);
+        }
+        let envoy = Envoy::start_with(bootstrap).await?;
+        Ok(Self { replica, envoy, proxy })
+    }
+}
+
 /// One edgexds replica watching `namespace`, without a sidecar: for tests that read xDS
 /// themselves.
 pub async fn edgexds(cluster: &Cluster, namespace: &str) -> Server {

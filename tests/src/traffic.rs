@@ -104,6 +104,8 @@ pub struct GrpcLoad {
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     /// The same moment on both clocks: the script's wall-clock times become `Instant`s.
     epoch: (Instant, SystemTime),
+    /// Calls read so far.
+    samples: Vec<Sample>,
 }
 
 impl GrpcLoad {
@@ -128,30 +130,51 @@ impl GrpcLoad {
         if !matches!(first, Ok(Ok(Some(ref line))) if line == "ready") {
             bail!("the grpcio client did not get ready ({first:?}); its stderr is above");
         }
-        Ok(Self { child, lines, epoch: (Instant::now(), SystemTime::now()) })
+        Ok(Self { child, lines, epoch: (Instant::now(), SystemTime::now()), samples: Vec::new() })
     }
 
-    /// Stops calling; every call's sample.
+    /// Reads calls as they complete until one satisfies `done`, within `limit`.
+    pub async fn until(&mut self, limit: Duration, what: &str, done: impl Fn(&Sample) -> bool) -> Result<()> {
+        let waited = tokio::time::timeout(limit, async {
+            while let Some(sample) = self.next().await? {
+                let matched = done(&sample);
+                self.samples.push(sample);
+                if matched {
+                    return Ok(());
+                }
+            }
+            bail!("the grpcio client ended before {what}")
+        })
+        .await;
+        waited.with_context(|| format!("not within {limit:?}: {what}"))?
+    }
+
+    /// Stops calling; every call's sample, in the order they completed.
     pub async fn stop(mut self) -> Result<Vec<Sample>> {
         drop(self.child.stdin.take());
-        let mut samples = Vec::new();
-        while let Some(line) = self.lines.next_line().await? {
-            let call: serde_json::Value = serde_json::from_str(&line).with_context(|| line.clone())?;
-            let at = |field: &str| -> Instant {
-                let wall = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(call[field].as_f64().unwrap_or_default());
-                match wall.duration_since(self.epoch.1) {
-                    Ok(after) => self.epoch.0 + after,
-                    Err(before) => self.epoch.0.checked_sub(before.duration()).unwrap_or(self.epoch.0),
-                }
-            };
-            let pod = match call["pod"].as_str() {
-                Some(pod) => Ok(pod.to_owned()),
-                None => Err(call["error"].as_str().unwrap_or("unknown").to_owned()),
-            };
-            samples.push(Sample { sent: at("sent"), done: at("done"), pod });
+        while let Some(sample) = self.next().await? {
+            self.samples.push(sample);
         }
         self.child.wait().await?;
-        Ok(samples)
+        Ok(self.samples)
+    }
+
+    /// The next completed call, `None` once the client has ended.
+    async fn next(&mut self) -> Result<Option<Sample>> {
+        let Some(line) = self.lines.next_line().await? else { return Ok(None) };
+        let call: serde_json::Value = serde_json::from_str(&line).with_context(|| line.clone())?;
+        let at = |field: &str| -> Instant {
+            let wall = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(call[field].as_f64().unwrap_or_default());
+            match wall.duration_since(self.epoch.1) {
+                Ok(after) => self.epoch.0 + after,
+                Err(before) => self.epoch.0.checked_sub(before.duration()).unwrap_or(self.epoch.0),
+            }
+        };
+        let pod = match call["pod"].as_str() {
+            Some(pod) => Ok(pod.to_owned()),
+            None => Err(call["error"].as_str().unwrap_or("unknown").to_owned()),
+        };
+        Ok(Some(Sample { sent: at("sent"), done: at("done"), pod }))
     }
 }
 

@@ -77,6 +77,9 @@ pub struct Variants {
     pub of: BTreeMap<Place, Place>,
     /// By key: the snapshot with that place's load assignments in place of the shared ones.
     pub by_key: BTreeMap<Place, Arc<Snapshot>>,
+    /// Every place these variants were built for, with a variant or without: a stream at a
+    /// place not yet among them waits for its variant before it is sent load assignments.
+    pub seen: std::collections::BTreeSet<Place>,
 }
 
 impl Variants {

@@ -140,6 +140,7 @@ impl PlaceVariants {
             variant.snapshot.seal();
         }
         self.published = Variants {
+            seen: places.clone(),
             of: keys.into_iter().filter(|(_, key)| self.by_key.contains_key(key)).collect(),
             by_key: self.by_key.iter().map(|(key, v)| (key.clone(), Arc::new(v.snapshot.clone()))).collect(),
         };

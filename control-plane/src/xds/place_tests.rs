@@ -206,3 +206,19 @@ fn a_token_bound_node_places_the_client_in_its_nodes_zone_whatever_its_bootstrap
     assert_eq!(place.place.zone.as_deref(), Some("z2"));
     assert_eq!((place.zone_source, place.node_source), (PlaceSource::NodeLabel, PlaceSource::Token));
 }
+
+#[test]
+fn a_client_at_a_new_place_waits_for_its_variant_rather_than_being_sent_the_shared_assignment_first() {
+    let mut replica = Replica::new();
+    let input = shop();
+    let snapshot = replica.publish(&input);
+    let mut stream = delta_stream(&replica, None);
+    subscribe(&mut stream, node("z1"), BTreeMap::new(), &snapshot);
+    assert!(!stream.has_work(), "nothing to do until a snapshot built for its place");
+    assert!(delta_response(&mut stream, &snapshot).is_none());
+    let snapshot = replica.publish(&input);
+    stream.snapshot_changed(&snapshot);
+    assert!(stream.has_work());
+    let response = delta_response(&mut stream, &snapshot).expect("its variant");
+    assert_eq!(first_tier(&response.resources[0].resource.as_ref().unwrap().value), vec!["10.0.0.1"]);
+}

@@ -69,6 +69,9 @@ pub struct StreamState {
     places: Option<Arc<Places>>,
     /// The variant the client is served (`None`: the shared snapshot).
     served: Option<Place>,
+    /// The snapshot was built before the pipeline knew the client's place: load assignments
+    /// wait for one that was, rather than going out shared and then again for the place.
+    awaiting_place: bool,
 }
 
 /// A response to send, and what it carries, for the caller to count.
@@ -116,6 +119,7 @@ impl StreamState {
             lease: None,
             places: None,
             served: None,
+            awaiting_place: false,
         }
     }
 
@@ -140,6 +144,7 @@ impl StreamState {
                 self.place = resolved;
             }
         }
+        self.awaiting_place = self.lease.is_some() && !snapshot.variants().seen.contains(&self.place.place);
         let (served, key) = snapshot.at(&self.place.place);
         if key != self.served.as_ref() {
             self.served = key.cloned();
@@ -215,11 +220,16 @@ impl StreamState {
     }
 
     pub fn has_work(&self) -> bool {
-        self.types.iter().flatten().any(|t| t.dirty)
+        let held_off = |ty: ResourceType| ty == ResourceType::ClusterLoadAssignment && self.awaiting_place;
+        ResourceType::ALL
+            .into_iter()
+            .any(|ty| !held_off(ty) && self.types[ty.index()].as_ref().is_some_and(|t| t.dirty))
     }
 
     /// A new snapshot is current: every subscribed type must be diffed again.
     pub fn snapshot_changed(&mut self, snapshot: &Snapshot) {
+        // Its place may now have a variant, or be known to need none.
+        self.placed(snapshot);
         for state in self.types.iter_mut().flatten() {
             state.dirty = true;
             state.push_started = state.push_started.or(snapshot.observed_at);
@@ -426,6 +436,9 @@ impl StreamState {
         for ty in ResourceType::ALL {
             let whole = self.flavour == Flavour::Sotw && ty.full_state();
             let limit = self.response_bytes;
+            if ty == ResourceType::ClusterLoadAssignment && self.awaiting_place {
+                continue;
+            }
             let Some(state) = self.types[ty.index()].as_mut().filter(|s| s.dirty) else { continue };
             let Some(part) = state.subscription.next_part(snapshot, ty, limit, whole) else {
                 state.dirty = false;
