@@ -4,7 +4,9 @@
 //!   cached;
 //! - connections without credentials are reaped after the grace period and cannot take an
 //!   authenticated proxy's place while they are held;
-//! - a deleted pod's token stops working within the recheck bound, and its open stream ends.
+//! - a deleted pod's token stops working within the recheck bound, and its open stream ends;
+//! - a token bound to a pod on a Node places its client in that Node's zone, whatever the
+//!   client's bootstrap claims.
 //!
 //! Every client address here is a loopback address standing for one client (127.0.0.0/8).
 
@@ -33,8 +35,13 @@ struct Secured {
 impl Secured {
     /// Limits and settings go in as their environment variables.
     fn start(kube: &KubeServer, env: &[(&str, &str)]) -> Self {
+        Self::serving(kube, env, &web_service())
+    }
+
+    /// The same, serving the manifests `objects`.
+    fn serving(kube: &KubeServer, env: &[(&str, &str)], objects: &str) -> Self {
         let manifests = tempfile::tempdir().unwrap();
-        std::fs::write(manifests.path().join("web.yaml"), web_service()).unwrap();
+        std::fs::write(manifests.path().join("web.yaml"), objects).unwrap();
         let pki = tempfile::tempdir().unwrap();
         let ca = TestCa::new("xds").unwrap();
         let issued = ca.server(pki.path(), "xds").unwrap();
@@ -247,4 +254,84 @@ async fn a_deleted_pods_token_stops_working_within_the_recheck_bound_and_its_str
     assert!(took < bound, "ended after {took:?}; the bound is {bound:?}");
     let refused = edgexds.proxy(loopback(0, 4), &token).await.err().expect("the token no longer lets anyone in");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_a_node_places_its_client_in_that_nodes_zone_whatever_its_bootstrap_says() {
+    use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use prost::Message;
+    let kube = tokio::task::spawn_blocking(KubeServer::shared).await.unwrap();
+    let admin = kube.admin_client().await.unwrap();
+    let ns = kube.namespace(&admin).await.unwrap();
+    // The Node the API server binds the token to; its zone comes from the manifests' Node.
+    let node_name = format!("{ns}-node");
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(admin.clone());
+    let node = serde_json::from_value(json!({"metadata": {"name": node_name}})).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let pods = Api::<Pod>::namespaced(admin.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sidecar-0"},
+        "spec": {"serviceAccountName": "sidecar", "nodeName": node_name, "containers": [{"name": "envoy", "image": "envoy"}]}
+    }))
+    .unwrap();
+    let _ = kube.token(&admin, &ns, "sidecar", &["edgexds"], None).await.unwrap();
+    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let token = kube.token(&admin, &ns, "sidecar", &["edgexds"], Some(&pod)).await.unwrap();
+    let manifests = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: web, namespace: shop }}
+spec:
+  trafficDistribution: PreferSameZone
+  ports:
+  - {{ name: http, port: 80, targetPort: 8080 }}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: web-1, namespace: shop, labels: {{ kubernetes.io/service-name: web }} }}
+addressType: IPv4
+ports: [{{ name: http, port: 8080 }}]
+endpoints:
+- {{ addresses: [10.0.0.1], zone: zone-a }}
+- {{ addresses: [10.0.0.2], zone: zone-b }}
+---
+apiVersion: v1
+kind: Node
+metadata: {{ name: {node_name}, labels: {{ topology.kubernetes.io/zone: zone-b }} }}
+"
+    );
+    let edgexds = Secured::serving(kube, &[], &manifests);
+    let channel = tls_channel_from(Some(loopback(0, 5)), edgexds.server.xds, edgexds.ca.pem(), None).await.unwrap();
+    let claims_zone_a = Node {
+        id: "sidecar-0".into(),
+        locality: Some(Locality { zone: "zone-a".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let mut client = DeltaClient::ads_with_token(channel, &token).await.unwrap().announcing(claims_zone_a);
+    client.subscribe("type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", &["web.shop:80"]).await;
+    let assignment = loop {
+        let response = client.next_within(Duration::from_secs(10)).await.expect("a response");
+        if let Some(resource) = response.resources.first().and_then(|r| r.resource.as_ref()) {
+            break ClusterLoadAssignment::decode(resource.value.as_slice()).unwrap();
+        }
+    };
+    let first: Vec<String> = assignment
+        .endpoints
+        .iter()
+        .filter(|l| l.priority == 0)
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| format!("{:?}", e.host_identifier))
+        .collect();
+    assert_eq!(first.len(), 1, "{assignment:?}");
+    assert!(first[0].contains("10.0.0.2"), "zone-b's endpoint first, as the token's Node says: {assignment:?}");
+    let proxies = edgexds_tests::http::get(&format!("http://{}/debug/proxies", edgexds.server.debug)).await.unwrap();
+    let reports: serde_json::Value = serde_json::from_str(&proxies.body).unwrap();
+    let place = &reports[0]["place"];
+    eprintln!("/debug/proxies shows the client's place as {place}");
+    assert_eq!(place["zone"], "zone-b");
+    assert_eq!(place["zone_from"], "node-label");
+    assert_eq!(place["node"], json!(node_name));
+    assert_eq!(place["node_from"], "token");
+    nodes.delete(&node_name, &DeleteParams::default()).await.unwrap();
 }

@@ -144,7 +144,12 @@ mod tests {
             connected_since: "2026-01-01T00:00:00Z".into(),
             state,
             types: BTreeMap::from([("cds".to_owned(), cds)]),
-            place: Default::default(),
+            place: crate::xds::proxies::PlaceReport {
+                zone: Some("zone-b".into()),
+                zone_from: "node-label".into(),
+                node: Some("n1".into()),
+                node_from: "token".into(),
+            },
             sidecar_template: None,
             outdated: false,
         }
@@ -156,6 +161,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NODE"));
         assert!(lines[1].contains("sidecar-1") && lines[1].contains("01234567 [2]") && lines[1].contains("SYNCED"));
+        assert!(lines[1].contains("zone-b (node-label), n1 (token)"), "the place and who said it: {table}");
         let nacked = render(&[proxy(SyncState::Nacked, Some("bad cluster"))]);
         assert!(nacked.contains("sidecar-1 rejected cds version fedcba98: bad cluster"), "{nacked}");
     }

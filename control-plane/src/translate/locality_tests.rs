@@ -123,3 +123,24 @@ fn without_a_preference_the_shared_assignment_keeps_its_bytes() {
             .unwrap();
     assert_eq!(decoded.encode_to_vec(), plain.encode_to_vec());
 }
+
+#[test]
+fn every_variant_carries_the_probe_metadata_and_the_checkers_verdicts() {
+    use crate::model::fixtures::{probe, probe_spec};
+    let endpoints = vec![endpoint("10.0.0.1", true, "z1"), endpoint("10.0.0.3", true, "z2")];
+    let input = state(
+        vec![service("shop", "web", &[("http", 80)])],
+        vec![slice("shop", "web", "web", &[("http", 8080)], endpoints)],
+        vec![probe("shop", "web", "2024-01-01T00:00:00Z", probe_spec("web", None))],
+    );
+    let port = resolve(&input).ports().next().unwrap().clone();
+    let mut verdicts = CheckVerdicts::default();
+    verdicts.insert("web.shop:80", "10.0.0.1:8080".parse().unwrap());
+    let variant =
+        load_assignment_at(&port, &TranslateOptions::default(), &verdicts, ZONE, &at("z1", None)).expect("a variant");
+    let local = &variant.endpoints.iter().find(|l| l.priority == 0).unwrap().lb_endpoints[0];
+    assert_eq!(local.health_status, envoy_types::pb::envoy::config::core::v3::HealthStatus::Unhealthy as i32);
+    for endpoint in variant.endpoints.iter().flat_map(|l| &l.lb_endpoints) {
+        assert!(!endpoint.metadata.is_empty(), "probe metadata in every tier");
+    }
+}

@@ -16,6 +16,11 @@
 //!   edgexds-load --csds-loop ...   during the churn, one CSDS client asks for every proxy's state
 //!                                (names and versions, without contents) back to back, and its
 //!                                answer times are reported beside the clients' convergence
+//!   edgexds-load --prefer-same-zone ...   every Service asks for `trafficDistribution:
+//!                                PreferSameZone`; clients are in zone-0, zone-1 and zone-2 (by
+//!                                id) either way, so the two runs differ in the preference only,
+//!                                and the report adds the pipeline's time per change and the
+//!                                place variants it keeps
 //!   edgexds-load --kube --server target/release/edgexds ...   a real cluster instead (see
 //!                                `cluster`: the real kube-apiserver, EndpointSlice, Deployment and
 //!                                ReplicaSet controllers and scheduler, built by tests/k8s/build,
@@ -74,6 +79,7 @@ struct Options {
     storm_responses: usize,
     kube: bool,
     csds_loop: bool,
+    prefer_same_zone: bool,
 }
 
 fn options() -> Result<Options> {
@@ -114,6 +120,7 @@ fn options() -> Result<Options> {
         storm_responses: num("--storm-responses", 2)?,
         kube: args.iter().any(|a| a == "--kube"),
         csds_loop: args.iter().any(|a| a == "--csds-loop"),
+        prefer_same_zone: args.iter().any(|a| a == "--prefer-same-zone"),
     })
 }
 
@@ -135,11 +142,12 @@ fn slice_yaml(service: usize, endpoints: usize, generation: usize) -> String {
         .replace("svc-SERVICE", &format!("svc-{service}"))
 }
 
-fn generate(dir: &Path, services: usize, endpoints: usize) -> Result<()> {
+fn generate(dir: &Path, services: usize, endpoints: usize, prefer_same_zone: bool) -> Result<()> {
     std::fs::create_dir_all(dir)?;
+    let preference = if prefer_same_zone { "trafficDistribution: PreferSameZone, " } else { "" };
     for s in 0..services {
         let service = format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{ name: svc-{s}, namespace: load }}\nspec: {{ ports: [{{ name: http, port: 80 }}] }}\n"
+            "apiVersion: v1\nkind: Service\nmetadata: {{ name: svc-{s}, namespace: load }}\nspec: {{ {preference}ports: [{{ name: http, port: 80 }}] }}\n"
         );
         let probe = format!(
             "---\napiVersion: edgexds.io/v1alpha1\nkind: HealthProbe\nmetadata: {{ name: svc-{s}, namespace: load }}\n\
@@ -310,7 +318,12 @@ async fn run_client(
 ) -> Result<()> {
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
-    let node = Some(Node { id: format!("load-{id}"), cluster: "load".into(), ..Default::default() });
+    let node = Some(Node {
+        id: format!("load-{id}"),
+        cluster: "load".into(),
+        locality: Some(zone_of(id)),
+        ..Default::default()
+    });
     let [cds_initial, eds_initial] = initial.unwrap_or_default();
     tx.send(DeltaDiscoveryRequest {
         node,
@@ -355,7 +368,12 @@ async fn run_client(
 async fn run_sotw_client(channel: Channel, id: usize, held: Shared) -> Result<()> {
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
-    let node = Some(Node { id: format!("load-sotw-{id}"), cluster: "load".into(), ..Default::default() });
+    let node = Some(Node {
+        id: format!("load-sotw-{id}"),
+        cluster: "load".into(),
+        locality: Some(zone_of(id)),
+        ..Default::default()
+    });
     tx.send(DiscoveryRequest { node, type_url: CDS.into(), ..Default::default() }).await?;
     let mut responses = client.stream_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
     let mut clusters: Vec<String> = Vec::new();
@@ -450,13 +468,20 @@ fn metric(body: &str, name: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// A client's zone: the fleet is spread over three, as the endpoints are.
+fn zone_of(id: usize) -> envoy_types::pb::envoy::config::core::v3::Locality {
+    envoy_types::pb::envoy::config::core::v3::Locality { zone: format!("zone-{}", id % 3), ..Default::default() }
+}
+
 /// The server's push-latency histogram so far: its sum in seconds and its count.
 async fn push_latency_totals(admin: u16) -> Option<(f64, f64)> {
+    histogram_totals(admin, "edgexds_push_latency_seconds").await
+}
+
+/// A histogram of the server's so far: its sum and its count.
+async fn histogram_totals(admin: u16, name: &str) -> Option<(f64, f64)> {
     let reply = edgexds_tests::http::get(&format!("http://127.0.0.1:{admin}/metrics")).await.ok()?;
-    Some((
-        metric(&reply.body, "edgexds_push_latency_seconds_sum")?,
-        metric(&reply.body, "edgexds_push_latency_seconds_count")?,
-    ))
+    Some((metric(&reply.body, &format!("{name}_sum"))?, metric(&reply.body, &format!("{name}_count"))?))
 }
 
 /// CPU seconds used, peak RSS and current RSS (KiB) of a process, from /proc.
@@ -523,7 +548,7 @@ async fn main() -> Result<()> {
     let generated = tempfile::tempdir()?;
     let manifests = o.manifests.clone().unwrap_or_else(|| generated.path().to_owned());
     if o.manifests.is_none() || o.server.is_some() {
-        generate(&manifests, o.services, o.endpoints)?;
+        generate(&manifests, o.services, o.endpoints, o.prefer_same_zone)?;
     }
     let kube = match o.kube {
         true => Some(ClusterSource::start(o.services, o.endpoints).await?),
@@ -613,6 +638,10 @@ async fn main() -> Result<()> {
         Some(admin) => push_latency_totals(admin).await,
         None => None,
     };
+    let translation_before = match admin {
+        Some(admin) => histogram_totals(admin, "edgexds_translation_duration_seconds").await,
+        None => None,
+    };
     let csds = o.csds_loop.then(|| {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         (stop, tokio::spawn(csds_loop(xds, stopped)))
@@ -673,6 +702,20 @@ async fn main() -> Result<()> {
             .await
             .filter(|(_, after)| *after > count)
             .map(|(after_sum, after_count)| (after_sum - sum) / (after_count - count) * 1000.0),
+        _ => None,
+    };
+    // The pipeline's own time per change (resolve, translate, encode, variants), and what
+    // the place variants hold.
+    let pipeline = match (admin, translation_before) {
+        (Some(admin), Some((sum, count))) => {
+            let translated = histogram_totals(admin, "edgexds_translation_duration_seconds").await;
+            let reply = edgexds_tests::http::get(&format!("http://127.0.0.1:{admin}/metrics")).await.ok();
+            let gauge = |name: &str| reply.as_ref().and_then(|r| metric(&r.body, name)).unwrap_or_default();
+            translated.filter(|(_, after)| *after > count).map(|(after_sum, after_count)| {
+                let per_change_ms = (after_sum - sum) / (after_count - count) * 1000.0;
+                (per_change_ms, gauge("edgexds_place_variants"), gauge("edgexds_localized_assignments"))
+            })
+        }
         _ => None,
     };
     convergence.sort();
@@ -822,6 +865,10 @@ async fn main() -> Result<()> {
         println!("  API server watch events per change    {all:>10.1}  ({slices:.1} of EndpointSlices)");
     }
     println!("  bytes on the wire per change          {:>10.0}", per_change);
+    if let Some((per_change_ms, variants, assignments)) = pipeline {
+        println!("  pipeline per change (translation)      {per_change_ms:>8.2} ms");
+        println!("  place variants {variants:.0}, load assignments of their own {assignments:.0}");
+    }
     println!("  reconnect storm, all clients served   {:>10.1} ms", ms(storm));
     println!("  resources resent in the storm         {:>10}", resent);
     match (cpu, rss, rss_now) {
