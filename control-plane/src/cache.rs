@@ -63,9 +63,7 @@ impl SnapshotCache {
     pub fn publish_diffed(&self, mut snapshot: Snapshot, diff: SnapshotDiff) {
         self.current.send_if_modified(|current| {
             let first = current.is_none();
-            // Streams at a new place wait for a snapshot built for it, even one that changes nothing.
-            let places_seen = current.as_ref().is_some_and(|c| c.variants().seen != snapshot.variants().seen);
-            if first || !diff.is_empty() || places_seen {
+            if first || !diff.is_empty() {
                 // Streams in sync with the previous generation only look at what changed.
                 let generation = current.as_ref().map_or(1, |c| c.generation + 1);
                 snapshot.stamp(generation, current.is_some().then(|| Arc::new(diff)));

@@ -5,7 +5,7 @@
 //! places in use only; variants are keyed by the place reduced to what some Service's
 //! endpoints make a difference for, so clients claiming places no endpoint is in cost nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -73,20 +73,33 @@ impl Drop for PlaceLease {
 /// What clients at some places are served instead of the snapshot holding this.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Variants {
-    /// Each client place with a variant, and the key of its variant.
-    pub of: BTreeMap<Place, Place>,
+    /// The zones and nodes that make a difference: some endpoint of a Service preferring
+    /// them is there (or hinted for it). Nodes count only for Services preferring the node.
+    pub zones: BTreeSet<Arc<str>>,
+    pub nodes: BTreeSet<Arc<str>>,
     /// By key: the snapshot with that place's load assignments in place of the shared ones.
     pub by_key: BTreeMap<Place, Arc<Snapshot>>,
-    /// Every place these variants were built for, with a variant or without: a stream at a
-    /// place not yet among them waits for its variant before it is sent load assignments.
-    pub seen: std::collections::BTreeSet<Place>,
 }
 
 impl Variants {
-    /// The variant clients at `place` are served, with its key; `None` for the shared snapshot.
-    pub fn at(&self, place: &Place) -> Option<(&Place, &Arc<Snapshot>)> {
-        let key = self.of.get(place)?;
-        self.by_key.get(key).map(|variant| (key, variant))
+    /// The key of clients at `place`: the parts of it that make a difference, `None` when
+    /// none does (the shared snapshot is theirs, whatever they claim).
+    pub fn key_of(&self, place: &Place) -> Option<Place> {
+        let key = Place {
+            zone: place.zone.clone().filter(|z| self.zones.contains(z)),
+            node: place.node.clone().filter(|n| self.nodes.contains(n)),
+        };
+        (!key.is_nowhere()).then_some(key)
+    }
+
+    /// The variant clients at `place` are served, with its key; `None` for the shared
+    /// snapshot. `Err` with the key when its variant is not built yet.
+    pub fn at(&self, place: &Place) -> Result<Option<(Place, &Arc<Snapshot>)>, Place> {
+        let Some(key) = self.key_of(place) else { return Ok(None) };
+        match self.by_key.get(&key) {
+            Some(variant) => Ok(Some((key, variant))),
+            None => Err(key),
+        }
     }
 }
 

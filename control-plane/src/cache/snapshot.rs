@@ -162,11 +162,12 @@ impl Snapshot {
 
     /// What clients at `place` are served: a variant with their own load assignments, with
     /// its key, or this snapshot (`None`). Streams diff within one of these only: a client
-    /// moved to another is diffed in full.
-    pub fn at(&self, place: &Place) -> (&Snapshot, Option<&Place>) {
-        match self.variants.at(place) {
-            Some((key, variant)) => (variant, Some(key)),
-            None => (self, None),
+    /// moved to another is diffed in full. `Err` with the key: the place makes a difference
+    /// but its variant is not built yet (the pipeline builds it once a stream is there).
+    pub fn at(&self, place: &Place) -> Result<(&Snapshot, Option<Place>), Place> {
+        match self.variants.at(place)? {
+            Some((key, variant)) => Ok((variant, Some(key))),
+            None => Ok((self, None)),
         }
     }
 

@@ -112,10 +112,11 @@ impl PlaceVariants {
                 relocalize.push(key.clone());
             }
         }
-        let keys = self.keys(places);
-        let wanted: BTreeSet<&Place> = keys.values().collect();
+        let (zones, nodes) = self.relevant();
+        let space = Variants { zones, nodes, by_key: BTreeMap::new() };
+        let wanted: BTreeSet<Place> = places.iter().filter_map(|place| space.key_of(place)).collect();
         self.by_key.retain(|key, _| wanted.contains(key));
-        for key in wanted {
+        for key in &wanted {
             match self.by_key.get_mut(key) {
                 Some(variant) => {
                     variant.follow(base, &base_diff);
@@ -140,9 +141,8 @@ impl PlaceVariants {
             variant.snapshot.seal();
         }
         self.published = Variants {
-            seen: places.clone(),
-            of: keys.into_iter().filter(|(_, key)| self.by_key.contains_key(key)).collect(),
             by_key: self.by_key.iter().map(|(key, v)| (key.clone(), Arc::new(v.snapshot.clone()))).collect(),
+            ..space
         };
     }
 
@@ -155,32 +155,22 @@ impl PlaceVariants {
         self.by_key.values().flat_map(|v| v.own.values()).map(BTreeSet::len).sum()
     }
 
-    /// Each place's key: its zone where some preferring Service has an endpoint there (or
-    /// hinted for it), its node where some Service preferring the same node does. Places
-    /// whose key is nowhere get no variant.
-    fn keys(&self, places: &BTreeSet<Place>) -> BTreeMap<Place, Place> {
-        let mut zones: BTreeSet<&str> = BTreeSet::new();
-        let mut nodes: BTreeSet<&str> = BTreeSet::new();
+    /// The zones some preferring Service has an endpoint in (or hinted for), and the nodes
+    /// of Services preferring the same node: the parts of a place that make a difference.
+    fn relevant(&self) -> (BTreeSet<Arc<str>>, BTreeSet<Arc<str>>) {
+        let mut zones = BTreeSet::new();
+        let mut nodes = BTreeSet::new();
         for service in self.preferring.values() {
             let by_node = service.traffic_distribution == Some(TrafficDistribution::PreferSameNode);
             for endpoint in service.ports.iter().flat_map(|p| &p.endpoints) {
-                zones.extend(endpoint.zone.as_deref());
-                zones.extend(endpoint.hints.for_zones.iter().map(String::as_str));
+                zones.extend(endpoint.zone.as_deref().map(Arc::from));
+                zones.extend(endpoint.hints.for_zones.iter().map(|z| Arc::from(z.as_str())));
                 if by_node {
-                    nodes.extend(endpoint.node_name.as_deref());
-                    nodes.extend(endpoint.hints.for_nodes.iter().map(String::as_str));
+                    nodes.extend(endpoint.node_name.as_deref().map(Arc::from));
+                    nodes.extend(endpoint.hints.for_nodes.iter().map(|n| Arc::from(n.as_str())));
                 }
             }
         }
-        places
-            .iter()
-            .filter_map(|place| {
-                let key = Place {
-                    zone: place.zone.clone().filter(|z| zones.contains(&**z)),
-                    node: place.node.clone().filter(|n| nodes.contains(&**n)),
-                };
-                (!key.is_nowhere()).then(|| (place.clone(), key))
-            })
-            .collect()
+        (zones, nodes)
     }
 }

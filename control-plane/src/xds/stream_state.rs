@@ -72,6 +72,7 @@ pub struct StreamState {
     /// The snapshot was built before the pipeline knew the client's place: load assignments
     /// wait for one that was, rather than going out shared and then again for the place.
     awaiting_place: bool,
+    placed_once: bool,
 }
 
 /// A response to send, and what it carries, for the caller to count.
@@ -120,6 +121,7 @@ impl StreamState {
             places: None,
             served: None,
             awaiting_place: false,
+            placed_once: false,
         }
     }
 
@@ -137,17 +139,24 @@ impl StreamState {
     /// Its place is resolved again first (the Node of a bound token may have been labelled
     /// since); a client moved to another variant forgets what it was synced with.
     fn placed<'a>(&mut self, snapshot: &'a Snapshot) -> &'a Snapshot {
-        if let Some(claim) = &self.claim {
+        // What the client says never changes; only a bound node's label can.
+        if let Some(claim) = self.claim.as_ref().filter(|c| c.bound_node.is_some() || !self.placed_once) {
             let resolved = claim.resolve(snapshot.nodes());
+            self.placed_once = true;
             if resolved != self.place {
                 self.lease = self.places.as_ref().and_then(|places| places.enter(resolved.place.clone()));
                 self.place = resolved;
             }
         }
-        self.awaiting_place = self.lease.is_some() && !snapshot.variants().seen.contains(&self.place.place);
-        let (served, key) = snapshot.at(&self.place.place);
-        if key != self.served.as_ref() {
-            self.served = key.cloned();
+        let ((served, key), awaiting) = match snapshot.at(&self.place.place) {
+            Ok(served) => (served, false),
+            // Its variant comes with a later snapshot, once the pipeline has seen the place
+            // (which only a registered stream tells it).
+            Err(_) => ((snapshot, None), self.lease.is_some()),
+        };
+        self.awaiting_place = awaiting;
+        if key != self.served {
+            self.served = key;
             for state in self.types.iter_mut().flatten() {
                 state.subscription.forget_generation();
                 state.dirty = true;
