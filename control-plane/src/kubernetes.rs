@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod crd;
+pub mod gateway;
 pub mod metrics;
 pub mod probe_conditions;
 pub mod probe_spec;

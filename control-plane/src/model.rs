@@ -10,6 +10,7 @@ mod object;
 mod place;
 mod probe;
 mod resolve;
+mod route;
 mod source_object;
 mod verdicts;
 
@@ -30,6 +31,10 @@ pub use resolve::{
     Diagnostic, EndpointHealth, Model, ProbeCoverage, ProbeStatus, RefProblem, ResolvedEndpoint, ResolvedPort,
     ResolvedService, resolve,
 };
+pub use route::{
+    AttachedRoute, BackendRef, HeaderEdits, HttpRoute, ParentRef, PathMatch, PathRewrite, RequestMatch, RouteFilter,
+    RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
+};
 pub use source_object::{ObjectKind, SourceObject};
 pub use verdicts::CheckVerdicts;
 
@@ -48,6 +53,8 @@ pub struct SourceState {
     pub probes: ObjectMap<HealthProbe>,
     /// Nodes, for the zone of a client whose token is bound to one (namespace empty).
     pub nodes: Nodes,
+    /// Gateway API HTTPRoutes attached to Services.
+    pub routes: ObjectMap<HttpRoute>,
     /// Objects the source refused, and why (with the file and line, for manifests); an
     /// object refused after it was accepted stays in the maps above in its last accepted version.
     pub refused: imbl::OrdSet<Diagnostic>,

@@ -4,6 +4,7 @@ mod cluster;
 mod contribution;
 mod eds_wire;
 mod endpoints;
+mod http_routes;
 mod listeners;
 mod routes;
 
@@ -85,3 +86,7 @@ mod routing_tests;
 #[cfg(test)]
 #[path = "translate/locality_tests.rs"]
 mod locality_tests;
+
+#[cfg(test)]
+#[path = "translate/http_routes_tests.rs"]
+mod http_routes_tests;

@@ -1,4 +1,9 @@
 //! A local HTTP upstream that answers with its name and whose /healthz can be flipped to 503.
+//!
+//! For routing tests, every answer also says what arrived: the path in `x-path`, and each
+//! request header whose name starts with `x-` again as `echo-<name>`. A request may ask for
+//! a slow answer (`x-delay-ms`, at most 10 s) or a flaky one (`x-fail-every-other`: every
+//! other such request is answered 503). It counts the requests it answered ([`Upstream::served`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,6 +19,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     healthy: Arc<AtomicBool>,
     probes: Arc<AtomicU64>,
+    served: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -22,6 +28,8 @@ struct Shared {
     name: String,
     healthy: Arc<AtomicBool>,
     probes: Arc<AtomicU64>,
+    served: Arc<AtomicU64>,
+    flaky: Arc<AtomicU64>,
 }
 
 impl Upstream {
@@ -33,16 +41,15 @@ impl Upstream {
             name: name.to_owned(),
             healthy: Arc::new(AtomicBool::new(true)),
             probes: Arc::new(AtomicU64::new(0)),
+            served: Arc::new(AtomicU64::new(0)),
+            flaky: Arc::new(AtomicU64::new(0)),
         };
-        let (healthy, probes) = (shared.healthy.clone(), shared.probes.clone());
-        let app = Router::new()
-            .route("/healthz", get(healthz))
-            .fallback(|State(s): State<Shared>| async move { s.name })
-            .with_state(shared);
+        let (healthy, probes, served) = (shared.healthy.clone(), shared.probes.clone(), shared.served.clone());
+        let app = Router::new().route("/healthz", get(healthz)).fallback(answer).with_state(shared);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, healthy, probes, task })
+        Ok(Self { addr, healthy, probes, served, task })
     }
 
     /// Two upstreams on `ip`, on ports of their own.
@@ -70,6 +77,11 @@ impl Upstream {
     pub fn probes(&self) -> u64 {
         self.probes.load(Ordering::SeqCst)
     }
+
+    /// Requests answered, /healthz aside.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Upstream {
@@ -81,4 +93,32 @@ impl Drop for Upstream {
 async fn healthz(State(s): State<Shared>) -> StatusCode {
     s.probes.fetch_add(1, Ordering::SeqCst);
     if s.healthy.load(Ordering::SeqCst) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+}
+
+/// The name, with what arrived echoed in headers; slow or flaky when the request asks.
+async fn answer(
+    State(s): State<Shared>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    s.served.fetch_add(1, Ordering::SeqCst);
+    let mut echoed = axum::http::HeaderMap::new();
+    if let Ok(path) = axum::http::HeaderValue::from_str(uri.path()) {
+        echoed.insert("x-path", path);
+    }
+    for (name, value) in &headers {
+        if name.as_str().starts_with("x-")
+            && let Ok(echo) = axum::http::HeaderName::from_bytes(format!("echo-{name}").as_bytes())
+        {
+            echoed.append(echo, value.clone());
+        }
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(delay) = header("x-delay-ms").and_then(|d| d.parse::<u64>().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(delay.min(10_000))).await;
+    }
+    if header("x-fail-every-other").is_some() && s.flaky.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, echoed, "flaky".into());
+    }
+    (StatusCode::OK, echoed, s.name)
 }

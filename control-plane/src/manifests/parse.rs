@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::kubernetes::convert;
 use crate::kubernetes::crd::HealthProbe as KubeHealthProbe;
+use crate::kubernetes::gateway::HttpRoute as GatewayHttpRoute;
 use crate::model::{ObjectKey, ObjectKind, SourceObject};
 
 /// Manifests that leave out the namespace land where kubectl would put them.
@@ -104,6 +105,7 @@ impl Header {
             ("discovery.k8s.io/v1", "EndpointSlice") => ObjectKind::EndpointSlice,
             ("edgexds.io/v1alpha1", "HealthProbe") => ObjectKind::HealthProbe,
             ("v1", "Node") => ObjectKind::Node,
+            ("gateway.networking.k8s.io/v1", "HTTPRoute") => ObjectKind::HttpRoute,
             _ => return None,
         };
         let name = self.metadata.name.as_deref().filter(|n| !n.is_empty())?;
@@ -273,7 +275,9 @@ fn parse_document(format: Format, doc: &str, outcomes: &mut Vec<Outcome>) -> Res
         return Ok(());
     }
     let object = header.object();
-    if object.is_none() && !matches!(header.kind.as_str(), "Service" | "EndpointSlice" | "HealthProbe" | "Node") {
+    if object.is_none()
+        && !matches!(header.kind.as_str(), "Service" | "EndpointSlice" | "HealthProbe" | "Node" | "HTTPRoute")
+    {
         // Another kind (a Deployment beside its Service): not ours to take or refuse.
         return Ok(());
     }
@@ -311,6 +315,12 @@ fn convert_document(format: Format, doc: &str, header: &Header) -> Result<Option
                     Err(e) => Err(e.clone()),
                 })
                 .map_err(|e| (p.metadata.name, e))
+        }
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+            let r: GatewayHttpRoute = from_text(format, doc)?;
+            crate::kubernetes::gateway::http_route(&r, DEFAULT_NAMESPACE)
+                .map(|c| SourceObject::HttpRoute(Arc::new(c)))
+                .map_err(|e| (r.metadata.name, e))
         }
         ("v1", "Node") => {
             let n: KubeNode = from_text(format, doc)?;

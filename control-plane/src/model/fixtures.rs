@@ -79,6 +79,7 @@ pub(crate) fn state(services: Vec<Service>, slices: Vec<EndpointSlice>, probes: 
         slices: slices.into_iter().map(|s| (s.key.clone(), Arc::new(s))).collect(),
         probes: probes.into_iter().map(|p| (p.key.clone(), Arc::new(p))).collect(),
         nodes: Default::default(),
+        routes: Default::default(),
         refused: Default::default(),
     }
 }

@@ -2,9 +2,10 @@
 //! touches are resolved again, the same way [`super::resolve`] resolves every key.
 //!
 //! A Service touches itself; a slice touches the Service it belongs to (before and after
-//! the change, since its label can move it); a probe touches the Service it targets. Nothing
-//! else crosses Service keys: probe contests, conflicts and endpoint counts are all per
-//! target, so the rest of the model stays shared with the previous one.
+//! the change, since its label can move it); a probe touches the Service it targets; a route
+//! touches its parent Services (before and after). One thing crosses Service keys: a route's
+//! backends, so a Service that appears, goes or changes its ports also touches the parents of
+//! every route naming it as a backend. The rest of the model stays shared with the previous one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,9 +13,9 @@ use std::sync::Arc;
 use imbl::ordmap::DiffItem;
 
 use super::resolve::{
-    invalid_status, probe_diagnostic, probe_target, resolve_target, service_diagnostic, slice_target,
+    Target, invalid_status, probe_diagnostic, probe_target, resolve_target, service_diagnostic, slice_target,
 };
-use super::{EndpointSlice, HealthProbe, Model, ObjectKey, SourceState};
+use super::{EndpointSlice, HealthProbe, HttpRoute, Model, ObjectKey, SourceState};
 
 /// The model of the last state applied, with what it takes to re-resolve one Service key.
 #[derive(Debug, Default)]
@@ -24,6 +25,9 @@ pub struct ModelIndex {
     slices_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Valid probe keys by the Service they target.
     probes_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Route keys by parent Service, and by backend Service.
+    routes_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    routes_to: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     model: Model,
 }
 
@@ -38,9 +42,11 @@ impl ModelIndex {
     pub fn update(&mut self, state: &SourceState) -> BTreeSet<ObjectKey> {
         let old = std::mem::replace(&mut self.state, state.clone());
         let mut touched = BTreeSet::new();
+        let mut services_changed = Vec::new();
         for item in old.services.diff(&state.services) {
             let (before, after) = sides(item);
             let key = before.or(after).map(|s| s.key.clone());
+            services_changed.extend(key.clone());
             touched.extend(key);
             if let Some(diagnostic) = before.and_then(service_diagnostic) {
                 self.model.diagnostics.remove(&diagnostic);
@@ -63,6 +69,24 @@ impl ModelIndex {
             }
             if let Some(probe) = after {
                 self.index_probe(probe, &mut touched);
+            }
+        }
+        for item in old.routes.diff(&state.routes) {
+            let (before, after) = sides(item);
+            for (route, add) in before.map(|r| (r, false)).into_iter().chain(after.map(|r| (r, true))) {
+                for parent in route.parent_services() {
+                    touched.insert(parent.clone());
+                    index(&mut self.routes_of, parent, &route.key, add);
+                }
+                for backend in route.backend_services() {
+                    index(&mut self.routes_to, backend, &route.key, add);
+                }
+            }
+        }
+        // A backend Service that appeared, went or changed changes its referrers' routes.
+        for backend in &services_changed {
+            for route in self.routes_to.get(backend).into_iter().flatten() {
+                touched.extend(state.routes.get(route).into_iter().flat_map(|r| r.parent_services().cloned()));
             }
         }
         for item in old.refused.diff(&state.refused) {
@@ -141,7 +165,10 @@ impl ModelIndex {
             self.slices_of.get(key).into_iter().flatten().filter_map(|k| state.slices.get(k).map(|s| &**s)).collect();
         let probes: Vec<&HealthProbe> =
             self.probes_of.get(key).into_iter().flatten().filter_map(|k| state.probes.get(k).map(|p| &**p)).collect();
-        let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), &slices, probes);
+        let routes: Vec<Arc<HttpRoute>> =
+            self.routes_of.get(key).into_iter().flatten().filter_map(|k| state.routes.get(k).cloned()).collect();
+        let target = Target { key, service: state.services.get(key).map(|s| &**s), slices: &slices, routes };
+        let (resolved, statuses) = resolve_target(target, probes, &state.services);
         match resolved {
             Some(resolved) => self.model.services.insert(key.clone(), Arc::new(resolved)),
             None => self.model.services.remove(key),
@@ -156,6 +183,15 @@ fn sides<'a, T>(item: DiffItem<'a, 'a, ObjectKey, Arc<T>>) -> (Option<&'a T>, Op
         DiffItem::Add(_, new) => (None, Some(new)),
         DiffItem::Update { old: (_, old), new: (_, new) } => (Some(old), Some(new)),
         DiffItem::Remove(_, old) => (Some(old), None),
+    }
+}
+
+/// Adds `key` under `target`, or takes it out.
+fn index(index: &mut BTreeMap<ObjectKey, BTreeSet<ObjectKey>>, target: &ObjectKey, key: &ObjectKey, add: bool) {
+    if add {
+        index.entry(target.clone()).or_default().insert(key.clone());
+    } else {
+        remove_from(index, target, key);
     }
 }
 

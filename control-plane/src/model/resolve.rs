@@ -11,6 +11,7 @@ use imbl::{OrdMap, OrdSet};
 use super::SourceState;
 use super::object::{AddressType, EndpointSlice, ObjectKey, PortProtocol, Service, ServicePort};
 use super::probe::{EndpointFacts, HealthProbe, ProbePolicy, ValidProbe};
+use super::route::HttpRoute;
 
 /// What Envoy should think of an endpoint, from Kubernetes conditions alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,6 +56,8 @@ pub struct ResolvedService {
     pub key: ObjectKey,
     pub ports: Vec<ResolvedPort>,
     pub traffic_distribution: Option<super::TrafficDistribution>,
+    /// HTTPRoutes attached to it, oldest first.
+    pub routes: Vec<super::AttachedRoute>,
 }
 
 /// Why a probe's target could not be resolved.
@@ -150,6 +153,13 @@ pub fn resolve(state: &SourceState) -> Model {
     let mut model = Model { diagnostics: state.refused.clone(), nodes: state.nodes.clone(), ..Model::default() };
     let mut slices_of: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
     let mut probes_of: BTreeMap<ObjectKey, Vec<&HealthProbe>> = BTreeMap::new();
+    let mut routes_of: BTreeMap<&ObjectKey, Vec<Arc<HttpRoute>>> = BTreeMap::new();
+    for route in state.routes.values() {
+        let parents: BTreeSet<&ObjectKey> = route.parent_services().collect();
+        for parent in parents {
+            routes_of.entry(parent).or_default().push(route.clone());
+        }
+    }
     for service in state.services.values() {
         model.diagnostics.extend(service_diagnostic(service));
     }
@@ -174,7 +184,9 @@ pub fn resolve(state: &SourceState) -> Model {
     for key in targets {
         let slices = slices_of.get(key).map_or(&[][..], Vec::as_slice);
         let probes = probes_of.get(key).cloned().unwrap_or_default();
-        let (resolved, statuses) = resolve_target(key, state.services.get(key).map(|s| &**s), slices, probes);
+        let routes = routes_of.get(key).cloned().unwrap_or_default();
+        let target = Target { key, service: state.services.get(key).map(|s| &**s), slices, routes };
+        let (resolved, statuses) = resolve_target(target, probes, &state.services);
         if let Some(resolved) = resolved {
             model.services.insert(key.clone(), Arc::new(resolved));
         }
@@ -234,14 +246,23 @@ fn base_status(probe: &HealthProbe) -> ProbeStatus {
     }
 }
 
-/// Resolves one Service key: the Service itself (nothing when it is absent or ExternalName)
-/// with its `slices`, and the status of each valid probe targeting it (`probes`, any order).
+/// One Service key and what attaches to it: the Service itself (nothing when it is absent
+/// or ExternalName), its slices and the routes whose parent it is.
+pub(super) struct Target<'a> {
+    pub key: &'a ObjectKey,
+    pub service: Option<&'a Service>,
+    pub slices: &'a [&'a EndpointSlice],
+    pub routes: Vec<Arc<HttpRoute>>,
+}
+
+/// Resolves one Service key, and the status of each valid probe targeting it (`probes`, any
+/// order). `services`: every Service, for the backends of its routes.
 pub(super) fn resolve_target(
-    key: &ObjectKey,
-    service: Option<&Service>,
-    slices: &[&EndpointSlice],
+    target: Target<'_>,
     mut probes: Vec<&HealthProbe>,
+    services: &super::ObjectMap<Service>,
 ) -> (Option<ResolvedService>, BTreeMap<ObjectKey, ProbeStatus>) {
+    let Target { key, service, slices, routes } = target;
     probes.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
     let valid: Vec<Arc<ValidProbe>> = probes.iter().filter_map(|p| p.valid.as_ref().ok().cloned()).collect();
     let mut statuses: BTreeMap<ObjectKey, ProbeStatus> =
@@ -258,7 +279,12 @@ pub(super) fn resolve_target(
             .filter(|port| port.protocol != PortProtocol::Sctp)
             .map(|port| resolve_port(service, port, slices, &valid, &mut statuses))
             .collect();
-        ResolvedService { key: key.clone(), ports, traffic_distribution: service.traffic_distribution }
+        ResolvedService {
+            key: key.clone(),
+            ports,
+            traffic_distribution: service.traffic_distribution,
+            routes: attach(routes, services),
+        }
     });
     if let Some(resolved) = &resolved {
         count_health_of(resolved, |key, healthy, unhealthy| {
@@ -269,6 +295,24 @@ pub(super) fn resolve_target(
         });
     }
     (resolved, statuses)
+}
+
+/// The routes attached to a Service, oldest first, each with its backends' clusters.
+fn attach(mut routes: Vec<Arc<HttpRoute>>, services: &super::ObjectMap<Service>) -> Vec<super::AttachedRoute> {
+    routes.sort_by(|a, b| a.age_order().cmp(&b.age_order()));
+    routes
+        .into_iter()
+        .map(|route| {
+            let mut clusters = BTreeMap::new();
+            for backend in route.backend_services() {
+                let Some(service) = services.get(backend).filter(|s| !s.external_name) else { continue };
+                for port in service.ports.iter().filter(|p| p.protocol == PortProtocol::Tcp) {
+                    clusters.insert((backend.clone(), port.port), cluster_name(&service.key, port));
+                }
+            }
+            super::AttachedRoute { route, clusters }
+        })
+        .collect()
 }
 
 /// `probes`: the valid probes targeting this Service, oldest first.

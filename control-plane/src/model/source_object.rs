@@ -7,6 +7,7 @@ use super::SourceState;
 use super::object::{EndpointSlice, ObjectKey, Service};
 use super::place::Node;
 use super::probe::HealthProbe;
+use super::route::HttpRoute;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
@@ -14,11 +15,17 @@ pub enum ObjectKind {
     EndpointSlice,
     HealthProbe,
     Node,
+    HttpRoute,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 4] =
-        [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe, ObjectKind::Node];
+    pub const ALL: [ObjectKind; 5] = [
+        ObjectKind::Service,
+        ObjectKind::EndpointSlice,
+        ObjectKind::HealthProbe,
+        ObjectKind::Node,
+        ObjectKind::HttpRoute,
+    ];
 
     /// The Kubernetes kind, as manifests and logs name it.
     pub fn name(self) -> &'static str {
@@ -27,6 +34,7 @@ impl ObjectKind {
             ObjectKind::EndpointSlice => "EndpointSlice",
             ObjectKind::HealthProbe => "HealthProbe",
             ObjectKind::Node => "Node",
+            ObjectKind::HttpRoute => "HTTPRoute",
         }
     }
 
@@ -37,6 +45,7 @@ impl ObjectKind {
             ObjectKind::EndpointSlice => "endpointslice",
             ObjectKind::HealthProbe => "healthprobe",
             ObjectKind::Node => "node",
+            ObjectKind::HttpRoute => "httproute",
         }
     }
 }
@@ -47,6 +56,7 @@ pub enum SourceObject {
     EndpointSlice(Arc<EndpointSlice>),
     HealthProbe(Arc<HealthProbe>),
     Node(Arc<Node>),
+    HttpRoute(Arc<HttpRoute>),
 }
 
 impl SourceObject {
@@ -56,6 +66,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(s) => &s.key,
             SourceObject::HealthProbe(p) => &p.key,
             SourceObject::Node(n) => &n.key,
+            SourceObject::HttpRoute(r) => &r.key,
         }
     }
 
@@ -65,6 +76,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(_) => ObjectKind::EndpointSlice,
             SourceObject::HealthProbe(_) => ObjectKind::HealthProbe,
             SourceObject::Node(..) => ObjectKind::Node,
+            SourceObject::HttpRoute(_) => ObjectKind::HttpRoute,
         }
     }
 
@@ -75,6 +87,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(s) => state.slices.get(&s.key) == Some(s),
             SourceObject::HealthProbe(p) => state.probes.get(&p.key) == Some(p),
             SourceObject::Node(n) => state.nodes.get(&n.key) == Some(n),
+            SourceObject::HttpRoute(r) => state.routes.get(&r.key) == Some(r),
         }
     }
 
@@ -85,6 +98,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(s) => state.slices.insert(s.key.clone(), s).is_some(),
             SourceObject::HealthProbe(p) => state.probes.insert(p.key.clone(), p).is_some(),
             SourceObject::Node(n) => state.nodes.insert(n.key.clone(), n).is_some(),
+            SourceObject::HttpRoute(r) => state.routes.insert(r.key.clone(), r).is_some(),
         }
     }
 }
@@ -97,6 +111,7 @@ impl SourceState {
             ObjectKind::EndpointSlice => self.slices.remove(key).is_some(),
             ObjectKind::HealthProbe => self.probes.remove(key).is_some(),
             ObjectKind::Node => self.nodes.remove(key).is_some(),
+            ObjectKind::HttpRoute => self.routes.remove(key).is_some(),
         }
     }
 
@@ -106,6 +121,7 @@ impl SourceState {
             ObjectKind::EndpointSlice => self.slices.contains_key(key),
             ObjectKind::HealthProbe => self.probes.contains_key(key),
             ObjectKind::Node => self.nodes.contains_key(key),
+            ObjectKind::HttpRoute => self.routes.contains_key(key),
         }
     }
 }

@@ -69,6 +69,19 @@ enum Change {
     Rebuild,
     /// Clients are now at these places: (zone, node) of `ZONES` and `NODES`.
     Places(Vec<(usize, usize)>),
+    /// An HTTPRoute on Service `parent` (all ports, or one), splitting over `backends`:
+    /// (Service, port, weight).
+    Route {
+        ns: usize,
+        index: usize,
+        parent: usize,
+        port: Option<u16>,
+        backends: Vec<(usize, u16, u32)>,
+    },
+    DeleteRoute {
+        ns: usize,
+        index: usize,
+    },
 }
 
 /// Zones and nodes clients may be at: the fixtures' endpoints are in z1 and z2, on node-z1
@@ -122,6 +135,15 @@ fn change() -> impl Strategy<Value = Change> {
         1 => (0..3usize, any::<bool>()).prop_map(|(index, on)| Change::Refuse(index, on)),
         1 => Just(Change::Rebuild),
         2 => prop::collection::vec((0..ZONES.len(), 0..NODES.len()), 0..4).prop_map(Change::Places),
+        2 => (
+            0..NAMESPACES.len(),
+            0..2usize,
+            0..NAMES.len(),
+            prop::option::of(prop::sample::select(vec![80u16, 9090])),
+            prop::collection::vec((0..NAMES.len(), prop::sample::select(vec![80u16, 9090, 7]), 0..3u32), 0..3)
+        )
+            .prop_map(|(ns, index, parent, port, backends)| Change::Route { ns, index, parent, port, backends }),
+        1 => (0..NAMESPACES.len(), 0..2usize).prop_map(|(ns, index)| Change::DeleteRoute { ns, index }),
     ]
 }
 
@@ -199,8 +221,38 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
                 slices: state.slices.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 probes: state.probes.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 nodes: state.nodes.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
+                routes: state.routes.iter().map(|(k, v)| (k.clone(), Arc::new((**v).clone()))).collect(),
                 refused: state.refused.iter().cloned().collect(),
             };
+        }
+        Change::Route { ns, index, parent, port, backends } => {
+            use crate::model::{BackendRef, HttpRoute, ParentRef, PathMatch, RequestMatch, RouteRule};
+            let namespace = NAMESPACES[ns];
+            let route = HttpRoute {
+                key: ObjectKey::new(namespace, format!("route-{index}")),
+                created: Some(format!("2024-01-0{}T00:00:00Z", index + 1)),
+                generation: Some(1),
+                parents: vec![ParentRef { service: ObjectKey::new(namespace, NAMES[parent]), port }],
+                rules: vec![RouteRule {
+                    matches: vec![RequestMatch {
+                        path: Some(PathMatch::Prefix(format!("/r{index}"))),
+                        ..Default::default()
+                    }],
+                    backends: backends
+                        .iter()
+                        .map(|(name, port, weight)| BackendRef {
+                            service: ObjectKey::new(namespace, NAMES[*name]),
+                            port: Some(*port),
+                            weight: *weight,
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+            };
+            state.routes.insert(route.key.clone(), Arc::new(route));
+        }
+        Change::DeleteRoute { ns, index } => {
+            state.routes.remove(&ObjectKey::new(NAMESPACES[ns], format!("route-{index}")));
         }
         Change::Places(at) => {
             *places = at

@@ -53,7 +53,12 @@ pub fn virtual_hosts(service: &ResolvedService, cluster_domain: &str, unique_nam
         .map(|port| VirtualHost {
             name: port.cluster_name.clone(),
             domains: domains(&service.key, port.port.port, cluster_domain, unique_name),
-            routes: vec![tunnel_to(&port.cluster_name), route_to(&port.cluster_name, "/")],
+            routes: std::iter::once(tunnel_to(&port.cluster_name))
+                .chain(
+                    super::http_routes::port_routes(&service.key, &service.routes, port.port.port)
+                        .unwrap_or_else(|| vec![route_to(&port.cluster_name, "/")]),
+                )
+                .collect(),
             ..Default::default()
         })
         .collect()

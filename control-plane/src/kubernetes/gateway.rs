@@ -1,0 +1,459 @@
+//! Gateway API HTTPRoutes (`gateway.networking.k8s.io/v1`, v1.6.3 of the CRDs): the API
+//! types edgexds reads, and their conversion into [`model::HttpRoute`], checked as the CRD's
+//! schema checks them. Only Service parents are kept; a route for Gateways alone converts to
+//! one with no parents, which attaches to nothing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+use super::convert::{NameRule, object_key};
+use crate::model::{
+    self, BackendRef, FieldError, HeaderEdits, ObjectKey, ParentRef, PathMatch, PathRewrite, RequestMatch, RouteFilter,
+    RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
+};
+
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: HttpRouteSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<Ref>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// A parentRef or backendRef: group and kind default to core Services.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ref {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub port: Option<i64>,
+    pub weight: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    #[serde(default)]
+    pub matches: Vec<Match>,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    #[serde(default)]
+    pub backend_refs: Vec<Ref>,
+    pub timeouts: Option<Timeouts>,
+    pub retry: Option<Retry>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Match {
+    pub path: Option<TypedValue>,
+    #[serde(default)]
+    pub headers: Vec<TypedValue>,
+    #[serde(default)]
+    pub query_params: Vec<TypedValue>,
+    pub method: Option<String>,
+}
+
+/// A path, header or query match: `type` and `value`, with `name` for headers and queries.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TypedValue {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub request_header_modifier: Option<HeaderModifier>,
+    pub response_header_modifier: Option<HeaderModifier>,
+    pub url_rewrite: Option<Rewrite>,
+    pub request_redirect: Option<Redirect>,
+    pub request_mirror: Option<Mirror>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct HeaderModifier {
+    #[serde(default)]
+    pub set: Vec<Header>,
+    #[serde(default)]
+    pub add: Vec<Header>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathModifier {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub replace_full_path: Option<String>,
+    pub replace_prefix_match: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Rewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+    pub port: Option<i64>,
+    pub status_code: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    pub backend_ref: Ref,
+    pub percent: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    pub request: Option<String>,
+    pub backend_request: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    #[serde(default)]
+    pub codes: Vec<i64>,
+    pub attempts: Option<i64>,
+    pub backoff: Option<String>,
+}
+
+fn error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError::new(field, message)
+}
+
+/// The route, as the API server would accept it, with its Service parents.
+pub fn http_route(object: &HttpRoute, default_namespace: &str) -> Result<model::HttpRoute, FieldError> {
+    let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
+    let spec = &object.spec;
+    if spec.parent_refs.len() > 32 {
+        return Err(error("spec.parentRefs", "Too many: at most 32"));
+    }
+    if spec.rules.len() > 16 {
+        return Err(error("spec.rules", "Too many: at most 16"));
+    }
+    let parents = spec
+        .parent_refs
+        .iter()
+        .filter(|r| is_service(r))
+        .map(|r| {
+            Ok(ParentRef {
+                service: ObjectKey::new(r.namespace.as_deref().unwrap_or(&key.namespace), &r.name),
+                port: r.port.map(|p| port("spec.parentRefs[].port", p)).transpose()?,
+            })
+        })
+        .collect::<Result<_, FieldError>>()?;
+    let rules = spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| convert_rule(&format!("spec.rules[{i}]"), rule, &key.namespace))
+        .collect::<Result<_, _>>()?;
+    Ok(model::HttpRoute {
+        created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        generation: object.metadata.generation,
+        key,
+        parents,
+        rules,
+    })
+}
+
+/// Group `""` and kind `Service` (their defaults for backends; a parent must say so).
+fn is_service(r: &Ref) -> bool {
+    r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref() == Some("Service")
+}
+
+fn port(field: &str, value: i64) -> Result<u16, FieldError> {
+    u16::try_from(value).ok().filter(|p| *p > 0).ok_or_else(|| error(field, format!("{value}: must be 1 to 65535")))
+}
+
+fn convert_rule(field: &str, rule: &Rule, namespace: &str) -> Result<RouteRule, FieldError> {
+    if rule.matches.len() > 64 {
+        return Err(error(format!("{field}.matches"), "Too many: at most 64"));
+    }
+    let matches = rule
+        .matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| convert_match(&format!("{field}.matches[{i}]"), m))
+        .collect::<Result<_, _>>()?;
+    let backends = rule
+        .backend_refs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| backend(&format!("{field}.backendRefs[{i}]"), b, namespace))
+        .collect::<Result<_, _>>()?;
+    let filters = rule
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| convert_filter(&format!("{field}.filters[{i}]"), f, namespace))
+        .collect::<Result<_, _>>()?;
+    let timeouts = match &rule.timeouts {
+        Some(t) => RouteTimeouts {
+            request: t.request.as_deref().map(|d| duration(&format!("{field}.timeouts.request"), d)).transpose()?,
+            backend_request: t
+                .backend_request
+                .as_deref()
+                .map(|d| duration(&format!("{field}.timeouts.backendRequest"), d))
+                .transpose()?,
+        },
+        None => RouteTimeouts::default(),
+    };
+    if let (Some(request), Some(backend)) = (timeouts.request, timeouts.backend_request)
+        && !request.is_zero()
+        && backend > request
+    {
+        return Err(error(format!("{field}.timeouts"), "backendRequest must be <= request timeout"));
+    }
+    let retry = rule
+        .retry
+        .as_ref()
+        .map(|r| -> Result<RouteRetry, FieldError> {
+            Ok(RouteRetry {
+                attempts: r.attempts.map(|a| u32::try_from(a).unwrap_or(0)),
+                codes: r
+                    .codes
+                    .iter()
+                    .map(|c| {
+                        u16::try_from(*c)
+                            .ok()
+                            .filter(|c| (400..=599).contains(c))
+                            .ok_or_else(|| error(format!("{field}.retry.codes"), format!("{c}: must be 400 to 599")))
+                    })
+                    .collect::<Result<_, _>>()?,
+                backoff: r.backoff.as_deref().map(|d| duration(&format!("{field}.retry.backoff"), d)).transpose()?,
+            })
+        })
+        .transpose()?;
+    Ok(RouteRule { matches, filters, backends, timeouts, retry })
+}
+
+fn backend(field: &str, r: &Ref, namespace: &str) -> Result<BackendRef, FieldError> {
+    let weight = r.weight.unwrap_or(1);
+    if !(0..=1_000_000).contains(&weight) {
+        return Err(error(format!("{field}.weight"), format!("{weight}: must be 0 to 1000000")));
+    }
+    let service = r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Service") == "Service";
+    Ok(BackendRef {
+        // A backend of another kind resolves to nothing: its share gets 500.
+        service: ObjectKey::new(r.namespace.as_deref().unwrap_or(namespace), if service { &r.name } else { "" }),
+        port: r.port.map(|p| port(&format!("{field}.port"), p)).transpose()?,
+        weight: weight as u32,
+    })
+}
+
+fn convert_match(field: &str, m: &Match) -> Result<RequestMatch, FieldError> {
+    let path = match &m.path {
+        None => None,
+        Some(p) => {
+            let value = p.value.clone().unwrap_or_else(|| "/".into());
+            if !value.starts_with('/') {
+                return Err(error(format!("{field}.path.value"), "must be an absolute path"));
+            }
+            Some(match p.kind.as_deref().unwrap_or("PathPrefix") {
+                "Exact" => PathMatch::Exact(value),
+                "PathPrefix" => PathMatch::Prefix(value),
+                "RegularExpression" => PathMatch::Regex(value),
+                other => return Err(error(format!("{field}.path.type"), format!("Unsupported value: {other:?}"))),
+            })
+        }
+    };
+    let values = |list: &[TypedValue], what: &str| -> Result<Vec<ValueMatch>, FieldError> {
+        list.iter()
+            .map(|v| {
+                let name = v
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| error(format!("{field}.{what}.name"), "Required value"))?;
+                let regex = match v.kind.as_deref().unwrap_or("Exact") {
+                    "Exact" => false,
+                    "RegularExpression" => true,
+                    other => {
+                        return Err(error(format!("{field}.{what}.type"), format!("Unsupported value: {other:?}")));
+                    }
+                };
+                Ok(ValueMatch { name, value: v.value.clone().unwrap_or_default(), regex })
+            })
+            .collect()
+    };
+    let method = match m.method.as_deref() {
+        None => None,
+        Some(m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH")) => {
+            Some(m.to_owned())
+        }
+        Some(other) => return Err(error(format!("{field}.method"), format!("Unsupported value: {other:?}"))),
+    };
+    Ok(RequestMatch {
+        path,
+        headers: values(&m.headers, "headers")?,
+        query: values(&m.query_params, "queryParams")?,
+        method,
+    })
+}
+
+fn convert_filter(field: &str, f: &Filter, namespace: &str) -> Result<RouteFilter, FieldError> {
+    let missing = || error(field, format!("type {} needs its field", f.kind));
+    let edits = |m: &HeaderModifier| HeaderEdits {
+        set: m.set.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+        add: m.add.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+        remove: m.remove.clone(),
+    };
+    let path = |p: &Option<PathModifier>| -> Result<Option<PathRewrite>, FieldError> {
+        match p {
+            None => Ok(None),
+            Some(p) => match (p.kind.as_str(), &p.replace_full_path, &p.replace_prefix_match) {
+                ("ReplaceFullPath", Some(full), _) => Ok(Some(PathRewrite::Full(full.clone()))),
+                ("ReplacePrefixMatch", _, Some(prefix)) => Ok(Some(PathRewrite::Prefix(prefix.clone()))),
+                (other, _, _) => Err(error(format!("{field}.path.type"), format!("{other:?} without its value"))),
+            },
+        }
+    };
+    Ok(match f.kind.as_str() {
+        "RequestHeaderModifier" => {
+            RouteFilter::RequestHeaders(edits(f.request_header_modifier.as_ref().ok_or_else(missing)?))
+        }
+        "ResponseHeaderModifier" => {
+            RouteFilter::ResponseHeaders(edits(f.response_header_modifier.as_ref().ok_or_else(missing)?))
+        }
+        "URLRewrite" => {
+            let rewrite = f.url_rewrite.as_ref().ok_or_else(missing)?;
+            RouteFilter::Rewrite { hostname: rewrite.hostname.clone(), path: path(&rewrite.path)? }
+        }
+        "RequestRedirect" => {
+            let redirect = f.request_redirect.as_ref().ok_or_else(missing)?;
+            let status = redirect.status_code.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(error(
+                    format!("{field}.requestRedirect.statusCode"),
+                    format!("Unsupported value: {status}"),
+                ));
+            }
+            RouteFilter::Redirect {
+                scheme: redirect.scheme.clone(),
+                hostname: redirect.hostname.clone(),
+                path: path(&redirect.path)?,
+                port: redirect.port.map(|p| port(&format!("{field}.requestRedirect.port"), p)).transpose()?,
+                status: status as u16,
+            }
+        }
+        "RequestMirror" => {
+            let mirror = f.request_mirror.as_ref().ok_or_else(missing)?;
+            let percent = mirror.percent.unwrap_or(100);
+            if !(0..=100).contains(&percent) {
+                return Err(error(format!("{field}.requestMirror.percent"), format!("{percent}: must be 0 to 100")));
+            }
+            let backend = backend(&format!("{field}.requestMirror.backendRef"), &mirror.backend_ref, namespace)?;
+            RouteFilter::Mirror { backend, percent: percent as u32 }
+        }
+        other => return Err(error(format!("{field}.type"), format!("Unsupported value: {other:?}"))),
+    })
+}
+
+/// A Gateway API Duration (`1h`, `30s`, `500ms`, combined), as its CRD pattern allows.
+fn duration(field: &str, text: &str) -> Result<std::time::Duration, FieldError> {
+    let bad = || error(field, format!("{text:?}: not a Gateway API duration (e.g. 10s, 500ms, 1h30m)"));
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let units: BTreeMap<&str, u64> = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)].into();
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = if rest.starts_with("ms") { "ms" } else { &rest[..1] };
+        let millis = units.get(unit).ok_or_else(bad)?;
+        total += std::time::Duration::from_millis(number * millis);
+        rest = &rest[unit.len()..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<model::HttpRoute, FieldError> {
+        let route: HttpRoute = serde_norway::from_str(yaml).unwrap();
+        http_route(&route, "default")
+    }
+
+    #[test]
+    fn only_service_parents_attach_and_every_field_converts() {
+        let route = parse(
+            "metadata: {name: canary, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: web, port: 80}, {name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-test, value: 'yes'}], method: GET}]
+    filters:
+    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, percent: 10}}
+    backendRefs: [{name: web-v1, port: 80, weight: 90}, {name: web-v2, port: 80, weight: 10}]
+    timeouts: {request: 1s500ms, backendRequest: 500ms}
+    retry: {codes: [503], attempts: 2, backoff: 100ms}",
+        )
+        .unwrap();
+        assert_eq!(route.parents, vec![ParentRef { service: ObjectKey::new("shop", "web"), port: Some(80) }]);
+        let rule = &route.rules[0];
+        assert_eq!(rule.backends.iter().map(|b| b.weight).collect::<Vec<_>>(), vec![90, 10]);
+        assert_eq!(rule.timeouts.request, Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(rule.retry.as_ref().unwrap().codes, vec![503]);
+        assert_eq!(rule.matches[0].path, Some(PathMatch::Prefix("/api".into())));
+    }
+
+    #[test]
+    fn what_the_crd_refuses_is_refused_with_its_field() {
+        let bad = parse(
+            "metadata: {name: r}
+spec: {rules: [{backendRefs: [{name: web, port: 80, weight: -1}]}]}",
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("spec.rules[0].backendRefs[0].weight"), "{bad}");
+        let bad = parse("metadata: {name: r}\nspec: {rules: [{timeouts: {request: 10x}}]}").unwrap_err();
+        assert!(bad.to_string().contains("timeouts.request"), "{bad}");
+    }
+}
