@@ -391,7 +391,8 @@ def without(cluster: Cluster, kind: str, name: str, namespace: str | None, verb:
     cluster.apply({"apiVersion": role["apiVersion"], "kind": kind,
                    "metadata": {"name": name, **({"namespace": namespace} if namespace else {})}, "rules": rules})
     plural, _, subresource = resource.partition("/")
-    group = {"services": "", "nodes": "", "endpointslices": ".discovery.k8s.io", "healthprobes": ".edgexds.io"}[plural]
+    group = {"services": "", "nodes": "", "endpointslices": ".discovery.k8s.io", "healthprobes": ".edgexds.io",
+             "httproutes": ".gateway.networking.k8s.io"}[plural]
     can_i = ["auth", "can-i", verb, plural + group, "--as=system:serviceaccount:edge:edgexds"]
     can_i += [f"--subresource={subresource}"] if subresource else []
     can_i += ["-n", namespace or "rbac-shop"]
@@ -401,7 +402,8 @@ def without(cluster: Cluster, kind: str, name: str, namespace: str | None, verb:
         time.sleep(0.1)
 
 
-KIND_OF = {"services": "service", "endpointslices": "endpointslice", "healthprobes": "healthprobe", "nodes": "node"}
+KIND_OF = {"services": "service", "endpointslices": "endpointslice", "healthprobes": "healthprobe", "nodes": "node",
+           "httproutes": "httproute"}
 
 
 def fails_visibly(cluster: Cluster, kubeconfig: str, namespace: str, verb: str, resource: str, *args: str):

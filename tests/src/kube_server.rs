@@ -39,6 +39,8 @@ pub struct Binaries {
     pub kube_scheduler: PathBuf,
     pub etcd: PathBuf,
     pub kubectl: PathBuf,
+    /// The Gateway API CRDs (HTTPRoute, GRPCRoute) every test cluster has.
+    pub gateway_crds: PathBuf,
 }
 
 impl Binaries {
@@ -53,26 +55,15 @@ impl Binaries {
     }
 
     fn locate() -> Result<Binaries> {
-        let dir = match std::env::var_os("EDGEXDS_KUBE_BIN") {
-            Some(dir) => PathBuf::from(dir),
-            None => {
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/build");
-                let output = Command::new(&script)
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .with_context(|| format!("running {}", script.display()))?;
-                if !output.status.success() {
-                    bail!("{} failed: the real kube-apiserver could not be built", script.display());
-                }
-                PathBuf::from(String::from_utf8(output.stdout)?.trim())
-            }
-        };
+        let dir = cached("EDGEXDS_KUBE_BIN", "k8s/build", "the real kube-apiserver could not be built")?;
+        let gateway_crds = cached("EDGEXDS_GATEWAY_CRDS", "gateway/crds", "the Gateway API CRDs could not be fetched")?;
         let binaries = Binaries {
             kube_apiserver: dir.join("kube-apiserver"),
             kube_controller_manager: dir.join("kube-controller-manager"),
             kube_scheduler: dir.join("kube-scheduler"),
             etcd: dir.join("etcd"),
             kubectl: dir.join("kubectl"),
+            gateway_crds,
         };
         for path in [
             &binaries.kube_apiserver,
@@ -87,6 +78,23 @@ impl Binaries {
         }
         Ok(binaries)
     }
+}
+
+/// The directory `$variable` names (as `tests/run` sets it), or else what `script` (cached,
+/// instant when warm) prints.
+fn cached(variable: &str, script: &str, failure: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let output = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed: {failure}", script.display());
+    }
+    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
 }
 
 fn free_port() -> Result<u16> {
@@ -229,7 +237,15 @@ impl KubeServer {
         server.start_controllers()?;
         let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/healthprobes.edgexds.io.yaml");
         server.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])?;
-        server.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/healthprobes.edgexds.io"])?;
+        // Gateway API's route CRDs, as a cluster with Gateway API installed has them.
+        server.kubectl(&["apply", "--server-side", "-f", &Binaries::get()?.gateway_crds.display().to_string()])?;
+        for crd in [
+            "crd/healthprobes.edgexds.io",
+            "crd/httproutes.gateway.networking.k8s.io",
+            "crd/grpcroutes.gateway.networking.k8s.io",
+        ] {
+            server.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", crd])?;
+        }
         Ok(server)
     }
 

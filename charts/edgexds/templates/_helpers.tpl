@@ -60,6 +60,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [edgexds.io]
   resources: [healthprobes/status]
   verbs: [patch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [list, watch]
 {{- end }}
 
 {{/* Labels that select the HDS checker pods; disjoint from the control plane's, so its Service never routes to them. */}}

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use super::store::{Change, Item, KubeStore};
 use crate::kubernetes::convert::{self, SERVICE_NAME_LABEL};
 use crate::kubernetes::crd::HealthProbe as KubeHealthProbe;
+use crate::kubernetes::gateway;
 use crate::kubernetes::metrics::KubeMetrics;
 use crate::kubernetes::status_writer::ProbeStatuses;
 use crate::model::ObjectKey;
@@ -163,6 +164,25 @@ fn node(object: &PartialObjectMeta<KubeNode>) -> Result<Item, FieldError> {
     convert::node(&object.metadata).map(|n| Item { object: SourceObject::Node(n.into()), status: None })
 }
 
+fn route(object: &DynamicObject) -> Result<Item, FieldError> {
+    let unreadable = |e: serde_json::Error| FieldError::new("spec", format!("not an HTTPRoute: {e}"));
+    let route: gateway::HttpRoute =
+        serde_json::to_value(object).and_then(serde_json::from_value).map_err(unreadable)?;
+    gateway::http_route(&route, "").map(|r| Item { object: SourceObject::HttpRoute(r.into()), status: None })
+}
+
+/// Whether the cluster serves Gateway API's `v1` HTTPRoutes: without the CRDs there is no
+/// route to watch (installing them later takes a restart of edgexds).
+async fn serves_http_routes(client: &Client) -> bool {
+    match kube::discovery::group(client, gateway::GROUP).await {
+        Ok(group) => group.versioned_resources("v1").iter().any(|(resource, _)| resource.kind == "HTTPRoute"),
+        Err(error) => {
+            info!(%error, "no Gateway API in this cluster: HTTPRoutes are not watched");
+            false
+        }
+    }
+}
+
 fn probe(object: &DynamicObject) -> Result<Item, FieldError> {
     convert::probe_from_dynamic(object, "")
         .map(|(p, status)| Item { object: SourceObject::HealthProbe(p.into()), status: status.map(Arc::new) })
@@ -180,7 +200,8 @@ fn watch_config(kind: ObjectKind, service_selector: Option<&str>) -> watcher::Co
     }
 }
 
-fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
+fn streams(config: &KubernetesConfig, routes: bool) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
+    let route_resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(gateway::GROUP, "v1", "HTTPRoute"));
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
     let probe_resource = ApiResource::erase::<KubeHealthProbe>(&());
@@ -202,6 +223,14 @@ fn streams(config: &KubernetesConfig) -> (Vec<Scope>, SelectAll<BoxStream<'stati
         for kind in [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe] {
             scopes.push(Scope { kind, namespace: namespace.clone() });
         }
+        if routes {
+            let routes_api: Api<DynamicObject> = match ns {
+                Some(ns) => Api::namespaced_with(config.client.clone(), ns, &route_resource),
+                None => Api::all_with(config.client.clone(), &route_resource),
+            };
+            all.push(tagged(scopes.len(), ObjectKind::HttpRoute, routes_api, watcher::Config::default(), route));
+            scopes.push(Scope { kind: ObjectKind::HttpRoute, namespace: namespace.clone() });
+        }
     }
     // Nodes are cluster-wide, whichever namespaces are watched: their zones place clients.
     // By their metadata alone: a Node's status (images, conditions) is large and changes
@@ -221,7 +250,8 @@ pub async fn run(
     kube_metrics: KubeMetrics,
     mut shutdown: Shutdown,
 ) -> crate::Result<()> {
-    let (scopes, mut events) = streams(&config);
+    let routes = serves_http_routes(&config.client).await;
+    let (scopes, mut events) = streams(&config, routes);
     let kinds: Vec<ObjectKind> = scopes.iter().map(|s| s.kind).collect();
     let mut store = KubeStore::new(&kinds);
     let mut failing = vec![false; scopes.len()];
@@ -254,6 +284,7 @@ pub async fn run(
                             slices = state.slices.len(),
                             probes = state.probes.len(),
                             nodes = state.nodes.len(),
+                            routes = state.routes.len(),
                             "initial lists complete"
                         );
                     }
