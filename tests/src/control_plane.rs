@@ -151,6 +151,27 @@ pub fn write_atomically(path: &Path, content: &str) {
 }
 
 /// The web Service of namespace shop, port 80 → the upstreams' port.
+/// Service `name` in shop on `port`, with one slice holding `upstream`; a YAML document.
+pub fn service_yaml(name: &str, port: u16, upstream: &Upstream) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: {name}, namespace: shop }}
+spec:
+  ports: [{{ name: http, port: {port}, targetPort: http }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: {name}-1, namespace: shop, labels: {{ kubernetes.io/service-name: {name} }} }}
+addressType: IPv4
+ports: [{{ name: http, port: {}, protocol: TCP }}]
+endpoints: [{{ addresses: [\"{}\"], conditions: {{ ready: true }} }}]
+",
+        upstream.addr.port(),
+        upstream.addr.ip()
+    )
+}
+
 pub fn web_service() -> String {
     "apiVersion: v1
 kind: Service

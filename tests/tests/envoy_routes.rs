@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use edgexds::translate::TranslateOptions;
-use edgexds_tests::control_plane::{ControlPlane, web_service, web_slice};
+use edgexds_tests::control_plane::{ControlPlane, service_yaml, web_service, web_slice};
 use edgexds_tests::envoy::{Envoy, sidecar_bootstrap};
 use edgexds_tests::eventually;
 use edgexds_tests::http::through_proxy;
@@ -15,26 +15,6 @@ use edgexds_tests::upstream::Upstream;
 
 /// Envoy start-up and first syncs are slow on a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(30);
-
-fn service_yaml(name: &str, port: u16, upstream: &Upstream) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: {name}, namespace: shop }}
-spec:
-  ports: [{{ name: http, port: {port}, targetPort: http }}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{ name: {name}-1, namespace: shop, labels: {{ kubernetes.io/service-name: {name} }} }}
-addressType: IPv4
-ports: [{{ name: http, port: {}, protocol: TCP }}]
-endpoints: [{{ addresses: [\"{}\"], conditions: {{ ready: true }} }}]
-",
-        upstream.addr.port(),
-        upstream.addr.ip()
-    )
-}
 
 async fn setup(api_type: &str) -> (ControlPlane, SocketAddr, Upstream, Upstream, Envoy) {
     let outbound: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgexds::translate::TranslateOptions;
-use edgexds_tests::control_plane::ControlPlane;
+use edgexds_tests::control_plane::{ControlPlane, service_yaml};
 use edgexds_tests::envoy::{Envoy, sidecar_bootstrap};
 use edgexds_tests::eventually;
 use edgexds_tests::upstream::Upstream;
@@ -15,27 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SETTLE: Duration = Duration::from_secs(30);
 const SPLIT_REQUESTS: usize = 1000;
-
-fn service(name: &str, upstream: &Upstream) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: {name}, namespace: shop }}
-spec:
-  ports: [{{ name: http, port: 80, targetPort: http }}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{ name: {name}-1, namespace: shop, labels: {{ kubernetes.io/service-name: {name} }} }}
-addressType: IPv4
-ports: [{{ name: http, port: {}, protocol: TCP }}]
-endpoints: [{{ addresses: [\"{}\"], conditions: {{ ready: true }} }}]
----
-",
-        upstream.addr.port(),
-        upstream.addr.ip()
-    )
-}
 
 /// The canary example of the README, and a rule per feature.
 const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1
@@ -102,7 +81,9 @@ async fn start(api_type: &str) -> (ControlPlane, SocketAddr, [Upstream; 3], Envo
     let canary = Upstream::start("web-v2", [127, 0, 0, 1].into(), 0).await.unwrap();
     let shadow = Upstream::start("shadow", [127, 0, 0, 1].into(), 0).await.unwrap();
     let cp = ControlPlane::start(options).await.expect("control plane starts");
-    let services = service("web", &web) + &service("web-v2", &canary) + &service("shadow", &shadow);
+    let services = [("web", &web), ("web-v2", &canary), ("shadow", &shadow)]
+        .map(|(name, upstream)| service_yaml(name, 80, upstream))
+        .join("---\n");
     cp.write("services.yaml", &services);
     cp.write("route.yaml", ROUTE);
     let envoy = Envoy::start_with(sidecar_bootstrap(cp.xds_addr(), api_type)).await.expect("envoy starts");
