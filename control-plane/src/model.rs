@@ -33,7 +33,7 @@ pub use resolve::{
 };
 pub use route::{
     AttachedRoute, BackendRef, HeaderEdits, HttpRoute, ParentRef, PathMatch, PathRewrite, RequestMatch, RouteFilter,
-    RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
+    RouteId, RouteKind, RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
 };
 pub use source_object::{ObjectKind, SourceObject};
 pub use verdicts::CheckVerdicts;
@@ -53,8 +53,8 @@ pub struct SourceState {
     pub probes: ObjectMap<HealthProbe>,
     /// Nodes, for the zone of a client whose token is bound to one (namespace empty).
     pub nodes: Nodes,
-    /// Gateway API HTTPRoutes attached to Services.
-    pub routes: ObjectMap<HttpRoute>,
+    /// Gateway API HTTPRoutes and GRPCRoutes, by kind and namespace/name.
+    pub routes: imbl::OrdMap<RouteId, Arc<HttpRoute>>,
     /// Objects the source refused, and why (with the file and line, for manifests); an
     /// object refused after it was accepted stays in the maps above in its last accepted version.
     pub refused: imbl::OrdSet<Diagnostic>,

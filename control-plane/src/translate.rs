@@ -18,7 +18,7 @@ pub use routes::{grpc_names, grpc_routes, outbound_routes, virtual_hosts};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use crate::model::ResolvedService;
+use crate::model::{ResolvedPort, ResolvedService};
 
 /// Who runs the active health checks a HealthProbe asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,14 +64,13 @@ impl Default for TranslateOptions {
     }
 }
 
-/// Each name a gRPC client dials one Service by, with the cluster it leads to.
+/// Each name a gRPC client dials one Service by, with the port it leads to.
 fn grpc_targets<'a>(
     service: &'a ResolvedService,
     options: &'a TranslateOptions,
-) -> impl Iterator<Item = (String, &'a str)> + 'a {
+) -> impl Iterator<Item = (String, &'a ResolvedPort)> + 'a {
     routes::http_ports_of(service).flat_map(move |port| {
-        grpc_names(&service.key, port.port.port, &options.cluster_domain)
-            .map(move |name| (name, port.cluster_name.as_str()))
+        grpc_names(&service.key, port.port.port, &options.cluster_domain).map(move |name| (name, port))
     })
 }
 

@@ -392,7 +392,7 @@ def without(cluster: Cluster, kind: str, name: str, namespace: str | None, verb:
                    "metadata": {"name": name, **({"namespace": namespace} if namespace else {})}, "rules": rules})
     plural, _, subresource = resource.partition("/")
     group = {"services": "", "nodes": "", "endpointslices": ".discovery.k8s.io", "healthprobes": ".edgexds.io",
-             "httproutes": ".gateway.networking.k8s.io"}[plural]
+             "httproutes": ".gateway.networking.k8s.io", "grpcroutes": ".gateway.networking.k8s.io"}[plural]
     can_i = ["auth", "can-i", verb, plural + group, "--as=system:serviceaccount:edge:edgexds"]
     can_i += [f"--subresource={subresource}"] if subresource else []
     can_i += ["-n", namespace or "rbac-shop"]
@@ -403,7 +403,7 @@ def without(cluster: Cluster, kind: str, name: str, namespace: str | None, verb:
 
 
 KIND_OF = {"services": "service", "endpointslices": "endpointslice", "healthprobes": "healthprobe", "nodes": "node",
-           "httproutes": "httproute"}
+           "httproutes": "httproute", "grpcroutes": "grpcroute"}
 
 
 def fails_visibly(cluster: Cluster, kubeconfig: str, namespace: str, verb: str, resource: str, *args: str):

@@ -71,9 +71,15 @@ pub async fn curl(url: &str, env: &[(String, String)]) -> Result<String> {
 
 /// One grpcio call of /test.Greeter/Who on `target` with `env`: the pod that answered.
 pub async fn grpcio_who(target: &str, env: &[(String, String)]) -> Result<String> {
+    grpcio_call(target, "/test.Greeter/Who", env).await
+}
+
+/// One grpcio call of `method` on `target` with `env` (an `xds:///` target and
+/// `GRPC_XDS_BOOTSTRAP` make it proxyless): the pod that answered.
+pub async fn grpcio_call(target: &str, method: &str, env: &[(String, String)]) -> Result<String> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/proxied_grpc.py");
     let script = script.to_str().context("a UTF-8 path")?.to_owned();
-    Ok(run(&crate::traffic::python(), &[&script, target], env).await?.trim().to_owned())
+    Ok(run(&crate::traffic::python(), &[&script, target, method], env).await?.trim().to_owned())
 }
 
 /// One call of /test.Greeter/Who on `target` by a Go program built from

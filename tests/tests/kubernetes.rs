@@ -334,7 +334,7 @@ async fn bookmarks_reach_the_watches_and_move_nothing_but_their_resource_version
     let written = "edgexds_kube_status_writes_total{result=\"written\"}";
     // The namespace's kinds: Nodes are cluster-wide, and other tests on this server add some.
     let of_namespace = |series: &str| -> f64 {
-        ["service", "endpointslice", "healthprobe", "httproute"]
+        ["service", "endpointslice", "healthprobe", "httproute", "grpcroute"]
             .iter()
             .map(|kind| metric(&cp, &format!("{series}{{kind=\"{kind}\"}}")))
             .sum()
@@ -344,7 +344,7 @@ async fn bookmarks_reach_the_watches_and_move_nothing_but_their_resource_version
     })
     .await;
     let (events, lists) = (of_namespace("edgexds_source_events_total"), metric(&cp, "edgexds_kube_lists_total"));
-    assert_eq!(lists, 5.0, "one list per kind: Services, EndpointSlices, HealthProbes, HTTPRoutes and Nodes");
+    assert_eq!(lists, 6.0, "one list per kind: Services, EndpointSlices, HealthProbes, both routes and Nodes");
 
     // A watch started after edgexds's, on the same namespace: when its first bookmark comes,
     // edgexds's watches (started earlier, scheduled alike) have had theirs.

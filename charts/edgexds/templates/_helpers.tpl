@@ -61,7 +61,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [healthprobes/status]
   verbs: [patch]
 - apiGroups: [gateway.networking.k8s.io]
-  resources: [httproutes]
+  resources: [httproutes, grpcroutes]
   verbs: [list, watch]
 {{- end }}
 

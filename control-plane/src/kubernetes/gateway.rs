@@ -1,7 +1,8 @@
-//! Gateway API HTTPRoutes (`gateway.networking.k8s.io/v1`, v1.6.3 of the CRDs): the API
-//! types edgexds reads, and their conversion into [`model::HttpRoute`], checked as the CRD's
-//! schema checks them. Only Service parents are kept; a route for Gateways alone converts to
-//! one with no parents, which attaches to nothing.
+//! Gateway API HTTPRoutes and GRPCRoutes (`gateway.networking.k8s.io/v1`, v1.6.3 of the
+//! CRDs): the API types edgexds reads, and their conversion into [`model::HttpRoute`], checked
+//! as the CRD's schema checks them. Only Service parents are kept; a route for Gateways alone
+//! converts to one with no parents, which attaches to nothing. A GRPCRoute's method match
+//! becomes the path match gRPC's `/service/method` means.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use super::convert::{NameRule, object_key};
 use crate::model::{
     self, BackendRef, FieldError, HeaderEdits, ObjectKey, ParentRef, PathMatch, PathRewrite, RequestMatch, RouteFilter,
-    RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
+    RouteKind, RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
 };
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
@@ -32,6 +33,51 @@ pub struct HttpRouteSpec {
     pub parent_refs: Vec<Ref>,
     #[serde(default)]
     pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: GrpcRouteSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<Ref>,
+    #[serde(default)]
+    pub rules: Vec<GrpcRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRule {
+    #[serde(default)]
+    pub matches: Vec<GrpcMatch>,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    #[serde(default)]
+    pub backend_refs: Vec<Ref>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcMatch {
+    pub method: Option<GrpcMethod>,
+    #[serde(default)]
+    pub headers: Vec<TypedValue>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GrpcMethod {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub service: Option<String>,
+    pub method: Option<String>,
 }
 
 /// A parentRef or backendRef: group and kind default to core Services.
@@ -161,16 +207,39 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 
 /// The route, as the API server would accept it, with its Service parents.
 pub fn http_route(object: &HttpRoute, default_namespace: &str) -> Result<model::HttpRoute, FieldError> {
-    let key = object_key(&object.metadata, default_namespace, NameRule::Dns1123Subdomain)?;
     let spec = &object.spec;
-    if spec.parent_refs.len() > 32 {
+    route(RouteKind::Http, &object.metadata, default_namespace, &spec.parent_refs, spec.rules.len(), |namespace| {
+        let rules = spec.rules.iter().enumerate();
+        rules.map(|(i, rule)| convert_rule(&format!("spec.rules[{i}]"), rule, namespace)).collect()
+    })
+}
+
+/// The GRPCRoute, as the API server would accept it, as the HTTP route it means.
+pub fn grpc_route(object: &GrpcRoute, default_namespace: &str) -> Result<model::HttpRoute, FieldError> {
+    let spec = &object.spec;
+    route(RouteKind::Grpc, &object.metadata, default_namespace, &spec.parent_refs, spec.rules.len(), |namespace| {
+        let rules = spec.rules.iter().enumerate();
+        rules.map(|(i, rule)| convert_grpc_rule(&format!("spec.rules[{i}]"), rule, namespace)).collect()
+    })
+}
+
+/// What every route kind shares: its key, its Service parents and the bounds on both.
+fn route(
+    kind: RouteKind,
+    metadata: &ObjectMeta,
+    default_namespace: &str,
+    parent_refs: &[Ref],
+    rules: usize,
+    convert_rules: impl FnOnce(&str) -> Result<Vec<RouteRule>, FieldError>,
+) -> Result<model::HttpRoute, FieldError> {
+    let key = object_key(metadata, default_namespace, NameRule::Dns1123Subdomain)?;
+    if parent_refs.len() > 32 {
         return Err(error("spec.parentRefs", "Too many: at most 32"));
     }
-    if spec.rules.len() > 16 {
+    if rules > 16 {
         return Err(error("spec.rules", "Too many: at most 16"));
     }
-    let parents = spec
-        .parent_refs
+    let parents = parent_refs
         .iter()
         .filter(|r| is_service(r))
         .map(|r| {
@@ -180,19 +249,81 @@ pub fn http_route(object: &HttpRoute, default_namespace: &str) -> Result<model::
             })
         })
         .collect::<Result<_, FieldError>>()?;
-    let rules = spec
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(i, rule)| convert_rule(&format!("spec.rules[{i}]"), rule, &key.namespace))
-        .collect::<Result<_, _>>()?;
+    let rules = convert_rules(&key.namespace)?;
     Ok(model::HttpRoute {
-        created: object.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
-        generation: object.metadata.generation,
+        kind,
+        created: metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        generation: metadata.generation,
         key,
         parents,
         rules,
     })
+}
+
+fn convert_grpc_rule(field: &str, rule: &GrpcRule, namespace: &str) -> Result<RouteRule, FieldError> {
+    if rule.matches.len() > 64 {
+        return Err(error(format!("{field}.matches"), "Too many: at most 64"));
+    }
+    let matches = rule
+        .matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = format!("{field}.matches[{i}]");
+            let headers = Match { headers: m.headers.clone(), ..Match::default() };
+            Ok(RequestMatch { path: grpc_path(&field, m.method.as_ref())?, ..convert_match(&field, &headers)? })
+        })
+        .collect::<Result<_, FieldError>>()?;
+    let backends = rule
+        .backend_refs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| backend(&format!("{field}.backendRefs[{i}]"), b, namespace))
+        .collect::<Result<_, _>>()?;
+    let filters = rule
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let field = format!("{field}.filters[{i}]");
+            match f.kind.as_str() {
+                "RequestHeaderModifier" | "ResponseHeaderModifier" | "RequestMirror" => {
+                    convert_filter(&field, f, namespace)
+                }
+                other => Err(error(format!("{field}.type"), format!("Unsupported value: {other:?}"))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(RouteRule { matches, filters, backends, ..RouteRule::default() })
+}
+
+/// What a GRPCRoute method match means for the request path `/service/method`.
+fn grpc_path(field: &str, method: Option<&GrpcMethod>) -> Result<Option<PathMatch>, FieldError> {
+    let Some(method) = method else { return Ok(None) };
+    let (service, name) = (method.service.as_deref(), method.method.as_deref());
+    Ok(match method.kind.as_deref().unwrap_or("Exact") {
+        "Exact" => {
+            let valid = |part: Option<&str>| part.is_none_or(|p| !p.is_empty() && !p.contains('/'));
+            if !valid(service) || !valid(name) {
+                return Err(error(format!("{field}.method"), "service and method are names without '/'"));
+            }
+            match (service, name) {
+                (Some(s), Some(m)) => Some(PathMatch::Exact(format!("/{s}/{m}"))),
+                (Some(s), None) => Some(PathMatch::Prefix(format!("/{s}/"))),
+                (None, Some(m)) => Some(PathMatch::Regex(format!("/[^/]+/{}", regex_literal(m)))),
+                (None, None) => return Err(error(format!("{field}.method"), "one of service or method is required")),
+            }
+        }
+        "RegularExpression" => {
+            Some(PathMatch::Regex(format!("/{}/{}", service.unwrap_or("[^/]+"), name.unwrap_or("[^/]+"))))
+        }
+        other => return Err(error(format!("{field}.method.type"), format!("Unsupported value: {other:?}"))),
+    })
+}
+
+/// `text` matching itself only, in RE2.
+fn regex_literal(text: &str) -> String {
+    text.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] }).collect()
 }
 
 /// Group `""` and kind `Service` (their defaults for backends; a parent must say so).
@@ -443,6 +574,34 @@ spec:
         assert_eq!(rule.timeouts.request, Some(std::time::Duration::from_millis(1500)));
         assert_eq!(rule.retry.as_ref().unwrap().codes, vec![503]);
         assert_eq!(rule.matches[0].path, Some(PathMatch::Prefix("/api".into())));
+    }
+
+    #[test]
+    fn a_grpc_method_match_is_the_path_grpc_means() {
+        let route: GrpcRoute = serde_norway::from_str(
+            "metadata: {name: greeter, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, group: '', name: greeter}]
+  rules:
+  - matches: [{method: {service: test.Greeter, method: Who}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{method: {service: test.Greeter}}]
+    backendRefs: [{name: b, port: 80}]
+  - matches: [{method: {method: Where}}]
+    backendRefs: [{name: c, port: 80}]",
+        )
+        .unwrap();
+        let route = grpc_route(&route, "default").unwrap();
+        let paths: Vec<_> = route.rules.iter().map(|r| r.matches[0].path.clone().unwrap()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                PathMatch::Exact("/test.Greeter/Who".into()),
+                PathMatch::Prefix("/test.Greeter/".into()),
+                PathMatch::Regex("/[^/]+/Where".into())
+            ]
+        );
+        assert_eq!(route.kind, RouteKind::Grpc);
     }
 
     #[test]

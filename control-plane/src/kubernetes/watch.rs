@@ -164,21 +164,33 @@ fn node(object: &PartialObjectMeta<KubeNode>) -> Result<Item, FieldError> {
     convert::node(&object.metadata).map(|n| Item { object: SourceObject::Node(n.into()), status: None })
 }
 
-fn route(object: &DynamicObject) -> Result<Item, FieldError> {
-    let unreadable = |e: serde_json::Error| FieldError::new("spec", format!("not an HTTPRoute: {e}"));
-    let route: gateway::HttpRoute =
-        serde_json::to_value(object).and_then(serde_json::from_value).map_err(unreadable)?;
-    gateway::http_route(&route, "").map(|r| Item { object: SourceObject::HttpRoute(r.into()), status: None })
+fn http_route(object: &DynamicObject) -> Result<Item, FieldError> {
+    let route: gateway::HttpRoute = from_dynamic(object, "HTTPRoute")?;
+    gateway::http_route(&route, "").map(|r| Item { object: SourceObject::Route(r.into()), status: None })
 }
 
-/// Whether the cluster serves Gateway API's `v1` HTTPRoutes: without the CRDs there is no
+fn grpc_route(object: &DynamicObject) -> Result<Item, FieldError> {
+    let route: gateway::GrpcRoute = from_dynamic(object, "GRPCRoute")?;
+    gateway::grpc_route(&route, "").map(|r| Item { object: SourceObject::Route(r.into()), status: None })
+}
+
+fn from_dynamic<T: DeserializeOwned>(object: &DynamicObject, kind: &str) -> Result<T, FieldError> {
+    let unreadable = |e: serde_json::Error| FieldError::new("spec", format!("not a {kind}: {e}"));
+    serde_json::to_value(object).and_then(serde_json::from_value).map_err(unreadable)
+}
+
+/// The Gateway API route kinds the cluster serves at `v1`: without their CRDs there is no
 /// route to watch (installing them later takes a restart of edgexds).
-async fn serves_http_routes(client: &Client) -> bool {
+async fn served_route_kinds(client: &Client) -> Vec<ObjectKind> {
     match kube::discovery::group(client, gateway::GROUP).await {
-        Ok(group) => group.versioned_resources("v1").iter().any(|(resource, _)| resource.kind == "HTTPRoute"),
+        Ok(group) => {
+            let served = group.versioned_resources("v1");
+            let has = |kind: &str| served.iter().any(|(resource, _)| resource.kind == kind);
+            [ObjectKind::HttpRoute, ObjectKind::GrpcRoute].into_iter().filter(|kind| has(kind.name())).collect()
+        }
         Err(error) => {
-            info!(%error, "no Gateway API in this cluster: HTTPRoutes are not watched");
-            false
+            info!(%error, "no Gateway API in this cluster: routes are not watched");
+            Vec::new()
         }
     }
 }
@@ -200,8 +212,7 @@ fn watch_config(kind: ObjectKind, service_selector: Option<&str>) -> watcher::Co
     }
 }
 
-fn streams(config: &KubernetesConfig, routes: bool) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
-    let route_resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(gateway::GROUP, "v1", "HTTPRoute"));
+fn streams(config: &KubernetesConfig, routes: &[ObjectKind]) -> (Vec<Scope>, SelectAll<BoxStream<'static, Tagged>>) {
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
     let probe_resource = ApiResource::erase::<KubeHealthProbe>(&());
@@ -223,13 +234,17 @@ fn streams(config: &KubernetesConfig, routes: bool) -> (Vec<Scope>, SelectAll<Bo
         for kind in [ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::HealthProbe] {
             scopes.push(Scope { kind, namespace: namespace.clone() });
         }
-        if routes {
+        for &kind in routes {
+            let convert: fn(&DynamicObject) -> Result<Item, FieldError> =
+                if kind == ObjectKind::GrpcRoute { grpc_route } else { http_route };
+            let gvk = kube::api::GroupVersionKind::gvk(gateway::GROUP, "v1", kind.name());
+            let resource = ApiResource::from_gvk(&gvk);
             let routes_api: Api<DynamicObject> = match ns {
-                Some(ns) => Api::namespaced_with(config.client.clone(), ns, &route_resource),
-                None => Api::all_with(config.client.clone(), &route_resource),
+                Some(ns) => Api::namespaced_with(config.client.clone(), ns, &resource),
+                None => Api::all_with(config.client.clone(), &resource),
             };
-            all.push(tagged(scopes.len(), ObjectKind::HttpRoute, routes_api, watcher::Config::default(), route));
-            scopes.push(Scope { kind: ObjectKind::HttpRoute, namespace: namespace.clone() });
+            all.push(tagged(scopes.len(), kind, routes_api, watcher::Config::default(), convert));
+            scopes.push(Scope { kind, namespace: namespace.clone() });
         }
     }
     // Nodes are cluster-wide, whichever namespaces are watched: their zones place clients.
@@ -250,8 +265,8 @@ pub async fn run(
     kube_metrics: KubeMetrics,
     mut shutdown: Shutdown,
 ) -> crate::Result<()> {
-    let routes = serves_http_routes(&config.client).await;
-    let (scopes, mut events) = streams(&config, routes);
+    let routes = served_route_kinds(&config.client).await;
+    let (scopes, mut events) = streams(&config, &routes);
     let kinds: Vec<ObjectKind> = scopes.iter().map(|s| s.kind).collect();
     let mut store = KubeStore::new(&kinds);
     let mut failing = vec![false; scopes.len()];

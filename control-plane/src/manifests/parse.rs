@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::kubernetes::convert;
 use crate::kubernetes::crd::HealthProbe as KubeHealthProbe;
-use crate::kubernetes::gateway::HttpRoute as GatewayHttpRoute;
+use crate::kubernetes::gateway::{GrpcRoute as GatewayGrpcRoute, HttpRoute as GatewayHttpRoute};
 use crate::model::{ObjectKey, ObjectKind, SourceObject};
 
 /// Manifests that leave out the namespace land where kubectl would put them.
@@ -106,6 +106,7 @@ impl Header {
             ("edgexds.io/v1alpha1", "HealthProbe") => ObjectKind::HealthProbe,
             ("v1", "Node") => ObjectKind::Node,
             ("gateway.networking.k8s.io/v1", "HTTPRoute") => ObjectKind::HttpRoute,
+            ("gateway.networking.k8s.io/v1", "GRPCRoute") => ObjectKind::GrpcRoute,
             _ => return None,
         };
         let name = self.metadata.name.as_deref().filter(|n| !n.is_empty())?;
@@ -276,7 +277,10 @@ fn parse_document(format: Format, doc: &str, outcomes: &mut Vec<Outcome>) -> Res
     }
     let object = header.object();
     if object.is_none()
-        && !matches!(header.kind.as_str(), "Service" | "EndpointSlice" | "HealthProbe" | "Node" | "HTTPRoute")
+        && !matches!(
+            header.kind.as_str(),
+            "Service" | "EndpointSlice" | "HealthProbe" | "Node" | "HTTPRoute" | "GRPCRoute"
+        )
     {
         // Another kind (a Deployment beside its Service): not ours to take or refuse.
         return Ok(());
@@ -319,7 +323,13 @@ fn convert_document(format: Format, doc: &str, header: &Header) -> Result<Option
         ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
             let r: GatewayHttpRoute = from_text(format, doc)?;
             crate::kubernetes::gateway::http_route(&r, DEFAULT_NAMESPACE)
-                .map(|c| SourceObject::HttpRoute(Arc::new(c)))
+                .map(|c| SourceObject::Route(Arc::new(c)))
+                .map_err(|e| (r.metadata.name, e))
+        }
+        ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
+            let r: GatewayGrpcRoute = from_text(format, doc)?;
+            crate::kubernetes::gateway::grpc_route(&r, DEFAULT_NAMESPACE)
+                .map(|c| SourceObject::Route(Arc::new(c)))
                 .map_err(|e| (r.metadata.name, e))
         }
         ("v1", "Node") => {

@@ -15,7 +15,7 @@ use imbl::ordmap::DiffItem;
 use super::resolve::{
     Target, invalid_status, probe_diagnostic, probe_target, resolve_target, service_diagnostic, slice_target,
 };
-use super::{EndpointSlice, HealthProbe, HttpRoute, Model, ObjectKey, SourceState};
+use super::{EndpointSlice, HealthProbe, HttpRoute, Model, ObjectKey, RouteId, SourceState};
 
 /// The model of the last state applied, with what it takes to re-resolve one Service key.
 #[derive(Debug, Default)]
@@ -25,9 +25,9 @@ pub struct ModelIndex {
     slices_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Valid probe keys by the Service they target.
     probes_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
-    /// Route keys by parent Service, and by backend Service.
-    routes_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
-    routes_to: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Routes by parent Service, and by backend Service.
+    routes_of: BTreeMap<ObjectKey, BTreeSet<RouteId>>,
+    routes_to: BTreeMap<ObjectKey, BTreeSet<RouteId>>,
     model: Model,
 }
 
@@ -76,10 +76,10 @@ impl ModelIndex {
             for (route, add) in before.map(|r| (r, false)).into_iter().chain(after.map(|r| (r, true))) {
                 for parent in route.parent_services() {
                     touched.insert(parent.clone());
-                    index(&mut self.routes_of, parent, &route.key, add);
+                    index(&mut self.routes_of, parent, &route.id(), add);
                 }
                 for backend in route.backend_services() {
-                    index(&mut self.routes_to, backend, &route.key, add);
+                    index(&mut self.routes_to, backend, &route.id(), add);
                 }
             }
         }
@@ -178,7 +178,7 @@ impl ModelIndex {
 }
 
 /// The object before and after one difference.
-fn sides<'a, T>(item: DiffItem<'a, 'a, ObjectKey, Arc<T>>) -> (Option<&'a T>, Option<&'a T>) {
+fn sides<'a, K, T>(item: DiffItem<'a, 'a, K, Arc<T>>) -> (Option<&'a T>, Option<&'a T>) {
     match item {
         DiffItem::Add(_, new) => (None, Some(new)),
         DiffItem::Update { old: (_, old), new: (_, new) } => (Some(old), Some(new)),
@@ -187,7 +187,7 @@ fn sides<'a, T>(item: DiffItem<'a, 'a, ObjectKey, Arc<T>>) -> (Option<&'a T>, Op
 }
 
 /// Adds `key` under `target`, or takes it out.
-fn index(index: &mut BTreeMap<ObjectKey, BTreeSet<ObjectKey>>, target: &ObjectKey, key: &ObjectKey, add: bool) {
+fn index<K: Ord + Clone>(index: &mut BTreeMap<ObjectKey, BTreeSet<K>>, target: &ObjectKey, key: &K, add: bool) {
     if add {
         index.entry(target.clone()).or_default().insert(key.clone());
     } else {
@@ -195,7 +195,7 @@ fn index(index: &mut BTreeMap<ObjectKey, BTreeSet<ObjectKey>>, target: &ObjectKe
     }
 }
 
-fn remove_from(index: &mut BTreeMap<ObjectKey, BTreeSet<ObjectKey>>, target: &ObjectKey, key: &ObjectKey) {
+fn remove_from<K: Ord>(index: &mut BTreeMap<ObjectKey, BTreeSet<K>>, target: &ObjectKey, key: &K) {
     if let Some(keys) = index.get_mut(target) {
         keys.remove(key);
         if keys.is_empty() {

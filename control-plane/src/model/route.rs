@@ -1,12 +1,25 @@
-//! Gateway API routes for the mesh (GAMMA): an HTTPRoute whose parentRefs name Services, as
-//! plain values. Only Service parents are kept: a route for a Gateway is not ours.
+//! Gateway API routes for the mesh (GAMMA): an HTTPRoute or GRPCRoute whose parentRefs name
+//! Services, as plain values. Only Service parents are kept: a route for a Gateway is not
+//! ours. A GRPCRoute is held as the HTTP route it means (a method match is a path match on
+//! `/service/method`), so one translation serves both.
 
 use std::time::Duration;
 
 use super::ObjectKey;
 
+/// Which Gateway API kind a route came as: the two share names, so each keeps its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteKind {
+    Http,
+    Grpc,
+}
+
+/// A route's identity: its kind and namespace/name.
+pub type RouteId = (RouteKind, ObjectKey);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpRoute {
+    pub kind: RouteKind,
     pub key: ObjectKey,
     /// Older routes win a tie of precedence: creation time first, then namespace/name.
     pub created: Option<String>,
@@ -115,6 +128,10 @@ pub struct RouteRetry {
 }
 
 impl HttpRoute {
+    pub fn id(&self) -> RouteId {
+        (self.kind, self.key.clone())
+    }
+
     /// The Services whose traffic this route shapes.
     pub fn parent_services(&self) -> impl Iterator<Item = &ObjectKey> {
         self.parents.iter().map(|p| &p.service)
@@ -136,8 +153,8 @@ impl HttpRoute {
     }
 
     /// Precedence among routes of one Service: the oldest first, then by name.
-    pub fn age_order(&self) -> (Option<&str>, &ObjectKey) {
-        (self.created.as_deref(), &self.key)
+    pub fn age_order(&self) -> (Option<&str>, &ObjectKey, RouteKind) {
+        (self.created.as_deref(), &self.key, self.kind)
     }
 }
 

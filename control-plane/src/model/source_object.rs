@@ -7,7 +7,7 @@ use super::SourceState;
 use super::object::{EndpointSlice, ObjectKey, Service};
 use super::place::Node;
 use super::probe::HealthProbe;
-use super::route::HttpRoute;
+use super::route::{HttpRoute, RouteKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
@@ -16,15 +16,17 @@ pub enum ObjectKind {
     HealthProbe,
     Node,
     HttpRoute,
+    GrpcRoute,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 5] = [
+    pub const ALL: [ObjectKind; 6] = [
         ObjectKind::Service,
         ObjectKind::EndpointSlice,
         ObjectKind::HealthProbe,
         ObjectKind::Node,
         ObjectKind::HttpRoute,
+        ObjectKind::GrpcRoute,
     ];
 
     /// The Kubernetes kind, as manifests and logs name it.
@@ -35,6 +37,7 @@ impl ObjectKind {
             ObjectKind::HealthProbe => "HealthProbe",
             ObjectKind::Node => "Node",
             ObjectKind::HttpRoute => "HTTPRoute",
+            ObjectKind::GrpcRoute => "GRPCRoute",
         }
     }
 
@@ -46,6 +49,16 @@ impl ObjectKind {
             ObjectKind::HealthProbe => "healthprobe",
             ObjectKind::Node => "node",
             ObjectKind::HttpRoute => "httproute",
+            ObjectKind::GrpcRoute => "grpcroute",
+        }
+    }
+
+    /// The route kind this object kind is, if it is one.
+    fn route(self) -> Option<RouteKind> {
+        match self {
+            ObjectKind::HttpRoute => Some(RouteKind::Http),
+            ObjectKind::GrpcRoute => Some(RouteKind::Grpc),
+            _ => None,
         }
     }
 }
@@ -56,7 +69,8 @@ pub enum SourceObject {
     EndpointSlice(Arc<EndpointSlice>),
     HealthProbe(Arc<HealthProbe>),
     Node(Arc<Node>),
-    HttpRoute(Arc<HttpRoute>),
+    /// An HTTPRoute or a GRPCRoute, as its `kind` says.
+    Route(Arc<HttpRoute>),
 }
 
 impl SourceObject {
@@ -66,7 +80,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(s) => &s.key,
             SourceObject::HealthProbe(p) => &p.key,
             SourceObject::Node(n) => &n.key,
-            SourceObject::HttpRoute(r) => &r.key,
+            SourceObject::Route(r) => &r.key,
         }
     }
 
@@ -76,7 +90,10 @@ impl SourceObject {
             SourceObject::EndpointSlice(_) => ObjectKind::EndpointSlice,
             SourceObject::HealthProbe(_) => ObjectKind::HealthProbe,
             SourceObject::Node(..) => ObjectKind::Node,
-            SourceObject::HttpRoute(_) => ObjectKind::HttpRoute,
+            SourceObject::Route(r) => match r.kind {
+                RouteKind::Http => ObjectKind::HttpRoute,
+                RouteKind::Grpc => ObjectKind::GrpcRoute,
+            },
         }
     }
 
@@ -87,7 +104,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(s) => state.slices.get(&s.key) == Some(s),
             SourceObject::HealthProbe(p) => state.probes.get(&p.key) == Some(p),
             SourceObject::Node(n) => state.nodes.get(&n.key) == Some(n),
-            SourceObject::HttpRoute(r) => state.routes.get(&r.key) == Some(r),
+            SourceObject::Route(r) => state.routes.get(&r.id()) == Some(r),
         }
     }
 
@@ -98,7 +115,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(s) => state.slices.insert(s.key.clone(), s).is_some(),
             SourceObject::HealthProbe(p) => state.probes.insert(p.key.clone(), p).is_some(),
             SourceObject::Node(n) => state.nodes.insert(n.key.clone(), n).is_some(),
-            SourceObject::HttpRoute(r) => state.routes.insert(r.key.clone(), r).is_some(),
+            SourceObject::Route(r) => state.routes.insert(r.id(), r).is_some(),
         }
     }
 }
@@ -111,7 +128,9 @@ impl SourceState {
             ObjectKind::EndpointSlice => self.slices.remove(key).is_some(),
             ObjectKind::HealthProbe => self.probes.remove(key).is_some(),
             ObjectKind::Node => self.nodes.remove(key).is_some(),
-            ObjectKind::HttpRoute => self.routes.remove(key).is_some(),
+            ObjectKind::HttpRoute | ObjectKind::GrpcRoute => {
+                kind.route().is_some_and(|route| self.routes.remove(&(route, key.clone())).is_some())
+            }
         }
     }
 
@@ -121,7 +140,9 @@ impl SourceState {
             ObjectKind::EndpointSlice => self.slices.contains_key(key),
             ObjectKind::HealthProbe => self.probes.contains_key(key),
             ObjectKind::Node => self.nodes.contains_key(key),
-            ObjectKind::HttpRoute => self.routes.contains_key(key),
+            ObjectKind::HttpRoute | ObjectKind::GrpcRoute => {
+                kind.route().is_some_and(|route| self.routes.contains_key(&(route, key.clone())))
+            }
         }
     }
 }

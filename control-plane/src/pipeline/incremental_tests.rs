@@ -12,7 +12,7 @@ use crate::cache::{ResourceType, Snapshot, SnapshotDiff};
 use crate::kubernetes::crd::HealthProbeSpec;
 use crate::model::fixtures::{endpoint, probe, probe_spec, service, slice};
 use crate::model::{
-    AddressType, CheckVerdicts, ObjectKey, Place, PortProtocol, SourceState, TrafficDistribution, resolve,
+    AddressType, CheckVerdicts, ObjectKey, Place, PortProtocol, RouteKind, SourceState, TrafficDistribution, resolve,
 };
 use crate::pipeline::build_snapshot;
 use crate::translate::{ActiveHealthChecks, TranslateOptions};
@@ -69,9 +69,10 @@ enum Change {
     Rebuild,
     /// Clients are now at these places: (zone, node) of `ZONES` and `NODES`.
     Places(Vec<(usize, usize)>),
-    /// An HTTPRoute on Service `parent` (all ports, or one), splitting over `backends`:
-    /// (Service, port, weight).
+    /// An HTTPRoute (a GRPCRoute with `grpc`, which may share its name) on Service `parent`
+    /// (all ports, or one), splitting over `backends`: (Service, port, weight).
     Route {
+        grpc: bool,
         ns: usize,
         index: usize,
         parent: usize,
@@ -79,6 +80,7 @@ enum Change {
         backends: Vec<(usize, u16, u32)>,
     },
     DeleteRoute {
+        grpc: bool,
         ns: usize,
         index: usize,
     },
@@ -136,14 +138,15 @@ fn change() -> impl Strategy<Value = Change> {
         1 => Just(Change::Rebuild),
         2 => prop::collection::vec((0..ZONES.len(), 0..NODES.len()), 0..4).prop_map(Change::Places),
         2 => (
+            any::<bool>(),
             0..NAMESPACES.len(),
             0..2usize,
             0..NAMES.len(),
             prop::option::of(prop::sample::select(vec![80u16, 9090])),
             prop::collection::vec((0..NAMES.len(), prop::sample::select(vec![80u16, 9090, 7]), 0..3u32), 0..3)
         )
-            .prop_map(|(ns, index, parent, port, backends)| Change::Route { ns, index, parent, port, backends }),
-        1 => (0..NAMESPACES.len(), 0..2usize).prop_map(|(ns, index)| Change::DeleteRoute { ns, index }),
+            .prop_map(|(grpc, ns, index, parent, port, backends)| Change::Route { grpc, ns, index, parent, port, backends }),
+        1 => (any::<bool>(), 0..NAMESPACES.len(), 0..2usize).prop_map(|(grpc, ns, index)| Change::DeleteRoute { grpc, ns, index }),
     ]
 }
 
@@ -225,10 +228,11 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
                 refused: state.refused.iter().cloned().collect(),
             };
         }
-        Change::Route { ns, index, parent, port, backends } => {
+        Change::Route { grpc, ns, index, parent, port, backends } => {
             use crate::model::{BackendRef, HttpRoute, ParentRef, PathMatch, RequestMatch, RouteRule};
             let namespace = NAMESPACES[ns];
             let route = HttpRoute {
+                kind: if grpc { RouteKind::Grpc } else { RouteKind::Http },
                 key: ObjectKey::new(namespace, format!("route-{index}")),
                 created: Some(format!("2024-01-0{}T00:00:00Z", index + 1)),
                 generation: Some(1),
@@ -249,10 +253,11 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
                     ..Default::default()
                 }],
             };
-            state.routes.insert(route.key.clone(), Arc::new(route));
+            state.routes.insert(route.id(), Arc::new(route));
         }
-        Change::DeleteRoute { ns, index } => {
-            state.routes.remove(&ObjectKey::new(NAMESPACES[ns], format!("route-{index}")));
+        Change::DeleteRoute { grpc, ns, index } => {
+            let kind = if grpc { RouteKind::Grpc } else { RouteKind::Http };
+            state.routes.remove(&(kind, ObjectKey::new(NAMESPACES[ns], format!("route-{index}"))));
         }
         Change::Places(at) => {
             *places = at

@@ -39,7 +39,7 @@ pub fn contribution(
         let body = assignment.encode_to_vec();
         resources.push(Encoded::from((ResourceType::ClusterLoadAssignment, assignment.cluster_name, body)));
     }
-    for (name, cluster) in grpc_targets(service, options) {
+    for (name, port) in grpc_targets(service, options) {
         let listener = listeners::grpc_listener(&name);
         // An Envoy asking for every listener could not take a gRPC api_listener: only
         // clients that name it get it.
@@ -49,7 +49,7 @@ pub fn contribution(
             name: name.clone(),
             named_only: true,
         });
-        let routes = routes::grpc_routes(&name, cluster);
+        let routes = routes::grpc_routes(&name, service, port);
         resources.push(Encoded::from((ResourceType::RouteConfiguration, name, routes.encode_to_vec())));
     }
     Contribution {

@@ -8,7 +8,9 @@ use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 
 use super::routes::virtual_hosts;
 use crate::model::fixtures::{service, state};
-use crate::model::{BackendRef, HttpRoute, ObjectKey, ParentRef, PathMatch, RequestMatch, RouteRule, resolve};
+use crate::model::{
+    BackendRef, HttpRoute, ObjectKey, ParentRef, PathMatch, RequestMatch, RouteKind, RouteRule, resolve,
+};
 
 fn backend(name: &str, weight: u32) -> BackendRef {
     BackendRef { service: ObjectKey::new("shop", name), port: Some(80), weight }
@@ -16,6 +18,7 @@ fn backend(name: &str, weight: u32) -> BackendRef {
 
 fn route(name: &str, created: &str, rules: Vec<RouteRule>) -> HttpRoute {
     HttpRoute {
+        kind: RouteKind::Http,
         key: ObjectKey::new("shop", name),
         created: Some(created.into()),
         generation: Some(1),
@@ -31,7 +34,7 @@ fn web_routes(routes: Vec<HttpRoute>) -> Vec<envoy_types::pb::envoy::config::rou
         vec![],
     );
     for r in routes {
-        input.routes.insert(r.key.clone(), Arc::new(r));
+        input.routes.insert(r.id(), Arc::new(r));
     }
     let model = resolve(&input);
     let web = &model.services[&ObjectKey::new("shop", "web")];

@@ -4,8 +4,8 @@
 
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
-use envoy_types::pb::envoy::config::route::v3::route_action::UpgradeConfig;
 use envoy_types::pb::envoy::config::route::v3::route_action::upgrade_config::ConnectConfig;
+use envoy_types::pb::envoy::config::route::v3::route_action::{MaxStreamDuration, UpgradeConfig};
 use envoy_types::pb::envoy::config::route::v3::route_match::{ConnectMatcher, PathSpecifier};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost};
 use envoy_types::pb::google::protobuf::Duration;
@@ -71,14 +71,27 @@ pub fn grpc_names(service: &ObjectKey, port: u16, cluster_domain: &str) -> [Stri
     [format!("{name}.{ns}:{port}"), format!("{name}.{ns}.svc.{cluster_domain}:{port}")]
 }
 
-/// The routes of gRPC listener `name`: one virtual host matching exactly that name.
-pub fn grpc_routes(name: &str, cluster: &str) -> RouteConfiguration {
+/// The routes of gRPC listener `name` (of `service`'s `port`): one virtual host matching
+/// exactly that name, routing as the routes attached to the port say (gRFC A28), or to the
+/// port's cluster. gRPC ignores a route's `timeout` and reads `max_stream_duration` (A31)
+/// instead, so a route's request timeout is given as both.
+pub fn grpc_routes(name: &str, service: &ResolvedService, port: &ResolvedPort) -> RouteConfiguration {
+    let mut routes = super::http_routes::port_routes(&service.key, &service.routes, port.port.port)
+        .unwrap_or_else(|| vec![route_to(&port.cluster_name, "")]);
+    for route in &mut routes {
+        if let Some(Action::Route(action)) = &mut route.action
+            && let Some(timeout) = action.timeout.filter(|t| t.seconds > 0 || t.nanos > 0)
+        {
+            action.max_stream_duration =
+                Some(MaxStreamDuration { max_stream_duration: Some(timeout), ..Default::default() });
+        }
+    }
     RouteConfiguration {
         name: name.to_owned(),
         virtual_hosts: vec![VirtualHost {
             name: name.to_owned(),
             domains: vec![name.to_owned()],
-            routes: vec![route_to(cluster, "")],
+            routes,
             ..Default::default()
         }],
         ..Default::default()

@@ -4,7 +4,8 @@
 //! namespace:
 //! - `GET /healthz`: 200 while ready, 503 when not (what the pod's readiness probe asks);
 //! - `POST /admin/ready?to=false` (or `true`): the test flips readiness;
-//! - `POST /test.Greeter/Who`: a gRPC call answered with the pod's name (raw bytes, no proto);
+//! - `POST /test.Greeter/Who` (and `/Where`, the same, so routes can tell methods apart): a
+//!   gRPC call answered with the pod's name (raw bytes, no proto);
 //! - anything else: 200 with the pod's name as the body and in `x-pod`.
 //!
 //! With `--tls-port`, the same over TLS (HTTP/1.1 and HTTP/2 by ALPN), with a certificate
@@ -54,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/healthz", get(healthz))
         .route("/admin/ready", post(set_ready))
         .route("/test.Greeter/Who", post(who))
+        .route("/test.Greeter/Where", post(who))
         .fallback(hello)
         .with_state(pod.clone());
     if let Some(tls_port) = flag("--tls-port") {
