@@ -63,7 +63,10 @@ impl SnapshotCache {
     pub fn publish_diffed(&self, mut snapshot: Snapshot, diff: SnapshotDiff) {
         self.current.send_if_modified(|current| {
             let first = current.is_none();
-            if first || !diff.is_empty() {
+            // Streams at a place new to the pipeline wait for a snapshot built for it, even
+            // one that finds the place needs nothing of its own.
+            let keys_changed = current.as_ref().is_some_and(|c| !c.variants().same_keys(snapshot.variants()));
+            if first || !diff.is_empty() || keys_changed {
                 // Streams in sync with the previous generation only look at what changed.
                 let generation = current.as_ref().map_or(1, |c| c.generation + 1);
                 snapshot.stamp(generation, current.is_some().then(|| Arc::new(diff)));

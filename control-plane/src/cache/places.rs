@@ -31,7 +31,12 @@ impl Places {
         if place.is_nowhere() {
             return None;
         }
-        self.clients.send_modify(|clients| *clients.entry(place.clone()).or_default() += 1);
+        // Only a place new to the set wakes the pipeline; another stream there changes nothing it builds.
+        self.clients.send_if_modified(|clients| {
+            let count = clients.entry(place.clone()).or_default();
+            *count += 1;
+            *count == 1
+        });
         Some(PlaceLease { places: self.clone(), place })
     }
 
@@ -46,12 +51,6 @@ impl Places {
 pub struct PlaceLease {
     places: Arc<Places>,
     place: Place,
-}
-
-impl PlaceLease {
-    pub fn place(&self) -> &Place {
-        &self.place
-    }
 }
 
 impl Drop for PlaceLease {
@@ -79,6 +78,9 @@ pub struct Variants {
     pub nodes: BTreeSet<Arc<str>>,
     /// By key: the snapshot with that place's load assignments in place of the shared ones.
     pub by_key: BTreeMap<Place, Arc<Snapshot>>,
+    /// Keys built and found to need nothing of their own (every preferring Service's
+    /// endpoints are in one tier for them): their clients are served the shared snapshot.
+    pub shared: BTreeSet<Place>,
 }
 
 impl Variants {
@@ -92,12 +94,18 @@ impl Variants {
         (!key.is_nowhere()).then_some(key)
     }
 
+    /// Whether both serve the same keys, each from a variant or from the shared snapshot.
+    pub fn same_keys(&self, other: &Variants) -> bool {
+        self.shared == other.shared && self.by_key.keys().eq(other.by_key.keys())
+    }
+
     /// The variant clients at `place` are served, with its key; `None` for the shared
     /// snapshot. `Err` with the key when its variant is not built yet.
     pub fn at(&self, place: &Place) -> Result<Option<(Place, &Arc<Snapshot>)>, Place> {
         let Some(key) = self.key_of(place) else { return Ok(None) };
         match self.by_key.get(&key) {
             Some(variant) => Ok(Some((key, variant))),
+            None if self.shared.contains(&key) => Ok(None),
             None => Err(key),
         }
     }
@@ -114,10 +122,13 @@ mod tests {
     #[test]
     fn a_place_is_listed_while_a_stream_is_there_and_nowhere_is_never_listed() {
         let places = Arc::new(Places::default());
-        let seen = places.subscribe();
+        let mut seen = places.subscribe();
         assert!(places.enter(Place::default()).is_none());
         let first = places.enter(zone("a"));
+        assert!(seen.has_changed().unwrap());
+        seen.borrow_and_update();
         let second = places.enter(zone("a"));
+        assert!(!seen.has_changed().unwrap(), "a second stream at a known place wakes nobody");
         assert_eq!(seen.borrow().get(&zone("a")), Some(&2));
         drop(first);
         assert_eq!(seen.borrow().get(&zone("a")), Some(&1));

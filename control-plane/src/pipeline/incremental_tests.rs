@@ -335,6 +335,7 @@ proptest! {
             let afresh = variants_afresh(&state, &rebuilt, &options, &verdicts, &places);
             let variants = builder.snapshot().variants();
             prop_assert_eq!((&variants.zones, &variants.nodes), (&afresh.zones, &afresh.nodes));
+            prop_assert_eq!(&variants.shared, &afresh.shared);
             prop_assert_eq!(variants.by_key.keys().collect::<Vec<_>>(), afresh.by_key.keys().collect::<Vec<_>>());
             for (key, variant) in &variants.by_key {
                 assert_same(variant, &afresh.by_key[key]);

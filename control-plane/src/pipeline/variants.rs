@@ -113,7 +113,7 @@ impl PlaceVariants {
             }
         }
         let (zones, nodes) = self.relevant();
-        let space = Variants { zones, nodes, by_key: BTreeMap::new() };
+        let space = Variants { zones, nodes, ..Variants::default() };
         let wanted: BTreeSet<Place> = places.iter().filter_map(|place| space.key_of(place)).collect();
         self.by_key.retain(|key, _| wanted.contains(key));
         for key in &wanted {
@@ -136,12 +136,15 @@ impl PlaceVariants {
             }
         }
         // A key whose variant holds nothing of its own is the base: its clients share that.
+        let shared: BTreeSet<Place> =
+            self.by_key.iter().filter(|(_, variant)| variant.own.is_empty()).map(|(key, _)| key.clone()).collect();
         self.by_key.retain(|_, variant| !variant.own.is_empty());
         for variant in self.by_key.values_mut() {
             variant.snapshot.seal();
         }
         self.published = Variants {
             by_key: self.by_key.iter().map(|(key, v)| (key.clone(), Arc::new(v.snapshot.clone()))).collect(),
+            shared,
             ..space
         };
     }

@@ -222,3 +222,21 @@ fn a_client_at_a_new_place_waits_for_its_variant_rather_than_being_sent_the_shar
     let response = delta_response(&mut stream, &snapshot).expect("its variant");
     assert_eq!(first_tier(&response.resources[0].resource.as_ref().unwrap().value), vec!["10.0.0.1"]);
 }
+
+#[test]
+fn a_client_whose_place_changes_nothing_is_served_the_shared_assignment_and_never_waits() {
+    let mut replica = Replica::new();
+    let mut input = shop();
+    // Every endpoint in z1: a z1 client has one tier, the shared assignment.
+    let endpoints = vec![endpoint("10.0.0.1", true, "z1"), endpoint("10.0.0.2", true, "z1")];
+    let only_z1 = slice("shop", "web", "web", &[("http", 8080)], endpoints);
+    input.slices.insert(only_z1.key.clone(), Arc::new(only_z1));
+    let snapshot = replica.publish(&input);
+    let mut stream = delta_stream(&replica, None);
+    subscribe(&mut stream, node("z1"), BTreeMap::new(), &snapshot);
+    let snapshot = replica.publish(&input);
+    stream.snapshot_changed(&snapshot);
+    let response = delta_response(&mut stream, &snapshot).expect("the shared assignment");
+    let shared = snapshot.resources(EDS).get(WEB).expect("web's assignment").version.clone();
+    assert_eq!(response.resources[0].version, shared);
+}
