@@ -208,35 +208,30 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 /// The route, as the API server would accept it, with its Service parents.
 pub fn http_route(object: &HttpRoute, default_namespace: &str) -> Result<model::HttpRoute, FieldError> {
     let spec = &object.spec;
-    route(RouteKind::Http, &object.metadata, default_namespace, &spec.parent_refs, spec.rules.len(), |namespace| {
-        let rules = spec.rules.iter().enumerate();
-        rules.map(|(i, rule)| convert_rule(&format!("spec.rules[{i}]"), rule, namespace)).collect()
-    })
+    route(RouteKind::Http, &object.metadata, default_namespace, &spec.parent_refs, &spec.rules, convert_rule)
 }
 
 /// The GRPCRoute, as the API server would accept it, as the HTTP route it means.
 pub fn grpc_route(object: &GrpcRoute, default_namespace: &str) -> Result<model::HttpRoute, FieldError> {
     let spec = &object.spec;
-    route(RouteKind::Grpc, &object.metadata, default_namespace, &spec.parent_refs, spec.rules.len(), |namespace| {
-        let rules = spec.rules.iter().enumerate();
-        rules.map(|(i, rule)| convert_grpc_rule(&format!("spec.rules[{i}]"), rule, namespace)).collect()
-    })
+    route(RouteKind::Grpc, &object.metadata, default_namespace, &spec.parent_refs, &spec.rules, convert_grpc_rule)
 }
 
-/// What every route kind shares: its key, its Service parents and the bounds on both.
-fn route(
+/// What every route kind shares: its key, its Service parents and the bounds on both; each
+/// of `rules` is converted by `convert_rule` (its field, the rule, the route's namespace).
+fn route<R>(
     kind: RouteKind,
     metadata: &ObjectMeta,
     default_namespace: &str,
     parent_refs: &[Ref],
-    rules: usize,
-    convert_rules: impl FnOnce(&str) -> Result<Vec<RouteRule>, FieldError>,
+    rules: &[R],
+    convert_rule: fn(&str, &R, &str) -> Result<RouteRule, FieldError>,
 ) -> Result<model::HttpRoute, FieldError> {
     let key = object_key(metadata, default_namespace, NameRule::Dns1123Subdomain)?;
     if parent_refs.len() > 32 {
         return Err(error("spec.parentRefs", "Too many: at most 32"));
     }
-    if rules > 16 {
+    if rules.len() > 16 {
         return Err(error("spec.rules", "Too many: at most 16"));
     }
     let parents = parent_refs
@@ -249,7 +244,7 @@ fn route(
             })
         })
         .collect::<Result<_, FieldError>>()?;
-    let rules = convert_rules(&key.namespace)?;
+    let rules = each("spec", "rules", rules, |field, rule| convert_rule(field, rule, &key.namespace))?;
     Ok(model::HttpRoute {
         kind,
         created: metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
@@ -260,40 +255,37 @@ fn route(
     })
 }
 
-fn convert_grpc_rule(field: &str, rule: &GrpcRule, namespace: &str) -> Result<RouteRule, FieldError> {
-    if rule.matches.len() > 64 {
-        return Err(error(format!("{field}.matches"), "Too many: at most 64"));
+/// Converts each of `items`, the list `name` under `field`, naming its index in an error.
+fn each<T, U>(
+    field: &str,
+    name: &str,
+    items: &[T],
+    convert: impl Fn(&str, &T) -> Result<U, FieldError>,
+) -> Result<Vec<U>, FieldError> {
+    items.iter().enumerate().map(|(i, item)| convert(&format!("{field}.{name}[{i}]"), item)).collect()
+}
+
+/// At most this many matches in one rule, as the CRDs allow.
+const MAX_MATCHES: usize = 64;
+
+fn within_matches(field: &str, count: usize) -> Result<(), FieldError> {
+    if count > MAX_MATCHES {
+        return Err(error(format!("{field}.matches"), format!("Too many: at most {MAX_MATCHES}")));
     }
-    let matches = rule
-        .matches
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let field = format!("{field}.matches[{i}]");
-            let headers = Match { headers: m.headers.clone(), ..Match::default() };
-            Ok(RequestMatch { path: grpc_path(&field, m.method.as_ref())?, ..convert_match(&field, &headers)? })
-        })
-        .collect::<Result<_, FieldError>>()?;
-    let backends = rule
-        .backend_refs
-        .iter()
-        .enumerate()
-        .map(|(i, b)| backend(&format!("{field}.backendRefs[{i}]"), b, namespace))
-        .collect::<Result<_, _>>()?;
-    let filters = rule
-        .filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let field = format!("{field}.filters[{i}]");
-            match f.kind.as_str() {
-                "RequestHeaderModifier" | "ResponseHeaderModifier" | "RequestMirror" => {
-                    convert_filter(&field, f, namespace)
-                }
-                other => Err(error(format!("{field}.type"), format!("Unsupported value: {other:?}"))),
-            }
-        })
-        .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+fn convert_grpc_rule(field: &str, rule: &GrpcRule, namespace: &str) -> Result<RouteRule, FieldError> {
+    within_matches(field, rule.matches.len())?;
+    let matches = each(field, "matches", &rule.matches, |field, m| {
+        let headers = Match { headers: m.headers.clone(), ..Match::default() };
+        Ok(RequestMatch { path: grpc_path(field, m.method.as_ref())?, ..convert_match(field, &headers)? })
+    })?;
+    let backends = each(field, "backendRefs", &rule.backend_refs, |field, b| backend(field, b, namespace))?;
+    let filters = each(field, "filters", &rule.filters, |field, f| match f.kind.as_str() {
+        "RequestHeaderModifier" | "ResponseHeaderModifier" | "RequestMirror" => convert_filter(field, f, namespace),
+        other => Err(error(format!("{field}.type"), format!("Unsupported value: {other:?}"))),
+    })?;
     Ok(RouteRule { matches, filters, backends, ..RouteRule::default() })
 }
 
@@ -336,27 +328,10 @@ fn port(field: &str, value: i64) -> Result<u16, FieldError> {
 }
 
 fn convert_rule(field: &str, rule: &Rule, namespace: &str) -> Result<RouteRule, FieldError> {
-    if rule.matches.len() > 64 {
-        return Err(error(format!("{field}.matches"), "Too many: at most 64"));
-    }
-    let matches = rule
-        .matches
-        .iter()
-        .enumerate()
-        .map(|(i, m)| convert_match(&format!("{field}.matches[{i}]"), m))
-        .collect::<Result<_, _>>()?;
-    let backends = rule
-        .backend_refs
-        .iter()
-        .enumerate()
-        .map(|(i, b)| backend(&format!("{field}.backendRefs[{i}]"), b, namespace))
-        .collect::<Result<_, _>>()?;
-    let filters = rule
-        .filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| convert_filter(&format!("{field}.filters[{i}]"), f, namespace))
-        .collect::<Result<_, _>>()?;
+    within_matches(field, rule.matches.len())?;
+    let matches = each(field, "matches", &rule.matches, convert_match)?;
+    let backends = each(field, "backendRefs", &rule.backend_refs, |field, b| backend(field, b, namespace))?;
+    let filters = each(field, "filters", &rule.filters, |field, f| convert_filter(field, f, namespace))?;
     let timeouts = match &rule.timeouts {
         Some(t) => RouteTimeouts {
             request: t.request.as_deref().map(|d| duration(&format!("{field}.timeouts.request"), d)).transpose()?,
