@@ -9,6 +9,7 @@ pub mod limits;
 mod object;
 mod place;
 mod probe;
+pub mod re2;
 mod resolve;
 mod route;
 mod source_object;

@@ -1,8 +1,10 @@
 //! Everything edgexds translates passes Envoy's own validation: the resources of a snapshot
 //! built from many shapes of input (HTTP, TCP and gRPC probes with overrides, hosts and
-//! paths, gRPC and h2c ports, UDP, not-ready endpoints, typed metadata) are put into a
-//! static bootstrap and checked by `envoy --mode validate`, which applies every rule Envoy
-//! applies to a resource before taking it (the proto validation rules among them).
+//! paths, gRPC and h2c ports, UDP, not-ready endpoints, typed metadata, HTTPRoutes and
+//! GRPCRoutes with every filter and regular expressions as large as edgexds lets through)
+//! are put into a static bootstrap and checked by `envoy --mode validate`, which applies
+//! every rule Envoy applies to a resource before taking it (the proto validation rules and
+//! RE2's program-size limit among them).
 
 use std::process::Stdio;
 
@@ -69,6 +71,45 @@ apiVersion: v1
 kind: Service
 metadata: { name: web, namespace: blog }
 spec: { ports: [{ port: 80 }] }
+---
+# Every route feature, with regular expressions as large as edgexds lets through.
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web-policy, namespace: shop }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: web, port: 80 }]
+  rules:
+  - matches:
+    - path: { type: RegularExpression, value: "/a{91}" }
+      headers: [{ type: RegularExpression, name: authorization, value: "(?i)^bearer [a-z0-9]{20}$" }]
+      queryParams: [{ type: RegularExpression, name: q, value: ".{45}" }]
+    - path: { type: RegularExpression, value: "/[^/]{20}/\\w{13}" }
+    - path: { type: Exact, value: /exact }
+      method: POST
+      headers: [{ name: x-version, value: canary }]
+    filters:
+    - { type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: x-a, value: "1" }], remove: [x-b] } }
+    - { type: ResponseHeaderModifier, responseHeaderModifier: { add: [{ name: x-c, value: "2" }] } }
+    - { type: RequestMirror, requestMirror: { backendRef: { name: web, port: 8081 }, percent: 10 } }
+    backendRefs: [{ name: web, port: 80, weight: 9 }, { name: missing, port: 80, weight: 1 }]
+    timeouts: { request: 2s, backendRequest: 500ms }
+    retry: { codes: [503], attempts: 2, backoff: 100ms }
+  - matches: [{ path: { type: PathPrefix, value: /old } }]
+    filters: [{ type: URLRewrite, urlRewrite: { hostname: web.blog, path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } } }]
+    backendRefs: [{ name: web, port: 80 }]
+  - matches: [{ path: { type: PathPrefix, value: /moved } }]
+    filters: [{ type: RequestRedirect, requestRedirect: { scheme: https, statusCode: 301 } }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: web-grpc, namespace: shop }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: web, port: 9090 }]
+  rules:
+  - matches: [{ method: { type: RegularExpression, service: "shop\\.W[a-z]+", method: "Get.*" } }]
+    backendRefs: [{ name: web, port: 9090 }]
+  - matches: [{ method: { service: shop.Web, method: Put } }]
+    backendRefs: [{ name: web, port: 9090 }]
 "#;
 
 fn any<M: Name>(message: &M) -> Any {
@@ -87,6 +128,13 @@ fn address(port: u32) -> Address {
             ..Default::default()
         })),
     }
+}
+
+/// Inline routes are checked against the static clusters, routes from RDS are not: a weighted
+/// backend that does not resolve is named on purpose (its share is answered 500), as RDS allows.
+fn as_from_rds(mut routes: RouteConfiguration) -> RouteConfiguration {
+    routes.validate_clusters = Some(envoy_types::pb::google::protobuf::BoolValue { value: false });
+    routes
 }
 
 /// A listener serving `routes` inline, on its own port: Envoy validates the routes with it.
@@ -126,6 +174,8 @@ async fn every_resource_edgexds_translates_passes_envoys_own_validation() {
     cp.write("shop.yaml", MANIFESTS);
     let (snapshot, _) = eventually(std::time::Duration::from_secs(10), "the manifests are served", || async {
         let snapshot = cp.running.cache.current()?;
+        let model = cp.running.models.borrow().clone()?;
+        assert!(model.diagnostics.is_empty(), "every object is taken: {:?}", model.diagnostics);
         (snapshot.len(ResourceType::ClusterLoadAssignment) >= 5).then_some(snapshot)
     })
     .await;
@@ -145,20 +195,25 @@ async fn every_resource_edgexds_translates_passes_envoys_own_validation() {
         .collect();
     // Listeners with their routes inline; gRPC api_listeners' routes on listeners of their own.
     let routes = snapshot.resources(ResourceType::RouteConfiguration);
+    let carried =
+        |pattern: &str| routes.values().any(|r| r.body.windows(pattern.len()).any(|w| w == pattern.as_bytes()));
+    for pattern in ["/a{91}", ".{45}", r"/[^/]{20}/\w{13}", r"/shop\.W[a-z]+/Get.*"] {
+        assert!(carried(pattern), "the routes carry {pattern}: the HTTPRoute and GRPCRoute were taken");
+    }
     let mut listeners = Vec::new();
     let mut port = 20_000;
     for (name, resource) in snapshot.resources(ResourceType::Listener).iter() {
         let mut listener: Listener = decoded(&resource.body);
         port += 1;
         if listener.api_listener.is_some() {
-            listeners.push(listener_for(decoded(&routes[name].body), port));
+            listeners.push(listener_for(as_from_rds(decoded(&routes[name].body)), port));
             continue;
         }
         for chain in &mut listener.filter_chains {
             for filter in &mut chain.filters {
                 let Some(filter::ConfigType::TypedConfig(any_config)) = &mut filter.config_type else { continue };
                 let mut manager: HttpConnectionManager = decoded(&any_config.value);
-                manager.route_specifier = Some(RouteSpecifier::RouteConfig(decoded(&routes[name].body)));
+                manager.route_specifier = Some(RouteSpecifier::RouteConfig(as_from_rds(decoded(&routes[name].body))));
                 *any_config = any(&manager);
             }
         }

@@ -293,6 +293,9 @@ fn convert_grpc_rule(field: &str, rule: &GrpcRule, namespace: &str) -> Result<Ro
 fn grpc_path(field: &str, method: Option<&GrpcMethod>) -> Result<Option<PathMatch>, FieldError> {
     let Some(method) = method else { return Ok(None) };
     let (service, name) = (method.service.as_deref(), method.method.as_deref());
+    for part in [service, name].into_iter().flatten() {
+        text(&format!("{field}.method"), part)?;
+    }
     Ok(match method.kind.as_deref().unwrap_or("Exact") {
         "Exact" => {
             let valid = |part: Option<&str>| part.is_none_or(|p| !p.is_empty() && !p.contains('/'));
@@ -307,10 +310,58 @@ fn grpc_path(field: &str, method: Option<&GrpcMethod>) -> Result<Option<PathMatc
             }
         }
         "RegularExpression" => {
-            Some(PathMatch::Regex(format!("/{}/{}", service.unwrap_or("[^/]+"), name.unwrap_or("[^/]+"))))
+            let path = format!("/{}/{}", service.unwrap_or("[^/]+"), name.unwrap_or("[^/]+"));
+            Some(PathMatch::Regex(re2(&format!("{field}.method"), path)?))
         }
         other => return Err(error(format!("{field}.method.type"), format!("Unsupported value: {other:?}"))),
     })
+}
+
+/// `value`, which Envoy puts in a request line or header: without NUL, CR or LF, which Envoy
+/// refuses in a route, and so would reject every route beside this one.
+fn text(field: &str, value: &str) -> Result<String, FieldError> {
+    if value.contains(['\0', '\r', '\n']) {
+        return Err(error(field, format!("{value:?}: NUL, CR and LF are not allowed")));
+    }
+    if value.len() > 4096 {
+        return Err(error(field, "Too long: at most 4096 bytes"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A header name as the CRD's pattern has it (an HTTP token, at most 256 bytes). Envoy refuses
+/// a route that edits `Host` or a pseudo-header on the request, so `request` edits may not.
+fn header_name(field: &str, name: &str, request: bool) -> Result<String, FieldError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || name.len() > 256 || !name.chars().all(token) {
+        return Err(error(field, format!("{name:?}: must be an HTTP header name")));
+    }
+    if request && name.eq_ignore_ascii_case("host") {
+        return Err(error(field, "Host cannot be edited as a header: use a URLRewrite's hostname"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A precise hostname, as the CRD's pattern has it.
+fn hostname(field: &str, name: &str) -> Result<String, FieldError> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label) {
+        return Err(error(field, format!("{name:?}: must be a lowercase DNS name")));
+    }
+    Ok(name.to_owned())
+}
+
+/// `pattern`, if Envoy's RE2 takes it: a pattern it refuses would make Envoy reject every
+/// route beside this one.
+fn re2(field: &str, pattern: String) -> Result<String, FieldError> {
+    model::re2::check(&pattern).map_err(|why| error(field, format!("{pattern:?}: {why}")))?;
+    Ok(pattern)
 }
 
 /// `text` matching itself only, in RE2.
@@ -390,14 +441,14 @@ fn convert_match(field: &str, m: &Match) -> Result<RequestMatch, FieldError> {
     let path = match &m.path {
         None => None,
         Some(p) => {
-            let value = p.value.clone().unwrap_or_else(|| "/".into());
+            let value = text(&format!("{field}.path.value"), p.value.as_deref().unwrap_or("/"))?;
             if !value.starts_with('/') {
                 return Err(error(format!("{field}.path.value"), "must be an absolute path"));
             }
             Some(match p.kind.as_deref().unwrap_or("PathPrefix") {
                 "Exact" => PathMatch::Exact(value),
                 "PathPrefix" => PathMatch::Prefix(value),
-                "RegularExpression" => PathMatch::Regex(value),
+                "RegularExpression" => PathMatch::Regex(re2(&format!("{field}.path.value"), value)?),
                 other => return Err(error(format!("{field}.path.type"), format!("Unsupported value: {other:?}"))),
             })
         }
@@ -405,11 +456,8 @@ fn convert_match(field: &str, m: &Match) -> Result<RequestMatch, FieldError> {
     let values = |list: &[TypedValue], what: &str| -> Result<Vec<ValueMatch>, FieldError> {
         list.iter()
             .map(|v| {
-                let name = v
-                    .name
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .ok_or_else(|| error(format!("{field}.{what}.name"), "Required value"))?;
+                let name = v.name.as_deref().ok_or_else(|| error(format!("{field}.{what}.name"), "Required value"))?;
+                let name = header_name(&format!("{field}.{what}.name"), name, false)?;
                 let regex = match v.kind.as_deref().unwrap_or("Exact") {
                     "Exact" => false,
                     "RegularExpression" => true,
@@ -417,7 +465,9 @@ fn convert_match(field: &str, m: &Match) -> Result<RequestMatch, FieldError> {
                         return Err(error(format!("{field}.{what}.type"), format!("Unsupported value: {other:?}")));
                     }
                 };
-                Ok(ValueMatch { name, value: v.value.clone().unwrap_or_default(), regex })
+                let value = text(&format!("{field}.{what}.value"), v.value.as_deref().unwrap_or_default())?;
+                let value = if regex { re2(&format!("{field}.{what}.value"), value)? } else { value };
+                Ok(ValueMatch { name, value, regex })
             })
             .collect()
     };
@@ -438,31 +488,46 @@ fn convert_match(field: &str, m: &Match) -> Result<RequestMatch, FieldError> {
 
 fn convert_filter(field: &str, f: &Filter, namespace: &str) -> Result<RouteFilter, FieldError> {
     let missing = || error(field, format!("type {} needs its field", f.kind));
-    let edits = |m: &HeaderModifier| HeaderEdits {
-        set: m.set.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
-        add: m.add.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
-        remove: m.remove.clone(),
+    let edits = |m: &HeaderModifier, request: bool| -> Result<HeaderEdits, FieldError> {
+        let pairs = |list: &[Header], what: &str| {
+            each(field, what, list, |field, h| {
+                Ok((
+                    header_name(&format!("{field}.name"), &h.name, request)?,
+                    text(&format!("{field}.value"), &h.value)?,
+                ))
+            })
+        };
+        Ok(HeaderEdits {
+            set: pairs(&m.set, "set")?,
+            add: pairs(&m.add, "add")?,
+            remove: each(field, "remove", &m.remove, |field, name| header_name(field, name, request))?,
+        })
     };
     let path = |p: &Option<PathModifier>| -> Result<Option<PathRewrite>, FieldError> {
         match p {
             None => Ok(None),
             Some(p) => match (p.kind.as_str(), &p.replace_full_path, &p.replace_prefix_match) {
-                ("ReplaceFullPath", Some(full), _) => Ok(Some(PathRewrite::Full(full.clone()))),
-                ("ReplacePrefixMatch", _, Some(prefix)) => Ok(Some(PathRewrite::Prefix(prefix.clone()))),
+                ("ReplaceFullPath", Some(full), _) => {
+                    Ok(Some(PathRewrite::Full(text(&format!("{field}.path"), full)?)))
+                }
+                ("ReplacePrefixMatch", _, Some(prefix)) => {
+                    Ok(Some(PathRewrite::Prefix(text(&format!("{field}.path"), prefix)?)))
+                }
                 (other, _, _) => Err(error(format!("{field}.path.type"), format!("{other:?} without its value"))),
             },
         }
     };
     Ok(match f.kind.as_str() {
         "RequestHeaderModifier" => {
-            RouteFilter::RequestHeaders(edits(f.request_header_modifier.as_ref().ok_or_else(missing)?))
+            RouteFilter::RequestHeaders(edits(f.request_header_modifier.as_ref().ok_or_else(missing)?, true)?)
         }
         "ResponseHeaderModifier" => {
-            RouteFilter::ResponseHeaders(edits(f.response_header_modifier.as_ref().ok_or_else(missing)?))
+            RouteFilter::ResponseHeaders(edits(f.response_header_modifier.as_ref().ok_or_else(missing)?, false)?)
         }
         "URLRewrite" => {
             let rewrite = f.url_rewrite.as_ref().ok_or_else(missing)?;
-            RouteFilter::Rewrite { hostname: rewrite.hostname.clone(), path: path(&rewrite.path)? }
+            let hostname = rewrite.hostname.as_deref().map(|h| hostname(&format!("{field}.urlRewrite.hostname"), h));
+            RouteFilter::Rewrite { hostname: hostname.transpose()?, path: path(&rewrite.path)? }
         }
         "RequestRedirect" => {
             let redirect = f.request_redirect.as_ref().ok_or_else(missing)?;
@@ -475,7 +540,11 @@ fn convert_filter(field: &str, f: &Filter, namespace: &str) -> Result<RouteFilte
             }
             RouteFilter::Redirect {
                 scheme: redirect.scheme.clone(),
-                hostname: redirect.hostname.clone(),
+                hostname: redirect
+                    .hostname
+                    .as_deref()
+                    .map(|h| hostname(&format!("{field}.requestRedirect.hostname"), h))
+                    .transpose()?,
                 path: path(&redirect.path)?,
                 port: redirect.port.map(|p| port(&format!("{field}.requestRedirect.port"), p)).transpose()?,
                 status: status as u16,
@@ -589,5 +658,52 @@ spec: {rules: [{backendRefs: [{name: web, port: 80, weight: -1}]}]}",
         assert!(bad.to_string().contains("spec.rules[0].backendRefs[0].weight"), "{bad}");
         let bad = parse("metadata: {name: r}\nspec: {rules: [{timeouts: {request: 10x}}]}").unwrap_err();
         assert!(bad.to_string().contains("timeouts.request"), "{bad}");
+    }
+
+    /// Each passes the API server's schema, and each makes Envoy reject the whole route.
+    #[test]
+    fn text_envoy_would_refuse_refuses_the_route_naming_its_field() {
+        let filter = |body: &str| format!("metadata: {{name: r}}\nspec: {{rules: [{{filters: [{body}]}}]}}");
+        for (body, field) in [
+            ("{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: x}]}}", "set[0].name"),
+            ("{type: RequestHeaderModifier, requestHeaderModifier: {remove: [host]}}", "remove[0]"),
+            (
+                "{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x, value: \"a\\r\\nb\"}]}}",
+                "add[0].value",
+            ),
+            ("{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: 'x y', value: v}]}}", "set[0].name"),
+            ("{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: \"/a\\nb\"}}}", "path"),
+            ("{type: URLRewrite, urlRewrite: {hostname: 'Bad_Host'}}", "urlRewrite.hostname"),
+        ] {
+            let bad = parse(&filter(body)).unwrap_err();
+            assert!(bad.to_string().contains(&format!("spec.rules[0].filters[0].{field}")), "{body}: {bad}");
+        }
+        let response_host =
+            parse(&filter("{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: Host, value: x}]}}"));
+        assert!(response_host.is_ok(), "Host may be set on a response");
+    }
+
+    #[test]
+    fn a_regex_envoy_would_refuse_refuses_the_route_naming_its_field() {
+        for (spec, field) in [
+            ("{matches: [{path: {type: RegularExpression, value: '/a{200}'}}]}", "matches[0].path.value"),
+            (
+                "{matches: [{headers: [{type: RegularExpression, name: h, value: '(?=x)'}]}]}",
+                "matches[0].headers.value",
+            ),
+            (
+                "{matches: [{queryParams: [{type: RegularExpression, name: q, value: '\\pL'}]}]}",
+                "matches[0].queryParams.value",
+            ),
+        ] {
+            let bad = parse(&format!("metadata: {{name: r}}\nspec: {{rules: [{spec}]}}")).unwrap_err();
+            assert!(bad.to_string().contains(&format!("spec.rules[0].{field}")), "{bad}");
+        }
+        let grpc: GrpcRoute = serde_norway::from_str(
+            "metadata: {name: g}\nspec: {rules: [{matches: [{method: {type: RegularExpression, service: 'a{300}'}}]}]}",
+        )
+        .unwrap();
+        let bad = grpc_route(&grpc, "default").unwrap_err();
+        assert!(bad.to_string().contains("spec.rules[0].matches[0].method"), "{bad}");
     }
 }
