@@ -12,6 +12,7 @@ mod probe;
 pub mod re2;
 mod resolve;
 mod route;
+mod route_status;
 mod source_object;
 mod verdicts;
 
@@ -36,6 +37,7 @@ pub use route::{
     AttachedRoute, BackendRef, HeaderEdits, HttpRoute, ParentRef, PathMatch, PathRewrite, RequestMatch, RouteFilter,
     RouteId, RouteKind, RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
 };
+pub use route_status::{ParentStatus, RouteCondition, route_status};
 pub use source_object::{ObjectKind, SourceObject};
 pub use verdicts::CheckVerdicts;
 

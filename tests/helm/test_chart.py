@@ -343,7 +343,14 @@ def shop(namespace: str) -> list[dict]:
          "endpoints": [{"addresses": ["192.0.2.1"], "conditions": {"ready": True}}]},
         {"apiVersion": "edgexds.io/v1alpha1", "kind": "HealthProbe", "metadata": {"name": "web", "namespace": namespace},
          "spec": {"targetRef": {"name": "web"}, "http": {}}},
+        *({"apiVersion": "gateway.networking.k8s.io/v1", "kind": kind, "metadata": {"name": "web", "namespace": namespace},
+           "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                    "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}
+          for kind in ROUTE_KINDS),
     ]
+
+
+ROUTE_KINDS = {"HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes"}
 
 
 @pytest.fixture
@@ -357,15 +364,20 @@ def rbac_release(cluster):
 
 
 def accepted(cluster: Cluster, namespace: str) -> bool:
+    """The probe's status and each route's entry for its Service are written."""
     probe = cluster.get("healthprobe", "web", namespace) or {}
     conditions = probe.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Accepted" and c["status"] == "True" for c in conditions)
+    routes = [cluster.get(plural, "web", namespace) or {} for plural in ROUTE_KINDS.values()]
+    parents = [r.get("status", {}).get("parents", []) for r in routes]
+    return (any(c["type"] == "Accepted" and c["status"] == "True" for c in conditions)
+            and all(any(p["controllerName"] == "edgexds.io/mesh" for p in each) for each in parents))
 
 
 def clear_status(cluster: Cluster, namespace: str):
     """Leaves edgexds a status to write."""
-    cluster.kubectl("patch", "healthprobe", "web", "-n", namespace, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": None}))
+    for resource in ["healthprobe", *ROUTE_KINDS.values()]:
+        cluster.kubectl("patch", resource, "web", "-n", namespace, "--subresource=status", "--type=merge",
+                        "-p", json.dumps({"status": None}))
 
 
 def serves_and_writes_status(cluster: Cluster, kubeconfig: str, namespace: str, *args: str):
@@ -375,6 +387,7 @@ def serves_and_writes_status(cluster: Cluster, kubeconfig: str, namespace: str, 
     edgexds.until("status written", lambda: accepted(cluster, namespace))
     assert edgexds.metric("edgexds_kube_watch_failures_total") == 0
     assert edgexds.metric('edgexds_kube_status_writes_total{result="failed"}') == 0
+    assert edgexds.metric('edgexds_kube_route_status_writes_total{result="failed"}') == 0
     edgexds.stop()
 
 
@@ -413,6 +426,12 @@ def fails_visibly(cluster: Cluster, kubeconfig: str, namespace: str, verb: str, 
         edgexds.until("a failed status write", lambda: edgexds.metric('edgexds_kube_status_writes_total{result="failed"}') > 0)
         said = edgexds.stop()
         assert "cannot write status" in said and "forbidden" in said, said
+        return
+    if resource.endswith("routes/status"):
+        edgexds.until("a failed route status write",
+                      lambda: edgexds.metric('edgexds_kube_route_status_writes_total{result="failed"}') > 0)
+        said = edgexds.stop()
+        assert "cannot write route status" in said and "forbidden" in said, said
         return
     kind = KIND_OF[resource]
     edgexds.until(f"a refused {verb} of {resource}",

@@ -551,6 +551,7 @@ fn api_of(client: &kube::Client, kind: &str, namespace: &str) -> Api<DynamicObje
         "Service" | "Pod" | "Node" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         "Deployment" => "apps/v1",
+        "HTTPRoute" | "GRPCRoute" => "gateway.networking.k8s.io/v1",
         _ => "edgexds.io/v1alpha1",
     };
     let resource = resource_of(&json!({"apiVersion": api_version, "kind": kind}));

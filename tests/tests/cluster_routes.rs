@@ -4,7 +4,11 @@
 //!   is a Gateway changes nothing, and deleting the route brings the Service back to its one
 //!   route;
 //! - a GRPCRoute sends each gRPC method to its own Service for grpcio's own xDS resolver
-//!   (gRFC A28 routing), proxyless.
+//!   (gRFC A28 routing), proxyless;
+//! - each route's `status.parents` entry for its Service says whether it attached and whether
+//!   its backends resolve, follows the route's generation and the Services as they come, never
+//!   appears for a Gateway's route, and leaves another controller's entry in place, with two
+//!   replicas writing.
 
 use edgexds_tests::cluster::{Cluster, run_pod};
 use edgexds_tests::kube_objects::selecting_service;
@@ -103,4 +107,96 @@ async fn a_grpcroute_sends_each_method_to_its_service_for_a_proxyless_grpc_clien
         .await;
         eprintln!("proxyless {method} -> {answered:?}");
     }
+}
+
+/// edgexds's entry for Service `parent` in the route's status: (Accepted, ResolvedRefs), each
+/// as (status, reason), with the observedGeneration.
+type Entry = ((String, String), (String, String), i64);
+
+async fn entry(admin: &kube::Client, ns: &str, route: &str) -> Option<Entry> {
+    let object = edgexds_tests::kube_server::get(admin, "HTTPRoute", ns, route).await.ok()??;
+    let parents = object.pointer("/status/parents")?.as_array()?.clone();
+    let ours = parents.iter().find(|p| p["controllerName"] == "edgexds.io/mesh")?;
+    let condition = |type_: &str| {
+        let c = ours["conditions"].as_array()?.iter().find(|c| c["type"] == type_)?;
+        Some((c["status"].as_str()?.to_owned(), c["reason"].as_str()?.to_owned(), c["observedGeneration"].as_i64()?))
+    };
+    let (accepted, resolved) = (condition("Accepted")?, condition("ResolvedRefs")?);
+    Some(((accepted.0, accepted.1), (resolved.0, resolved.1), accepted.2))
+}
+
+async fn becomes(
+    admin: &kube::Client,
+    ns: &str,
+    route: &str,
+    accepted: (&str, &str),
+    resolved: (&str, &str),
+    generation: i64,
+) {
+    let wanted = ((accepted.0.into(), accepted.1.into()), (resolved.0.into(), resolved.1.into()), generation);
+    eventually(SETTLE, &format!("{route}'s status {wanted:?}"), || async {
+        entry(admin, ns, route).await.filter(|e| *e == wanted)
+    })
+    .await;
+}
+
+fn service_route(ns: &str, name: &str, parent: &str, backend: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": parent, "port": 80}],
+            "rules": [{"backendRefs": [{"name": backend, "port": 80}]}]
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_status_says_for_each_service_parent_whether_it_attached_and_its_backends_resolve() {
+    let cluster = tokio::task::spawn_blocking(Cluster::shared).await.unwrap();
+    let admin = cluster.kube.admin_client().await.unwrap();
+    let ns = cluster.kube.namespace(&admin).await.unwrap();
+    apply(&admin, &selecting_service(&ns, "web", 80, None)).await.unwrap();
+    let gateway = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"});
+    apply(&admin, &route(&ns, "for-a-gateway", gateway)).await.unwrap();
+    apply(&admin, &service_route(&ns, "good", "web", "web")).await.unwrap();
+    apply(&admin, &service_route(&ns, "missing-backend", "web", "nope")).await.unwrap();
+    apply(&admin, &service_route(&ns, "missing-parent", "later", "web")).await.unwrap();
+    // Another controller's entry, written before edgexds starts, as a Gateway controller would.
+    let theirs = json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
+        "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "theirs",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    });
+    let status = json!({"status": {"parents": [theirs]}}).to_string();
+    let patch = ["patch", "httproute", "good", "-n", &ns, "--subresource=status", "--type=merge", "-p", &status];
+    cluster.kube.kubectl(&patch).unwrap();
+
+    let replicas = [edgexds_tests::mesh::edgexds(cluster, &ns).await, edgexds_tests::mesh::edgexds(cluster, &ns).await];
+    becomes(&admin, &ns, "good", ("True", "Accepted"), ("True", "ResolvedRefs"), 1).await;
+    becomes(&admin, &ns, "missing-backend", ("True", "Accepted"), ("False", "BackendNotFound"), 1).await;
+    becomes(&admin, &ns, "missing-parent", ("False", "NoMatchingParent"), ("True", "ResolvedRefs"), 1).await;
+
+    // The parent Service appears: the route attaches. The route changes: the entry follows
+    // its generation, and the other controller's entry is still there, as it wrote it.
+    apply(&admin, &selecting_service(&ns, "later", 80, None)).await.unwrap();
+    becomes(&admin, &ns, "missing-parent", ("True", "Accepted"), ("True", "ResolvedRefs"), 1).await;
+    apply(&admin, &service_route(&ns, "good", "web", "gone")).await.unwrap();
+    becomes(&admin, &ns, "good", ("True", "Accepted"), ("False", "BackendNotFound"), 2).await;
+    let good = edgexds_tests::kube_server::get(&admin, "HTTPRoute", &ns, "good").await.unwrap().unwrap();
+    let parents = good["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{parents:?}");
+    assert_eq!(parents[0], theirs, "the other controller's entry is kept as it wrote it");
+
+    let gateway_route =
+        edgexds_tests::kube_server::get(&admin, "HTTPRoute", &ns, "for-a-gateway").await.unwrap().unwrap();
+    assert!(gateway_route.pointer("/status/parents").is_none(), "a Gateway's route is not ours: {gateway_route}");
+    let written: f64 =
+        replicas.iter().map(|r| r.metric("edgexds_kube_route_status_writes_total{result=\"written\"}")).sum();
+    let failed: f64 =
+        replicas.iter().map(|r| r.metric("edgexds_kube_route_status_writes_total{result=\"failed\"}")).sum();
+    // Five changes of status, each written once between the two: a replica that built the
+    // same status later finds it held, or is refused by the resourceVersion it built from.
+    assert_eq!((written, failed), (5.0, 0.0), "route status writes by both replicas (written, failed)");
 }

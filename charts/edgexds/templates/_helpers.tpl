@@ -63,6 +63,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes, grpcroutes]
   verbs: [list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes/status, grpcroutes/status]
+  verbs: [patch]
 {{- end }}
 
 {{/* Labels that select the HDS checker pods; disjoint from the control plane's, so its Service never routes to them. */}}

@@ -252,6 +252,36 @@ fn route<R>(
         key,
         parents,
         rules,
+        refused: None,
+    })
+}
+
+/// A route that does not convert, kept by its key and Service parents so that its status can
+/// say why it is not served. `why` itself when not even those can be read.
+pub fn refused(
+    kind: RouteKind,
+    metadata: &ObjectMeta,
+    parent_refs: &[Ref],
+    why: FieldError,
+) -> Result<model::HttpRoute, FieldError> {
+    let Ok(key) = object_key(metadata, "", NameRule::Dns1123Subdomain) else { return Err(why) };
+    let parents = parent_refs
+        .iter()
+        .filter(|r| is_service(r))
+        .take(32)
+        .map(|r| ParentRef {
+            service: ObjectKey::new(r.namespace.as_deref().unwrap_or(&key.namespace), &r.name),
+            port: r.port.and_then(|p| port("", p).ok()),
+        })
+        .collect();
+    Ok(model::HttpRoute {
+        kind,
+        created: metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        generation: metadata.generation,
+        key,
+        parents,
+        rules: Vec::new(),
+        refused: Some(why.to_string()),
     })
 }
 

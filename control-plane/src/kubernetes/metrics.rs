@@ -29,6 +29,7 @@ pub struct KubeMetrics {
     pub watch_failures: Family<FailureLabel, Counter>,
     pub watches_failing: Gauge,
     pub status_writes: Family<ResultLabel, Counter>,
+    pub route_status_writes: Family<ResultLabel, Counter>,
 }
 
 impl KubeMetrics {
@@ -51,6 +52,11 @@ impl KubeMetrics {
             metrics.watches_failing.clone(),
         );
         kube.register("status_writes", "HealthProbe status writes, by result", metrics.status_writes.clone());
+        kube.register(
+            "route_status_writes",
+            "HTTPRoute and GRPCRoute status writes, by result (a conflict: someone wrote the route meanwhile)",
+            metrics.route_status_writes.clone(),
+        );
         // Present at 0 from startup, so alerts and panels read 0, not "no data".
         for kind in crate::model::ObjectKind::ALL.map(crate::model::ObjectKind::label) {
             let _ = metrics.lists.get_or_create(&KindLabel { kind });
@@ -58,6 +64,9 @@ impl KubeMetrics {
         }
         for result in ["written", "failed"] {
             let _ = metrics.status_writes.get_or_create(&ResultLabel { result });
+        }
+        for result in ["written", "conflict", "failed"] {
+            let _ = metrics.route_status_writes.get_or_create(&ResultLabel { result });
         }
         metrics
     }
@@ -77,5 +86,9 @@ impl KubeMetrics {
 
     pub fn status_write(&self, result: &'static str) {
         self.status_writes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn route_status_write(&self, result: &'static str) {
+        self.route_status_writes.get_or_create(&ResultLabel { result }).inc();
     }
 }

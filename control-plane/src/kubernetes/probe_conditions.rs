@@ -1,8 +1,7 @@
 //! The HealthProbe status edgexds writes back: conditions from a resolved [`ProbeStatus`].
 //!
 //! Pure and deterministic, so every replica computes the same status from the
-//! same input: a condition keeps the `lastTransitionTime` the API server already
-//! holds unless its status flips, so replicas never fight over timestamps.
+//! same input (transition times as [`super::conditions::stamped`] keeps them).
 
 use crate::kubernetes::crd::{HealthProbeStatus, StatusCondition};
 use crate::model::ProbeStatus;
@@ -13,20 +12,17 @@ pub const CONFLICTED: &str = "Conflicted";
 
 /// The status to write, or `None` when the API server already holds it.
 pub fn desired(status: &ProbeStatus, current: Option<&HealthProbeStatus>, now: &str) -> Option<HealthProbeStatus> {
+    let held = current.map_or(&[][..], |c| &c.conditions[..]);
     let condition = |type_: &str, state: &str, reason: &str, message: String| {
-        let previous = current.and_then(|c| c.conditions.iter().find(|c| c.type_ == type_));
-        let last_transition_time = match previous {
-            Some(p) if p.status == state => p.last_transition_time.clone(),
-            _ => Some(now.to_owned()),
-        };
-        StatusCondition {
+        let wanted = StatusCondition {
             type_: type_.to_owned(),
             status: state.to_owned(),
             reason: reason.to_owned(),
             message,
             observed_generation: status.generation,
-            last_transition_time,
-        }
+            last_transition_time: None,
+        };
+        super::conditions::stamped(wanted, held, now)
     };
     let accepted = match &status.accepted {
         Ok(()) => condition(ACCEPTED, "True", "Accepted", "spec is valid".into()),

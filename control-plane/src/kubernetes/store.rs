@@ -8,14 +8,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::kubernetes::crd::HealthProbeStatus;
+use crate::kubernetes::route_conditions::HeldRouteStatus;
 use crate::model::{ObjectKey, ObjectKind, SourceObject, SourceState};
 
-/// An object as a watch delivered it: the model object, and for a HealthProbe the status
-/// the API server holds, which the store leaves to the status writer.
+/// An object as a watch delivered it: the model object, and for the kinds edgexds writes
+/// status on, the status the API server holds, which the store leaves to the status writers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
     pub object: SourceObject,
-    pub status: Option<Arc<HealthProbeStatus>>,
+    pub held: Option<Held>,
+}
+
+/// A status the API server holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Held {
+    Probe(Arc<HealthProbeStatus>),
+    Route(Arc<HeldRouteStatus>),
 }
 
 impl Item {
@@ -136,7 +144,7 @@ mod tests {
             external_name: false,
             traffic_distribution: None,
         }));
-        Item { object, status: None }
+        Item { object, held: None }
     }
 
     fn names(store: &KubeStore) -> Vec<String> {

@@ -7,6 +7,7 @@
 //! API server is away, a 410 Gone) are retried with backoff by kube-rs while
 //! the last published state keeps being served.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +26,16 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::store::{Change, Item, KubeStore};
+use super::store::{Change, Held, Item, KubeStore};
 use crate::kubernetes::convert::{self, SERVICE_NAME_LABEL};
 use crate::kubernetes::crd::HealthProbe as KubeHealthProbe;
 use crate::kubernetes::gateway;
 use crate::kubernetes::metrics::KubeMetrics;
+use crate::kubernetes::route_conditions::HeldRouteStatus;
+use crate::kubernetes::route_status_writer::RouteStatuses;
 use crate::kubernetes::status_writer::ProbeStatuses;
 use crate::model::ObjectKey;
-use crate::model::{FieldError, ObjectKind, SourceObject};
+use crate::model::{self, FieldError, ObjectKind, RouteKind, SourceObject};
 use crate::pipeline::{KindLabel, SourceMetrics, StateSender};
 use crate::shutdown::{self, Shutdown};
 
@@ -127,51 +130,97 @@ fn edge_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
-/// Keeps the statuses the API server holds for the status writer. Entries of probes deleted
-/// during an outage may linger; the writer only looks up probes the model holds.
-fn track_status(statuses: &watch::Sender<ProbeStatuses>, kind: ObjectKind, change: &Change) {
+/// Where the statuses the API server holds go, for the status writers.
+pub struct HeldSenders {
+    pub probes: watch::Sender<ProbeStatuses>,
+    pub routes: watch::Sender<RouteStatuses>,
+}
+
+/// Keeps the statuses the API server holds for the status writers. Entries of objects deleted
+/// during an outage may linger until the next list; the writers look up each in the state.
+fn track_status(held: &HeldSenders, kind: ObjectKind, change: &Change) {
     match change {
-        Change::Apply(Item { object: SourceObject::HealthProbe(probe), status })
-        | Change::InitApply(Item { object: SourceObject::HealthProbe(probe), status }) => {
-            statuses.send_if_modified(|all| {
-                if all.get(&probe.key) == status.as_ref() {
-                    return false;
-                }
-                let all = Arc::make_mut(all);
-                match status {
-                    Some(status) => all.insert(probe.key.clone(), status.clone()),
-                    None => all.remove(&probe.key),
-                };
-                true
-            });
-        }
-        Change::Delete(key) if kind == ObjectKind::HealthProbe => {
-            statuses.send_if_modified(|all| Arc::make_mut(all).remove(key).is_some());
+        Change::Apply(item) | Change::InitApply(item) => match (&item.object, &item.held) {
+            (SourceObject::HealthProbe(probe), Some(Held::Probe(status))) => {
+                hold(&held.probes, &probe.key, Some(status))
+            }
+            (SourceObject::HealthProbe(probe), _) => hold(&held.probes, &probe.key, None),
+            (SourceObject::Route(route), Some(Held::Route(status))) => hold(&held.routes, &route.id(), Some(status)),
+            _ => {}
+        },
+        Change::Delete(key) if kind == ObjectKind::HealthProbe => hold(&held.probes, key, None),
+        Change::Delete(key) => {
+            if let Some(route) = kind.route() {
+                hold(&held.routes, &(route, key.clone()), None);
+            }
         }
         _ => {}
     }
 }
 
+/// Sets (or with `None`, removes) `key`'s held status, telling the writer only of a change.
+fn hold<K: Ord + Clone, V: PartialEq>(
+    sender: &watch::Sender<Arc<BTreeMap<K, Arc<V>>>>,
+    key: &K,
+    value: Option<&Arc<V>>,
+) {
+    sender.send_if_modified(|all| {
+        if all.get(key) == value {
+            return false;
+        }
+        let all = Arc::make_mut(all);
+        match value {
+            Some(value) => all.insert(key.clone(), value.clone()),
+            None => all.remove(key),
+        };
+        true
+    });
+}
+
 fn service(object: &KubeService) -> Result<Item, FieldError> {
-    convert::service(object, "").map(|s| Item { object: SourceObject::Service(s.into()), status: None })
+    convert::service(object, "").map(|s| Item { object: SourceObject::Service(s.into()), held: None })
 }
 
 fn slice(object: &KubeEndpointSlice) -> Result<Item, FieldError> {
-    convert::slice(object, "").map(|s| Item { object: SourceObject::EndpointSlice(s.into()), status: None })
+    convert::slice(object, "").map(|s| Item { object: SourceObject::EndpointSlice(s.into()), held: None })
 }
 
 fn node(object: &PartialObjectMeta<KubeNode>) -> Result<Item, FieldError> {
-    convert::node(&object.metadata).map(|n| Item { object: SourceObject::Node(n.into()), status: None })
+    convert::node(&object.metadata).map(|n| Item { object: SourceObject::Node(n.into()), held: None })
 }
 
 fn http_route(object: &DynamicObject) -> Result<Item, FieldError> {
     let route: gateway::HttpRoute = from_dynamic(object, "HTTPRoute")?;
-    gateway::http_route(&route, "").map(|r| Item { object: SourceObject::Route(r.into()), status: None })
+    let converted = gateway::http_route(&route, "");
+    routed(
+        object,
+        converted.or_else(|why| gateway::refused(RouteKind::Http, &route.metadata, &route.spec.parent_refs, why)),
+    )
 }
 
 fn grpc_route(object: &DynamicObject) -> Result<Item, FieldError> {
     let route: gateway::GrpcRoute = from_dynamic(object, "GRPCRoute")?;
-    gateway::grpc_route(&route, "").map(|r| Item { object: SourceObject::Route(r.into()), status: None })
+    let converted = gateway::grpc_route(&route, "");
+    routed(
+        object,
+        converted.or_else(|why| gateway::refused(RouteKind::Grpc, &route.metadata, &route.spec.parent_refs, why)),
+    )
+}
+
+/// A route as the watch keeps it: a refused one too (its status says why), with the status
+/// the API server holds.
+fn routed(object: &DynamicObject, route: Result<model::HttpRoute, FieldError>) -> Result<Item, FieldError> {
+    let route = route?;
+    if let Some(why) = &route.refused {
+        warn!(route = %route.key, kind = ?route.kind, "not served: {why}");
+    }
+    let parents = object.data.pointer("/status/parents").and_then(serde_json::Value::as_array).cloned();
+    let held = HeldRouteStatus {
+        resource_version: object.metadata.resource_version.clone(),
+        generation: object.metadata.generation,
+        parents: parents.unwrap_or_default(),
+    };
+    Ok(Item { object: SourceObject::Route(route.into()), held: Some(Held::Route(Arc::new(held))) })
 }
 
 fn from_dynamic<T: DeserializeOwned>(object: &DynamicObject, kind: &str) -> Result<T, FieldError> {
@@ -196,8 +245,10 @@ async fn served_route_kinds(client: &Client) -> Vec<ObjectKind> {
 }
 
 fn probe(object: &DynamicObject) -> Result<Item, FieldError> {
-    convert::probe_from_dynamic(object, "")
-        .map(|(p, status)| Item { object: SourceObject::HealthProbe(p.into()), status: status.map(Arc::new) })
+    convert::probe_from_dynamic(object, "").map(|(p, status)| Item {
+        object: SourceObject::HealthProbe(p.into()),
+        held: status.map(|s| Held::Probe(Arc::new(s))),
+    })
 }
 
 /// Every watch asks for bookmarks (kube-rs's default, kept on purpose): a quiet kind's
@@ -260,7 +311,7 @@ fn streams(config: &KubernetesConfig, routes: &[ObjectKind]) -> (Vec<Scope>, Sel
 pub async fn run(
     config: KubernetesConfig,
     states: StateSender,
-    statuses: watch::Sender<ProbeStatuses>,
+    held: HeldSenders,
     metrics: SourceMetrics,
     kube_metrics: KubeMetrics,
     mut shutdown: Shutdown,
@@ -285,7 +336,7 @@ pub async fn run(
                     Change::InitDone => {}
                     _ => metrics.event(kind),
                 }
-                track_status(&statuses, scopes[index].kind, &change);
+                track_status(&held, scopes[index].kind, &change);
                 if std::mem::take(&mut failing[index]) {
                     kube_metrics.watches_failing.dec();
                     info!(watch = %scopes[index].describe(), "watch recovered");

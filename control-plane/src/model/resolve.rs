@@ -304,7 +304,7 @@ fn attach(mut routes: Vec<Arc<HttpRoute>>, services: &super::ObjectMap<Service>)
         .into_iter()
         .map(|route| {
             let mut clusters = BTreeMap::new();
-            for backend in route.backend_services() {
+            for backend in route.backend_services().filter(|b| route.may_use(b)) {
                 let Some(service) = services.get(backend).filter(|s| !s.external_name) else { continue };
                 for port in service.ports.iter().filter(|p| p.protocol == PortProtocol::Tcp) {
                     clusters.insert((backend.clone(), port.port), cluster_name(&service.key, port));

@@ -2,6 +2,12 @@
 //! Services, as plain values. Only Service parents are kept: a route for a Gateway is not
 //! ours. A GRPCRoute is held as the HTTP route it means (a method match is a path match on
 //! `/service/method`), so one translation serves both.
+//!
+//! A route shapes the traffic of every client of its parent Service, so only the Service's
+//! own namespace may hold one (a producer route). A route in another namespace (a consumer
+//! route, which GAMMA scopes to that namespace's clients) and a backend in another namespace
+//! (which needs a ReferenceGrant) are not supported: neither attaches nor resolves, and the
+//! route's status says so.
 
 use std::time::Duration;
 
@@ -26,6 +32,9 @@ pub struct HttpRoute {
     pub generation: Option<i64>,
     pub parents: Vec<ParentRef>,
     pub rules: Vec<RouteRule>,
+    /// Why the route as written cannot be served (its rules are then empty): it attaches to
+    /// nothing, and its status says why.
+    pub refused: Option<String>,
 }
 
 /// A Service the route attaches to, and the port it is limited to, if any.
@@ -132,9 +141,19 @@ impl HttpRoute {
         (self.kind, self.key.clone())
     }
 
-    /// The Services whose traffic this route shapes.
+    /// The Services whose traffic this route shapes: its parents in its own namespace.
     pub fn parent_services(&self) -> impl Iterator<Item = &ObjectKey> {
-        self.parents.iter().map(|p| &p.service)
+        self.attachable().map(|p| &p.service)
+    }
+
+    fn attachable(&self) -> impl Iterator<Item = &ParentRef> {
+        let serving = self.refused.is_none();
+        self.parents.iter().filter(move |p| serving && p.service.namespace == self.key.namespace)
+    }
+
+    /// Whether `backend` is one this route may send to: a Service of its own namespace.
+    pub fn may_use(&self, backend: &ObjectKey) -> bool {
+        backend.namespace == self.key.namespace && !backend.name.is_empty()
     }
 
     /// Every Service a rule sends to or mirrors to.
@@ -149,7 +168,7 @@ impl HttpRoute {
 
     /// Whether this route attaches to `port` of `service`.
     pub fn attaches_to(&self, service: &ObjectKey, port: u16) -> bool {
-        self.parents.iter().any(|p| &p.service == service && p.port.is_none_or(|only| only == port))
+        self.attachable().any(|p| &p.service == service && p.port.is_none_or(|only| only == port))
     }
 
     /// Precedence among routes of one Service: the oldest first, then by name.

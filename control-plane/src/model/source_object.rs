@@ -54,11 +54,20 @@ impl ObjectKind {
     }
 
     /// The route kind this object kind is, if it is one.
-    fn route(self) -> Option<RouteKind> {
+    pub fn route(self) -> Option<RouteKind> {
         match self {
             ObjectKind::HttpRoute => Some(RouteKind::Http),
             ObjectKind::GrpcRoute => Some(RouteKind::Grpc),
             _ => None,
+        }
+    }
+}
+
+impl From<RouteKind> for ObjectKind {
+    fn from(kind: RouteKind) -> Self {
+        match kind {
+            RouteKind::Http => ObjectKind::HttpRoute,
+            RouteKind::Grpc => ObjectKind::GrpcRoute,
         }
     }
 }

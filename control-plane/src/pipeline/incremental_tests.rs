@@ -252,6 +252,7 @@ fn apply(change: &Change, state: &mut SourceState, verdicts: &mut Arc<CheckVerdi
                         .collect(),
                     ..Default::default()
                 }],
+                refused: None,
             };
             state.routes.insert(route.id(), Arc::new(route));
         }

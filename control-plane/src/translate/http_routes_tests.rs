@@ -24,6 +24,7 @@ fn route(name: &str, created: &str, rules: Vec<RouteRule>) -> HttpRoute {
         generation: Some(1),
         parents: vec![ParentRef { service: ObjectKey::new("shop", "web"), port: None }],
         rules,
+        refused: None,
     }
 }
 
@@ -76,6 +77,22 @@ fn a_rule_with_no_backend_that_resolves_answers_500() {
         "none",
         "2024-01-01",
         vec![RouteRule { backends: vec![backend("gone", 1)], ..Default::default() }],
+    )]);
+    assert!(matches!(&routes[1].action, Some(Action::DirectResponse(d)) if d.status == 500));
+}
+
+#[test]
+fn a_route_from_another_namespace_does_not_attach_and_a_backend_there_does_not_resolve() {
+    let mut consumer =
+        route("consumer", "2024-01-01", vec![RouteRule { backends: vec![backend("web-v2", 1)], ..Default::default() }]);
+    consumer.key = ObjectKey::new("other", "consumer");
+    assert_eq!(web_routes(vec![consumer]).len(), 2, "the Service keeps its own route");
+
+    let elsewhere = BackendRef { service: ObjectKey::new("other", "web-v2"), port: Some(80), weight: 1 };
+    let routes = web_routes(vec![route(
+        "away",
+        "2024-01-01",
+        vec![RouteRule { backends: vec![elsewhere], ..Default::default() }],
     )]);
     assert!(matches!(&routes[1].action, Some(Action::DirectResponse(d)) if d.status == 500));
 }
