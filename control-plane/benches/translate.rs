@@ -1,6 +1,7 @@
 //! Translate + encode ClusterLoadAssignments over a grid of services × endpoints,
 //! with and without probe metadata; one change through the incremental pipeline at up to
-//! 50,000 Services; and version hashing + snapshot diff at 10,000 endpoints.
+//! 50,000 Services; a route change against an endpoint change; and version hashing +
+//! snapshot diff at 10,000 endpoints.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,8 +11,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use edgexds::cache::{ResourceType, Snapshot, SnapshotDiff};
 use edgexds::kubernetes::crd::{HealthProbeSpec, ProbeOverride, TargetRef};
 use edgexds::model::{
-    AddressType, CheckVerdicts, EndpointConditions, EndpointSlice, HealthProbe, ObjectKey, PortProtocol, Service,
-    ServicePort, SliceEndpoint, SlicePort, SourceState, TargetPort, resolve,
+    AddressType, BackendRef, CheckVerdicts, EndpointConditions, EndpointSlice, HealthProbe, HttpRoute, ObjectKey,
+    ParentRef, PortProtocol, RouteKind, RouteRule, Service, ServicePort, SliceEndpoint, SlicePort, SourceState,
+    TargetPort, resolve,
 };
 use edgexds::pipeline::{SnapshotBuilder, build_snapshot};
 use edgexds::translate::{TranslateOptions, load_assignment};
@@ -186,6 +188,76 @@ fn one_slice_change(c: &mut Criterion) {
     group.finish();
 }
 
+/// An HTTPRoute on one Service, its canary weight moving from 10 to 20, against one
+/// endpoint's move, at 1,000 and 10,000 Services x 10 endpoints: the pipeline's cost of each,
+/// and the bytes each sidecar is sent (printed: the changed resources' encoded sizes).
+fn route_vs_endpoint_change(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_vs_endpoint_change");
+    group.sample_size(30);
+    let options = TranslateOptions::default();
+    let verdicts = Arc::new(CheckVerdicts::default());
+    for services in [1000u32, 10_000] {
+        let mut input = state(services, 10, false);
+        let routes = [10, 20].map(|weight| Arc::new(canary_route(weight)));
+        let id = routes[0].id();
+        input.routes.insert(id.clone(), routes[0].clone());
+        let slice_key = ObjectKey::new("ns-3", "svc-13-1");
+        let original = input.slices[&slice_key].clone();
+        let mut moved = EndpointSlice::clone(&original);
+        moved.endpoints[0].address = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1));
+        let slices = [original, Arc::new(moved)];
+        let mut builder = SnapshotBuilder::new(options.clone());
+        builder.update(&input, &verdicts, &Default::default());
+        let sent =
+            |builder: &SnapshotBuilder, ty: ResourceType, name: &str| builder.snapshot().resources(ty)[name].body.len();
+        let mut turn = 0;
+        group.bench_function(BenchmarkId::new("endpoint", services), |b| {
+            b.iter(|| {
+                turn += 1;
+                input.slices.insert(slice_key.clone(), slices[turn % 2].clone());
+                builder.update(black_box(&input), &verdicts, &Default::default()).diff
+            })
+        });
+        let endpoint_bytes = sent(&builder, ResourceType::ClusterLoadAssignment, "svc-13.ns-3:80");
+        let mut route_turn = 0;
+        group.bench_function(BenchmarkId::new("route", services), |b| {
+            b.iter(|| {
+                route_turn += 1;
+                input.routes.insert(id.clone(), routes[route_turn % 2].clone());
+                let update = builder.update(black_box(&input), &verdicts, &Default::default());
+                // The outbound route and the Service port's per-name routes for proxyless clients.
+                assert_eq!(update.diff.count(ResourceType::RouteConfiguration), (3, 0));
+                for ty in [ResourceType::Listener, ResourceType::Cluster, ResourceType::ClusterLoadAssignment] {
+                    assert_eq!(update.diff.count(ty), (0, 0), "{ty:?}");
+                }
+                update.diff
+            })
+        });
+        let route_bytes = sent(&builder, ResourceType::RouteConfiguration, "outbound");
+        let proxyless_bytes = sent(&builder, ResourceType::RouteConfiguration, "svc-13.ns-3:80");
+        println!(
+            "{services} Services: an endpoint change sends each subscriber one ClusterLoadAssignment of {endpoint_bytes} bytes; a route change sends each sidecar the outbound RouteConfiguration, {route_bytes} bytes, and a proxyless client of the Service its route, {proxyless_bytes} bytes"
+        );
+    }
+    group.finish();
+}
+
+fn canary_route(weight: u32) -> HttpRoute {
+    let backend = |name: &str, weight| BackendRef { service: ObjectKey::new("ns-3", name), port: Some(80), weight };
+    HttpRoute {
+        kind: RouteKind::Http,
+        key: ObjectKey::new("ns-3", "canary"),
+        created: None,
+        generation: Some(1),
+        parents: vec![ParentRef { service: ObjectKey::new("ns-3", "svc-13"), port: Some(80) }],
+        rules: vec![RouteRule {
+            backends: vec![backend("svc-13", 100 - weight), backend("svc-23", weight)],
+            ..Default::default()
+        }],
+        refused: None,
+    }
+}
+
 fn versions_and_diff(c: &mut Criterion) {
     let mut group = c.benchmark_group("versions_and_diff");
     let bodies: Vec<(ResourceType, String, Vec<u8>)> = (0..10_000u32)
@@ -205,5 +277,13 @@ fn versions_and_diff(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, eds_translate_encode, full_pipeline, verdict_flip, one_slice_change, versions_and_diff);
+criterion_group!(
+    benches,
+    eds_translate_encode,
+    full_pipeline,
+    verdict_flip,
+    one_slice_change,
+    route_vs_endpoint_change,
+    versions_and_diff
+);
 criterion_main!(benches);
