@@ -165,7 +165,10 @@ fn forward(rule: &RouteRule, attached: &AttachedRoute) -> Option<RouteAction> {
         action.retry_policy = Some(RetryPolicy {
             retry_on: match (rule.retry.is_some(), codes.is_empty()) {
                 (false, _) => String::new(),
-                (true, true) => "5xx,connect-failure,refused-stream".into(),
+                (true, true) => "5xx,connect-failure,refused-stream,unavailable".into(),
+                (true, false) if codes.iter().any(|c| GRPC_UNAVAILABLE.contains(c)) => {
+                    "retriable-status-codes,connect-failure,refused-stream,unavailable".into()
+                }
                 (true, false) => "retriable-status-codes,connect-failure,refused-stream".into(),
             },
             retriable_status_codes: codes,
@@ -181,6 +184,12 @@ fn forward(rule: &RouteRule, attached: &AttachedRoute) -> Option<RouteAction> {
     }
     Some(action)
 }
+
+/// The HTTP statuses gRPC reads as UNAVAILABLE (gRPC's HTTP-to-gRPC status mapping): a
+/// route retrying them retries a gRPC call failing UNAVAILABLE too. `unavailable` in
+/// `retry_on` is the one condition both Envoy (on grpc-status) and gRPC clients (gRFC A44,
+/// which ignores HTTP conditions) act on.
+const GRPC_UNAVAILABLE: [u32; 4] = [429, 502, 503, 504];
 
 /// The name of a cluster that does not exist, for a backend that does not resolve.
 fn unresolved(backend: &BackendRef) -> String {

@@ -5,7 +5,8 @@
 //! - `GET /healthz`: 200 while ready, 503 when not (what the pod's readiness probe asks);
 //! - `POST /admin/ready?to=false` (or `true`): the test flips readiness;
 //! - `POST /test.Greeter/Who` (and `/Where`, the same, so routes can tell methods apart): a
-//!   gRPC call answered with the pod's name (raw bytes, no proto);
+//!   gRPC call answered with the pod's name (raw bytes, no proto); `/Flaky` the same, but
+//!   every other call is answered UNAVAILABLE (for retries);
 //! - anything else: 200 with the pod's name as the body and in `x-pod`.
 //!
 //! With `--tls-port`, the same over TLS (HTTP/1.1 and HTTP/2 by ALPN), with a certificate
@@ -18,7 +19,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -36,6 +37,7 @@ use hyper_util::service::TowerToHyperService;
 struct Pod {
     name: String,
     ready: AtomicBool,
+    flaky_calls: AtomicU64,
 }
 
 fn flag(name: &str) -> Option<String> {
@@ -50,12 +52,14 @@ async fn main() -> anyhow::Result<()> {
     let pod = Arc::new(Pod {
         name: std::env::var("POD_NAME").unwrap_or_else(|_| "unnamed".into()),
         ready: AtomicBool::new(true),
+        flaky_calls: Default::default(),
     });
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/admin/ready", post(set_ready))
         .route("/test.Greeter/Who", post(who))
         .route("/test.Greeter/Where", post(who))
+        .route("/test.Greeter/Flaky", post(flaky))
         .fallback(hello)
         .with_state(pod.clone());
     if let Some(tls_port) = flag("--tls-port") {
@@ -149,6 +153,19 @@ async fn hello(State(pod): State<Arc<Pod>>) -> (HeaderMap, String) {
 }
 
 /// One gRPC message, the pod's name, then `grpc-status: 0`.
+/// Every other call fails UNAVAILABLE, trailers-only, as a server shedding load answers.
+async fn flaky(State(pod): State<Arc<Pod>>) -> Response<Body> {
+    if pod.flaky_calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+        return who(State(pod)).await;
+    }
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static("14"));
+    headers.insert("grpc-message", HeaderValue::from_static("flaky"));
+    response
+}
+
 async fn who(State(pod): State<Arc<Pod>>) -> Response<Body> {
     let mut message = vec![0u8];
     message.extend_from_slice(&(pod.name.len() as u32).to_be_bytes());
