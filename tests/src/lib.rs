@@ -18,6 +18,7 @@ pub mod proxied;
 pub mod sotw;
 pub mod supervised;
 pub mod traffic;
+pub mod traffic_policy;
 pub mod upstream;
 pub mod xds;
 

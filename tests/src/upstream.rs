@@ -95,30 +95,41 @@ async fn healthz(State(s): State<Shared>) -> StatusCode {
     if s.healthy.load(Ordering::SeqCst) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
 }
 
-/// The name, with what arrived echoed in headers; slow or flaky when the request asks.
 async fn answer(
     State(s): State<Shared>,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> (StatusCode, axum::http::HeaderMap, String) {
     s.served.fetch_add(1, Ordering::SeqCst);
+    answer_as(&s.name, &s.flaky, &uri, &headers).await
+}
+
+/// `name`, with what arrived echoed in headers (the path in `x-path`, each `x-` header as
+/// `echo-<name>`); slow (`x-delay-ms`) or flaky (`x-fail-every-other`, counted in `flaky`)
+/// when the request asks. The answer of every test upstream, in-process or in a test pod.
+pub async fn answer_as(
+    name: &str,
+    flaky: &AtomicU64,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+) -> (StatusCode, axum::http::HeaderMap, String) {
     let mut echoed = axum::http::HeaderMap::new();
     if let Ok(path) = axum::http::HeaderValue::from_str(uri.path()) {
         echoed.insert("x-path", path);
     }
-    for (name, value) in &headers {
-        if name.as_str().starts_with("x-")
-            && let Ok(echo) = axum::http::HeaderName::from_bytes(format!("echo-{name}").as_bytes())
+    for (header, value) in headers {
+        if header.as_str().starts_with("x-")
+            && let Ok(echo) = axum::http::HeaderName::from_bytes(format!("echo-{header}").as_bytes())
         {
             echoed.append(echo, value.clone());
         }
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |wanted: &str| headers.get(wanted).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(delay) = header("x-delay-ms").and_then(|d| d.parse::<u64>().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(delay.min(10_000))).await;
     }
-    if header("x-fail-every-other").is_some() && s.flaky.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+    if header("x-fail-every-other").is_some() && flaky.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
         return (StatusCode::SERVICE_UNAVAILABLE, echoed, "flaky".into());
     }
-    (StatusCode::OK, echoed, s.name)
+    (StatusCode::OK, echoed, name.to_owned())
 }

@@ -3,6 +3,9 @@
 //! - an HTTPRoute applied with kubectl takes effect in a real sidecar Envoy, one whose parent
 //!   is a Gateway changes nothing, and deleting the route brings the Service back to its one
 //!   route;
+//! - the README's canary route with a rule per feature (`edgexds_tests::traffic_policy`, the
+//!   same scenario as from a manifests file, less the Experimental retry which the Standard
+//!   CRDs refuse) acts as it says on the cluster's pods, through a delta and a SotW sidecar;
 //! - a GRPCRoute sends each gRPC method to its own Service for grpcio's own xDS resolver
 //!   (gRFC A28 routing), proxyless;
 //! - each route's `status.parents` entry for its Service says whether it attached and whether
@@ -11,10 +14,11 @@
 //!   replicas writing.
 
 use edgexds_tests::cluster::{Cluster, run_pod};
+use edgexds_tests::kube_objects::UPSTREAM_PORT;
 use edgexds_tests::kube_objects::selecting_service;
 use edgexds_tests::kube_server::apply;
-use edgexds_tests::mesh::{PlacedSidecar, SETTLE};
-use edgexds_tests::{eventually, http};
+use edgexds_tests::mesh::{Mesh, PlacedSidecar, SETTLE};
+use edgexds_tests::{eventually, http, traffic_policy};
 use serde_json::json;
 
 fn route(ns: &str, name: &str, parent: serde_json::Value) -> serde_json::Value {
@@ -106,6 +110,36 @@ async fn a_grpcroute_sends_each_method_to_its_service_for_a_proxyless_grpc_clien
         })
         .await;
         eprintln!("proxyless {method} -> {answered:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_canary_route_applied_with_kubectl_splits_matches_rewrites_times_out_edits_and_mirrors() {
+    let cluster = tokio::task::spawn_blocking(Cluster::shared).await.unwrap();
+    let admin = cluster.kube.admin_client().await.unwrap();
+    let ns = cluster.kube.namespace(&admin).await.unwrap();
+    for (pod, app) in [("web-v1", "web"), ("web-v2", "web-v2"), ("shadow-1", "shadow")] {
+        run_pod(&admin, &ns, pod, app).await;
+        apply(&admin, &selecting_service(&ns, app, 80, None)).await.unwrap();
+    }
+    let shadow =
+        cluster.kube.kubectl(&["get", "pod", "shadow-1", "-n", &ns, "-o", "jsonpath={.status.podIP}"]).unwrap();
+    let route: serde_json::Value = serde_norway::from_str(&traffic_policy::route(&ns, false)).unwrap();
+    apply(&admin, &route).await.unwrap();
+    let host = format!("web.{ns}");
+    let served = format!("http://{shadow}:{UPSTREAM_PORT}/admin/served");
+    let mirrored = || async {
+        let reply = http::get(&served).await.expect("the shadow pod answers");
+        reply.body.trim().parse::<u64>().expect("a count")
+    };
+    for api_type in ["DELTA_GRPC", "GRPC"] {
+        let mesh = Mesh::start_with(cluster, &ns, 1, api_type).await.unwrap();
+        eprintln!("sidecar over {api_type}");
+        traffic_policy::in_force(mesh.proxy, &host).await;
+        if api_type == "DELTA_GRPC" {
+            traffic_policy::weighted_split(mesh.proxy, &host).await;
+        }
+        traffic_policy::acts_as_the_route_says(mesh.proxy, &host, false, mirrored).await;
     }
 }
 

@@ -7,7 +7,10 @@
 //! - `POST /test.Greeter/Who` (and `/Where`, the same, so routes can tell methods apart): a
 //!   gRPC call answered with the pod's name (raw bytes, no proto); `/Flaky` the same, but
 //!   every other call is answered UNAVAILABLE (for retries);
-//! - anything else: 200 with the pod's name as the body and in `x-pod`.
+//! - `GET /admin/served`: how many requests the fallback below answered;
+//! - anything else: the pod's name as the body and in `x-pod`, with what arrived echoed and
+//!   slow or flaky answers on request, as every test upstream answers
+//!   (`edgexds_tests::upstream::answer_as`).
 //!
 //! With `--tls-port`, the same over TLS (HTTP/1.1 and HTTP/2 by ALPN), with a certificate
 //! made at start for `--tls-name`; with `--echo-port`, a raw TCP echo: the tunnels of a
@@ -38,6 +41,9 @@ struct Pod {
     name: String,
     ready: AtomicBool,
     flaky_calls: AtomicU64,
+    /// Requests the fallback answered, and its flaky ones.
+    served: AtomicU64,
+    flaky: AtomicU64,
 }
 
 fn flag(name: &str) -> Option<String> {
@@ -53,10 +59,13 @@ async fn main() -> anyhow::Result<()> {
         name: std::env::var("POD_NAME").unwrap_or_else(|_| "unnamed".into()),
         ready: AtomicBool::new(true),
         flaky_calls: Default::default(),
+        served: Default::default(),
+        flaky: Default::default(),
     });
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/admin/ready", post(set_ready))
+        .route("/admin/served", get(served))
         .route("/test.Greeter/Who", post(who))
         .route("/test.Greeter/Where", post(who))
         .route("/test.Greeter/Flaky", post(flaky))
@@ -144,15 +153,23 @@ async fn set_ready(State(pod): State<Arc<Pod>>, Query(ready): Query<Ready>) -> S
     StatusCode::NO_CONTENT
 }
 
-async fn hello(State(pod): State<Arc<Pod>>) -> (HeaderMap, String) {
-    let mut headers = HeaderMap::new();
+async fn hello(
+    State(pod): State<Arc<Pod>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> (StatusCode, HeaderMap, String) {
+    pod.served.fetch_add(1, Ordering::SeqCst);
+    let (status, mut answered, body) = edgexds_tests::upstream::answer_as(&pod.name, &pod.flaky, &uri, &headers).await;
     if let Ok(value) = HeaderValue::from_str(&pod.name) {
-        headers.insert("x-pod", value);
+        answered.insert("x-pod", value);
     }
-    (headers, pod.name.clone())
+    (status, answered, body)
 }
 
-/// One gRPC message, the pod's name, then `grpc-status: 0`.
+async fn served(State(pod): State<Arc<Pod>>) -> String {
+    pod.served.load(Ordering::SeqCst).to_string()
+}
+
 /// Every other call fails UNAVAILABLE, trailers-only, as a server shedding load answers.
 async fn flaky(State(pod): State<Arc<Pod>>) -> Response<Body> {
     if pod.flaky_calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
@@ -166,6 +183,7 @@ async fn flaky(State(pod): State<Arc<Pod>>) -> Response<Body> {
     response
 }
 
+/// One gRPC message, the pod's name, then `grpc-status: 0`.
 async fn who(State(pod): State<Arc<Pod>>) -> Response<Body> {
     let mut message = vec![0u8];
     message.extend_from_slice(&(pod.name.len() as u32).to_be_bytes());
