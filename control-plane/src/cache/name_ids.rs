@@ -6,9 +6,9 @@
 //! one lets go, so the table follows the names in use, never the names ever seen, and a
 //! client cannot inflate the ids of others for long.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex};
+
+use hashbrown::HashTable;
 
 use super::names::shared;
 use crate::lock::lock;
@@ -19,14 +19,15 @@ const SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Shard {
-    by_name: HashMap<Arc<str>, u32>,
+    /// Local ids, found by their name's hash (hashed once, for the shard and here).
+    by_name: HashTable<u32>,
     /// By local id: the name and how many sets hold it.
     entries: Vec<(Option<Arc<str>>, u32)>,
     free: Vec<u32>,
 }
 
 struct Table {
-    hasher: RandomState,
+    hasher: super::names::NameHasher,
     shards: [Mutex<Shard>; SHARDS],
 }
 
@@ -34,7 +35,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(Table::default);
 
 impl Default for Table {
     fn default() -> Self {
-        Self { hasher: RandomState::new(), shards: std::array::from_fn(|_| Mutex::default()) }
+        Self { hasher: super::names::NameHasher::new(), shards: std::array::from_fn(|_| Mutex::default()) }
     }
 }
 
@@ -46,16 +47,25 @@ fn join(shard: usize, local: u32) -> u32 {
     local * SHARDS as u32 + shard as u32
 }
 
+impl Shard {
+    fn find(&self, hash: u64, name: &str) -> Option<u32> {
+        let entries = &self.entries;
+        self.by_name.find(hash, |&local| entries[local as usize].0.as_deref() == Some(name)).copied()
+    }
+}
+
 impl Table {
-    fn shard_of(&self, name: &str) -> usize {
-        self.hasher.hash_one(name) as usize % SHARDS
+    /// The name's hash, and its shard (the hash's low bits).
+    fn hash(&self, name: &str) -> (u64, usize) {
+        let hash = self.hasher.hash_one(name);
+        (hash, hash as usize % SHARDS)
     }
 
     /// The id of `name`, counted once more.
     fn acquire(&self, name: &str) -> u32 {
-        let shard_index = self.shard_of(name);
+        let (hash, shard_index) = self.hash(name);
         let mut shard = lock(&self.shards[shard_index]);
-        if let Some(&local) = shard.by_name.get(name) {
+        if let Some(local) = shard.find(hash, name) {
             shard.entries[local as usize].1 += 1;
             return join(shard_index, local);
         }
@@ -64,15 +74,17 @@ impl Table {
         let shared = shared(name).unwrap_or_else(|| Arc::from(name));
         let local = match shard.free.pop() {
             Some(local) => {
-                shard.entries[local as usize] = (Some(shared.clone()), 1);
+                shard.entries[local as usize] = (Some(shared), 1);
                 local
             }
             None => {
-                shard.entries.push((Some(shared.clone()), 1));
+                shard.entries.push((Some(shared), 1));
                 (shard.entries.len() - 1) as u32
             }
         };
-        shard.by_name.insert(shared, local);
+        let Shard { by_name, entries, .. } = &mut *shard;
+        let rehash = |&local: &u32| entries[local as usize].0.as_deref().map_or(0, |n| self.hasher.hash_one(n));
+        by_name.insert_unique(hash, local, rehash);
         join(shard_index, local)
     }
 
@@ -85,16 +97,18 @@ impl Table {
         if entry.1 == 0
             && let Some(name) = entry.0.take()
         {
-            shard.by_name.remove(&name);
+            let hash = self.hasher.hash_one(&*name);
+            if let Ok(found) = shard.by_name.find_entry(hash, |&other| other as usize == local) {
+                found.remove();
+            }
             shard.free.push(local as u32);
         }
     }
 
     /// The id of `name`, if anyone holds one.
     fn lookup(&self, name: &str) -> Option<u32> {
-        let shard_index = self.shard_of(name);
-        let shard = lock(&self.shards[shard_index]);
-        shard.by_name.get(name).map(|local| join(shard_index, *local))
+        let (hash, shard_index) = self.hash(name);
+        lock(&self.shards[shard_index]).find(hash, name).map(|local| join(shard_index, local))
     }
 
     /// The name of a held id.
@@ -284,7 +298,7 @@ mod tests {
         table.release(shared);
         assert_eq!(table.lookup("web.shop:80"), None, "freed with its last holder");
         let (shard, _) = split(shared);
-        let other = (0..).map(|i| format!("svc-{i}.shop:80")).find(|n| table.shard_of(n) == shard).expect("a name");
+        let other = (0..).map(|i| format!("svc-{i}.shop:80")).find(|n| table.hash(n).1 == shard).expect("a name");
         assert_eq!(table.acquire(&other), shared, "the freed id is taken before a new one");
         assert_eq!(table.name_of(shared).as_deref(), Some(other.as_str()));
     }

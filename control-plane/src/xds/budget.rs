@@ -10,8 +10,18 @@
 //! sent, which a client that does not read cannot do; until then, and again after
 //! one of its responses went unwritten for [`STALL`], it draws from a small
 //! probation pool. Stuck clients then only ever wait on each other.
+//!
+//! Responses grow with a client's promptness: every response is at most
+//! [`MAX_RESPONSE_BYTES`] until the stream has ACKed one within [`PROMPT`]; each prompt ACK
+//! doubles what its next response may carry, up to [`MAX_EARNED_RESPONSE_BYTES`], and a
+//! NACK, a slow ACK or a stall brings it back to the base. The bytes above the base come
+//! from a third pool, [`EARNED_BUDGET_BYTES`], taken only if free (a stream never waits for
+//! them: it sends a base-size response instead) and held until the frame is written, even
+//! past a stall. So a client that earns large responses and then stops reading pins at most
+//! that pool, shared by all such clients, beyond the one base-size response per stream that
+//! bounded stuck clients before.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +36,13 @@ use crate::port::ByteBudget;
 /// also what the budget reserves for each response before it is built.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
+/// The most a prompt client's response may carry.
+pub const MAX_EARNED_RESPONSE_BYTES: usize = 1 << 20;
+/// Bytes above the base, in flight across every stream's earned responses.
+pub const EARNED_BUDGET_BYTES: usize = 8 << 20;
+/// An ACK this soon after its response earns the stream a larger next one.
+pub const PROMPT: Duration = Duration::from_secs(1);
+
 /// Bytes in flight across streams that answer what they are sent.
 pub const SEND_BUDGET_BYTES: usize = 8 << 20;
 /// Bytes in flight across new and stalled streams.
@@ -37,6 +54,7 @@ pub const STALL: Duration = Duration::from_secs(2);
 pub struct SendBudget {
     bytes: ByteBudget,
     probation: ByteBudget,
+    earned: ByteBudget,
 }
 
 impl Default for SendBudget {
@@ -54,6 +72,7 @@ impl SendBudget {
         Self {
             bytes: ByteBudget::new(bytes.max(MAX_RESPONSE_BYTES)),
             probation: ByteBudget::new(probation.max(MAX_RESPONSE_BYTES)),
+            earned: ByteBudget::new(EARNED_BUDGET_BYTES),
         }
     }
 
@@ -63,15 +82,21 @@ impl SendBudget {
     }
 
     /// Waits (first come, first served within its pool) until this stream's previous response
-    /// is written and its pool has room for a full-size response.
+    /// is written and its pool has room for a base-size response; adds what the stream has
+    /// earned above that if the earned pool has it now.
     pub async fn reserve(&self, stream: &StreamSlot) -> Credit {
         let own = stream.own.clone().acquire_owned().await;
         let pool = if stream.trusted.load(Ordering::Acquire) { &self.bytes } else { &self.probation };
         let bytes = pool.take(MAX_RESPONSE_BYTES).await;
+        let above = stream.earned.load(Ordering::Acquire).saturating_sub(MAX_RESPONSE_BYTES);
+        let earned = (above > 0).then(|| self.earned.try_take(above)).flatten();
+        let limit = MAX_RESPONSE_BYTES + earned.as_ref().map_or(0, |e| e.num_permits());
         match (own, bytes) {
-            (Ok(own), Some(bytes)) => Credit { _own: Some(own), bytes: Arc::new(Mutex::new(Some(bytes))) },
+            (Ok(own), Some(bytes)) => {
+                Credit { _own: Some(own), bytes: Arc::new(Mutex::new(Some(bytes))), earned, limit }
+            }
             // The semaphores are never closed; without them, sending unbudgeted is the safe fallback.
-            _ => Credit { _own: None, bytes: Arc::default() },
+            _ => Credit { _own: None, bytes: Arc::default(), earned: None, limit: MAX_RESPONSE_BYTES },
         }
     }
 }
@@ -80,11 +105,17 @@ impl SendBudget {
 pub struct StreamSlot {
     own: Arc<Semaphore>,
     trusted: AtomicBool,
+    /// What its next response may carry, as its promptness has earned.
+    earned: AtomicUsize,
 }
 
 impl Default for StreamSlot {
     fn default() -> Self {
-        Self { own: Arc::new(Semaphore::new(1)), trusted: AtomicBool::new(false) }
+        Self {
+            own: Arc::new(Semaphore::new(1)),
+            trusted: AtomicBool::new(false),
+            earned: AtomicUsize::new(MAX_RESPONSE_BYTES),
+        }
     }
 }
 
@@ -104,9 +135,29 @@ impl StreamSlot {
         let _ = self.own.acquire().await;
     }
 
-    /// A response of this stream stalled: back to probation until it answers again.
+    /// A response of this stream stalled: back to probation until it answers again, and
+    /// back to base-size responses.
     pub fn stalled(&self) {
         self.trusted.store(false, Ordering::Release);
+        self.earned.store(MAX_RESPONSE_BYTES, Ordering::Release);
+    }
+
+    /// The client ACKed after `latency`: within [`PROMPT`] its next response may be twice as
+    /// large (up to [`MAX_EARNED_RESPONSE_BYTES`]); later, it is back to the base.
+    pub fn acked(&self, latency: Duration) {
+        let earned = self.earned.load(Ordering::Acquire);
+        let next = if latency <= PROMPT { (earned * 2).min(MAX_EARNED_RESPONSE_BYTES) } else { MAX_RESPONSE_BYTES };
+        self.earned.store(next, Ordering::Release);
+    }
+
+    /// The client NACKed: back to base-size responses.
+    pub fn nacked(&self) {
+        self.earned.store(MAX_RESPONSE_BYTES, Ordering::Release);
+    }
+
+    /// What the stream's next response may carry, as earned (the earned pool permitting).
+    pub fn earned(&self) -> usize {
+        self.earned.load(Ordering::Acquire)
     }
 }
 
@@ -115,6 +166,9 @@ pub struct Credit {
     _own: Option<OwnedSemaphorePermit>,
     /// Shared with the stream, which can give it back early if the frame stalls.
     bytes: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// The bytes above the base, held until the frame is written, stall or not.
+    earned: Option<OwnedSemaphorePermit>,
+    limit: usize,
 }
 
 impl Drop for Credit {
@@ -135,10 +189,20 @@ impl InFlight {
 }
 
 impl Credit {
+    /// Resource bytes the response may carry.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Wraps an encoded frame so the credit returns once HTTP/2 has written and dropped it.
     /// Unused budget returns at once; a frame larger than a full response (one big resource)
     /// goes out on the credit it has.
-    pub fn attach(self, frame: Vec<u8>) -> (Bytes, InFlight) {
+    pub fn attach(mut self, frame: Vec<u8>) -> (Bytes, InFlight) {
+        let above = frame.len().saturating_sub(MAX_RESPONSE_BYTES);
+        if let Some(earned) = self.earned.as_mut() {
+            let unused = earned.num_permits().saturating_sub(above);
+            drop(earned.split(unused));
+        }
         if let Some(bytes) = crate::lock::lock(&self.bytes).as_mut() {
             let unused = bytes.num_permits().saturating_sub(frame.len());
             drop(bytes.split(unused));
@@ -227,5 +291,59 @@ mod tests {
         healthy.stalled();
         let demoted = tokio::time::timeout(Duration::from_millis(50), budget.reserve(&healthy)).await;
         assert!(demoted.is_err(), "after a stall, a stream draws from probation again");
+    }
+
+    #[test]
+    fn a_prompt_ack_doubles_the_response_size_up_to_the_cap_and_anything_else_resets_it() {
+        let slot = StreamSlot::default();
+        assert_eq!(slot.earned(), MAX_RESPONSE_BYTES);
+        for _ in 0..10 {
+            slot.acked(PROMPT);
+        }
+        assert_eq!(slot.earned(), MAX_EARNED_RESPONSE_BYTES);
+        slot.acked(PROMPT + Duration::from_millis(1));
+        assert_eq!(slot.earned(), MAX_RESPONSE_BYTES, "a slow ACK");
+        slot.acked(Duration::ZERO);
+        slot.nacked();
+        assert_eq!(slot.earned(), MAX_RESPONSE_BYTES, "a NACK");
+        slot.acked(Duration::ZERO);
+        slot.stalled();
+        assert_eq!(slot.earned(), MAX_RESPONSE_BYTES, "a stall");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn earned_bytes_are_taken_only_if_free_and_a_stall_does_not_return_them() {
+        let budget = SendBudget::new(SEND_BUDGET_BYTES);
+        let slots: Vec<StreamSlot> = (0..EARNED_BUDGET_BYTES / MAX_EARNED_RESPONSE_BYTES + 1)
+            .map(|_| {
+                let slot = StreamSlot::default();
+                slot.answered();
+                (0..5).for_each(|_| slot.acked(Duration::ZERO));
+                slot
+            })
+            .collect();
+        let mut held = Vec::new();
+        for slot in &slots[..slots.len() - 1] {
+            let credit = budget.reserve(slot).await;
+            assert_eq!(credit.limit(), MAX_EARNED_RESPONSE_BYTES);
+            held.push(credit.attach(vec![0; MAX_EARNED_RESPONSE_BYTES]));
+        }
+        let last = tokio::time::timeout(Duration::from_secs(1), budget.reserve(&slots[slots.len() - 1]))
+            .await
+            .expect("an exhausted earned pool never makes a stream wait");
+        assert_eq!(last.limit(), MAX_RESPONSE_BYTES, "it sends a base-size response instead");
+        // Every earned response stalls: the base shares return, the earned ones stay held,
+        // so clients that earned large responses and stopped reading pin at most that pool.
+        for (_, in_flight) in held.drain(..).map(|(frame, in_flight)| (std::mem::forget(frame), in_flight)) {
+            assert!(in_flight.release());
+        }
+        assert_eq!(budget.available(), SEND_BUDGET_BYTES - MAX_RESPONSE_BYTES, "only the last credit's base is out");
+        drop(last);
+        let another = StreamSlot::default();
+        another.answered();
+        (0..5).for_each(|_| another.acked(Duration::ZERO));
+        let again = budget.reserve(&another);
+        let again = tokio::time::timeout(Duration::from_secs(1), again).await.expect("base room");
+        assert_eq!(again.limit(), MAX_RESPONSE_BYTES, "the stalled frames still hold the earned pool");
     }
 }

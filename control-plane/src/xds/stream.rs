@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use tracing::{Instrument, debug, info, warn};
 
-use super::budget::{Credit, InFlight, STALL, SendBudget, StreamSlot};
+use super::budget::{Credit, InFlight, MAX_RESPONSE_BYTES, STALL, SendBudget, StreamSlot};
 use super::grpc::Outbound;
 use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
@@ -165,8 +165,16 @@ async fn serve<R, S>(
                 }
                 Some(Ok(request)) => match handle(&mut state, request, env, snapshot.as_deref()) {
                     Ok(answered) => {
-                        if answered {
-                            slot.answered();
+                        match answered {
+                            Answered::Not => {}
+                            Answered::Ack(latency) => {
+                                slot.answered();
+                                slot.acked(latency);
+                            }
+                            Answered::Nack => {
+                                slot.answered();
+                                slot.nacked();
+                            }
                         }
                         publish(&views, &state, snapshot.is_some());
                     }
@@ -204,7 +212,8 @@ async fn serve<R, S>(
             }
             permit = outbound.reserve(), if credit.is_some() => {
                 let Ok(permit) = permit else { return };
-                let outgoing = snapshot.as_deref().and_then(|s| state.next_response(s));
+                let granted = credit.as_ref().map_or(MAX_RESPONSE_BYTES, Credit::limit);
+                let outgoing = snapshot.as_deref().and_then(|s| state.next_response_within(s, granted));
                 publish(&views, &state, snapshot.is_some());
                 if let (Some(outgoing), Some(credit)) = (outgoing, credit.take()) {
                     count_response(&env.metrics, &outgoing);
@@ -256,7 +265,7 @@ async fn stalled(in_flight: &Option<(tokio::time::Instant, InFlight)>) {
     }
 }
 
-/// Handles one request; says whether it answered (ACKed or NACKed) a response.
+/// Counts a response sent, by type.
 fn count_response(metrics: &XdsMetrics, outgoing: &Outgoing) {
     let series = metrics.series(outgoing.ty);
     series.responses.inc();
@@ -268,12 +277,20 @@ fn count_response(metrics: &XdsMetrics, outgoing: &Outgoing) {
     }
 }
 
+/// What a request said of the stream's last response.
+enum Answered {
+    Not,
+    Ack(std::time::Duration),
+    Nack,
+}
+
+/// Handles one request; says whether it answered (ACKed or NACKed) a response.
 fn handle<R: XdsRequest>(
     state: &mut StreamState,
     request: R,
     env: &StreamEnv,
     current: Option<&Snapshot>,
-) -> Result<bool, Status> {
+) -> Result<Answered, Status> {
     let first = state.node().is_none();
     let answer = request.apply(state, current).map_err(|refusal| {
         if let Some(limit) = refusal.limit {
@@ -286,7 +303,11 @@ fn handle<R: XdsRequest>(
         tracing::Span::current().record("node", node.as_str());
         info!(cluster = state.node().map_or("", |n| n.cluster.as_str()), "client connected");
     }
-    let answered = !matches!(answer, Answer::SubscriptionOnly);
+    let answered = match &answer {
+        Answer::SubscriptionOnly => Answered::Not,
+        Answer::Ack { latency, .. } => Answered::Ack(*latency),
+        Answer::Nack { .. } => Answered::Nack,
+    };
     match answer {
         Answer::SubscriptionOnly => {}
         Answer::Ack { ty, latency } => {

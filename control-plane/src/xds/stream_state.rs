@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use tonic::Status;
 use tracing::{debug, warn};
 
-use super::budget::MAX_RESPONSE_BYTES;
+use super::budget::{MAX_EARNED_RESPONSE_BYTES, MAX_RESPONSE_BYTES};
 use super::response_wire::EncodedResponse;
 use super::subscription::{Changes, Part, Subscription, SubscriptionRequest};
 use super::view::{Holdings, Nack, Sent, StreamView, TypeView};
@@ -55,8 +55,8 @@ pub struct StreamState {
     types: [Option<TypeState>; ResourceType::COUNT],
     nonce: u64,
     limits: Limits,
-    /// Resource bytes per response: [`MAX_RESPONSE_BYTES`], lower only in tests that make
-    /// every sync come in many parts.
+    /// Resource bytes per response at most, whatever the budget grants: lower only in tests
+    /// that make every sync come in many parts.
     response_bytes: usize,
     /// Who the client authenticated as; its node must agree.
     identity: Option<Identity>,
@@ -111,7 +111,7 @@ impl StreamState {
             types: Default::default(),
             nonce: 0,
             limits,
-            response_bytes: MAX_RESPONSE_BYTES,
+            response_bytes: MAX_EARNED_RESPONSE_BYTES,
             identity: None,
             requests: 0,
             responses: 0,
@@ -439,12 +439,18 @@ impl StreamState {
         }
     }
 
-    /// The next response, in [`ResourceType::ALL`] order, or `None` when the client is up to date.
+    /// The next response of at most a base-size response's resource bytes.
     pub fn next_response(&mut self, snapshot: &Snapshot) -> Option<Outgoing> {
+        self.next_response_within(snapshot, MAX_RESPONSE_BYTES)
+    }
+
+    /// The next response, in [`ResourceType::ALL`] order, carrying at most `granted` resource
+    /// bytes (what the budget granted), or `None` when the client is up to date.
+    pub fn next_response_within(&mut self, snapshot: &Snapshot, granted: usize) -> Option<Outgoing> {
         let snapshot = self.placed(snapshot);
+        let limit = granted.min(self.response_bytes);
         for ty in ResourceType::ALL {
             let whole = self.flavour == Flavour::Sotw && ty.full_state();
-            let limit = self.response_bytes;
             if ty == ResourceType::ClusterLoadAssignment && self.awaiting_place {
                 continue;
             }
