@@ -3,7 +3,7 @@
 // so edgexds-load can race the two on one machine with the same shape. It takes the
 // command line edgexds-load starts a server with:
 //
-//	gcp-peer serve --manifests DIR --xds-addr HOST:PORT --admin-addr HOST:PORT [--log-level LEVEL]
+//	gcp-peer serve --manifests DIR --xds-addr HOST:PORT --admin-addr HOST:PORT [--debug-addr HOST:PORT] [--log-level LEVEL]
 //
 // Clusters and endpoints each live in a LinearCache, which go-control-plane's docs
 // recommend for resources that change one at a time (EDS at scale): versions are per
@@ -53,6 +53,7 @@ func main() {
 	xdsAddr := flags.String("xds-addr", "127.0.0.1:18000", "xDS listen address")
 	adminAddr := flags.String("admin-addr", "127.0.0.1:19000", "admin listen address (/readyz)")
 	flags.String("log-level", "warn", "accepted for edgexds-load; the peer logs errors only")
+	flags.String("debug-addr", "", "accepted for edgexds-load; the peer has no debug port")
 	_ = flags.Parse(os.Args[2:])
 	if *manifests == "" {
 		log.Fatal("--manifests is required")
