@@ -234,26 +234,31 @@ fn route<R>(
     if rules.len() > 16 {
         return Err(error("spec.rules", "Too many: at most 16"));
     }
-    let parents = parent_refs
-        .iter()
-        .filter(|r| is_service(r))
-        .map(|r| {
-            Ok(ParentRef {
-                service: ObjectKey::new(r.namespace.as_deref().unwrap_or(&key.namespace), &r.name),
-                port: r.port.map(|p| port("spec.parentRefs[].port", p)).transpose()?,
-            })
-        })
-        .collect::<Result<_, FieldError>>()?;
+    let parents =
+        parent_refs.iter().filter(|r| is_service(r)).map(|r| parent(r, &key)).collect::<Result<_, FieldError>>()?;
     let rules = each("spec", "rules", rules, |field, rule| convert_rule(field, rule, &key.namespace))?;
-    Ok(model::HttpRoute {
+    Ok(model::HttpRoute { parents, rules, ..unserved(kind, metadata, key) })
+}
+
+/// A Service parent of the route `route`.
+fn parent(r: &Ref, route: &ObjectKey) -> Result<ParentRef, FieldError> {
+    Ok(ParentRef {
+        service: ObjectKey::new(r.namespace.as_deref().unwrap_or(&route.namespace), &r.name),
+        port: r.port.map(|p| port("spec.parentRefs[].port", p)).transpose()?,
+    })
+}
+
+/// The route `key` with nothing to serve yet: no parents, no rules.
+fn unserved(kind: RouteKind, metadata: &ObjectMeta, key: ObjectKey) -> model::HttpRoute {
+    model::HttpRoute {
         kind,
         created: metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         generation: metadata.generation,
         key,
-        parents,
-        rules,
+        parents: Vec::new(),
+        rules: Vec::new(),
         refused: None,
-    })
+    }
 }
 
 /// A route that does not convert, kept by its key and Service parents so that its status can
@@ -265,24 +270,9 @@ pub fn refused(
     why: FieldError,
 ) -> Result<model::HttpRoute, FieldError> {
     let Ok(key) = object_key(metadata, "", NameRule::Dns1123Subdomain) else { return Err(why) };
-    let parents = parent_refs
-        .iter()
-        .filter(|r| is_service(r))
-        .take(32)
-        .map(|r| ParentRef {
-            service: ObjectKey::new(r.namespace.as_deref().unwrap_or(&key.namespace), &r.name),
-            port: r.port.and_then(|p| port("", p).ok()),
-        })
-        .collect();
-    Ok(model::HttpRoute {
-        kind,
-        created: metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
-        generation: metadata.generation,
-        key,
-        parents,
-        rules: Vec::new(),
-        refused: Some(why.to_string()),
-    })
+    // Parents as far as they read: a status for each that does.
+    let parents = parent_refs.iter().filter(|r| is_service(r)).take(32).filter_map(|r| parent(r, &key).ok()).collect();
+    Ok(model::HttpRoute { parents, refused: Some(why.to_string()), ..unserved(kind, metadata, key) })
 }
 
 /// Converts each of `items`, the list `name` under `field`, naming its index in an error.
