@@ -304,10 +304,9 @@ fn attach(mut routes: Vec<Arc<HttpRoute>>, services: &super::ObjectMap<Service>)
         .into_iter()
         .map(|route| {
             let mut clusters = BTreeMap::new();
-            for backend in route.backend_services().filter(|b| route.may_use(b)) {
-                let Some(service) = services.get(backend).filter(|s| !s.external_name) else { continue };
-                for port in service.ports.iter().filter(|p| p.protocol == PortProtocol::Tcp) {
-                    clusters.insert((backend.clone(), port.port), cluster_name(&service.key, port));
+            for backend in route.backend_refs() {
+                if let Ok((service, port)) = super::route_status::resolve_backend(&route, backend, services) {
+                    clusters.insert((backend.service.clone(), port.port), cluster_name(&service.key, port));
                 }
             }
             super::AttachedRoute { route, clusters }

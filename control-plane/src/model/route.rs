@@ -156,14 +156,19 @@ impl HttpRoute {
         backend.namespace == self.key.namespace && !backend.name.is_empty()
     }
 
-    /// Every Service a rule sends to or mirrors to.
-    pub fn backend_services(&self) -> impl Iterator<Item = &ObjectKey> {
+    /// Every backend a rule sends to or mirrors to.
+    pub fn backend_refs(&self) -> impl Iterator<Item = &BackendRef> {
         self.rules.iter().flat_map(|rule| {
-            rule.backends.iter().map(|b| &b.service).chain(rule.filters.iter().filter_map(|f| match f {
-                RouteFilter::Mirror { backend, .. } => Some(&backend.service),
+            rule.backends.iter().chain(rule.filters.iter().filter_map(|f| match f {
+                RouteFilter::Mirror { backend, .. } => Some(backend),
                 _ => None,
             }))
         })
+    }
+
+    /// Every Service a rule sends to or mirrors to.
+    pub fn backend_services(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.backend_refs().map(|b| &b.service)
     }
 
     /// Whether this route attaches to `port` of `service`.

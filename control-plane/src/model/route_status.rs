@@ -2,9 +2,9 @@
 //! whether every backend resolves (`ResolvedRefs`), with Gateway API's reasons. Pure: the
 //! same routes and Services give the same status, so replicas agree.
 
-use super::object::{PortProtocol, Service};
-use super::route::{HttpRoute, ParentRef};
-use super::{ObjectKey, ObjectMap};
+use super::object::{PortProtocol, Service, ServicePort};
+use super::route::{BackendRef, HttpRoute, ParentRef};
+use super::ObjectMap;
 
 /// One condition: holds or not, with the spec's reason and a message for people.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ fn accepted(route: &HttpRoute, parent: &ParentRef, services: &ObjectMap<Service>
         return refuse("NoMatchingParent", format!("Service {target} not found"));
     };
     match parent.port {
-        Some(port) if !tcp_port(service, port) => {
+        Some(port) if tcp_port(service, port).is_none() => {
             refuse("NoMatchingParent", format!("Service {target} has no TCP port {port}"))
         }
         Some(port) => {
@@ -70,14 +70,8 @@ fn accepted(route: &HttpRoute, parent: &ParentRef, services: &ObjectMap<Service>
 
 fn resolved_refs(route: &HttpRoute, services: &ObjectMap<Service>) -> RouteCondition {
     let mut problems: Vec<(&'static str, String)> = Vec::new();
-    let backends = route.rules.iter().flat_map(|rule| {
-        rule.backends.iter().map(|b| (&b.service, b.port)).chain(rule.filters.iter().filter_map(|f| match f {
-            super::RouteFilter::Mirror { backend, .. } => Some((&backend.service, backend.port)),
-            _ => None,
-        }))
-    });
-    for (backend, port) in backends {
-        if let Some(problem) = backend_problem(route, backend, port, services)
+    for backend in route.backend_refs() {
+        if let Err(problem) = resolve_backend(route, backend, services)
             && !problems.contains(&problem)
         {
             problems.push(problem);
@@ -94,42 +88,43 @@ fn resolved_refs(route: &HttpRoute, services: &ObjectMap<Service>) -> RouteCondi
     RouteCondition { holds: false, reason, message }
 }
 
-fn backend_problem(
+/// The Service port `backend` of `route` sends to, or the reason and message why it resolves
+/// to none: the one rule both translation (which answers such a share 500) and status follow.
+pub fn resolve_backend<'a>(
     route: &HttpRoute,
-    backend: &ObjectKey,
-    port: Option<u16>,
-    services: &ObjectMap<Service>,
-) -> Option<(&'static str, String)> {
-    if backend.name.is_empty() {
-        return Some(("InvalidKind", "a backend that is not a Service".into()));
+    backend: &BackendRef,
+    services: &'a ObjectMap<Service>,
+) -> Result<(&'a Service, &'a ServicePort), (&'static str, String)> {
+    let key = &backend.service;
+    if key.name.is_empty() {
+        return Err(("InvalidKind", "a backend that is not a Service".into()));
     }
-    if !route.may_use(backend) {
-        return Some((
+    if !route.may_use(key) {
+        return Err((
             "RefNotPermitted",
-            format!("backend {backend} is in another namespace (ReferenceGrant is not supported)"),
+            format!("backend {key} is in another namespace (ReferenceGrant is not supported)"),
         ));
     }
-    let Some(service) = services.get(backend).filter(|s| !s.external_name) else {
-        return Some(("BackendNotFound", format!("Service {backend} not found")));
+    let Some(service) = services.get(key).filter(|s| !s.external_name) else {
+        return Err(("BackendNotFound", format!("Service {key} not found")));
     };
-    match port {
-        None => Some(("BackendNotFound", format!("backend {backend} names no port"))),
-        Some(port) if !tcp_port(service, port) => {
-            Some(("BackendNotFound", format!("Service {backend} has no TCP port {port}")))
-        }
-        Some(_) => None,
-    }
+    let Some(port) = backend.port else {
+        return Err(("BackendNotFound", format!("backend {key} names no port")));
+    };
+    tcp_port(service, port)
+        .ok_or_else(|| ("BackendNotFound", format!("Service {key} has no TCP port {port}")))
+        .map(|found| (&**service, found))
 }
 
-fn tcp_port(service: &Service, port: u16) -> bool {
-    service.ports.iter().any(|p| p.port == port && p.protocol == PortProtocol::Tcp)
+fn tcp_port(service: &Service, port: u16) -> Option<&ServicePort> {
+    service.ports.iter().find(|p| p.port == port && p.protocol == PortProtocol::Tcp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::fixtures::{service, state};
-    use crate::model::{BackendRef, RouteFilter, RouteKind, RouteRule};
+    use crate::model::{ObjectKey, RouteFilter, RouteKind, RouteRule};
 
     fn services() -> ObjectMap<Service> {
         state(vec![service("shop", "web", &[("http", 80)]), service("shop", "v2", &[("http", 80)])], vec![], vec![])
