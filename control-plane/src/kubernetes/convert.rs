@@ -65,6 +65,12 @@ fn quoted(value: &str) -> String {
     if value.len() > SHOWN_BYTES { shorten(value) } else { format!("{value:?}") }
 }
 
+/// Checks `value` as a DNS subdomain (RFC 1123, at most 253 characters): a hostname a route
+/// rewrites or redirects to, say.
+pub fn dns_subdomain(field: &str, value: &str) -> Result<(), FieldError> {
+    check_name(field, value, NameRule::Dns1123Subdomain, 253, false)
+}
+
 /// Checks `value` against a DNS name rule; `digit_first` allows RFC 1123 label starts (namespaces).
 fn check_name(field: &str, value: &str, rule: NameRule, max: usize, digit_first: bool) -> Result<(), FieldError> {
     if value.len() > max {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
-use super::convert::{NameRule, object_key};
+use super::convert::{NameRule, dns_subdomain, object_key};
 use crate::model::{
     self, BackendRef, FieldError, HeaderEdits, ObjectKey, ParentRef, PathMatch, PathRewrite, RequestMatch, RouteFilter,
     RouteKind, RouteRetry, RouteRule, RouteTimeouts, ValueMatch,
@@ -364,16 +364,7 @@ fn header_name(field: &str, name: &str, request: bool) -> Result<String, FieldEr
 
 /// A precise hostname, as the CRD's pattern has it.
 fn hostname(field: &str, name: &str) -> Result<String, FieldError> {
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.len() > 253 || !name.split('.').all(label) {
-        return Err(error(field, format!("{name:?}: must be a lowercase DNS name")));
-    }
+    dns_subdomain(field, name)?;
     Ok(name.to_owned())
 }
 

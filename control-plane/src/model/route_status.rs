@@ -2,9 +2,9 @@
 //! whether every backend resolves (`ResolvedRefs`), with Gateway API's reasons. Pure: the
 //! same routes and Services give the same status, so replicas agree.
 
+use super::ObjectMap;
 use super::object::{PortProtocol, Service, ServicePort};
 use super::route::{BackendRef, HttpRoute, ParentRef};
-use super::ObjectMap;
 
 /// One condition: holds or not, with the spec's reason and a message for people.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -99,10 +99,7 @@ impl SourceObject {
             SourceObject::EndpointSlice(_) => ObjectKind::EndpointSlice,
             SourceObject::HealthProbe(_) => ObjectKind::HealthProbe,
             SourceObject::Node(..) => ObjectKind::Node,
-            SourceObject::Route(r) => match r.kind {
-                RouteKind::Http => ObjectKind::HttpRoute,
-                RouteKind::Grpc => ObjectKind::GrpcRoute,
-            },
+            SourceObject::Route(r) => ObjectKind::from(r.kind),
         }
     }
 
