@@ -11,7 +11,7 @@ mod resource_type;
 mod snapshot;
 
 pub use name_ids::NameSet;
-pub use names::intern;
+pub use names::{NameHasher, intern};
 pub use places::{PlaceLease, Places, Variants};
 pub use resource_type::ResourceType;
 pub use snapshot::{Encoded, Resources, Snapshot, SnapshotDiff, VersionedResource, format_version, parse_version};

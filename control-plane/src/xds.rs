@@ -6,6 +6,7 @@
 
 mod budget;
 mod csds;
+mod delta_request;
 mod delta_response;
 pub mod grpc;
 mod kind;
@@ -21,6 +22,7 @@ pub mod view;
 
 pub use budget::{MAX_RESPONSE_BYTES, SEND_BUDGET_BYTES, SendBudget};
 pub use csds::ClientStatus;
+pub use delta_request::DeltaRequest;
 pub use kind::{Flavour, StreamKind};
 pub use metrics::XdsMetrics;
 pub use proxies::{ProxyRegistry, ProxyReport, SyncState};

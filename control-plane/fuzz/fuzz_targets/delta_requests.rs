@@ -5,8 +5,7 @@
 use std::sync::OnceLock;
 
 use edgexds::cache::{ResourceType, Snapshot};
-use edgexds::xds::{StreamKind, StreamState};
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use edgexds::xds::{DeltaRequest, StreamKind, StreamState};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -41,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
     while let Some((&len, tail)) = rest.split_first() {
         let (message, next) = tail.split_at(usize::from(len).min(tail.len()));
         rest = next;
-        let Ok(request) = DeltaDiscoveryRequest::decode(message) else { continue };
+        // Decoded as the server decodes a request body.
+        let Ok(request) = DeltaRequest::decode(message) else { continue };
         let snapshot = if round % 2 == 0 { first } else { second };
         // Versions a request lists are checked against a snapshot being served.
         if state.handle_request(request, Some(snapshot)).is_err() {

@@ -166,6 +166,10 @@ impl NameSet {
     }
 
     fn position(&self, name: &str) -> Option<usize> {
+        // A new subscription's first request asks about every name it names: no table lookup.
+        if self.entries.is_empty() {
+            return None;
+        }
         let id = lookup(name)?;
         self.entries.binary_search_by(|entry| (entry >> 1).cmp(&id)).ok()
     }
@@ -256,6 +260,18 @@ impl NameSet {
     pub fn iter(&self) -> impl Iterator<Item = Arc<str>> + '_ {
         self.entries.iter().filter_map(|entry| name_of(entry >> 1))
     }
+
+    /// The names with their flags, in no particular order: what a walk over every name
+    /// needs, without looking each flag up again by name.
+    pub fn iter_flagged(&self) -> impl Iterator<Item = (Arc<str>, bool)> + '_ {
+        self.entries.iter().filter_map(|entry| Some((name_of(entry >> 1)?, entry & 1 == 1)))
+    }
+
+    /// The flagged names only, found without a look at the others' names.
+    pub fn flagged(&self) -> impl Iterator<Item = Arc<str>> + '_ {
+        let entries = if self.flagged == 0 { &[][..] } else { &self.entries[..] };
+        entries.iter().filter(|entry| *entry & 1 == 1).filter_map(|entry| name_of(entry >> 1))
+    }
 }
 
 impl Drop for NameSet {
@@ -278,8 +294,10 @@ mod tests {
         assert!(!set.contains("cache.shop:6379"));
         assert_eq!(set.flag("web.shop:80"), Some(false), "the first flag given stays");
         assert_eq!(set.flag("db.shop:5432"), Some(true));
+        assert_eq!(set.flagged().map(|n| n.to_string()).collect::<Vec<_>>(), ["db.shop:5432"]);
         set.unflag("db.shop:5432");
         assert!(!set.any_flagged());
+        assert_eq!(set.flagged().count(), 0);
         let mut names: Vec<String> = set.iter().map(|n| n.to_string()).collect();
         names.sort();
         assert_eq!(names, ["db.shop:5432", "web.shop:80"]);

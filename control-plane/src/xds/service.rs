@@ -8,7 +8,9 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::Response;
 use axum::routing::post;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::delta_request::DeltaRequest;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -74,7 +76,7 @@ impl XdsServer {
     /// `Delta<name>` and `Stream<name>` open a stream of their flavour; `Fetch<name>` is refused.
     fn dispatch(&self, method: &str, name: &str, kind: StreamKind, request: Request) -> Response<Body> {
         match method.strip_suffix(name) {
-            Some("Delta") => self.open::<DeltaDiscoveryRequest>(kind, request),
+            Some("Delta") => self.open::<DeltaRequest>(kind, request),
             Some("Stream") => self.open::<DiscoveryRequest>(kind, request),
             Some("Fetch") => status_response(Status::unimplemented(
                 "edgexds serves xDS over streams only (REST-style Fetch is not served): use a Stream or Delta method",

@@ -9,7 +9,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::delta_request::DeltaRequest;
 use futures::future::OptionFuture;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -59,7 +61,7 @@ pub trait XdsRequest: prost::Message + Default + Send + 'static {
     fn apply(self, state: &mut StreamState, current: Option<&Snapshot>) -> Result<Answer, Refusal>;
 }
 
-impl XdsRequest for DeltaDiscoveryRequest {
+impl XdsRequest for DeltaRequest {
     const FLAVOUR: Flavour = Flavour::Delta;
 
     fn apply(self, state: &mut StreamState, current: Option<&Snapshot>) -> Result<Answer, Refusal> {

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 use tracing::{debug, warn};
 
 use super::budget::{MAX_EARNED_RESPONSE_BYTES, MAX_RESPONSE_BYTES};
+use super::delta_request::DeltaRequest;
 use super::response_wire::EncodedResponse;
 use super::subscription::{Changes, Part, Subscription, SubscriptionRequest};
 use super::view::{Holdings, Nack, Sent, StreamView, TypeView};
@@ -348,9 +349,10 @@ impl StreamState {
     /// versions be checked as they arrive, so only those that differ are kept.
     pub fn handle_request(
         &mut self,
-        mut request: DeltaDiscoveryRequest,
+        request: impl Into<DeltaRequest>,
         current: Option<&Snapshot>,
     ) -> Result<Answer, Refusal> {
+        let mut request = request.into();
         self.requests += 1;
         self.first_node(request.node.take())?;
         let current = current.map(|snapshot| self.placed(snapshot));
@@ -364,8 +366,10 @@ impl StreamState {
             .map_or((0, 0), |t| (t.subscription.name_count(), t.subscription.name_bytes()));
         let subscribed = request.resource_names_subscribe.iter().map(String::as_str);
         self.within_limits(ty, subscribed, held, current)?;
-        let listed = request.initial_resource_versions.keys().map(String::as_str);
-        self.within_limits(ty, listed, (0, 0), current)?;
+        let initial = request.initial_versions().map_err(|_| {
+            Status::invalid_argument("undecodable request: initial_resource_versions names a resource in invalid UTF-8")
+        })?;
+        self.within_limits(ty, initial.keys().copied(), (0, 0), current)?;
         let too_long =
             request.resource_names_unsubscribe.iter().find(|n| n.len() > self.limits.usize(Limit::NameBytes));
         if let Some(name) = too_long {
@@ -376,7 +380,7 @@ impl StreamState {
             SubscriptionRequest {
                 subscribe: &request.resource_names_subscribe,
                 unsubscribe: &request.resource_names_unsubscribe,
-                initial_resource_versions: Some(&request.initial_resource_versions),
+                initial_resource_versions: Some(&initial),
                 current: current.map(|snapshot| snapshot.resources(ty)),
             },
             max_names,

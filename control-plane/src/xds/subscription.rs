@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use sync::Partial;
 
-use crate::cache::{NameSet, Resources, VersionedResource, format_version, parse_version};
+use super::delta_request::InitialVersions;
+use crate::cache::{NameHasher, NameSet, Resources, VersionedResource, format_version};
 
 const WILDCARD: &str = "*";
 
@@ -25,7 +26,7 @@ const WILDCARD: &str = "*";
 pub struct SubscriptionRequest<'a> {
     pub subscribe: &'a [String],
     pub unsubscribe: &'a [String],
-    pub initial_resource_versions: Option<&'a HashMap<String, String>>,
+    pub initial_resource_versions: Option<&'a InitialVersions<'a>>,
     /// The resources being served now: a reconnecting client's versions are checked
     /// against them, and only those that differ are kept.
     pub current: Option<&'a Resources>,
@@ -111,7 +112,8 @@ pub struct Subscription {
     /// Named in resource_names_subscribe (not merely held through the wildcard).
     subscribed: NameSet,
     baseline: Resources,
-    exceptions: HashMap<Arc<str>, Known>,
+    /// Keyed with the name tables' hasher: std's SipHash was most of a lookup.
+    exceptions: HashMap<Arc<str>, Known, NameHasher>,
     owes_response: bool,
     /// A diff too large for one response, being sent in parts.
     partial: Option<Partial>,
@@ -131,11 +133,6 @@ impl Subscription {
     /// Whether the client has asked for this type at all yet.
     pub fn is_started(&self) -> bool {
         self.started
-    }
-
-    /// The names asked for, in no particular order.
-    pub fn names(&self) -> impl Iterator<Item = Arc<str>> + '_ {
-        self.subscribed.iter()
     }
 
     pub fn name_count(&self) -> usize {
@@ -187,16 +184,26 @@ impl Subscription {
 
     /// The names the client holds, with the version hash of each.
     pub fn held(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.held_outside(None)
+    }
+
+    /// Like [`Subscription::held`], but leaving out a layer that is `within` itself (the
+    /// baseline, or a partial sync's target): every name it implies is in `within`, so a
+    /// caller asking what `within` lacks need not look at them.
+    fn held_outside<'a>(&'a self, within: Option<&'a Resources>) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        let other = move |layer: &Resources| !within.is_some_and(|within| within.ptr_eq(layer));
         let unexcepted = |name: &str| !self.exceptions.contains_key(name);
         let claimed = self
             .partial
             .iter()
+            .filter(move |p| other(p.target()))
             .flat_map(|p| p.claimed())
             .filter(move |(name, r)| unexcepted(name) && self.implied(name, r, Flag::Ask))
             .map(|(name, r)| (&**name, r.hash));
-        let derived = self
-            .baseline
-            .iter()
+        let derived = Some(&self.baseline)
+            .filter(move |baseline| other(baseline))
+            .into_iter()
+            .flat_map(|baseline| baseline.iter())
             .filter(move |(name, r)| unexcepted(name) && self.claim(name).is_none() && self.implied(name, r, Flag::Ask))
             .map(|(name, r)| (&**name, r.hash));
         let sent = self.exceptions.iter().filter_map(|(name, known)| match known {
@@ -266,8 +273,9 @@ impl Subscription {
             .collect();
         self.exceptions.extend(held.into_iter().map(|(name, hash)| (name, Known::Held(hash))));
         self.baseline = Resources::default();
-        // With no baseline, nothing is implied, so no name needs a flag against it.
-        self.subscribed.unflag_all();
+        // Flags stay: with no baseline they imply nothing, but a reconnecting client's first
+        // request takes one right after (`take_versions_against`), and a name it holds
+        // nothing of must still say so then.
         self.wildcard = true;
     }
 
@@ -329,7 +337,7 @@ impl Subscription {
             self.owes_response = true;
             if against.is_none() {
                 for (name, version) in initial.into_iter().flatten() {
-                    self.set_known(name, Known::Held(parse_version(version)));
+                    self.set_known(name, Known::Held(*version));
                 }
             }
         }
@@ -369,24 +377,45 @@ impl Subscription {
     /// A new stream's baseline is `current`, with exceptions for the versions `initial`
     /// gives that differ from it, and for names in scope it does not list. Called once the
     /// first request's scope is settled, so what the baseline implies is decided by it.
-    fn take_versions_against(&mut self, current: &Resources, initial: &HashMap<String, String>) {
+    fn take_versions_against(&mut self, current: &Resources, initial: &InitialVersions<'_>) {
         self.baseline = current.clone();
-        for (name, version) in initial {
-            let hash = parse_version(version);
-            let agrees = current.get(name.as_str()).is_some_and(|r| r.hash == hash && self.implied(name, r, Flag::Ask));
-            if !agrees {
-                self.set_known(name, Known::Held(hash));
+        let mut differ: Vec<(Arc<str>, Known)> = Vec::new();
+        // A client listing much of what is served is checked by one walk over it, looking
+        // each name up in its list (hashed), rather than by a search of the tree per name.
+        let walk = self.wildcard || initial.len().saturating_mul(8) >= current.len();
+        let mut listed_and_served = 0;
+        if walk {
+            for (name, resource) in current {
+                match initial.get(&**name) {
+                    Some(&hash) => {
+                        listed_and_served += 1;
+                        if !(resource.hash == hash && self.implied(name, resource, Flag::Ask)) {
+                            differ.push((name.clone(), Known::Held(hash)));
+                        }
+                    }
+                    // Named ones are flagged already; through the wildcard, the others are exceptions.
+                    None if self.wildcard && self.implied(name, resource, Flag::Ask) => {
+                        differ.push((name.clone(), Known::Nothing))
+                    }
+                    None => {}
+                }
             }
         }
-        // Named ones are flagged already; through the wildcard, the others are exceptions.
-        if self.wildcard {
-            let unlisted: Vec<Arc<str>> = current
-                .iter()
-                .filter(|(name, r)| !initial.contains_key(&***name) && self.implied(name, r, Flag::Ask))
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in unlisted {
-                self.exceptions.insert(name, Known::Nothing);
+        for (name, known) in differ {
+            self.exceptions.insert(name, known);
+        }
+        if walk && listed_and_served == initial.len() {
+            return;
+        }
+        // What the walk did not see: listed names that are not served (or every listed
+        // name, when there was no walk).
+        for (&name, &hash) in initial {
+            let served = current.get(name);
+            if walk && served.is_some() {
+                continue;
+            }
+            if !served.is_some_and(|r| r.hash == hash && self.implied(name, r, Flag::Ask)) {
+                self.set_known(name, Known::Held(hash));
             }
         }
     }

@@ -1,5 +1,10 @@
 use super::*;
 
+/// A client's listed versions, as a request carries them.
+fn listed(initial: &HashMap<String, String>) -> InitialVersions<'_> {
+    initial.iter().map(|(name, version)| (name.as_str(), crate::cache::parse_version(version))).collect()
+}
+
 fn resources(items: &[(&str, &str)]) -> Resources {
     items
         .iter()
@@ -133,7 +138,7 @@ fn initial_resource_versions_skip_unchanged_and_remove_vanished() {
     sub.apply(
         SubscriptionRequest {
             subscribe: &names(&["a", "b", "gone"]),
-            initial_resource_versions: Some(&initial),
+            initial_resource_versions: Some(&listed(&initial)),
             ..Default::default()
         },
         usize::MAX,
@@ -148,7 +153,10 @@ fn wildcard_initial_resource_versions_skip_everything_unchanged() {
     let res = resources(&[("a", "1"), ("b", "2")]);
     let initial: HashMap<String, String> = res.iter().map(|(n, r)| (n.to_string(), r.version.clone())).collect();
     let mut sub = Subscription::default();
-    sub.apply(SubscriptionRequest { initial_resource_versions: Some(&initial), ..Default::default() }, usize::MAX);
+    sub.apply(
+        SubscriptionRequest { initial_resource_versions: Some(&listed(&initial)), ..Default::default() },
+        usize::MAX,
+    );
     assert!(sub.changes(&res).is_empty());
     assert!(sub.owes_response, "the first request is still answered");
 }
@@ -251,7 +259,7 @@ mod rebase_equivalence {
                 .collect();
             let subscribe: Vec<String> = first.iter().map(|n| NAMES[*n].to_owned()).collect();
             for sub in [&mut plain, &mut rebased] {
-                sub.apply(SubscriptionRequest { subscribe: &subscribe, initial_resource_versions: Some(&initial), ..Default::default() }, usize::MAX);
+                sub.apply(SubscriptionRequest { subscribe: &subscribe, initial_resource_versions: Some(&listed(&initial)), ..Default::default() }, usize::MAX);
             }
             let mut resources = Resources::default();
             for step in steps {

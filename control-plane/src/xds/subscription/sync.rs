@@ -21,6 +21,10 @@ pub(super) struct Partial {
 }
 
 impl Partial {
+    pub(super) fn target(&self) -> &Resources {
+        &self.target
+    }
+
     /// The target's resources the parts sent so far reached.
     pub(super) fn claimed(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<VersionedResource>)> {
         self.target.range::<_, str>((Bound::Unbounded, Bound::Included(&*self.upto)))
@@ -192,30 +196,76 @@ impl Subscription {
 
     /// Resources to send and names to remove so the client matches `resources`.
     pub fn changes(&self, resources: &Resources) -> Changes {
+        if !self.differs_from_baseline_only_where_noted(resources) {
+            return self.changes_in_full(resources);
+        }
+        let changes = self.changes_from_baseline(resources);
+        debug_assert_eq!(
+            changes,
+            self.changes_in_full(resources),
+            "a diff against the baseline missed a name: {self:?}"
+        );
+        changes
+    }
+
+    /// Whether `resources` is the baseline itself, with no partial sync on top: then the
+    /// client holds every resource in its scope but for the names it has an exception for
+    /// or is flagged as holding nothing of. A name subscribed since the baseline was taken
+    /// is always one or the other (see [`Subscription::name`] and
+    /// [`Subscription::take_versions_against`]), and a rebase keeps an exception for every
+    /// subscribed name the client was told is absent.
+    fn differs_from_baseline_only_where_noted(&self, resources: &Resources) -> bool {
+        self.partial.is_none() && !resources.is_empty() && self.baseline.ptr_eq(resources)
+    }
+
+    /// The diff when `resources` is the baseline: only the exceptions and the flagged names
+    /// can differ, so a reconnecting client whose versions all agree costs its exceptions,
+    /// not a lookup per resource.
+    fn changes_from_baseline(&self, resources: &Resources) -> Changes {
+        let flagged: Vec<Arc<str>> = self.subscribed.flagged().collect();
+        let noted = self.exceptions.keys().chain(&flagged).map(|name| &**name);
+        self.changes_among(resources, noted)
+    }
+
+    /// The diff, name by name, over everything in scope.
+    fn changes_in_full(&self, resources: &Resources) -> Changes {
         let mut changes = Changes::default();
+        let mut removed: BTreeSet<String> = BTreeSet::new();
+        // Subscribed names the client holds nothing of and was never told are absent.
+        let never_told = |name: &str, flag: bool| {
+            self.known(name, Flag::Known(Some(flag)), Layers::All) == Known::Nothing && !resources.contains_key(name)
+        };
         if self.wildcard {
             changes.updated = resources
                 .iter()
                 .filter(|(name, r)| (!r.named_only || self.subscribed(name)) && self.stale_in_scope(name, r))
                 .map(|(name, r)| (name.clone(), r.clone()))
                 .collect();
+            let absent = self.subscribed.iter_flagged().filter(|(name, flag)| never_told(name, *flag));
+            removed.extend(absent.map(|(name, _)| name.to_string()));
         } else {
-            changes.updated = self
-                .names()
-                .filter_map(|name| resources.get_key_value(&*name))
-                .filter(|(name, r)| self.stale_in_scope(name, r))
-                .map(|(name, r)| (name.clone(), r.clone()))
-                .collect();
+            // One look in `resources` per name: what it finds is due if stale, what it
+            // does not, absent if never told.
+            for (name, flag) in self.subscribed.iter_flagged() {
+                match resources.get_key_value(&*name) {
+                    Some((key, r))
+                        if self.known(&name, Flag::Known(Some(flag)), Layers::All) != Known::Held(r.hash) =>
+                    {
+                        changes.updated.push((key.clone(), r.clone()));
+                    }
+                    None if never_told(&name, flag) => {
+                        removed.insert(name.to_string());
+                    }
+                    _ => {}
+                }
+            }
             // Responses list resources in name order, whatever order the subscription holds them in.
             changes.updated.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        // Vanished resources the client holds, and subscribed names it was never told are absent.
-        let held_gone = self.held().map(|(name, _)| name).filter(|name| !resources.contains_key(*name));
-        let mut removed: BTreeSet<String> = held_gone.map(str::to_owned).collect();
-        let never_told = self.names().filter(|name| {
-            self.known(name, Flag::Subscribed, Layers::All) == Known::Nothing && !resources.contains_key(&**name)
-        });
-        removed.extend(never_told.map(|name| name.to_string()));
+        // Vanished resources the client holds.
+        let held_gone =
+            self.held_outside(Some(resources)).map(|(name, _)| name).filter(|name| !resources.contains_key(*name));
+        removed.extend(held_gone.map(str::to_owned));
         changes.removed = removed.into_iter().collect();
         changes
     }
