@@ -53,7 +53,9 @@ pub struct StreamState {
     flavour: Flavour,
     node: Option<Arc<Node>>,
     connected_at: SystemTime,
-    types: [Option<TypeState>; ResourceType::COUNT],
+    /// Boxed: a client asks for two or four of the types, and 1,000 streams each kept
+    /// room for all of them inline (half a kB a type).
+    types: [Option<Box<TypeState>>; ResourceType::COUNT],
     nonce: u64,
     limits: Limits,
     /// Resource bytes per response at most, whatever the budget grants: lower only in tests
@@ -210,7 +212,7 @@ impl StreamState {
             node: self.node.clone(),
             identity: self.identity.clone(),
             connected_at: self.connected_at,
-            types: std::array::from_fn(|i| self.types[i].as_ref().map(TypeState::view)),
+            types: std::array::from_fn(|i| self.types[i].as_deref().map(TypeState::view)),
             requests: self.requests,
             responses: self.responses,
             busy: self.has_work(),
@@ -268,7 +270,7 @@ impl StreamState {
         error: Option<&envoy_types::pb::google::rpc::Status>,
     ) -> Option<Answer> {
         let max_message = self.limits.usize(Limit::NackMessageBytes);
-        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
+        let state = self.types[ty.index()].get_or_insert_with(Box::default);
         if response_nonce.is_empty() {
             return Some(Answer::SubscriptionOnly);
         }
@@ -314,7 +316,7 @@ impl StreamState {
         };
         // The names are the whole subscription.
         self.within_limits(ty, request.resource_names.iter().map(String::as_str), (0, 0), current)?;
-        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
+        let state = self.types[ty.index()].get_or_insert_with(Box::default);
         // Listeners and clusters named by nobody means all of them (legacy wildcard), unless the
         // client named some before: then it unsubscribes from everything. Endpoints and routes
         // never mean all.
@@ -375,7 +377,7 @@ impl StreamState {
         if let Some(name) = too_long {
             return Err(self.limits.refusal(Limit::NameBytes, format!("{} bytes", name.len())));
         }
-        let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
+        let state = self.types[ty.index()].get_or_insert_with(Box::default);
         let changed = state.subscription.apply(
             SubscriptionRequest {
                 subscribe: &request.resource_names_subscribe,
