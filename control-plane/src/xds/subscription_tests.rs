@@ -149,6 +149,28 @@ fn initial_resource_versions_skip_unchanged_and_remove_vanished() {
 }
 
 #[test]
+fn a_reconnecting_client_that_names_a_missing_resource_before_the_wildcard_is_told_it_is_absent() {
+    // Its versions are checked against what is served, which becomes its baseline: the
+    // diff then looks only at what differs from it, and the name it holds nothing of must
+    // be among that, though naming it came before the wildcard widened the scope.
+    let res = resources(&[("a", "1")]);
+    let initial: HashMap<String, String> = res.iter().map(|(n, r)| (n.to_string(), r.version.clone())).collect();
+    let mut sub = Subscription::default();
+    sub.apply(
+        SubscriptionRequest {
+            subscribe: &names(&["b", "*"]),
+            initial_resource_versions: Some(&listed(&initial)),
+            current: Some(&res),
+            ..Default::default()
+        },
+        usize::MAX,
+    );
+    let changes = sub.changes(&res);
+    assert!(changes.updated.is_empty(), "a is held at the version served");
+    assert_eq!(changes.removed, ["b"]);
+}
+
+#[test]
 fn wildcard_initial_resource_versions_skip_everything_unchanged() {
     let res = resources(&[("a", "1"), ("b", "2")]);
     let initial: HashMap<String, String> = res.iter().map(|(n, r)| (n.to_string(), r.version.clone())).collect();
