@@ -145,16 +145,18 @@ impl StreamSlot {
         self.earned.store(MAX_RESPONSE_BYTES, Ordering::Release);
     }
 
-    /// The client ACKed after `latency`: within [`PROMPT`] its next response may be twice as
-    /// large (up to [`MAX_EARNED_RESPONSE_BYTES`]); later, it is back to the base.
+    /// The client ACKed after `latency`: it answered, and within [`PROMPT`] its next response
+    /// may be twice as large (up to [`MAX_EARNED_RESPONSE_BYTES`]); later, it is back to the base.
     pub fn acked(&self, latency: Duration) {
+        self.answered();
         let earned = self.earned.load(Ordering::Acquire);
         let next = if latency <= PROMPT { (earned * 2).min(MAX_EARNED_RESPONSE_BYTES) } else { MAX_RESPONSE_BYTES };
         self.earned.store(next, Ordering::Release);
     }
 
-    /// The client NACKed: back to base-size responses.
+    /// The client NACKed: it answered, and is back to base-size responses.
     pub fn nacked(&self) {
+        self.answered();
         self.earned.store(MAX_RESPONSE_BYTES, Ordering::Release);
     }
 

@@ -9,12 +9,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::Response;
 use axum::routing::post;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-
-use super::delta_request::DeltaRequest;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::StreamKind;
+use super::delta_request::DeltaRequest;
 use super::grpc::{decode_requests, status_response, streaming_response};
 use super::stream::{StreamEnv, XdsRequest, run_stream};
 use crate::cache::{ResourceType, SnapshotSource};

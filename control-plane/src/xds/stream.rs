@@ -10,8 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-
-use super::delta_request::DeltaRequest;
 use futures::future::OptionFuture;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -19,6 +17,7 @@ use tonic::Status;
 use tracing::{Instrument, debug, info, warn};
 
 use super::budget::{Credit, InFlight, MAX_RESPONSE_BYTES, STALL, SendBudget, StreamSlot};
+use super::delta_request::DeltaRequest;
 use super::grpc::Outbound;
 use super::metrics::XdsMetrics;
 use super::proxies::ProxyRegistry;
@@ -169,14 +168,8 @@ async fn serve<R, S>(
                     Ok(answered) => {
                         match answered {
                             Answered::Not => {}
-                            Answered::Ack(latency) => {
-                                slot.answered();
-                                slot.acked(latency);
-                            }
-                            Answered::Nack => {
-                                slot.answered();
-                                slot.nacked();
-                            }
+                            Answered::Ack(latency) => slot.acked(latency),
+                            Answered::Nack => slot.nacked(),
                         }
                         publish(&views, &state, snapshot.is_some());
                     }
