@@ -48,9 +48,9 @@ pub struct TypeView {
     pub wildcard: bool,
     /// Names subscribed by name.
     pub names: usize,
-    pub sent: Option<Sent>,
-    pub acked: Option<Sent>,
-    pub last_nack: Option<Nack>,
+    pub sent: Option<Arc<Sent>>,
+    pub acked: Option<Arc<Sent>>,
+    pub last_nack: Option<Arc<Nack>>,
 }
 
 impl TypeView {
@@ -60,7 +60,7 @@ impl TypeView {
             self.acked.as_ref().is_some_and(|a| a.nonce == nonce)
                 || self.last_nack.as_ref().is_some_and(|n| n.nonce == nonce)
         };
-        self.sent.as_ref().filter(|s| !answered(&s.nonce))
+        self.sent.as_deref().filter(|s| !answered(&s.nonce))
     }
 
     /// The latest response was rejected.
