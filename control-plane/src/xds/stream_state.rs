@@ -102,7 +102,7 @@ pub enum Answer {
     /// `cut`: the client's message was longer than the limit and was cut.
     Nack {
         ty: ResourceType,
-        nack: Nack,
+        nack: Arc<Nack>,
         cut: bool,
     },
 }
@@ -281,13 +281,13 @@ impl StreamState {
             Some(sent) if sent.nonce == response_nonce => Some(match error {
                 Some(error) => {
                     let (message, cut) = truncate(&error.message, max_message);
-                    let nack = Nack {
+                    let nack = Arc::new(Nack {
                         nonce: sent.nonce.clone(),
                         version: sent.version.clone(),
                         message,
                         wall: SystemTime::now(),
-                    };
-                    state.last_nack = Some(Arc::new(nack.clone()));
+                    });
+                    state.last_nack = Some(nack.clone());
                     Answer::Nack { ty, nack, cut }
                 }
                 None => {
