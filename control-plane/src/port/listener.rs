@@ -37,7 +37,9 @@ const MAX_SEND_BUF_BYTES: usize = 64 * 1024;
 /// What a client may send on one stream, and on one connection, before we read it. What
 /// arrives beyond what the streams have read waits in the connection's read buffer, which
 /// never shrinks: at 256 KiB / 1 MiB, a reconnect storm left 95 kB of it on each of 100
-/// connections. Requests are small; a 4 MiB list of versions takes a few window updates.
+/// connections, and at these windows a 1,000-client sync still leaves about 75 kB (h2
+/// reserves a whole frame ahead; hyper offers no bound on it). Requests are small; a 4 MiB
+/// list of versions takes a few window updates.
 const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
 /// Request headers, at most (gRPC's metadata; Envoy sends well under 1 KiB).
