@@ -60,8 +60,9 @@ pub struct Ports {
 impl Ports {
     /// Three free loopback ports.
     pub fn free() -> Self {
-        let [xds, admin, debug]: [SocketAddr; 3] =
-            std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        // Held together until all three are known, so the kernel cannot hand one out twice.
+        let held: [TcpListener; 3] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+        let [xds, admin, debug] = held.each_ref().map(|l| l.local_addr().unwrap());
         Self { xds, admin, debug }
     }
 }
@@ -94,10 +95,17 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .expect("edgexds runs");
-        let server = Self { child, xds, admin, debug };
-        server.wait_until_within(Duration::from_secs(60), "ready", || {
-            http_get(admin, "/readyz").is_some_and(|(status, _)| status == 200)
-        });
+        let mut server = Self { child, xds, admin, debug };
+        // A server that exits on the way (a port taken meanwhile, a bad flag) says so at
+        // once, rather than as a minute's wait for readiness.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(admin, "/readyz").is_none_or(|(status, _)| status != 200) {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("edgexds exited before it was ready ({status}); its log says why");
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         server
     }
 
